@@ -1,0 +1,126 @@
+//! The I/O layer: every file-system access of the engine goes through [`FileSystem`].
+//!
+//! Two implementations: [`OsFs`] (the real file system, with memory maps and
+//! `fallocate`) and [`crate::sim::SimFs`] (in memory, deterministic, able to crash
+//! and to fail chosen operations).
+
+mod os;
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use os::OsFs;
+
+/// How [`FileSystem::open`] opens a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Existing file, read only.
+    Read,
+    /// Existing file, read and write.
+    Write,
+    /// Read and write, created empty if missing (existing content is kept).
+    Create,
+}
+
+/// A narrow file-system interface: what a segmented log needs and nothing more.
+///
+/// Paths are absolute or relative to the process's working directory, as given.
+pub trait FileSystem: Send + Sync + Debug {
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Opens a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>>;
+    /// True when a file or directory exists at `path`.
+    fn exists(&self, path: &Path) -> bool;
+    /// Renames `from` to `to`, replacing `to`. Durable only after [`FileSystem::sync_dir`].
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file. Durable only after [`FileSystem::sync_dir`].
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes a directory and everything below it.
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// The names of the entries of a directory (files and directories), unsorted.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Makes the creations, renames and removals in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive advisory lock on `path` (created if missing).
+    /// `Ok(None)` when another holder (this process or another) has it.
+    /// The lock is released when the returned guard drops.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>>;
+}
+
+/// An open file.
+pub trait FileHandle: Send + Sync + Debug {
+    /// Reads up to `buf.len()` bytes at `pos`; returns how many were read (0 at end of file).
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `pos`, extending the file if needed.
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    /// Makes the file's data (and the size, where it changed) durable: `fdatasync`.
+    /// On a file with a write mapping this includes the bytes written through it.
+    fn sync_data(&self) -> io::Result<()>;
+    /// The current size in bytes.
+    fn size(&self) -> io::Result<u64>;
+    /// Truncates or extends (with zeros) to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Extends the file to at least `len` bytes with really allocated, zeroed blocks,
+    /// so later writes through a mapping cannot fail for lack of space.
+    fn allocate(&self, len: u64) -> io::Result<()>;
+    /// Maps the first `len` bytes for reading. `len` may exceed the current size only
+    /// for a [`OpenMode::Write`]/[`OpenMode::Create`] handle, in which case the mapping
+    /// is writable through [`Mapping::write`] and only bytes below the file's size may
+    /// be touched.
+    fn map(&self, len: usize) -> io::Result<Arc<dyn Mapping>>;
+
+    /// Reads exactly `buf.len()` bytes at `pos`.
+    fn read_exact_at(&self, buf: &mut [u8], mut pos: u64) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.read_at(&mut buf[done..], pos)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "read past end of file",
+                ));
+            }
+            done += n;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// A memory-mapped region of a file, at a fixed address for the mapping's lifetime.
+///
+/// Readers get slices of bytes that the single writer has published; the writer only
+/// writes bytes no reader is looking at (append-only), so the two never overlap.
+pub trait Mapping: Send + Sync + Debug {
+    /// Start of the mapped bytes.
+    fn as_ptr(&self) -> *const u8;
+    /// Length of the mapping in bytes.
+    fn len(&self) -> usize;
+    /// True for a zero-length mapping.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Copies `data` into the mapping (and so into the file) at `pos`.
+    ///
+    /// The caller guarantees that no reader reads `[pos, pos + data.len())` while this
+    /// runs and that those bytes lie below the file's size.
+    fn write(&self, pos: usize, data: &[u8]) -> io::Result<()>;
+}
+
+impl dyn Mapping {
+    /// The bytes `[start, end)` of the mapping.
+    ///
+    /// The caller guarantees `end <= len()` and that no writer writes those bytes while
+    /// the returned slice lives (they were published before and are never rewritten).
+    pub(crate) fn bytes(&self, start: usize, end: usize) -> &[u8] {
+        assert!(start <= end && end <= self.len(), "mapping range out of bounds");
+        // SAFETY: the range is inside the mapping, which stays at a fixed address for
+        // the lifetime of `self`; the engine only writes bytes past the published end,
+        // and callers only read below it.
+        unsafe { std::slice::from_raw_parts(self.as_ptr().add(start), end - start) }
+    }
+}

@@ -1,0 +1,229 @@
+//! [`OsFs`]: the real file system.
+
+use std::any::Any;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use super::{FileHandle, FileSystem, Mapping, OpenMode};
+
+/// The operating system's file system (Unix).
+///
+/// ```
+/// use logqueue::fs::{FileSystem, OsFs, OpenMode};
+/// let dir = tempfile::tempdir().unwrap();
+/// let f = OsFs.open(&dir.path().join("a"), OpenMode::Create).unwrap();
+/// f.write_all_at(b"hello", 0).unwrap();
+/// assert_eq!(f.size().unwrap(), 5);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsFs;
+
+#[derive(Debug)]
+struct OsFile {
+    file: File,
+    writable: bool,
+}
+
+#[derive(Debug)]
+struct OsMapping {
+    map: MmapRaw,
+    writable: bool,
+}
+
+impl FileSystem for OsFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>> {
+        let mut options = OpenOptions::new();
+        options.read(true);
+        match mode {
+            OpenMode::Read => {}
+            OpenMode::Write => {
+                options.write(true);
+            }
+            OpenMode::Create => {
+                options.write(true).create(true);
+            }
+        }
+        let file = options.open(path)?;
+        Ok(Arc::new(OsFile {
+            file,
+            writable: mode != OpenMode::Read,
+        }))
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir_all(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+        Ok(names)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Box::new(file))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+impl FileHandle for OsFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        FileExt::read_at(&self.file, buf, pos)
+    }
+
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        FileExt::write_all_at(&self.file, buf, pos)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let current = self.size()?;
+        if len <= current {
+            return Ok(());
+        }
+        let offset = libc::off_t::try_from(current)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
+        let grow = libc::off_t::try_from(len - current)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
+        // SAFETY: plain syscall on an fd we own; no memory is passed.
+        let rc = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), offset, grow) };
+        match rc {
+            0 => Ok(()),
+            // File systems without fallocate (some tmpfs/overlay setups): write zeros,
+            // which allocates just the same, only slower.
+            libc::EOPNOTSUPP | libc::EINVAL => write_zeros(&self.file, current, len),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+
+    fn map(&self, len: usize) -> io::Result<Arc<dyn Mapping>> {
+        if len == 0 {
+            return Ok(Arc::new(EmptyMapping));
+        }
+        let map = if self.writable {
+            MmapOptions::new().len(len).map_raw(&self.file)?
+        } else {
+            MmapOptions::new().len(len).map_raw_read_only(&self.file)?
+        };
+        Ok(Arc::new(OsMapping {
+            map,
+            writable: self.writable,
+        }))
+    }
+}
+
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    const CHUNK: usize = 1 << 20;
+    let zeros = vec![0u8; CHUNK];
+    let mut pos = from;
+    while pos < to {
+        let n = usize::try_from(to - pos).map_or(CHUNK, |left| left.min(CHUNK));
+        FileExt::write_all_at(file, &zeros[..n], pos)?;
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+impl Mapping for OsMapping {
+    fn as_ptr(&self) -> *const u8 {
+        self.map.as_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn write(&self, pos: usize, data: &[u8]) -> io::Result<()> {
+        if !self.writable {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "read-only mapping",
+            ));
+        }
+        let end = pos
+            .checked_add(data.len())
+            .filter(|&end| end <= self.map.len())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past mapping"))?;
+        debug_assert!(end <= self.map.len());
+        // SAFETY: [pos, end) is inside the mapping (checked above); the caller
+        // guarantees no reader looks at these bytes while they are written and that
+        // they lie below the file's allocated size (so no SIGBUS).
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(pos), data.len());
+        }
+        Ok(())
+    }
+}
+
+/// Mapping of zero bytes (mmap refuses a zero length).
+#[derive(Debug)]
+struct EmptyMapping;
+
+impl Mapping for EmptyMapping {
+    fn as_ptr(&self) -> *const u8 {
+        std::ptr::NonNull::<u8>::dangling().as_ptr()
+    }
+
+    fn len(&self) -> usize {
+        0
+    }
+
+    fn write(&self, _pos: usize, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            Ok(())
+        } else {
+            Err(io::Error::new(io::ErrorKind::InvalidInput, "write past mapping"))
+        }
+    }
+}

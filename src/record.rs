@@ -1,0 +1,109 @@
+//! The records users append and read back.
+
+use crate::Offset;
+
+/// A record to append. `value: None` is a tombstone (deletes the key in a compacted log).
+///
+/// ```
+/// use logqueue::Record;
+/// let r = Record::keyed("user-1", "alice").with_header("source", "signup").with_timestamp(1_000);
+/// assert_eq!(r.key.as_deref(), Some(&b"user-1"[..]));
+/// assert_eq!(r.timestamp, Some(1_000));
+/// assert!(Record::tombstone("user-1").value.is_none());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Record {
+    /// Optional key (required by compacted logs).
+    pub key: Option<Vec<u8>>,
+    /// The payload; `None` marks a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Application headers, kept in order.
+    pub headers: Vec<Header>,
+    /// Milliseconds since the Unix epoch; `None` takes the log clock at append.
+    pub timestamp: Option<i64>,
+}
+
+impl Record {
+    /// A record with a value and no key.
+    pub fn new(value: impl Into<Vec<u8>>) -> Record {
+        Record {
+            value: Some(value.into()),
+            ..Record::default()
+        }
+    }
+
+    /// A record with a key and a value.
+    pub fn keyed(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Record {
+        Record {
+            key: Some(key.into()),
+            value: Some(value.into()),
+            ..Record::default()
+        }
+    }
+
+    /// A tombstone for `key`: compaction removes earlier records of the key, and later
+    /// the tombstone itself.
+    pub fn tombstone(key: impl Into<Vec<u8>>) -> Record {
+        Record {
+            key: Some(key.into()),
+            ..Record::default()
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Record {
+        self.headers.push(Header {
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Sets the timestamp (milliseconds since the Unix epoch).
+    pub fn with_timestamp(mut self, ms: i64) -> Record {
+        self.timestamp = Some(ms);
+        self
+    }
+}
+
+/// A record header: a UTF-8 key and a byte value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Header name.
+    pub key: String,
+    /// Header value.
+    pub value: Vec<u8>,
+}
+
+/// A record as stored in the log, with its offset and timestamp.
+///
+/// ```
+/// use logqueue::{Header, StoredRecord};
+/// let r = StoredRecord { offset: 7, timestamp: 0, key: None, value: Some(b"v".to_vec()),
+///     headers: vec![Header { key: "h".into(), value: b"x".to_vec() }] };
+/// assert_eq!(r.header("h"), Some(&b"x"[..]));
+/// assert_eq!(r.header("missing"), None);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Position of the record in the log.
+    pub offset: Offset,
+    /// The record's timestamp (given, or the clock at append).
+    pub timestamp: i64,
+    /// The key, if any.
+    pub key: Option<Vec<u8>>,
+    /// The value; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Headers in the order they were given.
+    pub headers: Vec<Header>,
+}
+
+impl StoredRecord {
+    /// The value of the first header named `key`.
+    pub fn header(&self, key: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.key == key)
+            .map(|h| h.value.as_slice())
+    }
+}
