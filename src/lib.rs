@@ -4,10 +4,12 @@
 mod clock;
 mod error;
 pub mod fs;
+mod batch;
 mod record;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
+pub use batch::{HeaderIter, RecordView};
 pub use record::{Header, Record, StoredRecord};
 
 /// Position of a record in a log.
