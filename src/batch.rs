@@ -149,6 +149,19 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Batch<'_>, BatchError> {
     if crc32fast::hash(&bytes[POS_MAGIC..]) != stored_crc {
         return Err(BatchError::Invalid("CRC mismatch"));
     }
+    parse_header(bytes)
+}
+
+/// Parses the header of a batch of exactly `bytes` that already passed [`decode`]
+/// (its CRC is not checked again).
+pub(crate) fn decode_checked(bytes: &[u8]) -> Result<Batch<'_>, BatchError> {
+    if bytes.len() < HEADER_LEN || peek_len(bytes)? != bytes.len() {
+        return Err(BatchError::Truncated);
+    }
+    parse_header(bytes)
+}
+
+fn parse_header(bytes: &[u8]) -> Result<Batch<'_>, BatchError> {
     if bytes[POS_MAGIC] != MAGIC {
         return Err(BatchError::Invalid("unknown format version"));
     }

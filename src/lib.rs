@@ -1,16 +1,44 @@
 //! logqueue: an embeddable, persistent queue storage engine.
+//!
+//! A Kafka-style segmented log (segments named by base offset, sparse offset and time
+//! indexes, crash recovery) that a Rust program opens in a directory, in-process.
+//!
+//! ```
+//! use logqueue::{Log, LogConfig, Record};
+//! let dir = tempfile::tempdir().unwrap();
+//! let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+//! let first = log.append(Record::keyed("k", "v1")).unwrap();
+//! log.append(Record::keyed("k", "v2")).unwrap();
+//! log.flush().unwrap();
+//! assert_eq!(log.durable_offset(), first + 2);
+//! let all: Vec<_> = log.reader(first).unwrap().collect::<Result<_, _>>().unwrap();
+//! assert_eq!(all.len(), 2);
+//! ```
 #![warn(missing_docs)]
 
+mod batch;
+mod checkpoint;
 mod clock;
+mod config;
 mod error;
 pub mod fs;
-mod batch;
+mod index;
+mod log;
+mod reader;
 mod record;
+mod recovery;
+mod segment;
+mod stats;
 
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Error, Result};
 pub use batch::{HeaderIter, RecordView};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig};
+pub use error::{Error, Result};
+pub use log::Log;
+pub use reader::{fuzz_decode_batch, LogReader, RecordBatch};
 pub use record::{Header, Record, StoredRecord};
+pub use segment::CorruptRange;
+pub use stats::{CompactionReport, LogStats, RetentionReport, SegmentInfo, VerifyReport};
 
 /// Position of a record in a log.
 pub type Offset = u64;

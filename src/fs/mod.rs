@@ -33,6 +33,10 @@ pub trait FileSystem: Send + Sync + Debug {
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Opens a file.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>>;
+    /// Size of the file at `path`, without keeping it open.
+    fn file_size(&self, path: &Path) -> io::Result<u64> {
+        self.open(path, OpenMode::Read)?.size()
+    }
     /// True when a file or directory exists at `path`.
     fn exists(&self, path: &Path) -> bool;
     /// Renames `from` to `to`, replacing `to`. Durable only after [`FileSystem::sync_dir`].

@@ -60,6 +60,10 @@ impl FileSystem for OsFs {
         }))
     }
 
+    fn file_size(&self, path: &Path) -> io::Result<u64> {
+        Ok(fs::metadata(path)?.len())
+    }
+
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }

@@ -1,0 +1,186 @@
+//! Sparse offset and time indexes of one segment: in memory while the segment is
+//! written, as raw little-endian entries on disk once sealed. An index file is a
+//! cache: it is validated against the log before use and rebuilt when it fails.
+
+use crate::Offset;
+
+/// Bytes of one offset-index entry: relative offset u32, position u32.
+pub(crate) const OFFSET_ENTRY_LEN: usize = 8;
+/// Bytes of one time-index entry: timestamp i64, relative offset u32.
+pub(crate) const TIME_ENTRY_LEN: usize = 12;
+
+/// One offset-index entry: the batch holding `base + rel_offset` starts at `position`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OffsetEntry {
+    pub rel_offset: u32,
+    pub position: u32,
+}
+
+/// One time-index entry: every record up to `base + rel_offset` has a timestamp
+/// at most `timestamp`, and that batch starts at an indexed position at or before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TimeEntry {
+    pub timestamp: i64,
+    pub rel_offset: u32,
+}
+
+/// The two sparse indexes of a segment.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Indexes {
+    pub offsets: Vec<OffsetEntry>,
+    pub times: Vec<TimeEntry>,
+}
+
+impl Indexes {
+    /// Adds an entry for a batch at `position` whose first offset is `base + rel_offset`
+    /// and whose records all have timestamps at most `max_ts_so_far`.
+    pub fn push(&mut self, rel_offset: u32, position: u32, max_ts_so_far: i64) {
+        if let Some(last) = self.offsets.last() {
+            debug_assert!(rel_offset > last.rel_offset && position > last.position);
+        }
+        self.offsets.push(OffsetEntry {
+            rel_offset,
+            position,
+        });
+        if self.times.last().is_none_or(|t| max_ts_so_far > t.timestamp) {
+            self.times.push(TimeEntry {
+                timestamp: max_ts_so_far,
+                rel_offset,
+            });
+        }
+    }
+
+    /// Position of the last indexed batch starting at or before `rel_offset` (0 if none).
+    pub fn floor_position(&self, rel_offset: u32) -> u32 {
+        let i = self.offsets.partition_point(|e| e.rel_offset <= rel_offset);
+        if i == 0 {
+            0
+        } else {
+            self.offsets[i - 1].position
+        }
+    }
+
+    /// A relative offset from which a scan finds the first record with timestamp >= ts:
+    /// every record before the returned one is older than `ts`.
+    pub fn scan_start_for_time(&self, ts: i64) -> u32 {
+        let i = self.times.partition_point(|e| e.timestamp < ts);
+        if i == 0 {
+            0
+        } else {
+            self.times[i - 1].rel_offset
+        }
+    }
+
+    /// The offset index file's bytes.
+    pub fn encode_offsets(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY_LEN);
+        for e in &self.offsets {
+            out.extend_from_slice(&e.rel_offset.to_le_bytes());
+            out.extend_from_slice(&e.position.to_le_bytes());
+        }
+        out
+    }
+
+    /// The time index file's bytes.
+    pub fn encode_times(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.times.len() * TIME_ENTRY_LEN);
+        for e in &self.times {
+            out.extend_from_slice(&e.timestamp.to_le_bytes());
+            out.extend_from_slice(&e.rel_offset.to_le_bytes());
+        }
+        out
+    }
+
+    /// Decodes index files, or `None` when they are not a plausible index of a log of
+    /// `log_len` bytes (wrong length, entries out of order, positions past the end, a
+    /// zero-filled tail). The caller still cross-checks entries against the log.
+    pub fn decode(offset_bytes: &[u8], time_bytes: &[u8], log_len: u64) -> Option<Indexes> {
+        if offset_bytes.len() % OFFSET_ENTRY_LEN != 0 || time_bytes.len() % TIME_ENTRY_LEN != 0 {
+            return None;
+        }
+        let mut idx = Indexes::default();
+        for chunk in offset_bytes.chunks_exact(OFFSET_ENTRY_LEN) {
+            let e = OffsetEntry {
+                rel_offset: u32::from_le_bytes(chunk[0..4].try_into().ok()?),
+                position: u32::from_le_bytes(chunk[4..8].try_into().ok()?),
+            };
+            if u64::from(e.position) >= log_len {
+                return None;
+            }
+            if let Some(last) = idx.offsets.last() {
+                if e.rel_offset <= last.rel_offset || e.position <= last.position {
+                    return None;
+                }
+            }
+            idx.offsets.push(e);
+        }
+        for chunk in time_bytes.chunks_exact(TIME_ENTRY_LEN) {
+            let e = TimeEntry {
+                timestamp: i64::from_le_bytes(chunk[0..8].try_into().ok()?),
+                rel_offset: u32::from_le_bytes(chunk[8..12].try_into().ok()?),
+            };
+            if let Some(last) = idx.times.last() {
+                if e.timestamp <= last.timestamp || e.rel_offset < last.rel_offset {
+                    return None;
+                }
+            }
+            // Every time entry points at an indexed batch.
+            if idx
+                .offsets
+                .binary_search_by_key(&e.rel_offset, |o| o.rel_offset)
+                .is_err()
+            {
+                return None;
+            }
+            idx.times.push(e);
+        }
+        Some(idx)
+    }
+}
+
+/// Relative offset of `offset` in a segment based at `base`, if it fits in u32.
+pub(crate) fn relative(base: Offset, offset: Offset) -> Option<u32> {
+    offset.checked_sub(base).and_then(|d| u32::try_from(d).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floor_and_time_lookups() {
+        let mut idx = Indexes::default();
+        idx.push(0, 0, 100);
+        idx.push(10, 4096, 100); // no new time entry: max did not grow
+        idx.push(20, 8192, 300);
+        assert_eq!(idx.times.len(), 2);
+        assert_eq!(idx.floor_position(0), 0);
+        assert_eq!(idx.floor_position(15), 4096);
+        assert_eq!(idx.floor_position(99), 8192);
+        assert_eq!(idx.scan_start_for_time(50), 0);
+        assert_eq!(idx.scan_start_for_time(200), 0);
+        assert_eq!(idx.scan_start_for_time(301), 20);
+    }
+
+    #[test]
+    fn decode_roundtrip_and_rejects_bad_files() {
+        let mut idx = Indexes::default();
+        idx.push(0, 0, 1);
+        idx.push(5, 100, 2);
+        let (o, t) = (idx.encode_offsets(), idx.encode_times());
+        let back = Indexes::decode(&o, &t, 200).unwrap();
+        assert_eq!(back.offsets, idx.offsets);
+        assert_eq!(back.times, idx.times);
+        // Zero-filled preallocated tail.
+        let mut zeroed = o.clone();
+        zeroed.extend_from_slice(&[0u8; 16]);
+        assert!(Indexes::decode(&zeroed, &t, 200).is_none());
+        // Torn entry.
+        assert!(Indexes::decode(&o[..11], &t, 200).is_none());
+        // Position beyond the log.
+        assert!(Indexes::decode(&o, &t, 100).is_none());
+        // Garbage.
+        assert!(Indexes::decode(&[0xff; 24], &[], 200).is_none());
+        assert!(Indexes::decode(&[], &[], 0).is_some());
+    }
+}

@@ -1,0 +1,269 @@
+//! [`LogReader`]: sequential reading, owned or zero-copy, and tailing.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::batch::{self, RecordView};
+use crate::log::Log;
+use crate::segment::{BatchRef, Segment};
+use crate::{Error, Offset, Result, StoredRecord};
+
+/// Reads a log in offset order from a position. As an [`Iterator`] it yields owned
+/// records and ends at the current end of the log; [`LogReader::next_blocking`] waits
+/// for more. [`LogReader::next_batch`] and [`LogReader::read_views`] read without
+/// copying, straight from the memory-mapped segment.
+///
+/// ```
+/// use logqueue::{Log, LogConfig, Record};
+/// let dir = tempfile::tempdir().unwrap();
+/// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+/// log.append_batch(vec![Record::new("a"), Record::new("b")]).unwrap();
+/// let values: Vec<_> = log.reader(0).unwrap().map(|r| r.unwrap().value.unwrap()).collect();
+/// assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec()]);
+/// let mut total = 0;
+/// log.reader(0).unwrap().read_views(usize::MAX, |v| total += v.value.unwrap().len()).unwrap();
+/// assert_eq!(total, 2);
+/// ```
+#[derive(Debug)]
+pub struct LogReader {
+    log: Log,
+    /// Next offset to hand out.
+    position: Offset,
+    /// The batch last returned, to continue from without an index lookup.
+    last: Option<(Arc<Segment>, BatchRef)>,
+    pending: VecDeque<StoredRecord>,
+    /// Offset after the batch whose records are in `pending`.
+    pending_end: Offset,
+}
+
+/// One batch read in place: its records borrow the segment's memory map.
+#[derive(Debug, Clone)]
+pub struct RecordBatch {
+    segment: Arc<Segment>,
+    batch: BatchRef,
+    from: Offset,
+}
+
+impl RecordBatch {
+    /// Offset of the batch's first record slot.
+    pub fn base_offset(&self) -> Offset {
+        self.batch.base_offset
+    }
+
+    /// Offset of the batch's last record slot.
+    pub fn last_offset(&self) -> Offset {
+        self.batch.batch().last_offset()
+    }
+
+    /// The records at or after the reader's position, decoded in place.
+    pub fn records(&self) -> impl Iterator<Item = Result<RecordView<'_>>> + '_ {
+        let from = self.from;
+        let position = self.batch.position();
+        self.batch
+            .batch()
+            .records()
+            .map(move |r| {
+                r.map_err(|e| Error::corrupt(self.segment.path(), position, None, e.to_string()))
+            })
+            .filter(move |r| r.as_ref().map_or(true, |v| v.offset >= from))
+    }
+}
+
+impl LogReader {
+    pub(crate) fn new(log: Log, from: Offset) -> LogReader {
+        LogReader {
+            log,
+            position: from,
+            last: None,
+            pending: VecDeque::new(),
+            pending_end: from,
+        }
+    }
+
+    /// The offset of the next record this reader returns (or the next to be appended).
+    pub fn position(&self) -> Offset {
+        self.pending.front().map_or(self.position, |r| r.offset)
+    }
+
+    /// Moves the reader to `offset`. Below the start offset is
+    /// [`Error::OffsetOutOfRange`].
+    pub fn seek(&mut self, offset: Offset) -> Result<()> {
+        self.log.inner.check_open()?;
+        let start = self.log.start_offset();
+        if offset < start {
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                start,
+                end: self.log.end_offset(),
+            });
+        }
+        self.position = offset;
+        self.pending.clear();
+        self.last = None;
+        Ok(())
+    }
+
+    /// The next record, waiting up to `timeout` for one to be appended.
+    /// `Ok(None)` when none came in time.
+    pub fn next_blocking(&mut self, timeout: Duration) -> Result<Option<StoredRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.next() {
+                return r.map(Some);
+            }
+            let inner = &self.log.inner;
+            let position = self.position;
+            let ready = inner
+                .appended
+                .wait_until(deadline, || inner.is_closed() || self.log.end_offset() > position);
+            inner.check_open()?;
+            if !ready {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The next batch, read in place. Records before the reader's position are
+    /// skipped by [`RecordBatch::records`]. `Ok(None)` at the end of the log.
+    pub fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        let position = LogReader::position(self);
+        self.pending.clear();
+        self.position = position;
+        let Some((segment, found)) = self.advance()? else {
+            return Ok(None);
+        };
+        let from = self.position;
+        self.position = found.batch().last_offset() + 1;
+        self.last = Some((Arc::clone(&segment), found.clone()));
+        Ok(Some(RecordBatch {
+            segment,
+            batch: found,
+            from,
+        }))
+    }
+
+    /// Calls `f` on up to `max` records in order, decoded in place from the memory
+    /// map (no copy, no allocation); returns how many. The fastest way to consume.
+    pub fn read_views(&mut self, max: usize, mut f: impl FnMut(RecordView<'_>)) -> Result<usize> {
+        let mut count = 0;
+        while count < max {
+            let Some(batch) = self.next_batch()? else {
+                break;
+            };
+            let mut last_seen = None;
+            for record in batch.records() {
+                let record = record?;
+                last_seen = Some(record.offset);
+                f(record);
+                count += 1;
+                if count == max {
+                    break;
+                }
+            }
+            if count == max {
+                // Resume after the last record handed out, even mid-batch.
+                if let Some(o) = last_seen {
+                    if o < batch.last_offset() {
+                        self.position = o + 1;
+                        self.last = None;
+                    }
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// Finds the first batch holding an offset at or after `self.position`.
+    fn advance(&mut self) -> Result<Option<(Arc<Segment>, BatchRef)>> {
+        let inner = &self.log.inner;
+        inner.check_open()?;
+        let start = self.log.start_offset();
+        if self.position < start {
+            return Err(Error::OffsetOutOfRange {
+                offset: self.position,
+                start,
+                end: self.log.end_offset(),
+            });
+        }
+        // Sequential: continue right after the last batch, no index lookup.
+        if let Some((segment, prev)) = &self.last {
+            if prev.batch().last_offset() + 1 == self.position && !segment.retired.load(std::sync::atomic::Ordering::Acquire) {
+                if let Some(b) = segment.batch_after(prev)? {
+                    return Ok(Some((Arc::clone(segment), b)));
+                }
+            }
+        }
+        // Bounded by the number of segments: each round moves to a later one.
+        for _ in 0..=inner.snapshot().len() {
+            if self.position >= self.log.end_offset() {
+                return Ok(None);
+            }
+            let Some(segment) = inner.segment_for(self.position) else {
+                return Ok(None);
+            };
+            if let Some(b) = segment.batch_at_or_after(self.position)? {
+                return Ok(Some((segment, b)));
+            }
+            // Nothing left in this segment: jump to the next one.
+            let segments = inner.snapshot();
+            match segments.iter().find(|s| s.base_offset > segment.base_offset) {
+                Some(next) => self.position = self.position.max(next.base_offset),
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for LogReader {
+    type Item = Result<StoredRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.pending.pop_front() {
+                self.position = if self.pending.is_empty() {
+                    self.pending_end
+                } else {
+                    r.offset + 1
+                };
+                return Some(Ok(r));
+            }
+            let (segment, found) = match self.advance() {
+                Ok(Some(x)) => x,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            };
+            let b = found.batch();
+            for record in b.records() {
+                match record {
+                    Ok(v) if v.offset >= self.position => self.pending.push_back(v.to_owned_record()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.pending.clear();
+                        return Some(Err(Error::corrupt(
+                            segment.path(),
+                            found.position(),
+                            None,
+                            e.to_string(),
+                        )));
+                    }
+                }
+            }
+            self.pending_end = b.last_offset() + 1;
+            if self.pending.is_empty() {
+                self.position = self.pending_end;
+            }
+            self.last = Some((segment, found));
+        }
+    }
+}
+
+/// Decodes a batch from raw bytes and checks every record: for fuzzing the decoder.
+#[doc(hidden)]
+pub fn fuzz_decode_batch(bytes: &[u8]) -> usize {
+    match batch::decode(bytes) {
+        Ok(b) => b.records().filter(|r| r.is_ok()).count(),
+        Err(_) => 0,
+    }
+}

@@ -1,0 +1,400 @@
+//! Opening a log directory after whatever a crash left behind: maintenance leftovers,
+//! torn or zero-filled tails, missing or garbage indexes, garbage checkpoints.
+//!
+//! Data below the recovery point was fsynced: a bad batch there is corruption, which
+//! is recorded and skipped, never truncated. Above it nothing was promised: the log
+//! is cut at the first batch that does not decode or does not continue the offsets.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::batch::{self, Batch};
+use crate::checkpoint::{self, RecoveryPoint, RecoveryPointFile};
+use crate::config::LogConfig;
+use crate::fs::FileSystem;
+use crate::index::{self, Indexes};
+use crate::segment::{self, Segment, SegmentMeta, LOG_SUFFIX};
+use crate::stats::VerifyReport;
+use crate::{Error, Offset, Result};
+
+/// Suffix of a segment retired by retention or compaction, unlinked later.
+pub(crate) const DELETED_SUFFIX: &str = ".deleted";
+/// Suffix of a segment being written by the cleaner.
+pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
+/// Suffix of a cleaned segment complete on disk, about to replace the originals.
+pub(crate) const SWAP_SUFFIX: &str = ".swap";
+
+pub(crate) struct Recovered {
+    pub segments: Vec<Arc<Segment>>,
+    pub start_offset: Offset,
+    pub recovery_point_file: RecoveryPointFile,
+}
+
+pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
+    let fs = &config.fs;
+    clean_leftovers(&**fs, dir)?;
+    let mut bases: Vec<Offset> = list(&**fs, dir)?
+        .iter()
+        .filter_map(|n| segment::parse_file_name(n, LOG_SUFFIX))
+        .collect();
+    bases.sort_unstable();
+    let start_checkpoint = checkpoint::read_small(&**fs, &dir.join(checkpoint::LOG_START_OFFSET))
+        .and_then(|b| checkpoint::decode_offset(&b))
+        .unwrap_or(0);
+    let marker = dir.join(checkpoint::CLEAN_SHUTDOWN);
+    let clean = fs.exists(&marker);
+    if clean {
+        // From here on a crash must not be taken for a clean shutdown.
+        fs.remove_file(&marker)
+            .map_err(|e| Error::io("remove clean-shutdown marker", &marker, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+    }
+    let (mut rp_file, rp) = RecoveryPointFile::open(&**fs, dir)?;
+    let mut segments = Vec::with_capacity(bases.len() + 1);
+    for (i, &base) in bases.iter().enumerate() {
+        let path = segment::file_path(dir, base, LOG_SUFFIX);
+        let len = fs
+            .file_size(&path)
+            .map_err(|e| Error::io("stat segment", &path, e))?;
+        let next = bases.get(i + 1).copied().unwrap_or(base);
+        let seg = Segment::new(fs, dir, base, None, len, next);
+        seg.set_index_interval(config.index_interval_bytes);
+        segments.push(Arc::new(seg));
+    }
+    let capacity = config.segment_capacity();
+    if segments.is_empty() {
+        segments.push(Arc::new(Segment::create(fs, dir, start_checkpoint, capacity, 0)?));
+    }
+    let last = segments.len() - 1;
+    if !segments[last].is_mapped_writable() {
+        let active_len = segments[last].published();
+        segments[last].map_writable(capacity.max(active_len))?;
+    }
+
+    if clean {
+        let active = &segments[last];
+        let meta = active.meta()?;
+        active.set_next_offset(meta.last_offset.map_or(active.base_offset, |o| o + 1));
+    } else {
+        scan_tail(fs, dir, &mut segments, rp)?;
+    }
+
+    let mut start_offset = start_checkpoint.max(segments[0].base_offset);
+    let end = segments.last().expect("at least one segment").next_offset();
+    if start_offset > end {
+        // Data above the start offset was lost with an un-flushed tail: start afresh
+        // at the start offset, so offsets are never handed out twice.
+        for s in segments.drain(..) {
+            remove_segment_files(&**fs, dir, s.base_offset)?;
+        }
+        segments.push(Arc::new(Segment::create(fs, dir, start_offset, capacity, 0)?));
+    }
+    let last = segments.last().expect("at least one segment");
+    if !last.is_mapped_writable() {
+        // A cut made a sealed segment the last one: reopen it for appends.
+        let reopened = Segment::new(fs, dir, last.base_offset, None, last.published(), last.next_offset());
+        reopened.set_index_interval(config.index_interval_bytes);
+        reopened.map_writable(capacity.max(last.published()))?;
+        if let Some((indexes, meta)) = last.loaded_clone() {
+            reopened.set_loaded(indexes, meta);
+        }
+        *segments.last_mut().expect("at least one segment") = Arc::new(reopened);
+    }
+    start_offset = start_offset.max(segments[0].base_offset);
+
+    // Everything recovered is made durable now, so the log opens with
+    // durable_offset == end_offset and a recovery point at the end.
+    let active = segments.last().expect("at least one segment");
+    for s in &segments {
+        if s.is_open() {
+            s.sync()?;
+        }
+    }
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))?;
+    rp_file.write(RecoveryPoint {
+        segment: active.base_offset,
+        position: active.published(),
+        offset: active.next_offset(),
+    })?;
+    rp_file.sync()?;
+    Ok(Recovered {
+        segments,
+        start_offset,
+        recovery_point_file: rp_file,
+    })
+}
+
+fn list(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<String>> {
+    fs.list(dir).map_err(|e| Error::io("list directory", dir, e))
+}
+
+/// Deletes `.deleted`, `.cleaned`, `.tmp` and orphan index files; completes `.swap`.
+fn clean_leftovers(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    let names = list(fs, dir)?;
+    let mut changed = false;
+    let remove = |name: &str| -> Result<()> {
+        let p = dir.join(name);
+        fs.remove_file(&p)
+            .map_err(|e| Error::io("remove leftover", &p, e))
+    };
+    for name in &names {
+        if name.ends_with(DELETED_SUFFIX)
+            || name.ends_with(CLEANED_SUFFIX)
+            || name.ends_with(checkpoint::TMP_SUFFIX)
+        {
+            remove(name)?;
+            changed = true;
+        }
+    }
+    // A `.swap` was fsynced before it was renamed to `.swap`: it is complete, and
+    // replaces every segment whose offsets it covers.
+    for name in &names {
+        let Some(stem) = name.strip_suffix(SWAP_SUFFIX) else {
+            continue;
+        };
+        let Some(base) = segment::parse_file_name(stem, LOG_SUFFIX) else {
+            remove(name)?;
+            changed = true;
+            continue;
+        };
+        complete_swap(fs, dir, name, base)?;
+        changed = true;
+    }
+    let names = list(fs, dir)?;
+    let has_log = |base| fs.exists(&segment::file_path(dir, base, LOG_SUFFIX));
+    for name in &names {
+        let base = segment::parse_file_name(name, segment::INDEX_SUFFIX)
+            .or_else(|| segment::parse_file_name(name, segment::TIMEINDEX_SUFFIX));
+        if let Some(base) = base {
+            if !has_log(base) {
+                remove(name)?;
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+    }
+    Ok(())
+}
+
+fn complete_swap(fs: &dyn FileSystem, dir: &Path, name: &str, base: Offset) -> Result<()> {
+    let swap_path = dir.join(name);
+    let bytes = checkpoint::read_small_unbounded(fs, &swap_path)
+        .ok_or_else(|| Error::corrupt(&swap_path, 0, None, "unreadable swap file"))?;
+    let mut last = base;
+    let mut pos = 0;
+    while let Ok(b) = batch::decode(&bytes[pos..]) {
+        last = b.last_offset();
+        pos += b.len();
+    }
+    for other in list(fs, dir)? {
+        if let Some(o) = segment::parse_file_name(&other, LOG_SUFFIX) {
+            if o > base && o <= last {
+                remove_segment_files(fs, dir, o)?;
+            }
+        }
+    }
+    for suffix in [segment::INDEX_SUFFIX, segment::TIMEINDEX_SUFFIX] {
+        let p = segment::file_path(dir, base, suffix);
+        if fs.exists(&p) {
+            fs.remove_file(&p)
+                .map_err(|e| Error::io("remove index", &p, e))?;
+        }
+    }
+    checkpoint::rename_durably(fs, dir, &swap_path, &segment::file_path(dir, base, LOG_SUFFIX))
+}
+
+pub(crate) fn remove_segment_files(fs: &dyn FileSystem, dir: &Path, base: Offset) -> Result<()> {
+    for suffix in [LOG_SUFFIX, segment::INDEX_SUFFIX, segment::TIMEINDEX_SUFFIX] {
+        let p = segment::file_path(dir, base, suffix);
+        if fs.exists(&p) {
+            fs.remove_file(&p)
+                .map_err(|e| Error::io("remove segment", &p, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Scans from the segment holding the recovery point to the end, rebuilding indexes,
+/// recording corruption below the point and cutting the tail above it.
+fn scan_tail(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    segments: &mut Vec<Arc<Segment>>,
+    rp: Option<RecoveryPoint>,
+) -> Result<()> {
+    let first = match rp {
+        Some(rp) => segments
+            .partition_point(|s| s.base_offset <= rp.segment)
+            .saturating_sub(1),
+        None => 0,
+    };
+    let mut expected: Option<Offset> = None;
+    let mut cut_after: Option<usize> = None;
+    for i in first..segments.len() {
+        let seg = &segments[i];
+        let durable_end = match rp {
+            Some(rp) if seg.base_offset < rp.segment => u64::MAX,
+            Some(rp) if seg.base_offset == rp.segment => rp.position,
+            _ => 0,
+        };
+        // Offsets continue exactly across the tail; a gap means lost data.
+        if let Some(e) = expected {
+            if durable_end == 0 && seg.base_offset != e {
+                cut_after = Some(i - 1);
+                break;
+            }
+        }
+        let scan = scan_segment(seg, durable_end)?;
+        if scan.valid_end < seg.published() {
+            seg.truncate_to(scan.valid_end)?;
+        }
+        let next = scan.meta.last_offset.map_or(seg.base_offset, |o| o + 1);
+        seg.set_next_offset(next);
+        seg.set_loaded(scan.indexes, scan.meta);
+        expected = Some(next);
+        if scan.cut {
+            cut_after = Some(i);
+            break;
+        }
+    }
+    if let Some(i) = cut_after {
+        for s in segments.drain(i + 1..) {
+            remove_segment_files(&**fs, dir, s.base_offset)?;
+        }
+    }
+    // Sealed segments' next offset is the next segment's base.
+    for w in 1..segments.len() {
+        let next_base = segments[w].base_offset;
+        segments[w - 1].set_next_offset(next_base);
+    }
+    Ok(())
+}
+
+struct SegmentScan {
+    valid_end: u64,
+    indexes: Indexes,
+    meta: SegmentMeta,
+    /// The segment ended in a torn or invalid tail: nothing after it is kept.
+    cut: bool,
+}
+
+fn scan_segment(seg: &Segment, durable_end: u64) -> Result<SegmentScan> {
+    let map = seg.mapping()?;
+    let len = usize::try_from(seg.published()).expect("a mapped segment fits usize");
+    let bytes = map.bytes(0, len);
+    let durable_end = usize::try_from(durable_end).unwrap_or(usize::MAX).min(len);
+    let interval = seg.index_interval();
+    let mut indexes = Indexes::default();
+    let mut meta = SegmentMeta::EMPTY;
+    let mut since_index = u64::MAX;
+    let mut pos = 0usize;
+    let mut cut = false;
+    while pos < len {
+        let in_durable = pos < durable_end;
+        let checked = batch::decode(&bytes[pos..]).and_then(|b| {
+            b.validate_records()?;
+            check_continues(seg.base_offset, meta.last_offset, &b, in_durable)?;
+            Ok(b)
+        });
+        match checked {
+            Ok(b) => {
+                if since_index >= interval {
+                    let rel = index::relative(seg.base_offset, b.base_offset)
+                        .expect("check_continues keeps relative offsets in u32");
+                    let p = u32::try_from(pos).expect("segment positions fit u32");
+                    indexes.push(rel, p, meta.max_timestamp);
+                    since_index = 0;
+                }
+                since_index = since_index.saturating_add(b.len() as u64);
+                meta.add_batch(&b);
+                pos += b.len();
+            }
+            Err(e) if in_durable => {
+                // Corruption inside fsynced data: report it, keep what follows.
+                match seg.skip_corrupt(&bytes[..durable_end], pos, meta.last_offset, &e) {
+                    Some(next) => pos = next,
+                    None => pos = durable_end,
+                }
+            }
+            Err(_) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    Ok(SegmentScan {
+        valid_end: pos as u64,
+        indexes,
+        meta,
+        cut,
+    })
+}
+
+/// Offsets must rise, fit the segment, and in the tail continue without a gap.
+fn check_continues(
+    base: Offset,
+    prev_last: Option<Offset>,
+    b: &Batch<'_>,
+    in_durable: bool,
+) -> std::result::Result<(), batch::BatchError> {
+    use batch::BatchError::Invalid;
+    if index::relative(base, b.base_offset).is_none() || index::relative(base, b.last_offset()).is_none() {
+        return Err(Invalid("batch offsets outside the segment"));
+    }
+    match prev_last {
+        Some(p) if b.base_offset <= p => Err(Invalid("batch offsets go backwards")),
+        Some(p) if !in_durable && b.base_offset != p + 1 => Err(Invalid("gap in the tail")),
+        None if !in_durable && b.base_offset != base => Err(Invalid("first batch is not at the base offset")),
+        _ => Ok(()),
+    }
+}
+
+/// Checks every batch and record of a segment and its index; adds to `report`.
+pub(crate) fn verify_segment(seg: &Segment, report: &mut VerifyReport) -> Result<()> {
+    let map = seg.mapping()?;
+    let len = usize::try_from(seg.published()).expect("a mapped segment fits usize");
+    let bytes = map.bytes(0, len);
+    let mut pos = 0;
+    let mut last: Option<Offset> = None;
+    let mut starts = Vec::new();
+    while pos < len {
+        let checked = batch::decode(&bytes[pos..]).and_then(|b| {
+            b.validate_records()?;
+            check_continues(seg.base_offset, last, &b, true)?;
+            Ok(b)
+        });
+        match checked {
+            Ok(b) => {
+                report.batches += 1;
+                report.records += u64::from(b.record_count);
+                starts.push((pos as u32, b.base_offset));
+                last = Some(b.last_offset());
+                pos += b.len();
+            }
+            Err(e) => match seg.skip_corrupt(bytes, pos, last, &e) {
+                Some(next) => pos = next,
+                None => break,
+            },
+        }
+    }
+    report.corrupt.extend(seg.corrupt_ranges());
+    // Every index entry must point at the start of a batch with that offset.
+    for (rel, position) in seg.index_entries_list()? {
+        let want = seg.base_offset + u64::from(rel);
+        if starts.binary_search(&(position, want)).is_err() {
+            report.corrupt.push(segment::CorruptRange {
+                segment: seg.base_offset,
+                start_position: u64::from(position),
+                end_position: u64::from(position),
+                next_offset: None,
+                reason: format!("index entry for offset {want} does not point at its batch"),
+            });
+        }
+    }
+    Ok(())
+}

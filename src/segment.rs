@@ -1,0 +1,684 @@
+//! One segment: a `.log` file of batches with its `.index` and `.timeindex`, named by
+//! the base offset. The active segment is written through a memory map; sealed ones
+//! are mapped read-only on first use. Readers read only below the published end.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+
+use crate::batch::{self, Batch, BatchError};
+use crate::fs::{FileHandle, FileSystem, Mapping, OpenMode};
+use crate::index::{self, Indexes};
+use crate::{Error, Offset, Result};
+
+pub(crate) const LOG_SUFFIX: &str = ".log";
+pub(crate) const INDEX_SUFFIX: &str = ".index";
+pub(crate) const TIMEINDEX_SUFFIX: &str = ".timeindex";
+
+/// `dir/<20-digit base><suffix>`.
+pub(crate) fn file_path(dir: &Path, base: Offset, suffix: &str) -> PathBuf {
+    dir.join(format!("{base:020}{suffix}"))
+}
+
+/// The base offset of a file named `<20 digits><suffix>`.
+pub(crate) fn parse_file_name(name: &str, suffix: &str) -> Option<Offset> {
+    let digits = name.strip_suffix(suffix)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A stretch of a segment whose bytes do not decode, found inside durable data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorruptRange {
+    /// Base offset of the segment holding the bad bytes.
+    pub segment: Offset,
+    /// First bad byte position in the `.log` file.
+    pub start_position: u64,
+    /// Position of the next good batch (or the end of the segment).
+    pub end_position: u64,
+    /// The first offset readable after the bad bytes, if any batch follows them.
+    pub next_offset: Option<Offset>,
+    /// What check failed.
+    pub reason: String,
+}
+
+/// Facts about a segment that need a look at its files to know.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SegmentMeta {
+    /// Largest record timestamp (`i64::MIN` when empty).
+    pub max_timestamp: i64,
+    /// Largest append time of a batch (`i64::MIN` when empty).
+    pub max_append_time: i64,
+    /// Append time of the first batch (`i64::MIN` when empty).
+    pub first_append_time: i64,
+    /// Last offset of the last batch, if any.
+    pub last_offset: Option<Offset>,
+}
+
+impl SegmentMeta {
+    pub const EMPTY: SegmentMeta = SegmentMeta {
+        max_timestamp: i64::MIN,
+        max_append_time: i64::MIN,
+        first_append_time: i64::MIN,
+        last_offset: None,
+    };
+
+    pub fn add_batch(&mut self, b: &Batch<'_>) {
+        let (max_timestamp, append_time) = (b.max_timestamp, b.append_time);
+        self.last_offset = Some(b.last_offset());
+        if self.first_append_time == i64::MIN {
+            self.first_append_time = append_time;
+        }
+        self.max_timestamp = self.max_timestamp.max(max_timestamp);
+        self.max_append_time = self.max_append_time.max(append_time);
+    }
+}
+
+#[derive(Debug)]
+struct Loaded {
+    indexes: Indexes,
+    meta: SegmentMeta,
+}
+
+/// One segment of the log. Shared by `Arc` between the writer, readers and maintenance.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base_offset: Offset,
+    dir: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    /// Opened on first use for sealed segments (a log may have thousands).
+    file: OnceLock<Arc<dyn FileHandle>>,
+    map: OnceLock<Arc<dyn Mapping>>,
+    /// Bytes readers may read: every batch below is complete.
+    published: AtomicU64,
+    /// Offset after the last record (the next segment's base once sealed).
+    next_offset: AtomicU64,
+    loaded: RwLock<Option<Loaded>>,
+    /// Largest record timestamp, mirrored for lock-free stats (`i64::MIN` unknown/empty).
+    max_timestamp: AtomicI64,
+    corrupt: Mutex<Vec<CorruptRange>>,
+    /// Retired by retention or compaction: its files are renamed away.
+    pub retired: AtomicBool,
+    /// Bytes between index entries when (re)building indexes.
+    index_interval: AtomicU64,
+    mapped_writable: AtomicBool,
+}
+
+impl Segment {
+    /// Creates a new, empty active segment with `capacity` bytes of address space,
+    /// `initial_alloc` of them allocated on disk.
+    pub fn create(
+        fs: &Arc<dyn FileSystem>,
+        dir: &Path,
+        base_offset: Offset,
+        capacity: u64,
+        initial_alloc: u64,
+    ) -> Result<Segment> {
+        let path = file_path(dir, base_offset, LOG_SUFFIX);
+        let file = fs
+            .open(&path, OpenMode::Create)
+            .map_err(|e| Error::io("create segment", &path, e))?;
+        file.set_len(0)
+            .and_then(|()| file.allocate(initial_alloc))
+            .map_err(|e| Error::io("allocate segment", &path, e))?;
+        // Stale index files of an earlier segment with this base would mislead a reopen.
+        for suffix in [INDEX_SUFFIX, TIMEINDEX_SUFFIX] {
+            let p = file_path(dir, base_offset, suffix);
+            if fs.exists(&p) {
+                fs.remove_file(&p)
+                    .map_err(|e| Error::io("remove stale index", &p, e))?;
+            }
+        }
+        let seg = Segment::new(fs, dir, base_offset, Some(file), 0, base_offset);
+        seg.map_writable(capacity)?;
+        *seg.loaded.write() = Some(Loaded {
+            indexes: Indexes::default(),
+            meta: SegmentMeta::EMPTY,
+        });
+        Ok(seg)
+    }
+
+    /// A segment with `len` valid bytes and records below `next_offset`. The file
+    /// (when not given), indexes and metadata load lazily.
+    pub fn new(
+        fs: &Arc<dyn FileSystem>,
+        dir: &Path,
+        base_offset: Offset,
+        file: Option<Arc<dyn FileHandle>>,
+        len: u64,
+        next_offset: Offset,
+    ) -> Segment {
+        let slot = OnceLock::new();
+        if let Some(f) = file {
+            let _ = slot.set(f);
+        }
+        Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            fs: Arc::clone(fs),
+            file: slot,
+            map: OnceLock::new(),
+            published: AtomicU64::new(len),
+            next_offset: AtomicU64::new(next_offset),
+            loaded: RwLock::new(None),
+            max_timestamp: AtomicI64::new(i64::MIN),
+            corrupt: Mutex::new(Vec::new()),
+            retired: AtomicBool::new(false),
+            index_interval: AtomicU64::new(4096),
+            mapped_writable: AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_index_interval(&self, bytes: u32) {
+        self.index_interval
+            .store(u64::from(bytes), Ordering::Relaxed);
+    }
+
+    pub fn index_interval(&self) -> u64 {
+        self.index_interval.load(Ordering::Relaxed)
+    }
+
+    /// True when the `.log` file has been opened.
+    pub fn is_open(&self) -> bool {
+        self.file.get().is_some()
+    }
+
+    pub fn is_mapped_writable(&self) -> bool {
+        self.mapped_writable.load(Ordering::Acquire)
+    }
+
+    /// The loaded indexes and metadata, if loaded.
+    pub fn loaded_clone(&self) -> Option<(Indexes, SegmentMeta)> {
+        self.loaded
+            .read()
+            .as_ref()
+            .map(|l| (l.indexes.clone(), l.meta))
+    }
+
+    /// `(relative offset, position)` of every offset-index entry (loads them).
+    pub fn index_entries_list(&self) -> Result<Vec<(u32, u32)>> {
+        let guard = self.load()?;
+        Ok(guard
+            .as_ref()
+            .expect("load() fills the slot")
+            .indexes
+            .offsets
+            .iter()
+            .map(|e| (e.rel_offset, e.position))
+            .collect())
+    }
+
+    /// Opens the segment's file for writing and maps `capacity` bytes of it; only for
+    /// the active segment, before any read.
+    pub fn map_writable(&self, capacity: u64) -> Result<()> {
+        let len = usize::try_from(capacity).map_err(|_| {
+            Error::InvalidConfig("segment capacity exceeds the address space".into())
+        })?;
+        if self.file.get().is_none() {
+            let path = self.path();
+            let f = self
+                .fs
+                .open(&path, OpenMode::Write)
+                .map_err(|e| Error::io("open segment", &path, e))?;
+            let _ = self.file.set(f);
+        }
+        let map = self
+            .file()?
+            .map(len)
+            .map_err(|e| Error::io("map segment", self.path(), e))?;
+        if self.map.set(map).is_err() {
+            return Err(Error::InvalidConfig("segment mapped twice".into()));
+        }
+        self.mapped_writable.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Installs indexes and metadata found by a scan (recovery).
+    pub fn set_loaded(&self, indexes: Indexes, meta: SegmentMeta) {
+        self.max_timestamp.store(meta.max_timestamp, Ordering::Release);
+        *self.loaded.write() = Some(Loaded { indexes, meta });
+    }
+
+    pub fn path(&self) -> PathBuf {
+        file_path(&self.dir, self.base_offset, LOG_SUFFIX)
+    }
+
+    /// The `.log` file, opened read-only on first use when not open yet.
+    pub fn file(&self) -> Result<&Arc<dyn FileHandle>> {
+        if let Some(f) = self.file.get() {
+            return Ok(f);
+        }
+        let path = self.path();
+        let f = self
+            .fs
+            .open(&path, OpenMode::Read)
+            .map_err(|e| Error::io("open segment", &path, e))?;
+        Ok(self.file.get_or_init(|| f))
+    }
+
+    /// Cuts the file (and what readers see) to `len` bytes: recovery only.
+    pub fn truncate_to(&self, len: u64) -> Result<()> {
+        self.file()?
+            .set_len(len)
+            .map_err(|e| Error::io("truncate segment", self.path(), e))?;
+        self.published.store(len, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    pub fn next_offset(&self) -> Offset {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    pub fn set_next_offset(&self, next: Offset) {
+        self.next_offset.store(next, Ordering::Release);
+    }
+
+    /// The mapping, created read-only at the published size on first use.
+    pub fn mapping(&self) -> Result<&Arc<dyn Mapping>> {
+        if let Some(m) = self.map.get() {
+            return Ok(m);
+        }
+        let len = usize::try_from(self.published())
+            .map_err(|_| Error::corrupt(self.path(), 0, None, "segment larger than memory"))?;
+        let map = self
+            .file()?
+            .map(len)
+            .map_err(|e| Error::io("map segment", self.path(), e))?;
+        // Another reader may have won the race; either mapping is fine.
+        Ok(self.map.get_or_init(|| map))
+    }
+
+    /// Writer only: copies an encoded batch to `position` (the published end) and
+    /// publishes it, then indexes it if the interval has passed.
+    pub fn append(
+        &self,
+        position: u64,
+        bytes: &[u8],
+        batch_meta: (Offset, Offset, i64, i64),
+        index_entry_ts: Option<i64>,
+    ) -> Result<()> {
+        let (first_offset, next_offset, max_ts, append_time) = batch_meta;
+        debug_assert_eq!(position, self.published());
+        let map = self.map.get().expect("the active segment is mapped at creation");
+        let pos = usize::try_from(position).expect("positions fit in usize (capacity checked)");
+        map.write(pos, bytes)
+            .map_err(|e| Error::io("write segment", self.path(), e))?;
+        let end = position + bytes.len() as u64;
+        // Publish before indexing, so an index entry never points past the published end.
+        self.published.store(end, Ordering::Release);
+        self.next_offset.store(next_offset, Ordering::Release);
+        self.max_timestamp.fetch_max(max_ts, Ordering::AcqRel);
+        let mut loaded = self.loaded.write();
+        let loaded = loaded
+            .as_mut()
+            .expect("the active segment's indexes are always loaded");
+        let m = &mut loaded.meta;
+        if m.first_append_time == i64::MIN {
+            m.first_append_time = append_time;
+        }
+        m.max_timestamp = m.max_timestamp.max(max_ts);
+        m.max_append_time = m.max_append_time.max(append_time);
+        m.last_offset = Some(next_offset - 1);
+        if let Some(ts) = index_entry_ts {
+            let rel = index::relative(self.base_offset, first_offset)
+                .expect("the writer rolls before relative offsets overflow u32");
+            let pos32 = u32::try_from(position).expect("segment capacity fits u32");
+            loaded.indexes.push(rel, pos32, ts);
+        }
+        Ok(())
+    }
+
+    /// Number of offset-index entries (loaded segments only; 0 otherwise).
+    pub fn index_entries(&self) -> usize {
+        self.loaded
+            .read()
+            .as_ref()
+            .map_or(0, |l| l.indexes.offsets.len())
+    }
+
+    /// Largest record timestamp (loads the segment's metadata if needed).
+    pub fn meta(&self) -> Result<SegmentMeta> {
+        Ok(self.load()?.as_ref().expect("load() fills the slot").meta)
+    }
+
+    /// Largest record timestamp seen so far without loading anything
+    /// (`i64::MIN` when empty or not loaded).
+    pub fn cached_max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    fn load(&self) -> Result<RwLockReadGuard<'_, Option<Loaded>>> {
+        {
+            let guard = self.loaded.read();
+            if guard.is_some() {
+                return Ok(guard);
+            }
+        }
+        let loaded = self.load_from_files().map_or_else(|| self.rebuild(), Ok)?;
+        self.max_timestamp
+            .store(loaded.meta.max_timestamp, Ordering::Release);
+        let mut w = self.loaded.write();
+        if w.is_none() {
+            *w = Some(loaded);
+        }
+        Ok(parking_lot::RwLockWriteGuard::downgrade(w))
+    }
+
+    /// Indexes from the `.index`/`.timeindex` files, if they pass every check; the tail
+    /// after the last entry is scanned for the metadata.
+    fn load_from_files(&self) -> Option<Loaded> {
+        let read = |suffix| -> Option<Vec<u8>> {
+            let path = file_path(&self.dir, self.base_offset, suffix);
+            let f = self.fs.open(&path, OpenMode::Read).ok()?;
+            let len = usize::try_from(f.size().ok()?).ok()?;
+            let mut buf = vec![0u8; len];
+            f.read_exact_at(&mut buf, 0).ok()?;
+            Some(buf)
+        };
+        let offsets = read(INDEX_SUFFIX)?;
+        let times = read(TIMEINDEX_SUFFIX)?;
+        let published = self.published();
+        let indexes = Indexes::decode(&offsets, &times, published)?;
+        let map = self.mapping().ok()?;
+        let bytes = map.bytes(0, usize::try_from(published).ok()?);
+        // Cross-check: every entry points at a batch starting with that offset.
+        for e in &indexes.offsets {
+            let (_, base, _) = batch::peek_offsets(&bytes[e.position as usize..]).ok()?;
+            if base != self.base_offset + u64::from(e.rel_offset) {
+                return None;
+            }
+        }
+        let mut meta = SegmentMeta::EMPTY;
+        if let Some(last) = indexes.times.last() {
+            meta.max_timestamp = last.timestamp;
+        }
+        // Read the first batch for its append time and the tail for the maxima.
+        if let Ok(first) = batch::decode(bytes) {
+            meta.first_append_time = first.append_time;
+        }
+        let tail_start = indexes.offsets.last().map_or(0, |e| e.position as usize);
+        let mut pos = tail_start;
+        while pos < bytes.len() {
+            let b = batch::decode(&bytes[pos..]).ok()?;
+            meta.add_batch(&b);
+            pos += b.len();
+        }
+        Some(Loaded { indexes, meta })
+    }
+
+    /// Rebuilds indexes and metadata by scanning the whole segment, and writes the
+    /// index files back (best effort: they are a cache).
+    fn rebuild(&self) -> Result<Loaded> {
+        let (indexes, meta) = self.scan_all()?;
+        let _ = self.write_index_files(&indexes);
+        Ok(Loaded { indexes, meta })
+    }
+
+    /// Indexes and metadata from a full scan; corrupt stretches are recorded and skipped.
+    fn scan_all(&self) -> Result<(Indexes, SegmentMeta)> {
+        let map = self.mapping()?;
+        let published = usize::try_from(self.published()).expect("mapped, so it fits usize");
+        let bytes = map.bytes(0, published);
+        let mut indexes = Indexes::default();
+        let mut meta = SegmentMeta::EMPTY;
+        let interval = usize::try_from(self.index_interval()).unwrap_or(usize::MAX);
+        let mut since_index = usize::MAX;
+        let mut pos = 0;
+        let mut last_offset = None;
+        while pos < bytes.len() {
+            match batch::decode(&bytes[pos..]).and_then(|b| b.validate_records().map(|()| b)) {
+                Ok(b) => {
+                    if since_index >= interval {
+                        if let (Some(rel), Ok(p)) = (
+                            index::relative(self.base_offset, b.base_offset),
+                            u32::try_from(pos),
+                        ) {
+                            indexes.push(rel, p, meta.max_timestamp);
+                            since_index = 0;
+                        }
+                    }
+                    meta.add_batch(&b);
+                    since_index = since_index.saturating_add(b.len());
+                    last_offset = Some(b.last_offset());
+                    pos += b.len();
+                }
+                Err(e) => match self.skip_corrupt(bytes, pos, last_offset, &e) {
+                    Some(next) => pos = next,
+                    None => break,
+                },
+            }
+        }
+        Ok((indexes, meta))
+    }
+
+    /// Writes the index files (not synced; validated on load, so a torn one is rebuilt).
+    pub fn write_index_files(&self, indexes: &Indexes) -> Result<()> {
+        for (suffix, bytes) in [
+            (INDEX_SUFFIX, indexes.encode_offsets()),
+            (TIMEINDEX_SUFFIX, indexes.encode_times()),
+        ] {
+            let path = file_path(&self.dir, self.base_offset, suffix);
+            let f = self
+                .fs
+                .open(&path, OpenMode::Create)
+                .map_err(|e| Error::io("open index", &path, e))?;
+            f.set_len(0)
+                .and_then(|()| f.write_all_at(&bytes, 0))
+                .map_err(|e| Error::io("write index", &path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment: file cut to its data, index files written.
+    pub fn seal(&self) -> Result<()> {
+        self.file()?
+            .set_len(self.published())
+            .map_err(|e| Error::io("truncate segment", self.path(), e))?;
+        let loaded = self.loaded.read();
+        if let Some(l) = loaded.as_ref() {
+            self.write_index_files(&l.indexes)?;
+        }
+        Ok(())
+    }
+
+    /// fsyncs the log and index files.
+    pub fn sync(&self) -> Result<()> {
+        self.file()?
+            .sync_data()
+            .map_err(|e| Error::io("sync segment", self.path(), e))
+    }
+
+    /// Records a corrupt stretch at `pos` and returns where the next valid batch starts
+    /// (`None`: nothing valid follows).
+    pub fn skip_corrupt(
+        &self,
+        bytes: &[u8],
+        pos: usize,
+        last_good: Option<Offset>,
+        err: &BatchError,
+    ) -> Option<usize> {
+        let next = resync(bytes, pos, last_good);
+        let range = CorruptRange {
+            segment: self.base_offset,
+            start_position: pos as u64,
+            end_position: next.map_or(bytes.len(), |(p, _)| p) as u64,
+            next_offset: next.map(|(_, o)| o),
+            reason: err.to_string(),
+        };
+        let mut corrupt = self.corrupt.lock();
+        if !corrupt.contains(&range) {
+            corrupt.push(range);
+        }
+        next.map(|(p, _)| p)
+    }
+
+    /// Corrupt ranges found so far in this segment.
+    pub fn corrupt_ranges(&self) -> Vec<CorruptRange> {
+        self.corrupt.lock().clone()
+    }
+
+    /// Finds the batch holding `offset`. `Ok(None)` when no batch holds it (a gap left
+    /// by compaction, or past the end).
+    pub fn find_batch(&self, offset: Offset) -> Result<Option<BatchRef>> {
+        let Some(rel) = index::relative(self.base_offset, offset) else {
+            return Ok(None);
+        };
+        let start = {
+            let guard = self.load()?;
+            guard
+                .as_ref()
+                .expect("load() fills the slot")
+                .indexes
+                .floor_position(rel) as usize
+        };
+        // The first batch whose last offset reaches `offset`; if it starts after
+        // `offset`, the offset fell in a compaction gap and the caller finds no record.
+        self.scan_for(start, |_, last| last >= offset)
+    }
+
+    /// Finds the first batch at or after `offset` (for sequential readers).
+    pub fn batch_at_or_after(&self, offset: Offset) -> Result<Option<BatchRef>> {
+        let rel = index::relative(self.base_offset, offset).unwrap_or(0);
+        let start = {
+            let guard = self.load()?;
+            guard
+                .as_ref()
+                .expect("load() fills the slot")
+                .indexes
+                .floor_position(rel) as usize
+        };
+        self.scan_for(start, |_, last| last >= offset)
+    }
+
+    /// Finds the first batch from which a scan for timestamp `ts` must start.
+    pub fn batch_for_time(&self, ts: i64) -> Result<Option<BatchRef>> {
+        let (start, rel) = {
+            let guard = self.load()?;
+            let idx = &guard.as_ref().expect("load() fills the slot").indexes;
+            let rel = idx.scan_start_for_time(ts);
+            (idx.floor_position(rel) as usize, rel)
+        };
+        let first = self.base_offset + u64::from(rel);
+        self.scan_for(start, |_, last| last >= first)
+    }
+
+    /// The batch after `b` in this segment, if any.
+    pub fn batch_after(&self, b: &BatchRef) -> Result<Option<BatchRef>> {
+        self.scan_for(b.end_position(), |_, _| true)
+    }
+
+    /// From `pos`, the first batch for which `wanted(base, last)` holds, CRC-checked.
+    /// Batches before it are skipped by their length without a CRC check.
+    fn scan_for(
+        &self,
+        mut pos: usize,
+        wanted: impl Fn(Offset, Offset) -> bool,
+    ) -> Result<Option<BatchRef>> {
+        let map = Arc::clone(self.mapping()?);
+        let end = usize::try_from(self.published()).expect("published bytes are mapped");
+        let bytes = map.bytes(0, end);
+        let bytes: &[u8] = bytes;
+        let mut last_good = None;
+        while pos < end {
+            let step = batch::peek_offsets(&bytes[pos..]).and_then(|(len, base, last)| {
+                if pos + len > end {
+                    Err(BatchError::Truncated)
+                } else {
+                    Ok((len, base, last))
+                }
+            });
+            match step {
+                Ok((len, base, last)) if !wanted(base, last) => {
+                    last_good = Some(last);
+                    pos += len;
+                }
+                Ok(_) => match batch::decode(&bytes[pos..end]) {
+                    Ok(b) => {
+                        let (len, base_offset) = (b.len(), b.base_offset);
+                        return Ok(Some(BatchRef {
+                            map: Arc::clone(&map),
+                            start: pos,
+                            end: pos + len,
+                            base_offset,
+                        }));
+                    }
+                    Err(e) => return Err(self.corrupt_error(bytes, pos, last_good, &e)),
+                },
+                Err(e) => return Err(self.corrupt_error(bytes, pos, last_good, &e)),
+            }
+        }
+        Ok(None)
+    }
+
+    fn corrupt_error(
+        &self,
+        bytes: &[u8],
+        pos: usize,
+        last_good: Option<Offset>,
+        e: &BatchError,
+    ) -> Error {
+        let next = self.skip_corrupt(bytes, pos, last_good, e);
+        Error::Corrupt {
+            path: self.path(),
+            position: pos as u64,
+            offset: None,
+            reason: format!(
+                "{e}; next good batch at {}",
+                next.map_or("the end of the segment".to_string(), |p| format!("byte {p}"))
+            ),
+        }
+    }
+}
+
+/// Finds the next position after `pos` where a complete, valid batch with offsets
+/// above `last_good` starts. Tries the damaged batch's own length first.
+fn resync(bytes: &[u8], pos: usize, last_good: Option<Offset>) -> Option<(usize, Offset)> {
+    let valid_at = |p: usize| -> Option<Offset> {
+        let b = batch::decode(bytes.get(p..)?).ok()?;
+        if last_good.is_some_and(|l| b.base_offset <= l) {
+            return None;
+        }
+        b.validate_records().ok()?;
+        Some(b.base_offset)
+    };
+    if let Ok(len) = batch::peek_len(&bytes[pos..]) {
+        if let Some(o) = pos.checked_add(len).and_then(|p| valid_at(p).map(|o| (p, o))) {
+            return Some(o);
+        }
+    }
+    (pos + 1..bytes.len().saturating_sub(batch::HEADER_LEN - 1))
+        .find_map(|p| valid_at(p).map(|o| (p, o)))
+}
+
+/// A CRC-checked batch, holding its segment's mapping alive.
+#[derive(Clone, Debug)]
+pub(crate) struct BatchRef {
+    map: Arc<dyn Mapping>,
+    start: usize,
+    end: usize,
+    pub base_offset: Offset,
+}
+
+impl BatchRef {
+    pub fn batch(&self) -> Batch<'_> {
+        batch::decode_checked(self.map.bytes(self.start, self.end))
+            .expect("BatchRef is only built from a batch that decoded")
+    }
+
+    pub fn position(&self) -> u64 {
+        self.start as u64
+    }
+
+    /// Byte position just after this batch.
+    pub fn end_position(&self) -> usize {
+        self.end
+    }
+}

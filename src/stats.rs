@@ -1,0 +1,84 @@
+//! Reports and statistics returned by the log.
+
+use crate::segment::CorruptRange;
+use crate::Offset;
+
+/// One segment, as listed by [`crate::Log::segments`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// First offset the segment can hold (its file name).
+    pub base_offset: Offset,
+    /// Offset after its last record.
+    pub next_offset: Offset,
+    /// Bytes of batches in the `.log` file.
+    pub size_bytes: u64,
+    /// Largest record timestamp (`i64::MIN` when empty).
+    pub max_timestamp: i64,
+    /// True for the segment appends go to.
+    pub active: bool,
+}
+
+/// Counters and sizes of a log, from [`crate::Log::stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogStats {
+    /// First offset still in the log.
+    pub start_offset: Offset,
+    /// Next offset to be assigned.
+    pub end_offset: Offset,
+    /// Everything below is fsynced.
+    pub durable_offset: Offset,
+    /// Number of segments.
+    pub segments: usize,
+    /// Bytes of batches over all segments.
+    pub size_bytes: u64,
+    /// Records appended since open.
+    pub records_appended: u64,
+    /// Batches appended since open.
+    pub batches_appended: u64,
+    /// Flush rounds that ran an fsync since open (shared by group commit).
+    pub flushes: u64,
+    /// fsync calls on segment files and the directory since open.
+    pub fsyncs: u64,
+    /// Segment rolls since open.
+    pub rolls: u64,
+    /// Corrupt ranges known (found by recovery, reads or verify).
+    pub corrupt_ranges: usize,
+}
+
+/// What [`crate::Log::verify`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Batches that passed every check.
+    pub batches: u64,
+    /// Records in them.
+    pub records: u64,
+    /// Stretches that did not.
+    pub corrupt: Vec<CorruptRange>,
+}
+
+/// What a retention pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segments removed from the log.
+    pub segments_deleted: usize,
+    /// Their bytes.
+    pub bytes_deleted: u64,
+    /// The start offset after the pass.
+    pub start_offset: Offset,
+}
+
+/// What a compaction pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Segments rewritten.
+    pub segments_cleaned: usize,
+    /// Records dropped because a later record has the same key.
+    pub records_removed: u64,
+    /// Tombstones dropped after their horizon.
+    pub tombstones_removed: u64,
+    /// Bytes of the segments before cleaning.
+    pub bytes_before: u64,
+    /// Bytes after.
+    pub bytes_after: u64,
+}
