@@ -5,6 +5,7 @@ mod clock;
 mod error;
 pub mod fs;
 mod record;
+pub mod sim;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
