@@ -52,6 +52,8 @@
 
 mod handle;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::any::Any;
 use std::fmt;
