@@ -28,6 +28,7 @@ mod reader;
 mod record;
 mod recovery;
 mod segment;
+pub mod sim;
 mod stats;
 
 pub use batch::{HeaderIter, RecordView};
