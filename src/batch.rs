@@ -175,10 +175,15 @@ fn parse_header(bytes: &[u8]) -> Result<Batch<'_>, BatchError> {
     let record_count = read_u32(bytes, POS_RECORD_COUNT);
     let last_offset_delta = read_u32(bytes, POS_LAST_OFFSET_DELTA);
     if record_count == 0 || u64::from(record_count) > u64::from(last_offset_delta) + 1 {
-        return Err(BatchError::Invalid("record count does not fit the offset range"));
+        return Err(BatchError::Invalid(
+            "record count does not fit the offset range",
+        ));
     }
     let base_offset = read_u64(bytes, POS_BASE_OFFSET);
-    if base_offset.checked_add(u64::from(last_offset_delta)).is_none() {
+    if base_offset
+        .checked_add(u64::from(last_offset_delta))
+        .is_none()
+    {
         return Err(BatchError::Invalid("offset overflow"));
     }
     let has_horizon = attributes & ATTR_HAS_DELETE_HORIZON != 0;
@@ -303,7 +308,8 @@ impl<'a> RecordIter<'a> {
     fn decode_one(&mut self) -> Result<RecordView<'a>, BatchError> {
         let mut outer = Cursor { bytes: self.rest };
         let len = outer.varint()?;
-        let len = usize::try_from(len).map_err(|_| BatchError::Invalid("negative record length"))?;
+        let len =
+            usize::try_from(len).map_err(|_| BatchError::Invalid("negative record length"))?;
         let body = outer.take(len)?;
         self.rest = outer.bytes;
         let mut cur = Cursor { bytes: body };
@@ -311,7 +317,9 @@ impl<'a> RecordIter<'a> {
         let ts_delta = cur.varlong()?;
         let offset_delta = u32::try_from(cur.varint()?)
             .map_err(|_| BatchError::Invalid("negative offset delta"))?;
-        if offset_delta > self.last_offset_delta || self.prev_delta.is_some_and(|p| offset_delta <= p) {
+        if offset_delta > self.last_offset_delta
+            || self.prev_delta.is_some_and(|p| offset_delta <= p)
+        {
             return Err(BatchError::Invalid("record offsets out of order"));
         }
         self.prev_delta = Some(offset_delta);
@@ -321,12 +329,17 @@ impl<'a> RecordIter<'a> {
             .map_err(|_| BatchError::Invalid("negative header count"))?;
         let headers = cur.bytes;
         for _ in 0..header_count {
-            let k = cur.bytes_field()?.ok_or(BatchError::Invalid("null header key"))?;
+            let k = cur
+                .bytes_field()?
+                .ok_or(BatchError::Invalid("null header key"))?;
             str::from_utf8(k).map_err(|_| BatchError::Invalid("header key is not UTF-8"))?;
-            cur.bytes_field()?.ok_or(BatchError::Invalid("null header value"))?;
+            cur.bytes_field()?
+                .ok_or(BatchError::Invalid("null header value"))?;
         }
         if !cur.bytes.is_empty() {
-            return Err(BatchError::Invalid("record length does not match its fields"));
+            return Err(BatchError::Invalid(
+                "record length does not match its fields",
+            ));
         }
         Ok(RecordView {
             offset: self.base_offset + u64::from(offset_delta),
@@ -644,7 +657,9 @@ mod tests {
     fn roundtrip_all_field_kinds() {
         let records = vec![
             Record::new("v1"),
-            Record::keyed("k", "v2").with_header("a", "1").with_header("b", ""),
+            Record::keyed("k", "v2")
+                .with_header("a", "1")
+                .with_header("b", ""),
             Record::tombstone("k").with_timestamp(-7),
             Record::keyed(vec![0u8; 300], vec![1u8; 70_000]).with_timestamp(i64::MAX),
         ];
@@ -676,7 +691,8 @@ mod tests {
         for bit in 0..bytes.len() * 8 {
             let mut b = bytes.clone();
             b[bit / 8] ^= 1 << (bit % 8);
-            let ok = decode(&b).and_then(|batch| batch.validate_records().map(|_| batch.base_offset));
+            let ok =
+                decode(&b).and_then(|batch| batch.validate_records().map(|_| batch.base_offset));
             // A flip in the length field may shorten the batch; any decode that
             // still succeeds would have to match the CRC, which a single flip can't.
             assert!(ok.is_err(), "bit {bit} flip went unnoticed");
@@ -716,7 +732,17 @@ mod tests {
 
     #[test]
     fn varint_edges() {
-        for v in [0i64, 1, -1, 63, -64, 64, i64::from(i32::MAX), i64::MIN, i64::MAX] {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            i64::from(i32::MAX),
+            i64::MIN,
+            i64::MAX,
+        ] {
             let mut out = Vec::new();
             put_varlong(&mut out, v);
             assert_eq!(out.len(), varint_len(v));

@@ -19,7 +19,12 @@ pub(crate) const TMP_SUFFIX: &str = ".tmp";
 /// Replaces `dir/name` with `bytes` so that after a crash the file holds either the
 /// old or the new bytes: write a temporary file, fsync it, rename it over, fsync the
 /// directory. Every rename the engine does goes through here or [`rename_durably`].
-pub(crate) fn durable_replace(fs: &dyn FileSystem, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+pub(crate) fn durable_replace(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<()> {
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let dst = dir.join(name);
     let f = fs
@@ -34,10 +39,16 @@ pub(crate) fn durable_replace(fs: &dyn FileSystem, dir: &Path, name: &str, bytes
 }
 
 /// Renames within `dir` and fsyncs the directory.
-pub(crate) fn rename_durably(fs: &dyn FileSystem, dir: &Path, from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn rename_durably(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    from: &Path,
+    to: &Path,
+) -> Result<()> {
     fs.rename(from, to)
         .map_err(|e| Error::io("rename", from, e))?;
-    fs.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))
 }
 
 /// Reads a small file whole; `None` when missing or unreadable.
@@ -74,7 +85,8 @@ pub(crate) fn decode_offset(bytes: &[u8]) -> Option<Offset> {
         return None;
     }
     let crc = u32::from_le_bytes(bytes[8..12].try_into().ok()?);
-    (crc32fast::hash(&bytes[..8]) == crc).then(|| u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")))
+    (crc32fast::hash(&bytes[..8]) == crc)
+        .then(|| u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")))
 }
 
 /// Where durable data ends: every batch of segment `segment` below byte `position`,
@@ -100,7 +112,10 @@ pub(crate) struct RecoveryPointFile {
 
 impl RecoveryPointFile {
     /// Opens (creating) the file and reads the newest valid slot.
-    pub fn open(fs: &dyn FileSystem, dir: &Path) -> Result<(RecoveryPointFile, Option<RecoveryPoint>)> {
+    pub fn open(
+        fs: &dyn FileSystem,
+        dir: &Path,
+    ) -> Result<(RecoveryPointFile, Option<RecoveryPoint>)> {
         let path = dir.join(RECOVERY_POINT);
         let file = fs
             .open(&path, OpenMode::Create)
@@ -191,15 +206,25 @@ mod tests {
         let fs = OsFs;
         let (mut f, rp) = RecoveryPointFile::open(&fs, dir.path()).unwrap();
         assert_eq!(rp, None);
-        let a = RecoveryPoint { segment: 0, position: 10, offset: 3 };
-        let b = RecoveryPoint { segment: 5, position: 20, offset: 9 };
+        let a = RecoveryPoint {
+            segment: 0,
+            position: 10,
+            offset: 3,
+        };
+        let b = RecoveryPoint {
+            segment: 5,
+            position: 20,
+            offset: 9,
+        };
         f.write(a).unwrap();
         f.write(b).unwrap();
         drop(f);
         let (_, got) = RecoveryPointFile::open(&fs, dir.path()).unwrap();
         assert_eq!(got, Some(b));
         // Tear the newer slot (sequence 2 lives in slot 0).
-        let h = fs.open(&dir.path().join(RECOVERY_POINT), OpenMode::Write).unwrap();
+        let h = fs
+            .open(&dir.path().join(RECOVERY_POINT), OpenMode::Write)
+            .unwrap();
         h.write_all_at(&[0xAB; 7], 3).unwrap();
         let (mut f, got) = RecoveryPointFile::open(&fs, dir.path()).unwrap();
         assert_eq!(got, Some(a));

@@ -38,7 +38,10 @@ pub enum CleanupPolicy {
 impl CleanupPolicy {
     /// True when this policy compacts (and so needs a key on every record).
     pub fn compacts(self) -> bool {
-        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactAndDelete)
+        matches!(
+            self,
+            CleanupPolicy::Compact | CleanupPolicy::CompactAndDelete
+        )
     }
 }
 
@@ -163,7 +166,9 @@ impl LogConfig {
         }
         let ratio = self.compaction.min_cleanable_dirty_ratio;
         if !(0.0..=1.0).contains(&ratio) {
-            return bad(format!("min_cleanable_dirty_ratio must be in [0, 1], got {ratio}"));
+            return bad(format!(
+                "min_cleanable_dirty_ratio must be in [0, 1], got {ratio}"
+            ));
         }
         Ok(())
     }

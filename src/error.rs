@@ -118,19 +118,16 @@ impl fmt::Display for Error {
                 }
                 write!(f, ": {reason}")
             }
-            Error::Locked { path } => write!(
-                f,
-                "log is already open (lock {} is held)",
-                path.display()
-            ),
+            Error::Locked { path } => {
+                write!(f, "log is already open (lock {} is held)", path.display())
+            }
             Error::OffsetOutOfRange { offset, start, end } => write!(
                 f,
                 "offset {offset} is out of range (log holds [{start}, {end}))"
             ),
-            Error::RecordTooLarge { size, max } => write!(
-                f,
-                "batch of {size} bytes exceeds max_batch_bytes = {max}"
-            ),
+            Error::RecordTooLarge { size, max } => {
+                write!(f, "batch of {size} bytes exceeds max_batch_bytes = {max}")
+            }
             Error::MissingKey => write!(f, "a compacted log needs a key on every record"),
             Error::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
             Error::StaleReceipt { offset, attempt } => write!(

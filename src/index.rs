@@ -42,7 +42,11 @@ impl Indexes {
             rel_offset,
             position,
         });
-        if self.times.last().is_none_or(|t| max_ts_so_far > t.timestamp) {
+        if self
+            .times
+            .last()
+            .is_none_or(|t| max_ts_so_far > t.timestamp)
+        {
             self.times.push(TimeEntry {
                 timestamp: max_ts_so_far,
                 rel_offset,

@@ -151,10 +151,18 @@ impl Log {
             .map_err(|e| Error::io("lock", &lock_path, e))?
             .ok_or(Error::Locked { path: lock_path })?;
         let recovered = recovery::recover(&dir, &config)?;
-        let active = Arc::clone(recovered.segments.last().expect("recovery leaves a segment"));
+        let active = Arc::clone(
+            recovered
+                .segments
+                .last()
+                .expect("recovery leaves a segment"),
+        );
         let next_offset = active.next_offset();
         let position = active.published();
-        let allocated = active.file()?.size().map_err(|e| Error::io("stat segment", active.path(), e))?;
+        let allocated = active
+            .file()?
+            .size()
+            .map_err(|e| Error::io("stat segment", active.path(), e))?;
         let meta = active.meta()?;
         let writer = Writer {
             active,
@@ -262,7 +270,14 @@ impl Log {
                 .map(|(i, r)| RecordParts::from_record(r, i as u32, now));
             let mut scratch = std::mem::take(&mut w.scratch);
             let encoded = batch::encode(&mut scratch, meta, parts);
-            let result = inner.write_batch(&mut w, &scratch, base, last_delta, encoded.max_timestamp, now);
+            let result = inner.write_batch(
+                &mut w,
+                &scratch,
+                base,
+                last_delta,
+                encoded.max_timestamp,
+                now,
+            );
             w.scratch = scratch;
             result?;
             w.records_since_flush += records.len() as u64;
@@ -272,7 +287,10 @@ impl Log {
             .counters
             .records_appended
             .fetch_add(records.len() as u64, AtomicOrdering::Relaxed);
-        inner.counters.batches_appended.fetch_add(1, AtomicOrdering::Relaxed);
+        inner
+            .counters
+            .batches_appended
+            .fetch_add(1, AtomicOrdering::Relaxed);
         inner.appended.notify();
         match inner.config.flush {
             FlushPolicy::Always => self.flush_to(range.end)?,
@@ -355,7 +373,12 @@ impl Log {
         let batch = found.batch();
         for record in batch.records() {
             let record = record.map_err(|e| {
-                Error::corrupt(segment.path(), found.position(), Some(offset), e.to_string())
+                Error::corrupt(
+                    segment.path(),
+                    found.position(),
+                    Some(offset),
+                    e.to_string(),
+                )
             })?;
             if record.offset == offset {
                 return Ok(Some(record.to_owned_record()));
@@ -563,7 +586,10 @@ impl LogInner {
         }
         let capacity = self.config.segment_capacity();
         let end = w.position + len;
-        assert!(end <= capacity, "a batch of at most max_batch_bytes fits an empty segment");
+        assert!(
+            end <= capacity,
+            "a batch of at most max_batch_bytes fits an empty segment"
+        );
         if end > w.allocated {
             let target = (w.allocated + ALLOC_CHUNK_BYTES).max(end).min(capacity);
             w.active
@@ -604,7 +630,8 @@ impl LogInner {
         }
         if let Some(age) = self.config.segment_ms {
             let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
-            if w.first_append_time != i64::MIN && now.saturating_sub(w.first_append_time) >= age_ms {
+            if w.first_append_time != i64::MIN && now.saturating_sub(w.first_append_time) >= age_ms
+            {
                 return true;
             }
         }
@@ -734,7 +761,10 @@ impl LogInner {
                 s.sync()?;
             }
             active.sync()?;
-            for suffix in [crate::segment::INDEX_SUFFIX, crate::segment::TIMEINDEX_SUFFIX] {
+            for suffix in [
+                crate::segment::INDEX_SUFFIX,
+                crate::segment::TIMEINDEX_SUFFIX,
+            ] {
                 let p = crate::segment::file_path(&self.dir, active.base_offset, suffix);
                 if let Ok(f) = fs.open(&p, crate::fs::OpenMode::Write) {
                     f.sync_data().map_err(|e| Error::io("sync index", &p, e))?;
@@ -762,7 +792,6 @@ impl LogInner {
         }
         result
     }
-
 }
 
 /// Tells background threads to stop; shared with them apart from the log itself.

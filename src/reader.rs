@@ -114,9 +114,9 @@ impl LogReader {
             }
             let inner = &self.log.inner;
             let position = self.position;
-            let ready = inner
-                .appended
-                .wait_until(deadline, || inner.is_closed() || self.log.end_offset() > position);
+            let ready = inner.appended.wait_until(deadline, || {
+                inner.is_closed() || self.log.end_offset() > position
+            });
             inner.check_open()?;
             if !ready {
                 return Ok(None);
@@ -188,7 +188,9 @@ impl LogReader {
         }
         // Sequential: continue right after the last batch, no index lookup.
         if let Some((segment, prev)) = &self.last {
-            if prev.batch().last_offset() + 1 == self.position && !segment.retired.load(std::sync::atomic::Ordering::Acquire) {
+            if prev.batch().last_offset() + 1 == self.position
+                && !segment.retired.load(std::sync::atomic::Ordering::Acquire)
+            {
                 if let Some(b) = segment.batch_after(prev)? {
                     return Ok(Some((Arc::clone(segment), b)));
                 }
@@ -207,7 +209,10 @@ impl LogReader {
             }
             // Nothing left in this segment: jump to the next one.
             let segments = inner.snapshot();
-            match segments.iter().find(|s| s.base_offset > segment.base_offset) {
+            match segments
+                .iter()
+                .find(|s| s.base_offset > segment.base_offset)
+            {
                 Some(next) => self.position = self.position.max(next.base_offset),
                 None => return Ok(None),
             }
@@ -237,7 +242,9 @@ impl Iterator for LogReader {
             let b = found.batch();
             for record in b.records() {
                 match record {
-                    Ok(v) if v.offset >= self.position => self.pending.push_back(v.to_owned_record()),
+                    Ok(v) if v.offset >= self.position => {
+                        self.pending.push_back(v.to_owned_record())
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         self.pending.clear();

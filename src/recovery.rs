@@ -64,7 +64,13 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
     }
     let capacity = config.segment_capacity();
     if segments.is_empty() {
-        segments.push(Arc::new(Segment::create(fs, dir, start_checkpoint, capacity, 0)?));
+        segments.push(Arc::new(Segment::create(
+            fs,
+            dir,
+            start_checkpoint,
+            capacity,
+            0,
+        )?));
     }
     let last = segments.len() - 1;
     if !segments[last].is_mapped_writable() {
@@ -88,12 +94,25 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
         for s in segments.drain(..) {
             remove_segment_files(&**fs, dir, s.base_offset)?;
         }
-        segments.push(Arc::new(Segment::create(fs, dir, start_offset, capacity, 0)?));
+        segments.push(Arc::new(Segment::create(
+            fs,
+            dir,
+            start_offset,
+            capacity,
+            0,
+        )?));
     }
     let last = segments.last().expect("at least one segment");
     if !last.is_mapped_writable() {
         // A cut made a sealed segment the last one: reopen it for appends.
-        let reopened = Segment::new(fs, dir, last.base_offset, None, last.published(), last.next_offset());
+        let reopened = Segment::new(
+            fs,
+            dir,
+            last.base_offset,
+            None,
+            last.published(),
+            last.next_offset(),
+        );
         reopened.set_index_interval(config.index_interval_bytes);
         reopened.map_writable(capacity.max(last.published()))?;
         if let Some((indexes, meta)) = last.loaded_clone() {
@@ -127,7 +146,8 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
 }
 
 fn list(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<String>> {
-    fs.list(dir).map_err(|e| Error::io("list directory", dir, e))
+    fs.list(dir)
+        .map_err(|e| Error::io("list directory", dir, e))
 }
 
 /// Deletes `.deleted`, `.cleaned`, `.tmp` and orphan index files; completes `.swap`.
@@ -205,7 +225,12 @@ fn complete_swap(fs: &dyn FileSystem, dir: &Path, name: &str, base: Offset) -> R
                 .map_err(|e| Error::io("remove index", &p, e))?;
         }
     }
-    checkpoint::rename_durably(fs, dir, &swap_path, &segment::file_path(dir, base, LOG_SUFFIX))
+    checkpoint::rename_durably(
+        fs,
+        dir,
+        &swap_path,
+        &segment::file_path(dir, base, LOG_SUFFIX),
+    )
 }
 
 pub(crate) fn remove_segment_files(fs: &dyn FileSystem, dir: &Path, base: Offset) -> Result<()> {
@@ -343,13 +368,17 @@ fn check_continues(
     in_durable: bool,
 ) -> std::result::Result<(), batch::BatchError> {
     use batch::BatchError::Invalid;
-    if index::relative(base, b.base_offset).is_none() || index::relative(base, b.last_offset()).is_none() {
+    if index::relative(base, b.base_offset).is_none()
+        || index::relative(base, b.last_offset()).is_none()
+    {
         return Err(Invalid("batch offsets outside the segment"));
     }
     match prev_last {
         Some(p) if b.base_offset <= p => Err(Invalid("batch offsets go backwards")),
         Some(p) if !in_durable && b.base_offset != p + 1 => Err(Invalid("gap in the tail")),
-        None if !in_durable && b.base_offset != base => Err(Invalid("first batch is not at the base offset")),
+        None if !in_durable && b.base_offset != base => {
+            Err(Invalid("first batch is not at the base offset"))
+        }
         _ => Ok(()),
     }
 }

@@ -239,7 +239,8 @@ impl Segment {
 
     /// Installs indexes and metadata found by a scan (recovery).
     pub fn set_loaded(&self, indexes: Indexes, meta: SegmentMeta) {
-        self.max_timestamp.store(meta.max_timestamp, Ordering::Release);
+        self.max_timestamp
+            .store(meta.max_timestamp, Ordering::Release);
         *self.loaded.write() = Some(Loaded { indexes, meta });
     }
 
@@ -307,7 +308,10 @@ impl Segment {
     ) -> Result<()> {
         let (first_offset, next_offset, max_ts, append_time) = batch_meta;
         debug_assert_eq!(position, self.published());
-        let map = self.map.get().expect("the active segment is mapped at creation");
+        let map = self
+            .map
+            .get()
+            .expect("the active segment is mapped at creation");
         let pos = usize::try_from(position).expect("positions fit in usize (capacity checked)");
         map.write(pos, bytes)
             .map_err(|e| Error::io("write segment", self.path(), e))?;
@@ -632,7 +636,9 @@ impl Segment {
             offset: None,
             reason: format!(
                 "{e}; next good batch at {}",
-                next.map_or("the end of the segment".to_string(), |p| format!("byte {p}"))
+                next.map_or("the end of the segment".to_string(), |p| format!(
+                    "byte {p}"
+                ))
             ),
         }
     }
@@ -650,7 +656,10 @@ fn resync(bytes: &[u8], pos: usize, last_good: Option<Offset>) -> Option<(usize,
         Some(b.base_offset)
     };
     if let Ok(len) = batch::peek_len(&bytes[pos..]) {
-        if let Some(o) = pos.checked_add(len).and_then(|p| valid_at(p).map(|o| (p, o))) {
+        if let Some(o) = pos
+            .checked_add(len)
+            .and_then(|p| valid_at(p).map(|o| (p, o)))
+        {
             return Some(o);
         }
     }

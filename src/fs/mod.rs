@@ -121,7 +121,10 @@ impl dyn Mapping {
     /// The caller guarantees `end <= len()` and that no writer writes those bytes while
     /// the returned slice lives (they were published before and are never rewritten).
     pub(crate) fn bytes(&self, start: usize, end: usize) -> &[u8] {
-        assert!(start <= end && end <= self.len(), "mapping range out of bounds");
+        assert!(
+            start <= end && end <= self.len(),
+            "mapping range out of bounds"
+        );
         // SAFETY: the range is inside the mapping, which stays at a fixed address for
         // the lifetime of `self`; the engine only writes bytes past the published end,
         // and callers only read below it.

@@ -204,7 +204,11 @@ impl Mapping for OsMapping {
         // guarantees no reader looks at these bytes while they are written and that
         // they lie below the file's allocated size (so no SIGBUS).
         unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(pos), data.len());
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.map.as_mut_ptr().add(pos),
+                data.len(),
+            );
         }
         Ok(())
     }
@@ -227,7 +231,10 @@ impl Mapping for EmptyMapping {
         if data.is_empty() {
             Ok(())
         } else {
-            Err(io::Error::new(io::ErrorKind::InvalidInput, "write past mapping"))
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write past mapping",
+            ))
         }
     }
 }
