@@ -263,7 +263,11 @@ impl Segment {
 
     /// Cuts the file (and what readers see) to `len` bytes: recovery only.
     pub fn truncate_to(&self, len: u64) -> Result<()> {
-        self.file()?
+        // A sealed segment's own handle is read-only: cut through a writable one.
+        let path = self.path();
+        self.fs
+            .open(&path, OpenMode::Write)
+            .map_err(|e| Error::io("open segment", &path, e))?
             .set_len(len)
             .map_err(|e| Error::io("truncate segment", self.path(), e))?;
         self.published.store(len, Ordering::Release);
