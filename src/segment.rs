@@ -412,7 +412,13 @@ impl Segment {
         if let Ok(first) = batch::decode(bytes) {
             meta.first_append_time = first.append_time;
         }
-        let tail_start = indexes.offsets.last().map_or(0, |e| e.position as usize);
+        // The last time entry only bounds the records before its batch, and later
+        // offset entries add no time entry while the maximum does not grow: the
+        // maximum timestamp needs every batch from that time entry's batch on.
+        let tail_start = indexes
+            .times
+            .last()
+            .map_or(0, |t| indexes.floor_position(t.rel_offset) as usize);
         let mut pos = tail_start;
         while pos < bytes.len() {
             let b = batch::decode(&bytes[pos..]).ok()?;
