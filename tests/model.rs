@@ -262,13 +262,13 @@ fn run(seed: u64, segment_bytes: u64, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn log_matches_model(
         seed in any::<u64>(),
         segment_bytes in 512u64..4096,
-        ops in proptest::collection::vec(op(), 1..80),
+        ops in proptest::collection::vec(op(), 1..100),
     ) {
         run(seed, segment_bytes, &ops);
     }
