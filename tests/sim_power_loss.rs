@@ -147,7 +147,7 @@ fn run(seed: u64) {
 
 #[test]
 fn flushed_records_survive_power_loss() {
-    for seed in seeds(200) {
+    for seed in seeds(150) {
         with_context(
             &format!("seed {seed} (replay with LOGQUEUE_SEED={seed})"),
             || run(seed),
