@@ -145,14 +145,23 @@ impl Log {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let fs = Arc::clone(&config.fs);
-        if !fs.exists(&dir) {
-            fs.create_dir_all(&dir)
-                .map_err(|e| Error::io("create log directory", &dir, e))?;
-            // The new directory's entry must be durable before anything in it is.
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                fs.sync_dir(parent)
-                    .map_err(|e| Error::io("sync directory", parent, e))?;
-            }
+        // A new directory's entry lives in its parent, and is durable only once the
+        // parent is fsynced: without that, a power loss can take the whole log.
+        let mut created = Vec::new();
+        let mut missing = Some(dir.as_path());
+        while let Some(d) = missing.filter(|d| !d.as_os_str().is_empty() && !fs.exists(d)) {
+            created.push(d);
+            missing = d.parent();
+        }
+        fs.create_dir_all(&dir)
+            .map_err(|e| Error::io("create log directory", &dir, e))?;
+        for d in created {
+            let parent = d
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            fs.sync_dir(parent)
+                .map_err(|e| Error::io("sync directory", parent, e))?;
         }
         let lock_path = dir.join("LOCK");
         let lock = fs

@@ -263,7 +263,11 @@ impl Segment {
 
     /// Cuts the file (and what readers see) to `len` bytes: recovery only.
     pub fn truncate_to(&self, len: u64) -> Result<()> {
-        self.file()?
+        // A sealed segment's own handle is read-only: cut through a writable one.
+        let path = self.path();
+        self.fs
+            .open(&path, OpenMode::Write)
+            .map_err(|e| Error::io("open segment", &path, e))?
             .set_len(len)
             .map_err(|e| Error::io("truncate segment", self.path(), e))?;
         self.published.store(len, Ordering::Release);
@@ -408,7 +412,13 @@ impl Segment {
         if let Ok(first) = batch::decode(bytes) {
             meta.first_append_time = first.append_time;
         }
-        let tail_start = indexes.offsets.last().map_or(0, |e| e.position as usize);
+        // The last time entry only bounds the records before its batch, and later
+        // offset entries add no time entry while the maximum does not grow: the
+        // maximum timestamp needs every batch from that time entry's batch on.
+        let tail_start = indexes
+            .times
+            .last()
+            .map_or(0, |t| indexes.floor_position(t.rel_offset) as usize);
         let mut pos = tail_start;
         while pos < bytes.len() {
             let b = batch::decode(&bytes[pos..]).ok()?;
