@@ -263,9 +263,12 @@ impl Segment {
 
     /// Cuts the file (and what readers see) to `len` bytes: recovery only.
     pub fn truncate_to(&self, len: u64) -> Result<()> {
-        self.file()?
-            .set_len(len)
-            .map_err(|e| Error::io("truncate segment", self.path(), e))?;
+        // A sealed segment's own handle is read-only: cut through a writable one.
+        let path = self.path();
+        self.fs
+            .open(&path, OpenMode::Write)
+            .and_then(|f| f.set_len(len))
+            .map_err(|e| Error::io("truncate segment", &path, e))?;
         self.published.store(len, Ordering::Release);
         Ok(())
     }
