@@ -205,3 +205,28 @@ pub fn sweep_tempdir() -> tempfile::TempDir {
     }
     tempfile::tempdir().unwrap()
 }
+
+/// Writes a `recovery-point` file holding one valid slot: every batch of segment
+/// `segment` below byte `position`, and every earlier segment, is promised durable.
+/// Format (see `src/checkpoint.rs`): two 32-byte slots, each `sequence u64 | segment
+/// u64 | position u32 | offset u64 | crc32 of the 28 bytes before`, little-endian; the
+/// valid slot with the highest sequence wins. The other slot is left invalid.
+pub fn write_recovery_point(dir: &Path, segment: u64, position: u64, offset: u64) {
+    let mut slot = Vec::with_capacity(32);
+    slot.extend_from_slice(&1u64.to_le_bytes());
+    slot.extend_from_slice(&segment.to_le_bytes());
+    slot.extend_from_slice(&u32::try_from(position).unwrap().to_le_bytes());
+    slot.extend_from_slice(&offset.to_le_bytes());
+    let crc = crc32fast::hash(&slot);
+    slot.extend_from_slice(&crc.to_le_bytes());
+    let mut file = vec![0xEEu8; 32];
+    file.extend_from_slice(&slot);
+    std::fs::write(dir.join("recovery-point"), file).unwrap();
+}
+
+/// Flips bit `bit` of byte `pos` of the file at `path`.
+pub fn flip_bit(path: &Path, pos: u64, bit: u8) {
+    let mut b = std::fs::read(path).unwrap();
+    b[pos as usize] ^= 1 << bit;
+    std::fs::write(path, b).unwrap();
+}
