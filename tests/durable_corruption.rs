@@ -277,15 +277,24 @@ fn damage_anywhere_in_a_batch_never_returns_wrong_data() {
         // A reader reports the damage and yields every other record.
         let items: Vec<_> = log.reader(0).unwrap().take(TOTAL as usize + 10).collect();
         let errors = items.iter().filter(|r| r.is_err()).count();
-        assert!(errors >= 1, "flip at byte {pos}: the reader saw no corruption");
-        let offsets: Vec<u64> = items.into_iter().filter_map(|r| r.ok()).map(|r| r.offset).collect();
+        assert!(
+            errors >= 1,
+            "flip at byte {pos}: the reader saw no corruption"
+        );
+        let offsets: Vec<u64> = items
+            .into_iter()
+            .filter_map(|r| r.ok())
+            .map(|r| r.offset)
+            .collect();
         let want: Vec<u64> = (0..TOTAL)
             .filter(|o| !(b.base_offset..=b.last_offset).contains(o))
             .collect();
         assert_eq!(offsets, want, "flip at byte {pos}: records by reader");
         let report = log.verify().unwrap();
-        assert!(!report.corrupt.is_empty(), "flip at byte {pos} not reported");
+        assert!(
+            !report.corrupt.is_empty(),
+            "flip at byte {pos} not reported"
+        );
         log.close().unwrap();
     }
 }
-

@@ -89,7 +89,10 @@ fn offset_out_of_range_below_the_start_and_start_survives_reopen() {
             reader.seek(start - 1),
             Err(Error::OffsetOutOfRange { .. })
         ));
-        assert!(log.offset_for_timestamp(0).unwrap().is_none_or(|o| o >= start));
+        assert!(log
+            .offset_for_timestamp(0)
+            .unwrap()
+            .is_none_or(|o| o >= start));
     };
     check(&log, 140, 300);
     // Lower than the start: no change.
@@ -124,10 +127,7 @@ fn offset_out_of_range_below_the_start_and_start_survives_reopen() {
     let log = Log::open(dir.path(), small_config(4096)).unwrap();
     assert_eq!(log.start_offset(), 300);
     assert_eq!(log.end_offset(), 300);
-    assert!(matches!(
-        log.read(299),
-        Err(Error::OffsetOutOfRange { .. })
-    ));
+    assert!(matches!(log.read(299), Err(Error::OffsetOutOfRange { .. })));
     assert_eq!(log.append(Record::new(value_for(300))).unwrap(), 300);
     check(&log, 300, 301);
     log.close().unwrap();
@@ -278,7 +278,10 @@ fn errors_are_std_errors_with_useful_text() {
     let e = log.append(Record::new(vec![0u8; 500])).unwrap_err();
     assert_std_error(&e);
     let text = e.to_string();
-    assert!(text.contains("100") && text.contains("max_batch_bytes"), "{text}");
+    assert!(
+        text.contains("100") && text.contains("max_batch_bytes"),
+        "{text}"
+    );
 
     for i in 0..10 {
         log.append(Record::new(value_for(i))).unwrap();
@@ -370,7 +373,10 @@ fn next_blocking_wakes_on_append_and_times_out() {
             .unwrap()
     });
     for o in 2..7 {
-        let r = reader.next_blocking(Duration::from_secs(30)).unwrap().unwrap();
+        let r = reader
+            .next_blocking(Duration::from_secs(30))
+            .unwrap()
+            .unwrap();
         assert_eq!(r.offset, o);
     }
     assert_eq!(appender.join().unwrap(), 2..7);

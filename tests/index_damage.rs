@@ -272,22 +272,30 @@ fn offset_index_entry_pointing_at_the_wrong_batch() {
             write_offsets(&idx, &e);
         }
     });
-    check_damage(t.path(), "entry points at the previous indexed batch", |d| {
-        for (_, idx, _) in index_paths(d) {
-            let mut e = read_offsets(&idx);
-            let last = e.len() - 1;
-            // Keep positions rising: move the last entry's offset up instead.
-            e[last].0 += 1;
-            write_offsets(&idx, &e);
-        }
-    });
-    check_damage(t.path(), "entry of another segment (position past the end)", |d| {
-        let all = index_paths(d);
-        let (_, idx, _) = &all[0];
-        let mut e = read_offsets(idx);
-        e.push((e.last().unwrap().0 + 10, 1 << 30));
-        write_offsets(idx, &e);
-    });
+    check_damage(
+        t.path(),
+        "entry points at the previous indexed batch",
+        |d| {
+            for (_, idx, _) in index_paths(d) {
+                let mut e = read_offsets(&idx);
+                let last = e.len() - 1;
+                // Keep positions rising: move the last entry's offset up instead.
+                e[last].0 += 1;
+                write_offsets(&idx, &e);
+            }
+        },
+    );
+    check_damage(
+        t.path(),
+        "entry of another segment (position past the end)",
+        |d| {
+            let all = index_paths(d);
+            let (_, idx, _) = &all[0];
+            let mut e = read_offsets(idx);
+            e.push((e.last().unwrap().0 + 10, 1 << 30));
+            write_offsets(idx, &e);
+        },
+    );
     check_damage(t.path(), "entries of another segment's index", |d| {
         let all = index_paths(d);
         // Swap the first two segments' offset indexes.
@@ -301,15 +309,19 @@ fn offset_index_entry_pointing_at_the_wrong_batch() {
 #[test]
 fn time_index_entry_pointing_at_the_wrong_batch() {
     let t = template();
-    check_damage(t.path(), "time entry for an offset not in the offset index", |d| {
-        for (_, _, tidx) in index_paths(d) {
-            let mut e = read_times(&tidx);
-            if let Some(last) = e.last_mut() {
-                last.1 += 1;
+    check_damage(
+        t.path(),
+        "time entry for an offset not in the offset index",
+        |d| {
+            for (_, _, tidx) in index_paths(d) {
+                let mut e = read_times(&tidx);
+                if let Some(last) = e.last_mut() {
+                    last.1 += 1;
+                }
+                write_times(&tidx, &e);
             }
-            write_times(&tidx, &e);
-        }
-    });
+        },
+    );
     check_damage(t.path(), "time entries of another segment", |d| {
         let all = index_paths(d);
         let a = std::fs::read(&all[2].2).unwrap();

@@ -49,7 +49,9 @@ fn child_appender() {
     while Instant::now() < deadline {
         let line = if batches {
             let n = batch_len(next);
-            let recs = (next..next + n).map(|o| Record::new(value_for(o))).collect();
+            let recs = (next..next + n)
+                .map(|o| Record::new(value_for(o)))
+                .collect();
             let got = log.append_batch(recs).unwrap();
             assert_eq!(got, next..next + n);
             format!("BATCH {} {}", got.start, got.end)
@@ -120,7 +122,10 @@ fn run_child(dir: &Path, mode: &str, rng: &mut Rng) -> (u64, u64, usize) {
     std::thread::sleep(Duration::from_millis(200 + rng.below(800)));
     child.kill().unwrap(); // SIGKILL on Unix
     let status = child.wait().unwrap();
-    assert!(!status.success(), "the child must have been killed: {status:?}");
+    assert!(
+        !status.success(),
+        "the child must have been killed: {status:?}"
+    );
     reader.join().unwrap();
     let mut acked_end = start;
     let mut count = 0;

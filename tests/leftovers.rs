@@ -42,12 +42,7 @@ fn names(dir: &Path) -> Vec<String> {
 /// Runs `setup` on a copy of the template (clean and crashed), opens it and checks
 /// the data is exactly `0..TOTAL`; then `after` checks the directory; then an append
 /// and a crash-reopen.
-fn check_case(
-    template: &Path,
-    what: &str,
-    setup: impl Fn(&Path),
-    after: impl Fn(&Path, &Log),
-) {
+fn check_case(template: &Path, what: &str, setup: impl Fn(&Path), after: impl Fn(&Path, &Log)) {
     for crashed in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(template, dir.path());
@@ -165,7 +160,12 @@ fn orphan_index_files_are_removed_and_never_used_by_a_new_segment() {
         |d| {
             // Plausible-looking entries: a new segment at this base must not use them.
             let entries: Vec<u8> = (0..8u32)
-                .flat_map(|i| (i * 3).to_le_bytes().into_iter().chain((i * 100).to_le_bytes()))
+                .flat_map(|i| {
+                    (i * 3)
+                        .to_le_bytes()
+                        .into_iter()
+                        .chain((i * 100).to_le_bytes())
+                })
                 .collect();
             for o in &orphans {
                 std::fs::write(d.join(o), &entries[..48]).unwrap();
@@ -329,8 +329,11 @@ fn everything_at_once() {
         |d| {
             let mut rng = Rng::new(3);
             std::fs::copy(&segs[0].1, d.join(format!("{:020}.log.deleted", segs[0].0))).unwrap();
-            std::fs::write(d.join(format!("{:020}.log.cleaned", segs[1].0)), rng.bytes(300))
-                .unwrap();
+            std::fs::write(
+                d.join(format!("{:020}.log.cleaned", segs[1].0)),
+                rng.bytes(300),
+            )
+            .unwrap();
             std::fs::copy(&segs[2].1, d.join(format!("{:020}.log.swap", segs[2].0))).unwrap();
             std::fs::write(d.join(format!("{:020}.index", 77_777)), rng.bytes(8)).unwrap();
             std::fs::write(d.join("recovery-point"), rng.bytes(64)).unwrap();
@@ -343,9 +346,10 @@ fn everything_at_once() {
         |d, _| {
             let now = names(d);
             assert!(
-                now.iter()
-                    .all(|n| !n.ends_with(".deleted") && !n.ends_with(".cleaned")
-                        && !n.ends_with(".swap") && !n.ends_with(".tmp")),
+                now.iter().all(|n| !n.ends_with(".deleted")
+                    && !n.ends_with(".cleaned")
+                    && !n.ends_with(".swap")
+                    && !n.ends_with(".tmp")),
                 "{now:?}"
             );
         },

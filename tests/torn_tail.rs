@@ -14,8 +14,8 @@ use std::io::Write;
 use std::path::Path;
 
 use common::{
-    assert_dense_prefix, batches_of, copy_dir, forget_everything_durable, seg_path,
-    segment_files, small_config, sweep_tempdir, value_for, BatchPos, Rng,
+    assert_dense_prefix, batches_of, copy_dir, forget_everything_durable, seg_path, segment_files,
+    small_config, sweep_tempdir, value_for, BatchPos, Rng,
 };
 use logqueue::{Log, LogConfig, Record};
 
@@ -48,7 +48,9 @@ fn template() -> Template {
         *next += 1;
     };
     let batch = |log: &Log, next: &mut u64, n: u64| {
-        let recs = (*next..*next + n).map(|i| Record::new(value_for(i))).collect();
+        let recs = (*next..*next + n)
+            .map(|i| Record::new(value_for(i)))
+            .collect();
         assert_eq!(log.append_batch(recs).unwrap(), *next..*next + n);
         *next += n;
     };
@@ -199,7 +201,14 @@ fn truncated_at_every_byte_of_the_last_batches() {
     let t = template();
     let seg = t.last_segment();
     // Every byte across the last three batches (a 2-record batch among them).
-    run_cuts(&t, seg, t.last_batches_bytes(3), Tail::None, 1, sweep_tempdir);
+    run_cuts(
+        &t,
+        seg,
+        t.last_batches_bytes(3),
+        Tail::None,
+        1,
+        sweep_tempdir,
+    );
     // Every 7th byte over the rest of the last segment (a 3-record batch among them).
     let start = *t.last_batches_bytes(3).start();
     run_cuts(&t, seg, (0..start).step_by(7), Tail::None, 2, sweep_tempdir);
@@ -222,7 +231,14 @@ fn truncated_in_earlier_segments_drops_everything_after() {
 fn zero_filled_tail_after_every_byte_of_the_last_batches() {
     let t = template();
     let seg = t.last_segment();
-    run_cuts(&t, seg, t.last_batches_bytes(3), Tail::Zeros(4096), 4, sweep_tempdir);
+    run_cuts(
+        &t,
+        seg,
+        t.last_batches_bytes(3),
+        Tail::Zeros(4096),
+        4,
+        sweep_tempdir,
+    );
     // A preallocated tail far larger than the data, also right at a batch boundary
     // and on an empty segment.
     let end = *t.last_batches_bytes(1).end();
@@ -237,14 +253,28 @@ fn zero_filled_tail_after_every_byte_of_the_last_batches() {
 fn garbage_tail_after_every_byte_of_the_last_batches() {
     let t = template();
     let seg = t.last_segment();
-    run_cuts(&t, seg, t.last_batches_bytes(3), Tail::Garbage(173), 7, sweep_tempdir);
+    run_cuts(
+        &t,
+        seg,
+        t.last_batches_bytes(3),
+        Tail::Garbage(173),
+        7,
+        sweep_tempdir,
+    );
     let end = *t.last_batches_bytes(1).end();
     run_cuts(&t, seg, [0, end], Tail::Garbage(5000), 8, sweep_tempdir);
     // Fewer bytes than a length field, and fewer than a header.
     run_cuts(&t, seg, [end], Tail::Garbage(3), 9, sweep_tempdir);
     run_cuts(&t, seg, [end], Tail::Garbage(59), 10, sweep_tempdir);
     let end0 = t.segments[0].batches.last().unwrap().end;
-    run_cuts(&t, 0, [end0 / 2, end0], Tail::Garbage(300), 11, sweep_tempdir);
+    run_cuts(
+        &t,
+        0,
+        [end0 / 2, end0],
+        Tail::Garbage(300),
+        11,
+        sweep_tempdir,
+    );
 }
 
 /// The same kinds of damage on the disk-backed temp directory, a spread of cuts.
@@ -253,9 +283,20 @@ fn spread_of_damage_on_disk() {
     let t = template();
     let seg = t.last_segment();
     let range = t.last_batches_bytes(3);
-    let cuts: Vec<u64> = range.clone().step_by(37).chain([*range.end() - 1]).collect();
+    let cuts: Vec<u64> = range
+        .clone()
+        .step_by(37)
+        .chain([*range.end() - 1])
+        .collect();
     run_cuts(&t, seg, cuts.clone(), Tail::None, 12, disk_tempdir);
-    run_cuts(&t, seg, cuts.clone(), Tail::Zeros(1 << 16), 13, disk_tempdir);
+    run_cuts(
+        &t,
+        seg,
+        cuts.clone(),
+        Tail::Zeros(1 << 16),
+        13,
+        disk_tempdir,
+    );
     run_cuts(&t, seg, cuts, Tail::Garbage(200), 14, disk_tempdir);
     let end0 = t.segments[0].batches.last().unwrap().end;
     run_cuts(&t, 0, [end0 / 3], Tail::None, 15, disk_tempdir);

@@ -48,7 +48,6 @@ pub fn seeds(default_count: u64) -> Vec<u64> {
 // ---------------------------------------------------------------------------------
 // Helpers for tests that damage files of a closed log on the real file system.
 
-
 /// Copies every file of `src` into `dst` (created), recursing into directories.
 /// The `LOCK` file is skipped: a copy is a fresh directory.
 pub fn copy_dir(src: &Path, dst: &Path) {
@@ -116,7 +115,11 @@ pub fn batches_of(bytes: &[u8]) -> Vec<BatchPos> {
         });
         pos += len;
     }
-    assert_eq!(pos, bytes.len(), "segment file does not end at a batch boundary");
+    assert_eq!(
+        pos,
+        bytes.len(),
+        "segment file does not end at a batch boundary"
+    );
     out
 }
 
@@ -199,7 +202,10 @@ impl Rng {
 pub fn sweep_tempdir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     if std::env::var_os("LOGQUEUE_TEST_ON_DISK").is_none() && shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new().prefix("logqueue-test").tempdir_in(shm) {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("logqueue-test")
+            .tempdir_in(shm)
+        {
             return d;
         }
     }
