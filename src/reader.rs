@@ -14,6 +14,9 @@ use crate::{Error, Offset, Result, StoredRecord};
 /// for more. [`LogReader::next_batch`] and [`LogReader::read_views`] read without
 /// copying, straight from the memory-mapped segment.
 ///
+/// A corrupt stretch of durable data is reported once, as an `Err` item
+/// ([`crate::Error::Corrupt`]); the reader then goes on with the first record after it.
+///
 /// ```
 /// use logqueue::{Log, LogConfig, Record};
 /// let dir = tempfile::tempdir().unwrap();
@@ -174,8 +177,38 @@ impl LogReader {
         Ok(count)
     }
 
-    /// Finds the first batch holding an offset at or after `self.position`.
+    /// Finds the first batch holding an offset at or after `self.position`. After a
+    /// corrupt stretch is reported, the reader is moved past it.
     fn advance(&mut self) -> Result<Option<(Arc<Segment>, BatchRef)>> {
+        let found = self.find_next();
+        if let Err(Error::Corrupt { path, position, .. }) = &found {
+            self.skip_corruption(path, *position);
+        }
+        found
+    }
+
+    /// Moves past the corrupt stretch starting at byte `position` of segment file
+    /// `path`, to the first offset after it (the segment's end when nothing valid
+    /// follows), so the next read goes on with the good data after it.
+    fn skip_corruption(&mut self, path: &std::path::Path, position: u64) {
+        let segments = self.log.inner.snapshot();
+        let Some(segment) = segments.iter().find(|s| s.path() == path) else {
+            return;
+        };
+        let Some(range) = segment
+            .corrupt_ranges()
+            .into_iter()
+            .find(|r| r.start_position == position)
+        else {
+            return;
+        };
+        let next = range.next_offset.unwrap_or_else(|| segment.next_offset());
+        self.position = self.position.max(next);
+        self.pending.clear();
+        self.last = None;
+    }
+
+    fn find_next(&mut self) -> Result<Option<(Arc<Segment>, BatchRef)>> {
         let inner = &self.log.inner;
         inner.check_open()?;
         let start = self.log.start_offset();
@@ -248,6 +281,9 @@ impl Iterator for LogReader {
                     Ok(_) => {}
                     Err(e) => {
                         self.pending.clear();
+                        // Reported once: the next call goes on after this batch.
+                        self.position = self.position.max(b.last_offset() + 1);
+                        self.last = None;
                         return Some(Err(Error::corrupt(
                             segment.path(),
                             found.position(),

@@ -267,9 +267,8 @@ impl Segment {
         let path = self.path();
         self.fs
             .open(&path, OpenMode::Write)
-            .map_err(|e| Error::io("open segment", &path, e))?
-            .set_len(len)
-            .map_err(|e| Error::io("truncate segment", self.path(), e))?;
+            .and_then(|f| f.set_len(len))
+            .map_err(|e| Error::io("truncate segment", &path, e))?;
         self.published.store(len, Ordering::Release);
         Ok(())
     }
@@ -555,7 +554,8 @@ impl Segment {
         };
         // The first batch whose last offset reaches `offset`; if it starts after
         // `offset`, the offset fell in a compaction gap and the caller finds no record.
-        self.scan_for(start, |_, last| last >= offset)
+        let found = self.scan_for(start, |_, last| last >= offset)?;
+        self.check_gap(start, offset, found)
     }
 
     /// Finds the first batch at or after `offset` (for sequential readers).
@@ -569,7 +569,66 @@ impl Segment {
                 .indexes
                 .floor_position(rel) as usize
         };
-        self.scan_for(start, |_, last| last >= offset)
+        let found = self.scan_for(start, |_, last| last >= offset)?;
+        self.check_gap(start, offset, found)
+    }
+
+    /// `offset` fell in a gap before `found` (or after the last batch). Compaction
+    /// leaves gaps, but the batches skipped on the way from `start` were trusted by
+    /// their headers alone: CRC-check them, so that a damaged header (a lowered last
+    /// offset) is reported as corruption instead of being read as a gap.
+    fn check_gap(
+        &self,
+        start: usize,
+        offset: Offset,
+        found: Option<BatchRef>,
+    ) -> Result<Option<BatchRef>> {
+        if found.as_ref().is_some_and(|b| b.base_offset <= offset) {
+            return Ok(found);
+        }
+        let map = Arc::clone(self.mapping()?);
+        let end = usize::try_from(self.published()).expect("published bytes are mapped");
+        let until = found.as_ref().map_or(end, |b| b.start);
+        let bytes = map.bytes(0, end);
+        let mut pos = start;
+        let mut last_good = None;
+        while pos < until {
+            match batch::decode(&bytes[pos..end]) {
+                Ok(b) => {
+                    last_good = Some(b.last_offset());
+                    pos += b.len();
+                }
+                Err(e) => {
+                    let (next, next_base) =
+                        self.skip_damaged(bytes, pos, last_good, &e, &|_, last| last >= offset)?;
+                    pos = next;
+                    last_good = next_base.checked_sub(1);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Damaged bytes at `pos` met while looking for a wanted batch: where the search
+    /// may go on, when the next valid batch shows that the damaged stretch cannot hold
+    /// a wanted batch; otherwise the corruption error.
+    fn skip_damaged(
+        &self,
+        bytes: &[u8],
+        pos: usize,
+        last_good: Option<Offset>,
+        e: &BatchError,
+        wanted: &impl Fn(Offset, Offset) -> bool,
+    ) -> Result<(usize, Offset)> {
+        if let Some(next) = self.skip_corrupt(bytes, pos, last_good, e) {
+            if let Ok((_, next_base, _)) = batch::peek_offsets(&bytes[next..]) {
+                let first_lost = last_good.map_or(self.base_offset, |l| l + 1);
+                if next_base > first_lost && !wanted(first_lost, next_base - 1) {
+                    return Ok((next, next_base));
+                }
+            }
+        }
+        Err(self.corrupt_error(bytes, pos, last_good, e))
     }
 
     /// Finds the first batch from which a scan for timestamp `ts` must start.
@@ -590,7 +649,8 @@ impl Segment {
     }
 
     /// From `pos`, the first batch for which `wanted(base, last)` holds, CRC-checked.
-    /// Batches before it are skipped by their length without a CRC check.
+    /// Batches before it are skipped by their length without a CRC check. Damaged
+    /// bytes are skipped (and recorded) only when they cannot hold a wanted batch.
     fn scan_for(
         &self,
         mut pos: usize,
@@ -624,9 +684,15 @@ impl Segment {
                             base_offset,
                         }));
                     }
-                    Err(e) => return Err(self.corrupt_error(bytes, pos, last_good, &e)),
+                    Err(e) => {
+                        let (next, base) = self.skip_damaged(bytes, pos, last_good, &e, &wanted)?;
+                        (pos, last_good) = (next, base.checked_sub(1));
+                    }
                 },
-                Err(e) => return Err(self.corrupt_error(bytes, pos, last_good, &e)),
+                Err(e) => {
+                    let (next, base) = self.skip_damaged(bytes, pos, last_good, &e, &wanted)?;
+                    (pos, last_good) = (next, base.checked_sub(1));
+                }
             }
         }
         Ok(None)

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +76,11 @@ impl Rng {
     /// Uniform-ish in `lo..hi`.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo)
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
     }
 }
 
@@ -157,4 +163,169 @@ pub fn check_log_matches(log: &Log, start: Offset, values: &[Vec<u8>], ctx: &str
         0,
         "{ctx}: corrupt ranges in stats"
     );
+}
+
+// ---------------------------------------------------------------------------------
+// Helpers for tests that damage files of a closed log on the real file system.
+
+/// Copies every file of `src` into `dst` (created), recursing into directories.
+/// The `LOCK` file is skipped: a copy is a fresh directory.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        let to = dst.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else if name != "LOCK" {
+            std::fs::copy(entry.path(), to).unwrap();
+        }
+    }
+}
+
+/// The `.log` segment files of a log directory, by base offset, oldest first.
+pub fn segment_files(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter_map(|n| {
+            let digits = n.strip_suffix(".log")?;
+            (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| (digits.parse().unwrap(), dir.join(&n)))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Path of `<base>.<suffix>` in `dir`.
+pub fn seg_path(dir: &Path, base: u64, suffix: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{suffix}"))
+}
+
+/// One batch found by walking a segment file by its length prefixes (no CRC check:
+/// for files this test wrote itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchPos {
+    pub start: u64,
+    pub end: u64,
+    pub base_offset: u64,
+    pub last_offset: u64,
+}
+
+/// The batches of a clean segment file (4-byte length, then base offset at byte 16
+/// and last offset delta at byte 12 of the 60-byte header; little-endian).
+pub fn batches_of(bytes: &[u8]) -> Vec<BatchPos> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos + 60 <= bytes.len() {
+        let u32_at = |p: usize| u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap());
+        let len = u32_at(pos) as usize + 4;
+        if u32_at(pos) == 0 || pos + len > bytes.len() {
+            break;
+        }
+        let base = u64::from_le_bytes(bytes[pos + 16..pos + 24].try_into().unwrap());
+        let delta = u32_at(pos + 12);
+        out.push(BatchPos {
+            start: pos as u64,
+            end: (pos + len) as u64,
+            base_offset: base,
+            last_offset: base + u64::from(delta),
+        });
+        pos += len;
+    }
+    assert_eq!(
+        pos,
+        bytes.len(),
+        "segment file does not end at a batch boundary"
+    );
+    out
+}
+
+/// Makes a closed log look crashed with nothing promised: no clean-shutdown marker
+/// and no recovery point, so recovery treats every byte as un-promised tail.
+pub fn forget_everything_durable(dir: &Path) {
+    for name in ["clean-shutdown", "recovery-point"] {
+        let p = dir.join(name);
+        if p.exists() {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
+/// Every record of the log through a reader from the start offset; panics on an error.
+pub fn read_all(log: &Log) -> Vec<StoredRecord> {
+    log.reader(log.start_offset())
+        .unwrap()
+        .collect::<logqueue::Result<Vec<_>>>()
+        .unwrap()
+}
+
+/// Asserts the log holds exactly offsets `0..n` with `value_for(offset)` (by reader and
+/// by `read`), ends at `n`, and verifies clean.
+pub fn assert_dense_prefix(log: &Log, n: u64) {
+    assert_eq!(log.start_offset(), 0);
+    assert_eq!(log.end_offset(), n, "end offset");
+    let all = read_all(log);
+    assert_eq!(all.len() as u64, n, "records by reader");
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.offset, i as u64);
+        assert_eq!(
+            r.value.as_deref(),
+            Some(&value_for(i as u64)[..]),
+            "value at {i}"
+        );
+    }
+    if n > 0 {
+        let last = log.read(n - 1).unwrap().expect("last record reads back");
+        assert_eq!(last.value.unwrap(), value_for(n - 1));
+    }
+    assert!(log.read(n).unwrap().is_none());
+    let report = log.verify().unwrap();
+    assert_eq!(report.records, n, "records by verify");
+    assert!(report.corrupt.is_empty(), "{:?}", report.corrupt);
+}
+
+/// A temporary directory for sweeps over hundreds of damaged copies of a log: on tmpfs
+/// (`/dev/shm`) when the machine has one, where the engine runs the same `OsFs` code
+/// (mmap, ftruncate, fallocate) but an fsync costs nothing. `LOGQUEUE_TEST_ON_DISK=1`
+/// keeps them on the disk-backed default temp directory. Tests that sweep also run a
+/// spread of the same cases on the disk-backed directory.
+pub fn sweep_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if std::env::var_os("LOGQUEUE_TEST_ON_DISK").is_none() && shm.is_dir() {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("logqueue-test")
+            .tempdir_in(shm)
+        {
+            return d;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
+/// Writes a `recovery-point` file holding one valid slot: every batch of segment
+/// `segment` below byte `position`, and every earlier segment, is promised durable.
+/// Format (see `src/checkpoint.rs`): two 32-byte slots, each `sequence u64 | segment
+/// u64 | position u32 | offset u64 | crc32 of the 28 bytes before`, little-endian; the
+/// valid slot with the highest sequence wins. The other slot is left invalid.
+pub fn write_recovery_point(dir: &Path, segment: u64, position: u64, offset: u64) {
+    let mut slot = Vec::with_capacity(32);
+    slot.extend_from_slice(&1u64.to_le_bytes());
+    slot.extend_from_slice(&segment.to_le_bytes());
+    slot.extend_from_slice(&u32::try_from(position).unwrap().to_le_bytes());
+    slot.extend_from_slice(&offset.to_le_bytes());
+    let crc = crc32fast::hash(&slot);
+    slot.extend_from_slice(&crc.to_le_bytes());
+    let mut file = vec![0xEEu8; 32];
+    file.extend_from_slice(&slot);
+    std::fs::write(dir.join("recovery-point"), file).unwrap();
+}
+
+/// Flips bit `bit` of byte `pos` of the file at `path`.
+pub fn flip_bit(path: &Path, pos: u64, bit: u8) {
+    let mut b = std::fs::read(path).unwrap();
+    b[pos as usize] ^= 1 << bit;
+    std::fs::write(path, b).unwrap();
 }

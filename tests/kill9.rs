@@ -1,0 +1,220 @@
+//! The real kill -9: a child process appends with `FlushPolicy::Manual` (no fsync at
+//! all) and prints each offset after `append` returned; the parent SIGKILLs it at a
+//! random moment and reopens the log: every printed offset is there with its exact
+//! value, the log is a dense prefix, and a batch is all-or-nothing. Several rounds on
+//! one directory, each child appending on top of what the last one left.
+//!
+//! The child is this test binary run again (`--exact child_appender --ignored`) with
+//! `LOGQUEUE_KILL9_DIR` naming the directory; without it `child_appender` does nothing.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{copy_dir, small_config, value_for, Rng};
+use logqueue::{Log, LogConfig, Record};
+
+const DIR_VAR: &str = "LOGQUEUE_KILL9_DIR";
+const MODE_VAR: &str = "LOGQUEUE_KILL9_MODE";
+
+fn config() -> LogConfig {
+    // Small segments so the child rolls (and leaves sealed, never-fsynced segments).
+    small_config(64 << 10)
+}
+
+/// Records in the batch that starts at `start` (batch mode): 1 to 13, decided by the
+/// offset so that the parent knows where every batch boundary is.
+fn batch_len(start: u64) -> u64 {
+    1 + (start.wrapping_mul(2_654_435_761) >> 7) % 13
+}
+
+/// The child: appends until killed (or for 30 s at most, or until stdout is gone).
+#[test]
+#[ignore = "run by the kill9 tests as a child process"]
+fn child_appender() {
+    let Some(dir) = std::env::var_os(DIR_VAR) else {
+        return;
+    };
+    let batches = std::env::var(MODE_VAR).as_deref() == Ok("batch");
+    let log = Log::open(&dir, config()).unwrap();
+    let mut out = std::io::stdout().lock();
+    let mut next = log.end_offset();
+    writeln!(out, "START {next}").unwrap();
+    out.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let line = if batches {
+            let n = batch_len(next);
+            let recs = (next..next + n)
+                .map(|o| Record::new(value_for(o)))
+                .collect();
+            let got = log.append_batch(recs).unwrap();
+            assert_eq!(got, next..next + n);
+            format!("BATCH {} {}", got.start, got.end)
+        } else {
+            let got = log.append(Record::new(value_for(next))).unwrap();
+            assert_eq!(got, next);
+            format!("OFFSET {got}")
+        };
+        next = log.end_offset();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return; // the parent is gone
+        }
+    }
+}
+
+enum Event {
+    Start(u64),
+    /// Offsets `start..end` were acknowledged by append.
+    Acked(u64, u64),
+}
+
+/// Runs one child on `dir` for a random 0.2-1 s after it started appending, kills it
+/// with SIGKILL; returns the offset it started at and the highest acknowledged end.
+fn run_child(dir: &Path, mode: &str, rng: &mut Rng) -> (u64, u64, usize) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_appender", "--nocapture", "--ignored"])
+        .env(DIR_VAR, dir)
+        .env(MODE_VAR, mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match lines.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            // A line cut by the kill has no newline: it was never fully acknowledged.
+            let Some(l) = line.strip_suffix('\n') else {
+                return;
+            };
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let num = |i: usize| words[i].parse::<u64>().unwrap();
+            let ev = match words.first() {
+                Some(&"START") => Event::Start(num(1)),
+                Some(&"OFFSET") => Event::Acked(num(1), num(1) + 1),
+                Some(&"BATCH") => Event::Acked(num(1), num(2)),
+                _ => continue, // the test harness's own output
+            };
+            if tx.send(ev).is_err() {
+                return;
+            }
+        }
+    });
+    let start = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Event::Start(s)) => s,
+        _ => {
+            let _ = child.kill();
+            panic!("the child did not start");
+        }
+    };
+    std::thread::sleep(Duration::from_millis(200 + rng.below(800)));
+    child.kill().unwrap(); // SIGKILL on Unix
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the child must have been killed: {status:?}"
+    );
+    reader.join().unwrap();
+    let mut acked_end = start;
+    let mut count = 0;
+    for ev in rx.try_iter() {
+        if let Event::Acked(s, e) = ev {
+            assert_eq!(s, acked_end, "the child acknowledges in order");
+            acked_end = e;
+            count += 1;
+        }
+    }
+    (start, acked_end, count)
+}
+
+/// Checks the log in `dir`: dense from 0, at least `acked_end` records, each with its
+/// value, and (batch mode) ending on a batch boundary after `start`.
+fn check(dir: &Path, start: u64, acked_end: u64, batches: bool) -> u64 {
+    let log = Log::open(dir, config()).unwrap();
+    let end = log.end_offset();
+    assert!(
+        end >= acked_end,
+        "acknowledged up to {acked_end}, recovered only {end}"
+    );
+    assert_eq!(log.start_offset(), 0);
+    let mut n = 0u64;
+    for r in log.reader(0).unwrap() {
+        let r = r.unwrap();
+        assert_eq!(r.offset, n, "dense");
+        assert_eq!(r.value.as_deref(), Some(&value_for(n)[..]), "value at {n}");
+        n += 1;
+    }
+    assert_eq!(n, end);
+    if batches {
+        let mut b = start;
+        while b < end {
+            b += batch_len(b);
+        }
+        assert_eq!(b, end, "the log ends inside a batch (not all-or-nothing)");
+    }
+    let report = log.verify().unwrap();
+    assert!(report.corrupt.is_empty(), "{:?}", report.corrupt);
+    assert_eq!(report.records, end);
+    log.close().unwrap();
+    end
+}
+
+fn rounds(mode: &str, count: usize) {
+    let seed = std::env::var("LOGQUEUE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("kill9 {mode}: LOGQUEUE_SEED={seed}");
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected_start = 0;
+    for round in 0..count {
+        let (start, acked_end, acks) = run_child(dir.path(), mode, &mut rng);
+        // Each child starts where the previous recovery ended.
+        assert_eq!(start, expected_start, "round {round}");
+        assert!(acks > 0, "round {round}: the child acknowledged nothing");
+        let batches = mode == "batch";
+        // Odd rounds check a copy, so the next child recovers the crash itself.
+        let end = if round % 2 == 1 {
+            let copy = tempfile::tempdir().unwrap();
+            copy_dir(dir.path(), copy.path());
+            let end = check(copy.path(), start, acked_end, batches);
+            // The copy and the original recover the same way.
+            let log = Log::open(dir.path(), config()).unwrap();
+            assert_eq!(log.end_offset(), end);
+            drop(log);
+            end
+        } else {
+            check(dir.path(), start, acked_end, batches)
+        };
+        println!("round {round}: {acks} acks, acked up to {acked_end}, recovered {end}");
+        expected_start = end;
+    }
+}
+
+#[test]
+fn kill9_single_appends() {
+    rounds("single", 4);
+}
+
+#[test]
+fn kill9_append_batch() {
+    rounds("batch", 2);
+}
