@@ -612,6 +612,7 @@ impl Segment {
                             start: pos,
                             end: pos + len,
                             base_offset,
+                            last_offset: b.last_offset(),
                         }));
                     }
                     Err(e) => return Err(self.corrupt_error(bytes, pos, last_good, &e)),
@@ -674,6 +675,8 @@ pub(crate) struct BatchRef {
     start: usize,
     end: usize,
     pub base_offset: Offset,
+    /// `batch().last_offset()`, kept so sequential readers need not re-parse the header.
+    pub last_offset: Offset,
 }
 
 impl BatchRef {
