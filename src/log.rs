@@ -253,7 +253,9 @@ impl Log {
     /// Appends one record; returns its offset. On return the record survives a crash
     /// of the process; it survives power loss once flushed.
     pub fn append(&self, record: Record) -> Result<Offset> {
-        self.append_batch(vec![record]).map(|r| r.start)
+        // No one-element Vec: append_records borrows a slice.
+        self.append_records(std::slice::from_ref(&record))
+            .map(|r| r.start)
     }
 
     /// Appends records as one batch with consecutive offsets: after a crash either all

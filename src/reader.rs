@@ -56,7 +56,7 @@ impl RecordBatch {
 
     /// Offset of the batch's last record slot.
     pub fn last_offset(&self) -> Offset {
-        self.batch.batch().last_offset()
+        self.batch.last_offset
     }
 
     /// The records at or after the reader's position, decoded in place.
@@ -137,7 +137,7 @@ impl LogReader {
             return Ok(None);
         };
         let from = self.position;
-        self.position = found.batch().last_offset() + 1;
+        self.position = found.last_offset + 1;
         self.last = Some((Arc::clone(&segment), found.clone()));
         Ok(Some(RecordBatch {
             segment,
@@ -221,7 +221,7 @@ impl LogReader {
         }
         // Sequential: continue right after the last batch, no index lookup.
         if let Some((segment, prev)) = &self.last {
-            if prev.batch().last_offset() + 1 == self.position
+            if prev.last_offset + 1 == self.position
                 && !segment.retired.load(std::sync::atomic::Ordering::Acquire)
             {
                 if let Some(b) = segment.batch_after(prev)? {

@@ -682,6 +682,7 @@ impl Segment {
                             start: pos,
                             end: pos + len,
                             base_offset,
+                            last_offset: b.last_offset(),
                         }));
                     }
                     Err(e) => {
@@ -750,6 +751,8 @@ pub(crate) struct BatchRef {
     start: usize,
     end: usize,
     pub base_offset: Offset,
+    /// `batch().last_offset()`, kept so sequential readers need not re-parse the header.
+    pub last_offset: Offset,
 }
 
 impl BatchRef {

@@ -1,0 +1,257 @@
+//! logqueue against the `commitlog` crate (0.2), in one process, on the same disk.
+//!
+//! ```text
+//! cd bench-compare && cargo run --release [-- RECORDS [RUNS]]
+//! ```
+//!
+//! Workloads (100-byte values, one record per call, no fsync):
+//! - append: logqueue `Log::append(Record::new(value))` vs commitlog `append_msg(value)`;
+//! - sequential read of everything: logqueue zero-copy (`read_views`) and owned
+//!   (the `LogReader` iterator) vs commitlog `read(offset, ReadLimit::max_bytes(1 MiB))`
+//!   chunks, iterating the messages of each chunk.
+//!
+//! Each measurement runs `RUNS` times (default 5), the two engines alternating so that
+//! both see the same background noise; the medians and their ratios are printed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Wall-clock and on-CPU time of this thread: on a shared, noisy machine the CPU time
+/// (`CLOCK_THREAD_CPUTIME_ID`) shows what an idle core would do, the wall time what
+/// this run got.
+#[derive(Clone, Copy)]
+struct Took {
+    wall: Duration,
+    cpu: Duration,
+}
+
+struct Timer {
+    wall: Instant,
+    cpu: Duration,
+}
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl Timer {
+    fn start() -> Timer {
+        Timer {
+            wall: Instant::now(),
+            cpu: thread_cpu(),
+        }
+    }
+    fn stop(&self) -> Took {
+        Took {
+            wall: self.wall.elapsed(),
+            cpu: thread_cpu() - self.cpu,
+        }
+    }
+}
+
+use commitlog::message::MessageSet;
+use commitlog::{CommitLog, LogOptions, ReadLimit};
+use logqueue::{FlushPolicy, Log, LogConfig, Record};
+
+const VALUE_BYTES: usize = 100;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let records: u64 = args
+        .next()
+        .map_or(1_000_000, |a| a.parse().expect("RECORDS"));
+    let runs: usize = args.next().map_or(5, |a| a.parse().expect("RUNS"));
+    let value = vec![0xABu8; VALUE_BYTES];
+    let base = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+    println!(
+        "{records} records of {VALUE_BYTES} B, {runs} runs each, in {}",
+        base.display()
+    );
+
+    // Per workload: (records per wall second, records per CPU second) of each run.
+    let mut lq_append = Vec::new();
+    let mut cl_append = Vec::new();
+    let mut lq_views = Vec::new();
+    let mut lq_owned = Vec::new();
+    let mut cl_read = Vec::new();
+    for run in 0..runs {
+        let lq_dir = tempfile::tempdir_in(&base).expect("temp dir");
+        let cl_dir = tempfile::tempdir_in(&base).expect("temp dir");
+        // Alternate which engine goes first, so neither always gets the warmer cache.
+        let (lq, cl) = if run % 2 == 0 {
+            let lq = logqueue_append(lq_dir.path(), records, &value);
+            let cl = commitlog_append(cl_dir.path(), records, &value);
+            (lq, cl)
+        } else {
+            let cl = commitlog_append(cl_dir.path(), records, &value);
+            let lq = logqueue_append(lq_dir.path(), records, &value);
+            (lq, cl)
+        };
+        lq_append.push(rate(records, lq.1));
+        cl_append.push(rate(records, cl.1));
+
+        let (log, clog) = (lq.0, cl.0);
+        lq_views.push(rate(records, logqueue_read_views(&log, records)));
+        lq_owned.push(rate(records, logqueue_read_owned(&log, records)));
+        cl_read.push(rate(records, commitlog_read(&clog, records)));
+        let m = |r: (f64, f64)| format!("{:.2} ({:.2} cpu)", r.0 / 1e6, r.1 / 1e6);
+        println!(
+            "run {}: M records/s wall (cpu): append lq {}, cl {}; read lq views {}, lq owned {}, cl {}",
+            run + 1,
+            m(lq_append[run]),
+            m(cl_append[run]),
+            m(lq_views[run]),
+            m(lq_owned[run]),
+            m(cl_read[run]),
+        );
+        log.close().expect("close");
+        drop(clog);
+    }
+
+    println!();
+    println!(
+        "Medians of {runs} runs, M records/s by wall-clock time (by on-CPU time of the thread)."
+    );
+    println!();
+    println!("| workload | logqueue | commitlog 0.2 | ratio wall (cpu) |");
+    println!("|---|---:|---:|---:|");
+    let row = |name: &str, lq: &[(f64, f64)], cl: &[(f64, f64)]| {
+        let (lw, lc) = medians(lq);
+        let (cw, cc) = medians(cl);
+        println!(
+            "| {name} | {:.2} ({:.2}) | {:.2} ({:.2}) | {:.2}x ({:.2}x) |",
+            lw / 1e6,
+            lc / 1e6,
+            cw / 1e6,
+            cc / 1e6,
+            lw / cw,
+            lc / cc
+        );
+    };
+    row(
+        "append 100 B, one per call, no fsync",
+        &lq_append,
+        &cl_append,
+    );
+    row(
+        "sequential read: logqueue zero-copy `read_views` vs commitlog 1 MiB `read`s",
+        &lq_views,
+        &cl_read,
+    );
+    row(
+        "sequential read: logqueue owned iterator vs commitlog 1 MiB `read`s",
+        &lq_owned,
+        &cl_read,
+    );
+}
+
+fn logqueue_append(dir: &Path, records: u64, value: &[u8]) -> (Log, Took) {
+    let config = LogConfig {
+        flush: FlushPolicy::Manual,
+        background: false,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir, config).expect("open logqueue");
+    let start = Timer::start();
+    for _ in 0..records {
+        // `Record` owns its value: the copy into a Vec is part of the API's cost.
+        log.append(Record::new(value.to_vec())).expect("append");
+    }
+    let took = start.stop();
+    assert_eq!(log.end_offset(), records);
+    (log, took)
+}
+
+fn commitlog_append(dir: &Path, records: u64, value: &[u8]) -> (CommitLog, Took) {
+    let mut log = CommitLog::new(LogOptions::new(dir)).expect("open commitlog");
+    let start = Timer::start();
+    for _ in 0..records {
+        log.append_msg(value).expect("append_msg");
+    }
+    let took = start.stop();
+    assert_eq!(log.next_offset(), records);
+    (log, took)
+}
+
+fn logqueue_read_views(log: &Log, records: u64) -> Took {
+    let start = Timer::start();
+    let mut bytes = 0usize;
+    let n = log
+        .reader(0)
+        .expect("reader")
+        .read_views(usize::MAX, |v| bytes += v.value.map_or(0, <[u8]>::len))
+        .expect("read_views");
+    let took = start.stop();
+    assert_eq!((n as u64, bytes), (records, records as usize * VALUE_BYTES));
+    took
+}
+
+fn logqueue_read_owned(log: &Log, records: u64) -> Took {
+    let start = Timer::start();
+    let mut n = 0u64;
+    let mut bytes = 0usize;
+    for r in log.reader(0).expect("reader") {
+        bytes += r.expect("record").value.map_or(0, |v| v.len());
+        n += 1;
+    }
+    let took = start.stop();
+    assert_eq!((n, bytes), (records, records as usize * VALUE_BYTES));
+    took
+}
+
+fn commitlog_read(log: &CommitLog, records: u64) -> Took {
+    let start = Timer::start();
+    let mut offset = 0;
+    let mut n = 0u64;
+    let mut bytes = 0usize;
+    loop {
+        let chunk = log
+            .read(offset, ReadLimit::max_bytes(1 << 20))
+            .expect("read");
+        let mut last = None;
+        for m in chunk.iter() {
+            bytes += m.payload().len();
+            n += 1;
+            last = Some(m.offset());
+        }
+        match last {
+            Some(l) => offset = l + 1,
+            None => break,
+        }
+    }
+    let took = start.stop();
+    assert_eq!((n, bytes), (records, records as usize * VALUE_BYTES));
+    took
+}
+
+/// (records per wall second, records per CPU second)
+fn rate(n: u64, d: Took) -> (f64, f64) {
+    (
+        n as f64 / d.wall.as_secs_f64(),
+        n as f64 / d.cpu.as_secs_f64(),
+    )
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// Medians of the wall-clock and the CPU-time rates.
+fn medians(v: &[(f64, f64)]) -> (f64, f64) {
+    let mut wall: Vec<f64> = v.iter().map(|r| r.0).collect();
+    let mut cpu: Vec<f64> = v.iter().map(|r| r.1).collect();
+    (median(&mut wall), median(&mut cpu))
+}
