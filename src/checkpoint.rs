@@ -51,6 +51,27 @@ pub(crate) fn rename_durably(
         .map_err(|e| Error::io("sync directory", dir, e))
 }
 
+/// Renames each of `paths` to the same name plus `suffix`, then fsyncs `dir` once;
+/// returns the new paths. Used to retire segment files before they are unlinked.
+pub(crate) fn retire_files(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    paths: &[std::path::PathBuf],
+    suffix: &str,
+) -> Result<Vec<std::path::PathBuf>> {
+    let mut renamed = Vec::with_capacity(paths.len());
+    for p in paths {
+        let mut name = p.as_os_str().to_owned();
+        name.push(suffix);
+        let to = std::path::PathBuf::from(name);
+        fs.rename(p, &to).map_err(|e| Error::io("rename", p, e))?;
+        renamed.push(to);
+    }
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))?;
+    Ok(renamed)
+}
+
 /// Reads a small file whole; `None` when missing or unreadable.
 pub(crate) fn read_small(fs: &dyn FileSystem, path: &Path) -> Option<Vec<u8>> {
     let f = fs.open(path, OpenMode::Read).ok()?;

@@ -108,6 +108,8 @@ pub struct LogConfig {
     pub file_delete_delay: Duration,
     /// Run the flusher, retention and cleaner threads (true).
     pub background: bool,
+    /// How often the background thread runs retention (5 s).
+    pub retention_check_interval: Duration,
     /// The source of time (the system clock).
     pub clock: Arc<dyn Clock>,
     /// The file system (the operating system's).
@@ -129,6 +131,7 @@ impl Default for LogConfig {
             compaction: CompactionConfig::default(),
             file_delete_delay: Duration::from_secs(60),
             background: true,
+            retention_check_interval: Duration::from_secs(5),
             clock: Arc::new(SystemClock),
             fs: Arc::new(OsFs),
         }
@@ -163,6 +166,9 @@ impl LogConfig {
             if d.is_zero() {
                 return bad("FlushPolicy::Interval needs a positive interval".into());
             }
+        }
+        if self.retention_check_interval.is_zero() {
+            return bad("retention_check_interval must be positive".into());
         }
         let ratio = self.compaction.min_cleanable_dirty_ratio;
         if !(0.0..=1.0).contains(&ratio) {

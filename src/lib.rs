@@ -27,6 +27,7 @@ mod log;
 mod reader;
 mod record;
 mod recovery;
+mod retention;
 mod segment;
 pub mod sim;
 mod stats;

@@ -16,6 +16,7 @@ use crate::config::{FlushPolicy, LogConfig};
 use crate::index;
 use crate::reader::LogReader;
 use crate::recovery;
+use crate::retention::RetentionState;
 use crate::segment::Segment;
 use crate::stats::{LogStats, SegmentInfo, VerifyReport};
 use crate::{Error, Offset, Record, Result, StoredRecord};
@@ -45,7 +46,7 @@ pub(crate) struct LogInner {
     pub config: LogConfig,
     /// Snapshot of the segments, oldest first; the last is the active one.
     pub segments: RwLock<Arc<Vec<Arc<Segment>>>>,
-    writer: Mutex<Writer>,
+    pub writer: Mutex<Writer>,
     pub end_offset: AtomicU64,
     pub durable_offset: AtomicU64,
     pub start_offset: AtomicU64,
@@ -58,6 +59,7 @@ pub(crate) struct LogInner {
     background: Mutex<Vec<JoinHandle<()>>>,
     shutdown: Arc<Shutdown>,
     pub counters: Counters,
+    pub retention: RetentionState,
 }
 
 /// Running totals for [`LogStats`].
@@ -143,8 +145,15 @@ impl Log {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let fs = Arc::clone(&config.fs);
-        fs.create_dir_all(&dir)
-            .map_err(|e| Error::io("create log directory", &dir, e))?;
+        if !fs.exists(&dir) {
+            fs.create_dir_all(&dir)
+                .map_err(|e| Error::io("create log directory", &dir, e))?;
+            // The new directory's entry must be durable before anything in it is.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs.sync_dir(parent)
+                    .map_err(|e| Error::io("sync directory", parent, e))?;
+            }
+        }
         let lock_path = dir.join("LOCK");
         let lock = fs
             .try_lock(&lock_path)
@@ -197,6 +206,7 @@ impl Log {
             background: Mutex::new(Vec::new()),
             shutdown: Arc::new(Shutdown::default()),
             counters: Counters::default(),
+            retention: RetentionState::default(),
             config,
         });
         let log = Log { inner };
@@ -208,6 +218,18 @@ impl Log {
         if !self.inner.config.background {
             return;
         }
+        let weak = Arc::downgrade(&self.inner);
+        let shutdown = Arc::clone(&self.inner.shutdown);
+        let every = self.inner.config.retention_check_interval;
+        let handle = std::thread::Builder::new()
+            .name("logqueue-retention".into())
+            .spawn(move || {
+                background_loop(weak, &shutdown, every, |log| {
+                    log.enforce_retention().map(|_| ())
+                })
+            })
+            .ok();
+        self.inner.background.lock().extend(handle);
         if let FlushPolicy::Interval(every) = self.inner.config.flush {
             let weak = Arc::downgrade(&self.inner);
             let shutdown = Arc::clone(&self.inner.shutdown);
@@ -508,6 +530,12 @@ impl Log {
             fsyncs: c.fsyncs.load(AtomicOrdering::Relaxed),
             rolls: c.rolls.load(AtomicOrdering::Relaxed),
             corrupt_ranges: segments.iter().map(|s| s.corrupt_ranges().len()).sum(),
+            retention_held_segments: inner.retention.held_segments.load(AtomicOrdering::Relaxed),
+            retention_floor: inner
+                .retention
+                .last_floor_plus_one
+                .load(AtomicOrdering::Relaxed)
+                .checked_sub(1),
         }
     }
 
@@ -729,6 +757,7 @@ impl LogInner {
         self.stop_background();
         self.appended.wake_all();
         let result = self.write_clean_shutdown();
+        self.unlink_due(i64::MAX, true);
         // Release the directory even when the final flush failed.
         self.lock.lock().take();
         result

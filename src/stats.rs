@@ -44,6 +44,11 @@ pub struct LogStats {
     pub rolls: u64,
     /// Corrupt ranges known (found by recovery, reads or verify).
     pub corrupt_ranges: usize,
+    /// Segments the last retention pass would have deleted but kept because a
+    /// consumer floor ([`crate::Log::add_retention_floor`]) still needs them.
+    pub retention_held_segments: u64,
+    /// The lowest consumer floor seen by the last retention pass, if any.
+    pub retention_floor: Option<crate::Offset>,
 }
 
 /// What [`crate::Log::verify`] found.

@@ -1,0 +1,221 @@
+//! Retention: deleting a prefix of whole segments by time, by size and below the start
+//! offset, with the files renamed `.deleted` at once and unlinked after a delay.
+//!
+//! Crash safety, step by step (each step durable before the next):
+//! 1. the new start offset is checkpointed (durable replace);
+//! 2. the segments leave the in-memory list (readers holding them keep reading);
+//! 3. their files are renamed `.deleted` and the directory is fsynced;
+//! 4. after `file_delete_delay` they are unlinked.
+//!
+//! A crash before 1 changes nothing. Between 1 and 3 the segments are still on disk
+//! but below the checkpointed start offset: open reads the start offset from the
+//! checkpoint and the next pass deletes them again. After 3, open deletes the
+//! `.deleted` files. At no point is a record at or above the start offset removed.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::checkpoint;
+use crate::log::{Log, LogInner};
+use crate::recovery::DELETED_SUFFIX;
+use crate::segment::{self, Segment, SegmentMeta};
+use crate::stats::RetentionReport;
+use crate::{Offset, Result};
+
+/// A function retention asks for the lowest offset a consumer still needs.
+pub(crate) type FloorFn = Arc<dyn Fn() -> Option<Offset> + Send + Sync>;
+
+/// Retention's state inside a log.
+#[derive(Default)]
+pub(crate) struct RetentionState {
+    floors: Mutex<Vec<FloorFn>>,
+    pending: Mutex<Vec<PendingDelete>>,
+    /// Segments the last pass kept only because a consumer floor protected them.
+    pub held_segments: AtomicU64,
+    /// The lowest consumer floor at the last pass, plus one (0: none).
+    pub last_floor_plus_one: AtomicU64,
+}
+
+impl std::fmt::Debug for RetentionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetentionState")
+            .field("floors", &self.floors.lock().len())
+            .field("pending", &self.pending.lock().len())
+            .finish()
+    }
+}
+
+#[derive(Debug)]
+struct PendingDelete {
+    due_ms: i64,
+    paths: Vec<PathBuf>,
+}
+
+/// The timestamp retention judges a segment by: its newest record, but never later
+/// than when it was appended, so a record stamped in the future cannot pin the log.
+fn retention_timestamp(meta: &SegmentMeta) -> i64 {
+    meta.max_timestamp.min(meta.max_append_time)
+}
+
+impl Log {
+    /// Deletes the oldest whole segments that retention rules allow: older than
+    /// `retention_ms`, beyond `retention_bytes`, or wholly below the start offset.
+    /// Consumer floors (see [`Log::add_retention_floor`]) hold back time and size
+    /// retention, never an explicit [`Log::delete_records_before`].
+    ///
+    /// ```
+    /// use logqueue::{Log, LogConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = LogConfig { segment_bytes: 1024, retention_bytes: Some(4096), ..LogConfig::default() };
+    /// let log = Log::open(dir.path(), config).unwrap();
+    /// for _ in 0..200 { log.append(Record::new(vec![0u8; 100])).unwrap(); }
+    /// let report = log.enforce_retention().unwrap();
+    /// assert!(report.segments_deleted > 0);
+    /// assert_eq!(report.start_offset, log.start_offset());
+    /// ```
+    pub fn enforce_retention(&self) -> Result<RetentionReport> {
+        self.inner.retention_pass()
+    }
+
+    /// Registers a function returning the lowest offset some consumer still needs
+    /// (`None`: nothing needed). Time and size retention never delete a segment
+    /// holding an offset at or above it.
+    pub fn add_retention_floor(&self, floor: impl Fn() -> Option<Offset> + Send + Sync + 'static) {
+        self.inner.retention.floors.lock().push(Arc::new(floor));
+    }
+}
+
+impl LogInner {
+    pub(crate) fn retention_pass(&self) -> Result<RetentionReport> {
+        self.check_open()?;
+        let now = self.config.clock.now_ms();
+        self.unlink_due(now, false);
+        let floor = {
+            let floors: Vec<FloorFn> = self.retention.floors.lock().clone();
+            floors.iter().filter_map(|f| f()).min()
+        };
+        self.retention
+            .last_floor_plus_one
+            .store(floor.map_or(0, |f| f.saturating_add(1)), Ordering::Relaxed);
+        let retention_ms = self
+            .config
+            .retention_ms
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut report = RetentionReport::default();
+        let mut held = 0u64;
+        let retired: Vec<Arc<Segment>> = {
+            let mut w = self.writer.lock();
+            let start = self.start_offset.load(Ordering::Acquire);
+            let mut segments = self.snapshot();
+            let mut total: u64 = segments.iter().map(|s| s.published()).sum();
+            let mut count = 0;
+            while count < segments.len() {
+                let seg = Arc::clone(&segments[count]);
+                let active = count == segments.len() - 1;
+                let next_base = if active {
+                    w.next_offset
+                } else {
+                    segments[count + 1].base_offset
+                };
+                let by_start = !active && next_base <= start;
+                let by_time = match retention_ms {
+                    Some(r) if seg.published() > 0 => {
+                        let ts = retention_timestamp(&seg.meta()?);
+                        ts != i64::MIN && ts < now.saturating_sub(r)
+                    }
+                    _ => false,
+                };
+                let by_size = !active
+                    && self
+                        .config
+                        .retention_bytes
+                        .is_some_and(|limit| total - seg.published() >= limit);
+                let protected = floor.is_some_and(|f| next_base > f);
+                if !(by_start || ((by_time || by_size) && !protected)) {
+                    if (by_time || by_size) && protected {
+                        held = (segments.len() - count) as u64;
+                    }
+                    break;
+                }
+                if active {
+                    // The active segment alone has expired: roll, then delete it.
+                    self.roll(&mut w)?;
+                    segments = self.snapshot();
+                }
+                total -= seg.published();
+                count += 1;
+            }
+            if count == 0 {
+                Vec::new()
+            } else {
+                let remaining = segments[count..].to_vec();
+                let new_start = start.max(remaining[0].base_offset);
+                if new_start > start {
+                    checkpoint::durable_replace(
+                        &*self.config.fs,
+                        &self.dir,
+                        checkpoint::LOG_START_OFFSET,
+                        &checkpoint::encode_offset(new_start),
+                    )?;
+                    self.start_offset.store(new_start, Ordering::Release);
+                }
+                *self.segments.write() = Arc::new(remaining);
+                // Sealed segments waiting for their fsync no longer need it.
+                w.unsynced
+                    .retain(|s| !segments[..count].iter().any(|r| Arc::ptr_eq(r, s)));
+                segments[..count].to_vec()
+            }
+        };
+        self.retention.held_segments.store(held, Ordering::Relaxed);
+        report.start_offset = self.start_offset.load(Ordering::Acquire);
+        if retired.is_empty() {
+            return Ok(report);
+        }
+        let mut paths = Vec::new();
+        for seg in &retired {
+            // Map before renaming, so readers holding the segment keep reading it.
+            let _ = seg.mapping();
+            seg.retired.store(true, Ordering::Release);
+            report.segments_deleted += 1;
+            report.bytes_deleted += seg.published();
+            for suffix in [
+                segment::LOG_SUFFIX,
+                segment::INDEX_SUFFIX,
+                segment::TIMEINDEX_SUFFIX,
+            ] {
+                let p = segment::file_path(&self.dir, seg.base_offset, suffix);
+                if self.config.fs.exists(&p) {
+                    paths.push(p);
+                }
+            }
+        }
+        let renamed =
+            checkpoint::retire_files(&*self.config.fs, &self.dir, &paths, DELETED_SUFFIX)?;
+        let delay_ms = i64::try_from(self.config.file_delete_delay.as_millis()).unwrap_or(i64::MAX);
+        self.retention.pending.lock().push(PendingDelete {
+            due_ms: now.saturating_add(delay_ms),
+            paths: renamed,
+        });
+        self.unlink_due(now, false);
+        Ok(report)
+    }
+
+    /// Unlinks retired files whose delay has passed (all of them when `all`).
+    pub(crate) fn unlink_due(&self, now: i64, all: bool) {
+        let due: Vec<PendingDelete> = {
+            let mut pending = self.retention.pending.lock();
+            let (due, keep) = std::mem::take(&mut *pending)
+                .into_iter()
+                .partition(|p| all || p.due_ms <= now);
+            *pending = keep;
+            due
+        };
+        for p in due.iter().flat_map(|d| &d.paths) {
+            // Already gone is fine; anything left is removed at the next open.
+            let _ = self.config.fs.remove_file(p);
+        }
+    }
+}
