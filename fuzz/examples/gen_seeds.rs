@@ -75,6 +75,18 @@ fn scenario(seed: u64, interval_flag: u8, end: End, start_before: Option<u64>) -
     dir_input::encode(interval_flag, &files_of(&fs))
 }
 
+/// CRC-32 (IEEE), as the engine's checkpoints use (crc32fast); bitwise, seeds only.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let open_dir = root.join("open_dir");
@@ -90,6 +102,35 @@ fn main() {
                 n += 1;
             }
         }
+    }
+    // Checkpoints planted at the edges of their value space (valid CRCs, which the
+    // fuzzer would otherwise have to find).
+    let slot = |seq: u64, segment: u64, position: u32, offset: u64| {
+        let mut s = Vec::new();
+        s.extend_from_slice(&seq.to_le_bytes());
+        s.extend_from_slice(&segment.to_le_bytes());
+        s.extend_from_slice(&position.to_le_bytes());
+        s.extend_from_slice(&offset.to_le_bytes());
+        let crc = crc32(&s);
+        s.extend_from_slice(&crc.to_le_bytes());
+        s
+    };
+    let offset_file = |v: u64| {
+        let mut b = v.to_le_bytes().to_vec();
+        let crc = crc32(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    };
+    let planted = [
+        vec![("recovery-point", [slot(u64::MAX, 0, 0, 0), vec![0; 32]].concat())],
+        vec![("recovery-point", [slot(1, 100, 9999, 5), slot(2, 0, 1, 1)].concat())],
+        vec![("log-start-offset", offset_file(u64::MAX))],
+        vec![("log-start-offset", offset_file(u64::MAX - 1))],
+        vec![("log-start-offset", offset_file(150))],
+    ];
+    for files in planted {
+        fs::write(open_dir.join(format!("seed-{n:03}")), dir_input::encode(0, &files)).unwrap();
+        n += 1;
     }
     // Batches for the decoder: the first ones of a closed scenario's segments.
     let input = scenario(1, 1, End::Close, None);

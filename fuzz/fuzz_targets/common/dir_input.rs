@@ -32,6 +32,8 @@ pub const NAMES: &[&str] = &[
     "00000000000000000200.index",
     "00000000000000000100.log.swap",
     "LOCK",
+    // Near the top of the offset space: offsets in it overflow easily.
+    "18446744073709551000.log",
 ];
 
 /// Index intervals the flags byte chooses from.
