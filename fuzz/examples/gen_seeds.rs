@@ -81,7 +81,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -122,14 +126,24 @@ fn main() {
         b
     };
     let planted = [
-        vec![("recovery-point", [slot(u64::MAX, 0, 0, 0), vec![0; 32]].concat())],
-        vec![("recovery-point", [slot(1, 100, 9999, 5), slot(2, 0, 1, 1)].concat())],
+        vec![(
+            "recovery-point",
+            [slot(u64::MAX, 0, 0, 0), vec![0; 32]].concat(),
+        )],
+        vec![(
+            "recovery-point",
+            [slot(1, 100, 9999, 5), slot(2, 0, 1, 1)].concat(),
+        )],
         vec![("log-start-offset", offset_file(u64::MAX))],
         vec![("log-start-offset", offset_file(u64::MAX - 1))],
         vec![("log-start-offset", offset_file(150))],
     ];
     for files in planted {
-        fs::write(open_dir.join(format!("seed-{n:03}")), dir_input::encode(0, &files)).unwrap();
+        fs::write(
+            open_dir.join(format!("seed-{n:03}")),
+            dir_input::encode(0, &files),
+        )
+        .unwrap();
         n += 1;
     }
     // Batches for the decoder: the first ones of a closed scenario's segments.
@@ -150,5 +164,8 @@ fn main() {
             }
         }
     }
-    println!("wrote {n} open_dir seeds and {m} decode_batch seeds under {}", root.display());
+    println!(
+        "wrote {n} open_dir seeds and {m} decode_batch seeds under {}",
+        root.display()
+    );
 }

@@ -94,7 +94,10 @@ fn check_all(log: &Log, model: &Model) {
         assert_eq!(r.value.as_ref(), Some(value), "value at {}", r.offset);
     }
     let report = log.verify().expect("verify");
-    assert!(report.corrupt.is_empty(), "corruption after reopen: {report:?}");
+    assert!(
+        report.corrupt.is_empty(),
+        "corruption after reopen: {report:?}"
+    );
 }
 
 fuzz_target!(|input: Input| {
