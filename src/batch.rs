@@ -180,8 +180,9 @@ fn parse_header(bytes: &[u8]) -> Result<Batch<'_>, BatchError> {
         ));
     }
     let base_offset = read_u64(bytes, POS_BASE_OFFSET);
+    // The offset after the batch must exist too: readers and recovery compute it.
     if base_offset
-        .checked_add(u64::from(last_offset_delta))
+        .checked_add(u64::from(last_offset_delta) + 1)
         .is_none()
     {
         return Err(BatchError::Invalid("offset overflow"));
@@ -728,6 +729,19 @@ mod tests {
         assert_eq!(again.last_offset(), 12);
         let offsets: Vec<_> = again.records().map(|r| r.unwrap().offset).collect();
         assert_eq!(offsets, vec![10, 12]);
+    }
+
+    /// Found by fuzz/open_dir: a batch ending at offset u64::MAX decoded, and recovery
+    /// computed the next offset as `last + 1`, an overflow (a panic in debug builds).
+    #[test]
+    fn a_batch_must_leave_room_for_the_next_offset() {
+        let ok = encode_records(u64::MAX - 2, &[Record::new("a"), Record::new("b")]);
+        assert_eq!(decode(&ok).unwrap().last_offset(), u64::MAX - 1);
+        let full = encode_records(u64::MAX - 1, &[Record::new("a"), Record::new("b")]);
+        assert_eq!(
+            decode(&full).unwrap_err(),
+            BatchError::Invalid("offset overflow")
+        );
     }
 
     #[test]

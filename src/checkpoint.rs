@@ -120,6 +120,10 @@ pub(crate) struct RecoveryPoint {
 }
 
 const SLOT_LEN: usize = 32;
+/// Largest slot sequence taken as genuine. One per flush, the engine never gets near
+/// it; a larger one (planted or garbage with a matching CRC) is ignored, so the
+/// sequence can never overflow when it is incremented.
+const MAX_SEQUENCE: u64 = u64::MAX / 2;
 
 /// The recovery-point file: two 32-byte slots `(sequence, segment, position, offset)`
 /// each with a CRC, written alternately in place. A torn write spoils at most the slot
@@ -203,7 +207,7 @@ fn decode_slot(slot: &[u8]) -> Option<(u64, RecoveryPoint)> {
     }
     let u64_at = |p: usize| u64::from_le_bytes(slot[p..p + 8].try_into().expect("8 bytes"));
     let sequence = u64_at(0);
-    if sequence == 0 {
+    if sequence == 0 || sequence > MAX_SEQUENCE {
         return None;
     }
     Some((
@@ -253,6 +257,38 @@ mod tests {
         f.write(b).unwrap();
         let (_, got) = RecoveryPointFile::open(&fs, dir.path()).unwrap();
         assert_eq!(got, Some(b));
+    }
+
+    /// Found by fuzz/open_dir: a slot with a valid CRC and sequence u64::MAX made the
+    /// next write overflow the sequence (a panic in debug builds; in release the new
+    /// slot got sequence 0, which is ignored, so the point could never move again).
+    #[test]
+    fn implausible_sequences_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = OsFs;
+        let old = RecoveryPoint {
+            segment: 0,
+            position: 10,
+            offset: 3,
+        };
+        let planted = RecoveryPoint {
+            segment: 7,
+            position: 1,
+            offset: 1,
+        };
+        let mut bytes = encode_slot(1, old).to_vec();
+        bytes.extend_from_slice(&encode_slot(u64::MAX, planted));
+        std::fs::write(dir.path().join(RECOVERY_POINT), bytes).unwrap();
+        let (mut f, got) = RecoveryPointFile::open(&fs, dir.path()).unwrap();
+        assert_eq!(got, Some(old));
+        let new = RecoveryPoint {
+            segment: 0,
+            position: 20,
+            offset: 5,
+        };
+        f.write(new).unwrap();
+        let (_, got) = RecoveryPointFile::open(&fs, dir.path()).unwrap();
+        assert_eq!(got, Some(new));
     }
 
     #[test]

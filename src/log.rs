@@ -290,6 +290,15 @@ impl Log {
         let range = {
             let mut w = inner.writer.lock();
             let base = w.next_offset;
+            // The offset space is u64: a log whose end was planted near u64::MAX (a
+            // checkpoint or file name) has no room left, which is an error, not a panic.
+            if base.checked_add(records.len() as u64).is_none() {
+                return Err(Error::OffsetOutOfRange {
+                    offset: base,
+                    start: self.start_offset(),
+                    end: base,
+                });
+            }
             w.scratch.clear();
             let meta = BatchMeta {
                 base_offset: base,
@@ -880,5 +889,52 @@ pub(crate) fn background_loop(
         let log = Log { inner };
         // Errors poison the log; the next user call reports them.
         let _ = work(&log);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimFs;
+
+    fn sim_config(fs: &SimFs) -> LogConfig {
+        LogConfig {
+            fs: Arc::new(fs.clone()),
+            background: false,
+            flush: FlushPolicy::Manual,
+            segment_bytes: 64 << 10,
+            max_batch_bytes: 16 << 10,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Found by fuzz/open_dir: a log-start-offset checkpoint at the top of the offset
+    /// space made the next append overflow (a panic in debug builds, a wrap to offset
+    /// 0 in release).
+    #[test]
+    fn append_at_the_end_of_the_offset_space_is_an_error() {
+        let fs = SimFs::new(0);
+        fs.write_file(
+            "/log/log-start-offset",
+            &checkpoint::encode_offset(u64::MAX - 1),
+        )
+        .unwrap();
+        let log = Log::open("/log", sim_config(&fs)).unwrap();
+        assert_eq!(log.end_offset(), u64::MAX - 1);
+        assert_eq!(log.append(Record::new("last")).unwrap(), u64::MAX - 1);
+        assert_eq!(log.end_offset(), u64::MAX);
+        assert!(matches!(
+            log.append(Record::new("no room")),
+            Err(Error::OffsetOutOfRange { .. })
+        ));
+        assert!(matches!(
+            log.append_batch(vec![Record::new("a"), Record::new("b")]),
+            Err(Error::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(
+            log.read(u64::MAX - 1).unwrap().unwrap().value.as_deref(),
+            Some(&b"last"[..])
+        );
+        log.close().unwrap();
     }
 }
