@@ -61,7 +61,6 @@ impl fmt::Display for BatchError {
 pub(crate) struct Batch<'a> {
     /// The whole batch, header included.
     pub bytes: &'a [u8],
-    pub attributes: u8,
     pub base_offset: Offset,
     pub last_offset_delta: u32,
     pub first_timestamp: i64,
@@ -69,6 +68,10 @@ pub(crate) struct Batch<'a> {
     /// The log clock when the batch was appended (retention and rolling use it).
     pub append_time: i64,
     /// Set by compaction: tombstones in this batch may be dropped after this time.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by the compaction cleaner, not written yet")
+    )]
     pub delete_horizon: Option<i64>,
     pub record_count: u32,
 }
@@ -190,7 +193,6 @@ fn parse_header(bytes: &[u8]) -> Result<Batch<'_>, BatchError> {
     let has_horizon = attributes & ATTR_HAS_DELETE_HORIZON != 0;
     let batch = Batch {
         bytes,
-        attributes,
         base_offset,
         last_offset_delta,
         first_timestamp: read_i64(bytes, POS_FIRST_TIMESTAMP),
@@ -383,6 +385,10 @@ impl<'a> RecordParts<'a> {
     }
 
     /// Parts of a stored record view, keeping its offset.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "used by the compaction cleaner, not written yet")
+    )]
     pub fn from_view(view: &RecordView<'a>, base_offset: Offset) -> Self {
         RecordParts {
             offset_delta: u32::try_from(view.offset - base_offset)
@@ -398,7 +404,6 @@ impl<'a> RecordParts<'a> {
 /// What [`encode`] wrote.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Encoded {
-    pub len: usize,
     pub max_timestamp: i64,
 }
 
@@ -477,7 +482,6 @@ pub(crate) fn encode<'r>(
     let crc = crc32fast::hash(&out[start + POS_MAGIC..]);
     out[start + POS_CRC..start + POS_CRC + 4].copy_from_slice(&crc.to_le_bytes());
     Encoded {
-        len,
         max_timestamp: max_ts,
     }
 }

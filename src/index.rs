@@ -99,7 +99,9 @@ impl Indexes {
     /// `log_len` bytes (wrong length, entries out of order, positions past the end, a
     /// zero-filled tail). The caller still cross-checks entries against the log.
     pub fn decode(offset_bytes: &[u8], time_bytes: &[u8], log_len: u64) -> Option<Indexes> {
-        if offset_bytes.len() % OFFSET_ENTRY_LEN != 0 || time_bytes.len() % TIME_ENTRY_LEN != 0 {
+        if !offset_bytes.len().is_multiple_of(OFFSET_ENTRY_LEN)
+            || !time_bytes.len().is_multiple_of(TIME_ENTRY_LEN)
+        {
             return None;
         }
         let mut idx = Indexes::default();

@@ -260,8 +260,7 @@ fn scan_tail(
     };
     let mut expected: Option<Offset> = None;
     let mut cut_after: Option<usize> = None;
-    for i in first..segments.len() {
-        let seg = &segments[i];
+    for (i, seg) in segments.iter().enumerate().skip(first) {
         let durable_end = match rp {
             Some(rp) if seg.base_offset < rp.segment => u64::MAX,
             Some(rp) if seg.base_offset == rp.segment => rp.position,

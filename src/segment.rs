@@ -356,12 +356,6 @@ impl Segment {
         Ok(self.load()?.as_ref().expect("load() fills the slot").meta)
     }
 
-    /// Largest record timestamp seen so far without loading anything
-    /// (`i64::MIN` when empty or not loaded).
-    pub fn cached_max_timestamp(&self) -> i64 {
-        self.max_timestamp.load(Ordering::Acquire)
-    }
-
     fn load(&self) -> Result<RwLockReadGuard<'_, Option<Loaded>>> {
         {
             let guard = self.loaded.read();
@@ -623,7 +617,11 @@ impl Segment {
         if let Some(next) = self.skip_corrupt(bytes, pos, last_good, e) {
             if let Ok((_, next_base, _)) = batch::peek_offsets(&bytes[next..]) {
                 let first_lost = last_good.map_or(self.base_offset, |l| l + 1);
-                if next_base > first_lost && !wanted(first_lost, next_base - 1) {
+                // The damaged bytes can only have held offsets first_lost..next_base:
+                // none at all (a damaged length, say), or none that is wanted.
+                if next_base == first_lost
+                    || (next_base > first_lost && !wanted(first_lost, next_base - 1))
+                {
                     return Ok((next, next_base));
                 }
             }
@@ -661,6 +659,9 @@ impl Segment {
         let bytes = map.bytes(0, end);
         let bytes: &[u8] = bytes;
         let mut last_good = None;
+        // The batch last skipped by its length alone (position, `last_good` before it):
+        // if its length was damaged, the skip landed mid-data, and the damage is there.
+        let mut skipped: Option<(usize, Option<Offset>)> = None;
         while pos < end {
             let step = batch::peek_offsets(&bytes[pos..]).and_then(|(len, base, last)| {
                 if pos + len > end {
@@ -669,10 +670,12 @@ impl Segment {
                     Ok((len, base, last))
                 }
             });
-            match step {
+            let damage = match step {
                 Ok((len, base, last)) if !wanted(base, last) => {
+                    skipped = Some((pos, last_good));
                     last_good = Some(last);
                     pos += len;
+                    continue;
                 }
                 Ok(_) => match batch::decode(&bytes[pos..end]) {
                     Ok(b) => {
@@ -685,16 +688,16 @@ impl Segment {
                             last_offset: b.last_offset(),
                         }));
                     }
-                    Err(e) => {
-                        let (next, base) = self.skip_damaged(bytes, pos, last_good, &e, &wanted)?;
-                        (pos, last_good) = (next, base.checked_sub(1));
-                    }
+                    Err(e) => e,
                 },
-                Err(e) => {
-                    let (next, base) = self.skip_damaged(bytes, pos, last_good, &e, &wanted)?;
-                    (pos, last_good) = (next, base.checked_sub(1));
-                }
-            }
+                Err(e) => e,
+            };
+            let (at, before) = match skipped.take() {
+                Some((p, lg)) if batch::decode(&bytes[p..end]).is_err() => (p, lg),
+                _ => (pos, last_good),
+            };
+            let (next, base) = self.skip_damaged(bytes, at, before, &damage, &wanted)?;
+            (pos, last_good) = (next, base.checked_sub(1));
         }
         Ok(None)
     }

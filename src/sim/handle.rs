@@ -48,7 +48,7 @@ impl Drop for HandleInner {
         if let Ok(file) = state.file_mut(self.node) {
             file.open = file.open.saturating_sub(1);
             if file.open == 0 {
-                state.gc();
+                state.maybe_gc();
             }
         }
     }

@@ -271,6 +271,9 @@ pub(super) struct State {
     /// BTreeMap, not HashMap: crash outcomes depend on the iteration order.
     nodes: BTreeMap<u64, Node>,
     pub(super) locks: BTreeMap<Vec<String>, u64>,
+    /// Node count after the last collection: collecting again waits until it doubles,
+    /// so a closed handle costs amortised O(1), not a walk of the whole tree.
+    nodes_after_gc: usize,
 }
 
 impl State {
@@ -285,6 +288,7 @@ impl State {
             crash_at: None,
             next_id: ROOT + 1,
             next_token: 0,
+            nodes_after_gc: 0,
             nodes,
             locks: BTreeMap::new(),
         }
@@ -392,6 +396,14 @@ impl State {
         self.nodes.retain(|id, node| {
             live.contains(id) || matches!(node, Node::File(file) if file.open > 0)
         });
+        self.nodes_after_gc = self.nodes.len();
+    }
+
+    /// [`State::gc`] when the tree has doubled since the last one.
+    pub(super) fn maybe_gc(&mut self) {
+        if self.nodes.len() > 2 * self.nodes_after_gc + 64 {
+            self.gc();
+        }
     }
 
     pub(super) fn file_mut(&mut self, id: u64) -> io::Result<&mut FileNode> {
@@ -519,7 +531,7 @@ impl State {
         self.dir_mut(to_dir)?
             .current
             .insert(to_name.to_string(), id);
-        self.gc();
+        self.maybe_gc();
         Ok(())
     }
 
@@ -538,7 +550,7 @@ impl State {
             _ => {}
         }
         self.dir_mut(parent)?.current.remove(name);
-        self.gc();
+        self.maybe_gc();
         Ok(())
     }
 
@@ -551,7 +563,7 @@ impl State {
         let id = self.lookup(path)?;
         let dir = self.dir_mut(id)?;
         dir.durable = dir.current.clone();
-        self.gc();
+        self.maybe_gc();
         Ok(())
     }
 
@@ -581,7 +593,7 @@ impl State {
         entries.current.insert(name.clone(), id);
         entries.durable.insert(name.clone(), id);
         self.file_mut(id)?.replace(Content::from_bytes(bytes));
-        self.gc();
+        self.maybe_gc();
         Ok(())
     }
 }
