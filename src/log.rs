@@ -55,6 +55,8 @@ pub(crate) struct LogInner {
     pub appended: AppendSignal,
     closed: AtomicBool,
     poisoned: Mutex<Option<String>>,
+    /// Mirrors `poisoned.is_some()` for the append path's lock-free check.
+    is_poisoned: AtomicBool,
     lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
     background: Mutex<Vec<JoinHandle<()>>>,
     shutdown: Arc<Shutdown>,
@@ -62,11 +64,9 @@ pub(crate) struct LogInner {
     pub retention: RetentionState,
 }
 
-/// Running totals for [`LogStats`].
+/// Running totals for [`LogStats`] (append counts live in [`Writer`]).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub records_appended: AtomicU64,
-    pub batches_appended: AtomicU64,
     pub fsyncs: AtomicU64,
     pub flushes: AtomicU64,
     pub rolls: AtomicU64,
@@ -134,6 +134,10 @@ pub(crate) struct Writer {
     /// A segment file was created since the directory was last fsynced.
     pub dir_dirty: bool,
     pub records_since_flush: u64,
+    pub records_appended: u64,
+    pub batches_appended: u64,
+    /// Offset-index entries of the active segment (the roll rule for a full index).
+    pub index_entries: u64,
     pub scratch: Vec<u8>,
     pub recovery_point: RecoveryPointFile,
 }
@@ -182,6 +186,7 @@ impl Log {
             .size()
             .map_err(|e| Error::io("stat segment", active.path(), e))?;
         let meta = active.meta()?;
+        let active_index_entries = active.index_entries() as u64;
         let writer = Writer {
             active,
             position,
@@ -193,6 +198,9 @@ impl Log {
             unsynced: Vec::new(),
             dir_dirty: false,
             records_since_flush: 0,
+            records_appended: 0,
+            batches_appended: 0,
+            index_entries: active_index_entries,
             scratch: Vec::with_capacity(4096),
             recovery_point: recovered.recovery_point_file,
         };
@@ -211,6 +219,7 @@ impl Log {
             appended: AppendSignal::default(),
             closed: AtomicBool::new(false),
             poisoned: Mutex::new(None),
+            is_poisoned: AtomicBool::new(false),
             lock: Mutex::new(Some(lock)),
             background: Mutex::new(Vec::new()),
             shutdown: Arc::new(Shutdown::default()),
@@ -275,15 +284,23 @@ impl Log {
             return Err(Error::MissingKey);
         }
         let max_batch = u64::from(inner.config.max_batch_bytes);
-        let predicted = batch::encoded_len(records) as u64;
-        if predicted > max_batch {
+        // Cheap lower bound first, so a huge record is refused before it is encoded;
+        // the exact check follows the encoding.
+        let payload: u64 = records
+            .iter()
+            .map(|r| {
+                (r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len)) as u64
+            })
+            .sum::<u64>()
+            + batch::HEADER_LEN as u64;
+        if payload > max_batch {
             return Err(Error::RecordTooLarge {
-                size: predicted,
+                size: payload,
                 max: max_batch,
             });
         }
         let last_delta = u32::try_from(records.len() - 1).map_err(|_| Error::RecordTooLarge {
-            size: predicted,
+            size: payload,
             max: max_batch,
         })?;
         let now = inner.config.clock.now_ms();
@@ -299,7 +316,6 @@ impl Log {
                     end: base,
                 });
             }
-            w.scratch.clear();
             let meta = BatchMeta {
                 base_offset: base,
                 last_offset_delta: last_delta,
@@ -311,28 +327,33 @@ impl Log {
                 .enumerate()
                 .map(|(i, r)| RecordParts::from_record(r, i as u32, now));
             let mut scratch = std::mem::take(&mut w.scratch);
+            scratch.clear();
             let encoded = batch::encode(&mut scratch, meta, parts);
-            let result = inner.write_batch(
-                &mut w,
-                &scratch,
-                base,
-                last_delta,
-                encoded.max_timestamp,
-                now,
-            );
+            let result = if scratch.len() as u64 > max_batch {
+                Err(Error::RecordTooLarge {
+                    size: scratch.len() as u64,
+                    max: max_batch,
+                })
+            } else {
+                inner.write_batch(
+                    &mut w,
+                    &scratch,
+                    base,
+                    last_delta,
+                    encoded.max_timestamp,
+                    now,
+                )
+            };
+            if scratch.capacity() as u64 > 2 * max_batch {
+                scratch = Vec::new(); // do not keep a refused giant's buffer
+            }
             w.scratch = scratch;
             result?;
             w.records_since_flush += records.len() as u64;
+            w.records_appended += records.len() as u64;
+            w.batches_appended += 1;
             base..base + records.len() as u64
         };
-        inner
-            .counters
-            .records_appended
-            .fetch_add(records.len() as u64, AtomicOrdering::Relaxed);
-        inner
-            .counters
-            .batches_appended
-            .fetch_add(1, AtomicOrdering::Relaxed);
         inner.appended.notify();
         match inner.config.flush {
             FlushPolicy::Always => self.flush_to(range.end)?,
@@ -538,14 +559,18 @@ impl Log {
         let inner = &*self.inner;
         let segments = inner.snapshot();
         let c = &inner.counters;
+        let (records_appended, batches_appended) = {
+            let w = inner.writer.lock();
+            (w.records_appended, w.batches_appended)
+        };
         LogStats {
             start_offset: self.start_offset(),
             end_offset: self.end_offset(),
             durable_offset: self.durable_offset(),
             segments: segments.len(),
             size_bytes: segments.iter().map(|s| s.published()).sum(),
-            records_appended: c.records_appended.load(AtomicOrdering::Relaxed),
-            batches_appended: c.batches_appended.load(AtomicOrdering::Relaxed),
+            records_appended,
+            batches_appended,
             flushes: c.flushes.load(AtomicOrdering::Relaxed),
             fsyncs: c.fsyncs.load(AtomicOrdering::Relaxed),
             rolls: c.rolls.load(AtomicOrdering::Relaxed),
@@ -587,7 +612,8 @@ impl LogInner {
 
     fn check_writable(&self) -> Result<()> {
         self.check_open()?;
-        if let Some(reason) = self.poisoned.lock().clone() {
+        if self.is_poisoned.load(AtomicOrdering::Acquire) {
+            let reason = self.poisoned.lock().clone().unwrap_or_default();
             return Err(Error::Poisoned { reason });
         }
         Ok(())
@@ -604,6 +630,7 @@ impl LogInner {
         if p.is_none() {
             *p = Some(err.to_string());
         }
+        self.is_poisoned.store(true, AtomicOrdering::Release);
     }
 
     pub fn snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
@@ -657,6 +684,7 @@ impl LogInner {
             .inspect_err(|e| self.poison(e))?;
         if index_ts.is_some() {
             w.bytes_since_index = 0;
+            w.index_entries += 1;
         }
         w.bytes_since_index = w.bytes_since_index.saturating_add(len);
         w.position = end;
@@ -683,7 +711,7 @@ impl LogInner {
                 return true;
             }
         }
-        let entries = w.active.index_entries() as u64 + 1;
+        let entries = w.index_entries + 1;
         let index_limit = u64::from(self.config.segment_index_bytes);
         if entries * index::TIME_ENTRY_LEN as u64 > index_limit {
             return true;
@@ -713,6 +741,7 @@ impl LogInner {
             .size()
             .map_err(|e| Error::io("stat segment", segment.path(), e))?;
         w.bytes_since_index = u64::MAX;
+        w.index_entries = 0;
         w.max_timestamp = i64::MIN;
         w.first_append_time = i64::MIN;
         let mut list = self.segments.write();

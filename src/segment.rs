@@ -98,8 +98,13 @@ pub(crate) struct Segment {
     /// Offset after the last record (the next segment's base once sealed).
     next_offset: AtomicU64,
     loaded: RwLock<Option<Loaded>>,
-    /// Largest record timestamp, mirrored for lock-free stats (`i64::MIN` unknown/empty).
+    /// The segment's metadata once loaded, in atomics so the single writer updates it
+    /// without a lock: largest record timestamp, largest and first append times
+    /// (`i64::MIN`: none), last offset (`u64::MAX`: none).
     max_timestamp: AtomicI64,
+    max_append_time: AtomicI64,
+    first_append_time: AtomicI64,
+    last_offset: AtomicU64,
     corrupt: Mutex<Vec<CorruptRange>>,
     /// Retired by retention or compaction: its files are renamed away.
     pub retired: AtomicBool,
@@ -166,6 +171,9 @@ impl Segment {
             next_offset: AtomicU64::new(next_offset),
             loaded: RwLock::new(None),
             max_timestamp: AtomicI64::new(i64::MIN),
+            max_append_time: AtomicI64::new(i64::MIN),
+            first_append_time: AtomicI64::new(i64::MIN),
+            last_offset: AtomicU64::new(u64::MAX),
             corrupt: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
             index_interval: AtomicU64::new(4096),
@@ -196,7 +204,7 @@ impl Segment {
         self.loaded
             .read()
             .as_ref()
-            .map(|l| (l.indexes.clone(), l.meta))
+            .map(|l| (l.indexes.clone(), self.meta_now()))
     }
 
     /// `(relative offset, position)` of every offset-index entry (loads them).
@@ -239,9 +247,19 @@ impl Segment {
 
     /// Installs indexes and metadata found by a scan (recovery).
     pub fn set_loaded(&self, indexes: Indexes, meta: SegmentMeta) {
+        self.store_meta(&meta);
+        *self.loaded.write() = Some(Loaded { indexes, meta });
+    }
+
+    fn store_meta(&self, meta: &SegmentMeta) {
         self.max_timestamp
             .store(meta.max_timestamp, Ordering::Release);
-        *self.loaded.write() = Some(Loaded { indexes, meta });
+        self.max_append_time
+            .store(meta.max_append_time, Ordering::Release);
+        self.first_append_time
+            .store(meta.first_append_time, Ordering::Release);
+        self.last_offset
+            .store(meta.last_offset.unwrap_or(u64::MAX), Ordering::Release);
     }
 
     pub fn path(&self) -> PathBuf {
@@ -322,23 +340,27 @@ impl Segment {
         // Publish before indexing, so an index entry never points past the published end.
         self.published.store(end, Ordering::Release);
         self.next_offset.store(next_offset, Ordering::Release);
-        self.max_timestamp.fetch_max(max_ts, Ordering::AcqRel);
-        let mut loaded = self.loaded.write();
-        let loaded = loaded
-            .as_mut()
-            .expect("the active segment's indexes are always loaded");
-        let m = &mut loaded.meta;
-        if m.first_append_time == i64::MIN {
-            m.first_append_time = append_time;
+        // Single writer: plain loads and stores, no read-modify-write.
+        if max_ts > self.max_timestamp.load(Ordering::Relaxed) {
+            self.max_timestamp.store(max_ts, Ordering::Release);
         }
-        m.max_timestamp = m.max_timestamp.max(max_ts);
-        m.max_append_time = m.max_append_time.max(append_time);
-        m.last_offset = Some(next_offset - 1);
+        if append_time > self.max_append_time.load(Ordering::Relaxed) {
+            self.max_append_time.store(append_time, Ordering::Release);
+        }
+        if self.first_append_time.load(Ordering::Relaxed) == i64::MIN {
+            self.first_append_time.store(append_time, Ordering::Release);
+        }
+        self.last_offset.store(next_offset - 1, Ordering::Release);
         if let Some(ts) = index_entry_ts {
             let rel = index::relative(self.base_offset, first_offset)
                 .expect("the writer rolls before relative offsets overflow u32");
             let pos32 = u32::try_from(position).expect("segment capacity fits u32");
-            loaded.indexes.push(rel, pos32, ts);
+            let mut loaded = self.loaded.write();
+            loaded
+                .as_mut()
+                .expect("the active segment's indexes are always loaded")
+                .indexes
+                .push(rel, pos32, ts);
         }
         Ok(())
     }
@@ -353,7 +375,19 @@ impl Segment {
 
     /// Largest record timestamp (loads the segment's metadata if needed).
     pub fn meta(&self) -> Result<SegmentMeta> {
-        Ok(self.load()?.as_ref().expect("load() fills the slot").meta)
+        drop(self.load()?);
+        Ok(self.meta_now())
+    }
+
+    /// The metadata as the atomics hold it (all empty before the segment is loaded).
+    fn meta_now(&self) -> SegmentMeta {
+        let last = self.last_offset.load(Ordering::Acquire);
+        SegmentMeta {
+            max_timestamp: self.max_timestamp.load(Ordering::Acquire),
+            max_append_time: self.max_append_time.load(Ordering::Acquire),
+            first_append_time: self.first_append_time.load(Ordering::Acquire),
+            last_offset: (last != u64::MAX).then_some(last),
+        }
     }
 
     fn load(&self) -> Result<RwLockReadGuard<'_, Option<Loaded>>> {
@@ -364,10 +398,9 @@ impl Segment {
             }
         }
         let loaded = self.load_from_files().map_or_else(|| self.rebuild(), Ok)?;
-        self.max_timestamp
-            .store(loaded.meta.max_timestamp, Ordering::Release);
         let mut w = self.loaded.write();
         if w.is_none() {
+            self.store_meta(&loaded.meta);
             *w = Some(loaded);
         }
         Ok(parking_lot::RwLockWriteGuard::downgrade(w))
