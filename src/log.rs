@@ -38,6 +38,35 @@ const ALLOC_CHUNK_BYTES: u64 = 8 << 20;
 #[derive(Clone, Debug)]
 pub struct Log {
     pub(crate) inner: Arc<LogInner>,
+    /// Shared by the user's clones only (not by background threads): when the last
+    /// one drops, the log closes right there, whatever thread holds `inner` briefly.
+    _handle: Option<Arc<UserHandle>>,
+}
+
+#[derive(Debug)]
+struct UserHandle {
+    inner: Weak<LogInner>,
+}
+
+impl Drop for UserHandle {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            if !inner.is_closed() {
+                // Best effort, never panicking: the data is already safe against a crash.
+                let _ = inner.close();
+            }
+        }
+    }
+}
+
+impl Log {
+    /// A handle for the engine's own threads: it does not keep the log open.
+    pub(crate) fn internal(inner: Arc<LogInner>) -> Log {
+        Log {
+            inner,
+            _handle: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -227,7 +256,13 @@ impl Log {
             retention: RetentionState::default(),
             config,
         });
-        let log = Log { inner };
+        let handle = Some(Arc::new(UserHandle {
+            inner: Arc::downgrade(&inner),
+        }));
+        let log = Log {
+            inner,
+            _handle: handle,
+        };
         log.start_background();
         Ok(log)
     }
@@ -758,6 +793,8 @@ impl LogInner {
         let (rolled, active, position, end, dir_dirty) = {
             let mut w = self.writer.lock();
             let dirty = std::mem::take(&mut w.dir_dirty);
+            // Whoever asked for it, this fsync covers every record so far.
+            w.records_since_flush = 0;
             (
                 std::mem::take(&mut w.unsynced),
                 Arc::clone(&w.active),
@@ -915,7 +952,7 @@ pub(crate) fn background_loop(
         if inner.is_closed() {
             return;
         }
-        let log = Log { inner };
+        let log = Log::internal(inner);
         // Errors poison the log; the next user call reports them.
         let _ = work(&log);
     }

@@ -119,6 +119,14 @@ fn run_child(dir: &Path, mode: &str, rng: &mut Rng) -> (u64, u64, usize) {
             panic!("the child did not start");
         }
     };
+    // While the child holds the log, this process cannot open it (flock).
+    assert!(
+        matches!(
+            Log::open(dir, config()),
+            Err(logqueue::Error::Locked { .. })
+        ),
+        "a second process must get Error::Locked"
+    );
     std::thread::sleep(Duration::from_millis(200 + rng.below(800)));
     child.kill().unwrap(); // SIGKILL on Unix
     let status = child.wait().unwrap();
