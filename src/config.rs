@@ -60,6 +60,8 @@ pub struct CompactionConfig {
     pub offset_map_bytes: usize,
     /// Throttle for the cleaner's reads and writes.
     pub max_io_bytes_per_sec: Option<u64>,
+    /// How often the background cleaner checks whether a pass is due (5 s).
+    pub check_interval: Duration,
 }
 
 impl Default for CompactionConfig {
@@ -71,6 +73,7 @@ impl Default for CompactionConfig {
             delete_retention: Duration::from_secs(24 * 3600),
             offset_map_bytes: 64 << 20,
             max_io_bytes_per_sec: None,
+            check_interval: Duration::from_secs(5),
         }
     }
 }
@@ -169,6 +172,9 @@ impl LogConfig {
         }
         if self.retention_check_interval.is_zero() {
             return bad("retention_check_interval must be positive".into());
+        }
+        if self.compaction.check_interval.is_zero() {
+            return bad("compaction.check_interval must be positive".into());
         }
         let ratio = self.compaction.min_cleanable_dirty_ratio;
         if !(0.0..=1.0).contains(&ratio) {

@@ -12,6 +12,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::batch::{self, BatchMeta, RecordParts};
 use crate::checkpoint::{self, RecoveryPoint, RecoveryPointFile};
+use crate::cleaner::CleanerState;
 use crate::config::{FlushPolicy, LogConfig};
 use crate::index;
 use crate::reader::LogReader;
@@ -60,6 +61,7 @@ pub(crate) struct LogInner {
     shutdown: Arc<Shutdown>,
     pub counters: Counters,
     pub retention: RetentionState,
+    pub cleaner: CleanerState,
 }
 
 /// Running totals for [`LogStats`].
@@ -216,6 +218,7 @@ impl Log {
             shutdown: Arc::new(Shutdown::default()),
             counters: Counters::default(),
             retention: RetentionState::default(),
+            cleaner: CleanerState::default(),
             config,
         });
         let log = Log { inner };
@@ -239,6 +242,18 @@ impl Log {
             })
             .ok();
         self.inner.background.lock().extend(handle);
+        if self.inner.config.cleanup.compacts() {
+            let weak = Arc::downgrade(&self.inner);
+            let shutdown = Arc::clone(&self.inner.shutdown);
+            let every = self.inner.config.compaction.check_interval;
+            let handle = std::thread::Builder::new()
+                .name("logqueue-cleaner".into())
+                .spawn(move || {
+                    background_loop(weak, &shutdown, every, |log| log.inner.maybe_clean())
+                })
+                .ok();
+            self.inner.background.lock().extend(handle);
+        }
         if let FlushPolicy::Interval(every) = self.inner.config.flush {
             let weak = Arc::downgrade(&self.inner);
             let shutdown = Arc::clone(&self.inner.shutdown);
@@ -538,6 +553,7 @@ impl Log {
         let inner = &*self.inner;
         let segments = inner.snapshot();
         let c = &inner.counters;
+        let dirty = inner.dirty_stats();
         LogStats {
             start_offset: self.start_offset(),
             end_offset: self.end_offset(),
@@ -556,6 +572,10 @@ impl Log {
                 .last_floor_plus_one
                 .load(AtomicOrdering::Relaxed)
                 .checked_sub(1),
+            clean_bytes: dirty.clean_bytes,
+            dirty_bytes: dirty.dirty_bytes,
+            cleaner_offset: dirty.cleaner_offset,
+            cleaner_runs: inner.cleaner.runs.load(AtomicOrdering::Relaxed),
         }
     }
 
@@ -599,7 +619,7 @@ impl LogInner {
 
     /// Marks the log unusable for writes after a failed write or fsync: the state on
     /// disk is unknown, so the only safe way on is to reopen and recover.
-    fn poison(&self, err: &Error) {
+    pub(crate) fn poison(&self, err: &Error) {
         let mut p = self.poisoned.lock();
         if p.is_none() {
             *p = Some(err.to_string());

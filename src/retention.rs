@@ -203,6 +203,17 @@ impl LogInner {
         Ok(report)
     }
 
+    /// Unlinks `paths` (already renamed `.deleted`) after `file_delete_delay`.
+    pub(crate) fn schedule_unlink(&self, paths: Vec<PathBuf>) {
+        let now = self.config.clock.now_ms();
+        let delay_ms = i64::try_from(self.config.file_delete_delay.as_millis()).unwrap_or(i64::MAX);
+        self.retention.pending.lock().push(PendingDelete {
+            due_ms: now.saturating_add(delay_ms),
+            paths,
+        });
+        self.unlink_due(now, false);
+    }
+
     /// Unlinks retired files whose delay has passed (all of them when `all`).
     pub(crate) fn unlink_due(&self, now: i64, all: bool) {
         let due: Vec<PendingDelete> = {
