@@ -176,7 +176,17 @@ impl LogInner {
     /// Clean bytes, dirty bytes (over the non-active segments) and the cleaner offset.
     pub(crate) fn dirty_stats(&self) -> DirtyStats {
         let cleaner_offset = match self.cleaner.offset_plus_one.load(Ordering::Acquire) {
-            0 => self.read_cleaner_offset(),
+            0 => {
+                let o = self.read_cleaner_offset();
+                // Only if no pass stored a newer value meanwhile.
+                let _ = self.cleaner.offset_plus_one.compare_exchange(
+                    0,
+                    o + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                o
+            }
             n => n - 1,
         };
         let segments = self.snapshot();
@@ -226,10 +236,10 @@ impl LogInner {
             if next > rp_segment || next > durable {
                 break;
             }
+            // Age by append time: a record's own timestamp may be far in the past
+            // (or future) of when it arrived.
             if min_lag > 0 && s.published() > 0 {
-                let meta = s.meta()?;
-                let ts = meta.max_timestamp.min(meta.max_append_time);
-                if ts > now.saturating_sub(min_lag) {
+                if s.meta()?.max_append_time > now.saturating_sub(min_lag) {
                     break;
                 }
             }
@@ -275,6 +285,7 @@ impl LogInner {
 
     /// One pass over the cleanable segments.
     pub(crate) fn clean_pass(&self) -> Result<CompactionReport> {
+        self.check_writable()?;
         let mut st = self.cleaner.pass.lock();
         let now = self.config.clock.now_ms();
         let co = self.cleaner_offset(&mut st);

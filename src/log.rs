@@ -605,7 +605,7 @@ impl LogInner {
         Ok(())
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         self.check_open()?;
         if let Some(reason) = self.poisoned.lock().clone() {
             return Err(Error::Poisoned { reason });

@@ -122,6 +122,8 @@ impl LogInner {
                 };
                 let by_start = !active && next_base <= start;
                 let by_time = match retention_ms {
+                    // A sealed segment compaction emptied holds nothing to keep.
+                    Some(_) if seg.published() == 0 && !active => true,
                     Some(r) if seg.published() > 0 => {
                         let ts = retention_timestamp(&seg.meta()?);
                         ts != i64::MIN && ts < now.saturating_sub(r)
