@@ -238,10 +238,11 @@ impl LogInner {
             }
             // Age by append time: a record's own timestamp may be far in the past
             // (or future) of when it arrived.
-            if min_lag > 0 && s.published() > 0 {
-                if s.meta()?.max_append_time > now.saturating_sub(min_lag) {
-                    break;
-                }
+            if min_lag > 0
+                && s.published() > 0
+                && s.meta()?.max_append_time > now.saturating_sub(min_lag)
+            {
+                break;
             }
             n += 1;
         }
