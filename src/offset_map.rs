@@ -44,28 +44,35 @@ impl KeyHash {
     }
 }
 
-/// Fixed-capacity map from key hash to the newest offset seen for it.
+/// Map from key hash to the newest offset seen for it, in at most a fixed budget of
+/// memory. It starts small and doubles while the budget allows, so a pass over few
+/// distinct keys probes a table that fits the CPU caches.
 #[derive(Debug)]
 pub(crate) struct OffsetMap {
     slots: Vec<Slot>,
     len: usize,
-    max_len: usize,
+    /// Most slots the budget allows.
+    max_capacity: usize,
 }
 
+/// Slots of a new map (or all of the budget, if smaller).
+const INITIAL_SLOTS: usize = 1 << 12;
+/// Fill at which a map below its largest size doubles.
+const GROW_FACTOR: f64 = 0.7;
+
 impl OffsetMap {
-    /// A map using about `budget_bytes` (at least one slot), never more slots than
-    /// `max_entries` needs.
+    /// A map using at most about `budget_bytes` (at least one slot), never more slots
+    /// than `max_entries` keys need.
     pub fn new(budget_bytes: usize, max_entries: usize) -> OffsetMap {
         let by_budget = (budget_bytes / SLOT_BYTES).max(1);
         let needed = max_entries
             .saturating_add(max_entries / 8)
             .saturating_add(16);
-        let capacity = by_budget.min(needed).max(1);
-        let max_len = ((capacity as f64 * LOAD_FACTOR) as usize).clamp(1, capacity);
+        let max_capacity = by_budget.min(needed).max(1);
         OffsetMap {
-            slots: vec![Slot::default(); capacity],
+            slots: vec![Slot::default(); max_capacity.min(INITIAL_SLOTS)],
             len: 0,
-            max_len,
+            max_capacity,
         }
     }
 
@@ -75,11 +82,13 @@ impl OffsetMap {
         self.len
     }
 
-    fn probe(&self, h: KeyHash) -> (usize, bool) {
-        let cap = self.slots.len();
-        let mut i = (h.hi ^ h.lo.rotate_left(17)) as usize % cap;
+    fn probe(slots: &[Slot], h: KeyHash) -> (usize, bool) {
+        let cap = slots.len();
+        // Multiply-shift: a uniform start in 0..cap without a division.
+        let mixed = h.hi ^ h.lo.rotate_left(17);
+        let mut i = ((u128::from(mixed) * cap as u128) >> 64) as usize;
         for _ in 0..cap {
-            let s = &self.slots[i];
+            let s = &slots[i];
             if s.hi == 0 {
                 return (i, false);
             }
@@ -91,16 +100,32 @@ impl OffsetMap {
         (usize::MAX, false)
     }
 
+    fn grow(&mut self) {
+        let cap = (self.slots.len() * 2).min(self.max_capacity);
+        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); cap]);
+        for s in old.into_iter().filter(|s| s.hi != 0) {
+            let (i, _) = Self::probe(&self.slots, KeyHash { hi: s.hi, lo: s.lo });
+            self.slots[i] = s;
+        }
+    }
+
     /// Records `offset` as the newest for `h`. False (and nothing changed) when `h` is
     /// a new key and the map is full.
     pub fn insert(&mut self, h: KeyHash, offset: Offset) -> bool {
-        let (i, found) = self.probe(h);
+        let (mut i, found) = Self::probe(&self.slots, h);
         if found {
             let s = &mut self.slots[i];
             s.offset = s.offset.max(offset);
             return true;
         }
-        if self.len >= self.max_len || i == usize::MAX {
+        let cap = self.slots.len();
+        if cap < self.max_capacity && (self.len + 1) as f64 > cap as f64 * GROW_FACTOR {
+            self.grow();
+            i = Self::probe(&self.slots, h).0;
+        }
+        let max_len =
+            ((self.max_capacity as f64 * LOAD_FACTOR) as usize).clamp(1, self.max_capacity);
+        if self.len >= max_len || i == usize::MAX {
             return false;
         }
         self.slots[i] = Slot {
@@ -114,7 +139,7 @@ impl OffsetMap {
 
     /// The newest offset recorded for `h`.
     pub fn get(&self, h: KeyHash) -> Option<Offset> {
-        let (i, found) = self.probe(h);
+        let (i, found) = Self::probe(&self.slots, h);
         found.then(|| self.slots[i].offset)
     }
 }
@@ -142,6 +167,26 @@ mod tests {
         for i in 1..n {
             assert_eq!(m.get(KeyHash::of(format!("k{i}").as_bytes())), Some(i));
         }
+    }
+
+    #[test]
+    fn grows_up_to_the_budget() {
+        let mut m = OffsetMap::new(SLOT_BYTES * 100_000, usize::MAX);
+        for i in 0..80_000u64 {
+            assert!(m.insert(KeyHash::of(&i.to_le_bytes()), i), "{i}");
+        }
+        for i in 0..80_000u64 {
+            assert!(m.insert(KeyHash::of(&i.to_le_bytes()), i + 1));
+        }
+        assert_eq!(m.len(), 80_000);
+        for i in (0..80_000u64).step_by(97) {
+            assert_eq!(m.get(KeyHash::of(&i.to_le_bytes())), Some(i + 1));
+        }
+        let mut n = 80_000u64;
+        while m.insert(KeyHash::of(&n.to_le_bytes()), n) {
+            n += 1;
+        }
+        assert_eq!(m.len(), 90_000, "90% of the budget's slots");
     }
 
     #[test]
