@@ -19,6 +19,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::checkpoint;
+use crate::config::CleanupPolicy;
 use crate::log::{Log, LogInner};
 use crate::recovery::DELETED_SUFFIX;
 use crate::segment::{self, Segment, SegmentMeta};
@@ -100,10 +101,16 @@ impl LogInner {
         self.retention
             .last_floor_plus_one
             .store(floor.map_or(0, |f| f.saturating_add(1)), Ordering::Relaxed);
+        // A log that only compacts keeps every key's latest record however old: time
+        // and size retention apply to `Delete` and `CompactAndDelete` (as Kafka's
+        // cleanup.policy); the start-offset rule applies to all.
+        let deletes = self.config.cleanup != CleanupPolicy::Compact;
         let retention_ms = self
             .config
             .retention_ms
+            .filter(|_| deletes)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let retention_bytes = self.config.retention_bytes.filter(|_| deletes);
         let mut report = RetentionReport::default();
         let mut held = 0u64;
         let retired: Vec<Arc<Segment>> = {
@@ -131,10 +138,7 @@ impl LogInner {
                     _ => false,
                 };
                 let by_size = !active
-                    && self
-                        .config
-                        .retention_bytes
-                        .is_some_and(|limit| total - seg.published() >= limit);
+                    && retention_bytes.is_some_and(|limit| total - seg.published() >= limit);
                 let protected = floor.is_some_and(|f| next_base > f);
                 if !(by_start || ((by_time || by_size) && !protected)) {
                     if (by_time || by_size) && protected {
