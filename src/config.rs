@@ -29,7 +29,7 @@ pub enum FlushPolicy {
 pub enum CleanupPolicy {
     /// Delete whole old segments by time and size.
     Delete,
-    /// Keep the latest record per key.
+    /// Keep the latest record per key; time and size retention do not apply.
     Compact,
     /// Both.
     CompactAndDelete,
@@ -100,8 +100,10 @@ pub struct LogConfig {
     /// When to fsync (every second).
     pub flush: FlushPolicy,
     /// Delete segments whose newest record is older than this (7 days); `None` keeps all.
+    /// Not applied when `cleanup` is [`CleanupPolicy::Compact`].
     pub retention_ms: Option<Duration>,
-    /// Delete old segments while the log is larger than this (no limit).
+    /// Delete old segments while the log is larger than this (no limit). Not applied
+    /// when `cleanup` is [`CleanupPolicy::Compact`].
     pub retention_bytes: Option<u64>,
     /// Delete, compact or both (delete).
     pub cleanup: CleanupPolicy,
