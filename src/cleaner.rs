@@ -99,36 +99,46 @@ struct GroupOutcome {
     tombstone_due: Option<i64>,
 }
 
-/// Paces the cleaner's reads and writes to `max_io_bytes_per_sec` (real time).
-struct Throttle {
+/// Paces the cleaner's reads and writes to `max_io_bytes_per_sec` (real time). Sleeps
+/// in short slices and gives up with [`Error::Closed`] when the log is closed, so a
+/// slow throttle never holds up `close`.
+struct Throttle<'a> {
     rate: Option<u64>,
     start: Instant,
     bytes: u64,
     since_check: u64,
+    log: &'a LogInner,
 }
 
-impl Throttle {
-    fn new(rate: Option<u64>) -> Throttle {
+impl<'a> Throttle<'a> {
+    fn new(rate: Option<u64>, log: &'a LogInner) -> Throttle<'a> {
         Throttle {
             rate: rate.filter(|&r| r > 0),
             start: Instant::now(),
             bytes: 0,
             since_check: 0,
+            log,
         }
     }
 
-    fn add(&mut self, bytes: u64) {
-        let Some(rate) = self.rate else { return };
+    fn add(&mut self, bytes: u64) -> Result<()> {
+        let Some(rate) = self.rate else {
+            return Ok(());
+        };
         self.bytes += bytes;
         self.since_check += bytes;
         if self.since_check < THROTTLE_STEP {
-            return;
+            return Ok(());
         }
         self.since_check = 0;
         let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
-        let elapsed = self.start.elapsed();
-        if due > elapsed {
-            std::thread::sleep(due - elapsed);
+        loop {
+            self.log.check_open()?;
+            let elapsed = self.start.elapsed();
+            if due <= elapsed {
+                return Ok(());
+            }
+            std::thread::sleep((due - elapsed).min(Duration::from_millis(50)));
         }
     }
 }
@@ -299,7 +309,7 @@ impl LogInner {
         }
         let cleanable = &segments[..n];
         let clean_end = cleanable[n - 1].next_offset();
-        let mut throttle = Throttle::new(self.config.compaction.max_io_bytes_per_sec);
+        let mut throttle = Throttle::new(self.config.compaction.max_io_bytes_per_sec, self);
 
         // Pass one: the key map over the dirty records.
         let (map, map_end) = build_map(
@@ -307,7 +317,7 @@ impl LogInner {
             co,
             self.config.compaction.offset_map_bytes,
             &mut throttle,
-        );
+        )?;
         let map_end = map_end.max(co).min(clean_end.max(co));
 
         // Pass two: rewrite in groups.
@@ -396,7 +406,7 @@ impl LogInner {
         now: i64,
         horizon: i64,
         outcome: &mut GroupOutcome,
-        throttle: &mut Throttle,
+        throttle: &mut Throttle<'_>,
     ) -> Result<Option<Cleaned>> {
         let fs = &*self.config.fs;
         let base = group[0].base_offset;
@@ -425,7 +435,7 @@ impl LogInner {
                         return Ok(false);
                     };
                     pos += b.len();
-                    throttle.add(b.len() as u64);
+                    throttle.add(b.len() as u64)?;
                     let Some(h) = judge_batch(&b, map, map_end, now, horizon, &mut keep, outcome)
                     else {
                         return Ok(false);
@@ -494,7 +504,11 @@ impl LogInner {
             let _ = fs.remove_file(&path);
             return Ok(None);
         }
-        throttle.add(written);
+        if let Err(e) = throttle.add(written) {
+            drop(file);
+            let _ = fs.remove_file(&path);
+            return Err(e);
+        }
         file.sync_data()
             .map_err(|e| Error::io("sync cleaned segment", &path, e))?;
         Ok(Some(Cleaned {
@@ -672,8 +686,8 @@ fn build_map(
     segs: &[Arc<Segment>],
     from: Offset,
     budget: usize,
-    throttle: &mut Throttle,
-) -> (OffsetMap, Offset) {
+    throttle: &mut Throttle<'_>,
+) -> Result<(OffsetMap, Offset)> {
     let end = segs.last().map_or(from, |s| s.next_offset());
     let dirty: Vec<&Arc<Segment>> = segs.iter().filter(|s| s.next_offset() > from).collect();
     // No record is smaller than 8 bytes: a bound on the keys, to size the map.
@@ -684,36 +698,36 @@ fn build_map(
     );
     for seg in dirty {
         let Ok(m) = seg.mapping() else {
-            return (map, seg.base_offset.max(from));
+            return Ok((map, seg.base_offset.max(from)));
         };
         let len = usize::try_from(seg.published()).expect("mapped, so it fits usize");
         let bytes = m.bytes(0, len);
         let mut pos = 0;
         while pos < len {
             let Ok(b) = batch::decode(&bytes[pos..]) else {
-                return (map, seg.base_offset.max(from));
+                return Ok((map, seg.base_offset.max(from)));
             };
             pos += b.len();
-            throttle.add(b.len() as u64);
+            throttle.add(b.len() as u64)?;
             if b.last_offset() < from {
                 continue;
             }
             for r in b.records() {
                 let Ok(v) = r else {
-                    return (map, seg.base_offset.max(from));
+                    return Ok((map, seg.base_offset.max(from)));
                 };
                 if v.offset < from {
                     continue;
                 }
                 if let Some(key) = v.key {
                     if !map.insert(KeyHash::of(key), v.offset) {
-                        return (map, v.offset);
+                        return Ok((map, v.offset));
                     }
                 }
             }
         }
     }
-    (map, end)
+    Ok((map, end))
 }
 
 /// Earliest delete horizon of a batch in the cleaned part (`below`) of `segs` that
