@@ -537,9 +537,13 @@ impl LogInner {
         });
         // The recovery point must durably name a segment after the group.
         let rp_past = w.recovery_point.last().is_some_and(|rp| rp.segment >= end);
-        if !still_there || !rp_past {
+        // Closing (close takes the writer lock after marking the log closed, so it
+        // waits for a swap under way) or poisoned: leave the disk alone.
+        let writable = self.check_writable();
+        if !still_there || !rp_past || writable.is_err() {
             drop(w);
             let _ = fs.remove_file(&cleaned.path);
+            writable?;
             return Ok(false);
         }
         let at = at.expect("checked above");
