@@ -68,10 +68,6 @@ pub(crate) struct Batch<'a> {
     /// The log clock when the batch was appended (retention and rolling use it).
     pub append_time: i64,
     /// Set by compaction: tombstones in this batch may be dropped after this time.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by the compaction cleaner, not written yet")
-    )]
     pub delete_horizon: Option<i64>,
     pub record_count: u32,
 }
@@ -385,10 +381,6 @@ impl<'a> RecordParts<'a> {
     }
 
     /// Parts of a stored record view, keeping its offset.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "used by the compaction cleaner, not written yet")
-    )]
     pub fn from_view(view: &RecordView<'a>, base_offset: Offset) -> Self {
         RecordParts {
             offset_delta: u32::try_from(view.offset - base_offset)

@@ -133,6 +133,8 @@ pub(crate) struct RecoveryPointFile {
     file: Arc<dyn FileHandle>,
     path: std::path::PathBuf,
     sequence: u64,
+    /// The point last written (not necessarily synced yet).
+    last: Option<RecoveryPoint>,
 }
 
 impl RecoveryPointFile {
@@ -163,6 +165,7 @@ impl RecoveryPointFile {
                 file,
                 path,
                 sequence,
+                last: best.map(|(_, rp)| rp),
             },
             best.map(|(_, rp)| rp),
         ))
@@ -177,7 +180,14 @@ impl RecoveryPointFile {
         debug_assert_eq!(decode_slot(&encoded).map(|(_, r)| r), Some(rp));
         self.file
             .write_all_at(&encoded, pos)
-            .map_err(|e| Error::io("write recovery point", &self.path, e))
+            .map_err(|e| Error::io("write recovery point", &self.path, e))?;
+        self.last = Some(rp);
+        Ok(())
+    }
+
+    /// The point last written, durable after the next [`RecoveryPointFile::sync`].
+    pub fn last(&self) -> Option<RecoveryPoint> {
+        self.last
     }
 
     /// fsyncs the file.

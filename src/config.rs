@@ -29,7 +29,7 @@ pub enum FlushPolicy {
 pub enum CleanupPolicy {
     /// Delete whole old segments by time and size.
     Delete,
-    /// Keep the latest record per key.
+    /// Keep the latest record per key; time and size retention do not apply.
     Compact,
     /// Both.
     CompactAndDelete,
@@ -60,6 +60,8 @@ pub struct CompactionConfig {
     pub offset_map_bytes: usize,
     /// Throttle for the cleaner's reads and writes.
     pub max_io_bytes_per_sec: Option<u64>,
+    /// How often the background cleaner checks whether a pass is due (5 s).
+    pub check_interval: Duration,
 }
 
 impl Default for CompactionConfig {
@@ -71,6 +73,7 @@ impl Default for CompactionConfig {
             delete_retention: Duration::from_secs(24 * 3600),
             offset_map_bytes: 64 << 20,
             max_io_bytes_per_sec: None,
+            check_interval: Duration::from_secs(5),
         }
     }
 }
@@ -97,8 +100,10 @@ pub struct LogConfig {
     /// When to fsync (every second).
     pub flush: FlushPolicy,
     /// Delete segments whose newest record is older than this (7 days); `None` keeps all.
+    /// Not applied when `cleanup` is [`CleanupPolicy::Compact`].
     pub retention_ms: Option<Duration>,
-    /// Delete old segments while the log is larger than this (no limit).
+    /// Delete old segments while the log is larger than this (no limit). Not applied
+    /// when `cleanup` is [`CleanupPolicy::Compact`].
     pub retention_bytes: Option<u64>,
     /// Delete, compact or both (delete).
     pub cleanup: CleanupPolicy,
@@ -169,6 +174,9 @@ impl LogConfig {
         }
         if self.retention_check_interval.is_zero() {
             return bad("retention_check_interval must be positive".into());
+        }
+        if self.compaction.check_interval.is_zero() {
+            return bad("compaction.check_interval must be positive".into());
         }
         let ratio = self.compaction.min_cleanable_dirty_ratio;
         if !(0.0..=1.0).contains(&ratio) {

@@ -18,12 +18,14 @@
 
 mod batch;
 mod checkpoint;
+mod cleaner;
 mod clock;
 mod config;
 mod error;
 pub mod fs;
 mod index;
 mod log;
+mod offset_map;
 mod reader;
 mod record;
 mod recovery;

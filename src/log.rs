@@ -12,6 +12,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::batch::{self, BatchMeta, RecordParts};
 use crate::checkpoint::{self, RecoveryPoint, RecoveryPointFile};
+use crate::cleaner::CleanerState;
 use crate::config::{FlushPolicy, LogConfig};
 use crate::index;
 use crate::reader::LogReader;
@@ -91,6 +92,7 @@ pub(crate) struct LogInner {
     shutdown: Arc<Shutdown>,
     pub counters: Counters,
     pub retention: RetentionState,
+    pub cleaner: CleanerState,
 }
 
 /// Running totals for [`LogStats`] (append counts live in [`Writer`]).
@@ -254,6 +256,7 @@ impl Log {
             shutdown: Arc::new(Shutdown::default()),
             counters: Counters::default(),
             retention: RetentionState::default(),
+            cleaner: CleanerState::default(),
             config,
         });
         let handle = Some(Arc::new(UserHandle {
@@ -283,6 +286,18 @@ impl Log {
             })
             .ok();
         self.inner.background.lock().extend(handle);
+        if self.inner.config.cleanup.compacts() {
+            let weak = Arc::downgrade(&self.inner);
+            let shutdown = Arc::clone(&self.inner.shutdown);
+            let every = self.inner.config.compaction.check_interval;
+            let handle = std::thread::Builder::new()
+                .name("logqueue-cleaner".into())
+                .spawn(move || {
+                    background_loop(weak, &shutdown, every, |log| log.inner.maybe_clean())
+                })
+                .ok();
+            self.inner.background.lock().extend(handle);
+        }
         if let FlushPolicy::Interval(every) = self.inner.config.flush {
             let weak = Arc::downgrade(&self.inner);
             let shutdown = Arc::clone(&self.inner.shutdown);
@@ -598,6 +613,7 @@ impl Log {
             let w = inner.writer.lock();
             (w.records_appended, w.batches_appended)
         };
+        let dirty = inner.dirty_stats();
         LogStats {
             start_offset: self.start_offset(),
             end_offset: self.end_offset(),
@@ -616,6 +632,10 @@ impl Log {
                 .last_floor_plus_one
                 .load(AtomicOrdering::Relaxed)
                 .checked_sub(1),
+            clean_bytes: dirty.clean_bytes,
+            dirty_bytes: dirty.dirty_bytes,
+            cleaner_offset: dirty.cleaner_offset,
+            cleaner_runs: inner.cleaner.runs.load(AtomicOrdering::Relaxed),
         }
     }
 
@@ -645,7 +665,7 @@ impl LogInner {
         Ok(())
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         self.check_open()?;
         if self.is_poisoned.load(AtomicOrdering::Acquire) {
             let reason = self.poisoned.lock().clone().unwrap_or_default();
@@ -660,7 +680,7 @@ impl LogInner {
 
     /// Marks the log unusable for writes after a failed write or fsync: the state on
     /// disk is unknown, so the only safe way on is to reopen and recover.
-    fn poison(&self, err: &Error) {
+    pub(crate) fn poison(&self, err: &Error) {
         let mut p = self.poisoned.lock();
         if p.is_none() {
             *p = Some(err.to_string());

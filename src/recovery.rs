@@ -169,17 +169,23 @@ fn clean_leftovers(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
         }
     }
     // A `.swap` was fsynced before it was renamed to `.swap`: it is complete, and
-    // replaces every segment whose offsets it covers.
+    // replaces the segments whose offsets it covers. The cleaner names it
+    // `<base>-<end>.log.swap` (it replaces every segment based in `base..end`, even
+    // ones whose records were all removed); a plain `<base>.log.swap` covers what its
+    // batches cover.
     for name in &names {
         let Some(stem) = name.strip_suffix(SWAP_SUFFIX) else {
             continue;
         };
-        let Some(base) = segment::parse_file_name(stem, LOG_SUFFIX) else {
+        let range = segment::parse_file_name(stem, LOG_SUFFIX)
+            .map(|base| (base, None))
+            .or_else(|| parse_ranged_swap(stem).map(|(b, e)| (b, Some(e))));
+        let Some((base, end)) = range else {
             remove(name)?;
             changed = true;
             continue;
         };
-        complete_swap(fs, dir, name, base)?;
+        complete_swap(fs, dir, name, base, end)?;
         changed = true;
     }
     let names = list(fs, dir)?;
@@ -201,15 +207,34 @@ fn clean_leftovers(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn complete_swap(fs: &dyn FileSystem, dir: &Path, name: &str, base: Offset) -> Result<()> {
+/// `<20-digit base>-<20-digit end>.log`: the range a cleaner swap file replaces.
+fn parse_ranged_swap(stem: &str) -> Option<(Offset, Offset)> {
+    let (base, rest) = stem.split_once('-')?;
+    let base = segment::parse_file_name(&format!("{base}{LOG_SUFFIX}"), LOG_SUFFIX)?;
+    let end = segment::parse_file_name(rest, LOG_SUFFIX)?;
+    (end > base).then_some((base, end))
+}
+
+fn complete_swap(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    name: &str,
+    base: Offset,
+    end: Option<Offset>,
+) -> Result<()> {
     let swap_path = dir.join(name);
-    let bytes = checkpoint::read_small_unbounded(fs, &swap_path)
-        .ok_or_else(|| Error::corrupt(&swap_path, 0, None, "unreadable swap file"))?;
+    // The last offset the swap file replaces.
     let mut last = base;
-    let mut pos = 0;
-    while let Ok(b) = batch::decode(&bytes[pos..]) {
-        last = b.last_offset();
-        pos += b.len();
+    if let Some(end) = end {
+        last = end - 1;
+    } else {
+        let bytes = checkpoint::read_small_unbounded(fs, &swap_path)
+            .ok_or_else(|| Error::corrupt(&swap_path, 0, None, "unreadable swap file"))?;
+        let mut pos = 0;
+        while let Ok(b) = batch::decode(&bytes[pos..]) {
+            last = b.last_offset();
+            pos += b.len();
+        }
     }
     for other in list(fs, dir)? {
         if let Some(o) = segment::parse_file_name(&other, LOG_SUFFIX) {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::checkpoint;
+use crate::config::CleanupPolicy;
 use crate::log::{Log, LogInner};
 use crate::recovery::DELETED_SUFFIX;
 use crate::segment::{self, Segment, SegmentMeta};
@@ -100,10 +101,16 @@ impl LogInner {
         self.retention
             .last_floor_plus_one
             .store(floor.map_or(0, |f| f.saturating_add(1)), Ordering::Relaxed);
+        // A log that only compacts keeps every key's latest record however old: time
+        // and size retention apply to `Delete` and `CompactAndDelete` (as Kafka's
+        // cleanup.policy); the start-offset rule applies to all.
+        let deletes = self.config.cleanup != CleanupPolicy::Compact;
         let retention_ms = self
             .config
             .retention_ms
+            .filter(|_| deletes)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let retention_bytes = self.config.retention_bytes.filter(|_| deletes);
         let mut report = RetentionReport::default();
         let mut held = 0u64;
         let retired: Vec<Arc<Segment>> = {
@@ -122,6 +129,8 @@ impl LogInner {
                 };
                 let by_start = !active && next_base <= start;
                 let by_time = match retention_ms {
+                    // A sealed segment compaction emptied holds nothing to keep.
+                    Some(_) if seg.published() == 0 && !active => true,
                     Some(r) if seg.published() > 0 => {
                         let ts = retention_timestamp(&seg.meta()?);
                         ts != i64::MIN && ts < now.saturating_sub(r)
@@ -129,10 +138,7 @@ impl LogInner {
                     _ => false,
                 };
                 let by_size = !active
-                    && self
-                        .config
-                        .retention_bytes
-                        .is_some_and(|limit| total - seg.published() >= limit);
+                    && retention_bytes.is_some_and(|limit| total - seg.published() >= limit);
                 let protected = floor.is_some_and(|f| next_base > f);
                 if !(by_start || ((by_time || by_size) && !protected)) {
                     if (by_time || by_size) && protected {
@@ -201,6 +207,17 @@ impl LogInner {
         });
         self.unlink_due(now, false);
         Ok(report)
+    }
+
+    /// Unlinks `paths` (already renamed `.deleted`) after `file_delete_delay`.
+    pub(crate) fn schedule_unlink(&self, paths: Vec<PathBuf>) {
+        let now = self.config.clock.now_ms();
+        let delay_ms = i64::try_from(self.config.file_delete_delay.as_millis()).unwrap_or(i64::MAX);
+        self.retention.pending.lock().push(PendingDelete {
+            due_ms: now.saturating_add(delay_ms),
+            paths,
+        });
+        self.unlink_due(now, false);
     }
 
     /// Unlinks retired files whose delay has passed (all of them when `all`).

@@ -49,6 +49,26 @@ pub struct LogStats {
     pub retention_held_segments: u64,
     /// The lowest consumer floor seen by the last retention pass, if any.
     pub retention_floor: Option<crate::Offset>,
+    /// Bytes of non-active segments wholly below the cleaner offset.
+    pub clean_bytes: u64,
+    /// Bytes of non-active segments holding records at or above the cleaner offset.
+    pub dirty_bytes: u64,
+    /// Every record below this offset has been through a compaction pass.
+    pub cleaner_offset: Offset,
+    /// Compaction passes run since open (by [`crate::Log::compact`] or the cleaner).
+    pub cleaner_runs: u64,
+}
+
+impl LogStats {
+    /// Dirty bytes / (clean + dirty bytes) over the non-active segments (0 when none).
+    pub fn dirty_ratio(&self) -> f64 {
+        let total = self.clean_bytes + self.dirty_bytes;
+        if total == 0 {
+            0.0
+        } else {
+            self.dirty_bytes as f64 / total as f64
+        }
+    }
 }
 
 /// What [`crate::Log::verify`] found.
