@@ -759,6 +759,22 @@ pub(crate) struct BatchRef {
 }
 
 impl BatchRef {
+    /// A batch of `map` at `start` that `batch::decode` accepted (CRC-checked).
+    pub fn checked(map: &Arc<dyn Mapping>, start: usize, b: &Batch<'_>) -> BatchRef {
+        BatchRef {
+            map: Arc::clone(map),
+            start,
+            end: start + b.len(),
+            base_offset: b.base_offset,
+            last_offset: b.last_offset(),
+        }
+    }
+
+    /// The mapping of the segment holding the batch.
+    pub fn map(&self) -> &Arc<dyn Mapping> {
+        &self.map
+    }
+
     pub fn batch(&self) -> Batch<'_> {
         batch::decode_checked(self.map.bytes(self.start, self.end))
             .expect("BatchRef is only built from a batch that decoded")
