@@ -240,13 +240,16 @@ impl<'a> RecordView<'a> {
             timestamp: self.timestamp,
             key: self.key.map(<[u8]>::to_vec),
             value: self.value.map(<[u8]>::to_vec),
-            headers: self
-                .headers()
-                .map(|(k, v)| Header {
-                    key: k.to_string(),
-                    value: v.to_vec(),
-                })
-                .collect(),
+            headers: if self.header_count == 0 {
+                Vec::new()
+            } else {
+                self.headers()
+                    .map(|(k, v)| Header {
+                        key: k.to_string(),
+                        value: v.to_vec(),
+                    })
+                    .collect()
+            },
         }
     }
 }

@@ -343,6 +343,11 @@ impl Iterator for LogReader {
                 };
                 return Some(Ok(r));
             }
+            match self.next_in_place() {
+                Some(Some(r)) => return Some(r),
+                Some(None) => continue,
+                None => {}
+            }
             let (segment, found) = match self.advance() {
                 Ok(Some(x)) => x,
                 Ok(None) => return None,
@@ -375,6 +380,65 @@ impl Iterator for LogReader {
             }
             self.last = Some((segment, found));
         }
+    }
+}
+
+impl LogReader {
+    /// The iterator's fast path: decodes the batch right after the last one read, in
+    /// place in its segment, without lookups or reference counting, and returns its
+    /// first record (the others go to `pending`). `None` when the general path must
+    /// run (no last batch, a seek, the segment's end, damaged bytes, a closed log,
+    /// the position below the start); `Some(None)` when the batch held no record at
+    /// or after the position. The batch is CRC-checked as on the general path.
+    fn next_in_place(&mut self) -> Option<Option<Result<StoredRecord>>> {
+        let (segment, prev) = self.last.as_ref()?;
+        if prev.last_offset + 1 != self.position
+            || segment.retired.load(std::sync::atomic::Ordering::Acquire)
+            || self.log.inner.is_closed()
+            || self.position < self.log.start_offset()
+        {
+            return None;
+        }
+        let pos = prev.end_position();
+        let end = usize::try_from(segment.published()).ok()?;
+        if pos >= end {
+            return None;
+        }
+        let b = batch::decode(prev.map().bytes(pos, end)).ok()?;
+        if b.last_offset() < self.position {
+            return None;
+        }
+        let from = self.position;
+        let mut first = None;
+        for record in b.records() {
+            match record {
+                Ok(v) if v.offset >= from => {
+                    if first.is_none() {
+                        first = Some(v.to_owned_record());
+                    } else {
+                        self.pending.push_back(v.to_owned_record());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.pending.clear();
+                    // Reported once: the next call goes on after this batch.
+                    self.position = self.position.max(b.last_offset() + 1);
+                    let err = Error::corrupt(segment.path(), pos as u64, None, e.to_string());
+                    self.last = None;
+                    return Some(Some(Err(err)));
+                }
+            }
+        }
+        let (len, base, last) = (b.len(), b.base_offset, b.last_offset());
+        self.pending_end = last + 1;
+        let (_, prev) = self.last.as_mut().expect("checked above");
+        prev.move_to(pos, len, base, last);
+        self.position = match &first {
+            Some(r) if !self.pending.is_empty() => r.offset + 1,
+            _ => self.pending_end,
+        };
+        Some(first.map(Ok))
     }
 }
 

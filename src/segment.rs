@@ -770,6 +770,16 @@ impl BatchRef {
         }
     }
 
+    /// Makes this the batch of `len` bytes at `start` of the same mapping, with
+    /// offsets `base_offset..=last_offset` (CRC-checked by `batch::decode`), keeping
+    /// the mapping's reference.
+    pub fn move_to(&mut self, start: usize, len: usize, base_offset: Offset, last_offset: Offset) {
+        self.start = start;
+        self.end = start + len;
+        self.base_offset = base_offset;
+        self.last_offset = last_offset;
+    }
+
     /// The mapping of the segment holding the batch.
     pub fn map(&self) -> &Arc<dyn Mapping> {
         &self.map
