@@ -38,6 +38,8 @@ pub struct LogReader {
     pending: VecDeque<StoredRecord>,
     /// Offset after the batch whose records are in `pending`.
     pending_end: Offset,
+    /// A CRC hasher to clone per batch, made once (making one detects CPU features).
+    crc: crc32fast::Hasher,
 }
 
 /// One batch read in place: its records borrow the segment's memory map.
@@ -81,6 +83,7 @@ impl LogReader {
             last: None,
             pending: VecDeque::new(),
             pending_end: from,
+            crc: crc32fast::Hasher::new(),
         }
     }
 
@@ -207,6 +210,9 @@ impl LogReader {
         let map = prev.map();
         let mut pos = prev.end_position();
         let mut end = pos;
+        // The segment's published bytes, re-read when the loop reaches their end.
+        let mut bytes: &[u8] = &[];
+        let crc = &self.crc;
         let mut count = 0;
         // The last batch handed out: (start, its header).
         let mut last_batch = None;
@@ -216,8 +222,9 @@ impl LogReader {
                 if pos >= end {
                     break;
                 }
+                bytes = map.bytes(0, end);
             }
-            let Ok(b) = batch::decode(map.bytes(pos, end)) else {
+            let Ok(b) = batch::decode_with(&bytes[pos..], crc) else {
                 break;
             };
             let from = self.position;
@@ -404,7 +411,7 @@ impl LogReader {
         if pos >= end {
             return None;
         }
-        let b = batch::decode(prev.map().bytes(pos, end)).ok()?;
+        let b = batch::decode_with(prev.map().bytes(pos, end), &self.crc).ok()?;
         if b.last_offset() < self.position {
             return None;
         }
