@@ -316,6 +316,7 @@ pub(crate) struct RecordIter<'a> {
 impl<'a> Iterator for RecordIter<'a> {
     type Item = Result<RecordView<'a>, BatchError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.remaining == 0 {
             return None;
