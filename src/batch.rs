@@ -88,6 +88,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Iterates the records; each is fully checked as it is decoded.
+    #[inline]
     pub fn records(&self) -> RecordIter<'a> {
         RecordIter {
             rest: &self.bytes[HEADER_LEN..],
@@ -114,6 +115,7 @@ impl<'a> Batch<'a> {
 
 /// Reads the length of the batch at the start of `bytes` without checking anything
 /// else: the number of bytes the batch occupies, or an error for a zero or short prefix.
+#[inline]
 pub(crate) fn peek_len(bytes: &[u8]) -> Result<usize, BatchError> {
     if bytes.len() < 4 {
         return Err(BatchError::Truncated);
