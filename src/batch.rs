@@ -84,6 +84,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Iterates the records; each is fully checked as it is decoded.
+    #[inline]
     pub fn records(&self) -> RecordIter<'a> {
         RecordIter {
             rest: &self.bytes[HEADER_LEN..],
@@ -110,6 +111,7 @@ impl<'a> Batch<'a> {
 
 /// Reads the length of the batch at the start of `bytes` without checking anything
 /// else: the number of bytes the batch occupies, or an error for a zero or short prefix.
+#[inline]
 pub(crate) fn peek_len(bytes: &[u8]) -> Result<usize, BatchError> {
     if bytes.len() < 4 {
         return Err(BatchError::Truncated);
@@ -146,6 +148,27 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Batch<'_>, BatchError> {
     let bytes = &bytes[..len];
     let stored_crc = read_u32(bytes, POS_CRC);
     if crc32fast::hash(&bytes[POS_MAGIC..]) != stored_crc {
+        return Err(BatchError::Invalid("CRC mismatch"));
+    }
+    parse_header(bytes)
+}
+
+/// [`decode`] with a CRC hasher made once by the caller (`crc32fast::Hasher::new()`
+/// detects the CPU's features on every call): for loops over many batches.
+#[inline]
+pub(crate) fn decode_with<'b>(
+    bytes: &'b [u8],
+    hasher: &crc32fast::Hasher,
+) -> Result<Batch<'b>, BatchError> {
+    let len = peek_len(bytes)?;
+    if bytes.len() < len {
+        return Err(BatchError::Truncated);
+    }
+    let bytes = &bytes[..len];
+    let stored_crc = read_u32(bytes, POS_CRC);
+    let mut h = hasher.clone();
+    h.update(&bytes[POS_MAGIC..]);
+    if h.finalize() != stored_crc {
         return Err(BatchError::Invalid("CRC mismatch"));
     }
     parse_header(bytes)
@@ -236,13 +259,16 @@ impl<'a> RecordView<'a> {
             timestamp: self.timestamp,
             key: self.key.map(<[u8]>::to_vec),
             value: self.value.map(<[u8]>::to_vec),
-            headers: self
-                .headers()
-                .map(|(k, v)| Header {
-                    key: k.to_string(),
-                    value: v.to_vec(),
-                })
-                .collect(),
+            headers: if self.header_count == 0 {
+                Vec::new()
+            } else {
+                self.headers()
+                    .map(|(k, v)| Header {
+                        key: k.to_string(),
+                        value: v.to_vec(),
+                    })
+                    .collect()
+            },
         }
     }
 }
@@ -288,6 +314,7 @@ pub(crate) struct RecordIter<'a> {
 impl<'a> Iterator for RecordIter<'a> {
     type Item = Result<RecordView<'a>, BatchError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.remaining == 0 {
             return None;
@@ -304,11 +331,11 @@ impl<'a> Iterator for RecordIter<'a> {
 }
 
 impl<'a> RecordIter<'a> {
+    #[inline]
     fn decode_one(&mut self) -> Result<RecordView<'a>, BatchError> {
         let mut outer = Cursor { bytes: self.rest };
-        let len = outer.varint()?;
-        let len =
-            usize::try_from(len).map_err(|_| BatchError::Invalid("negative record length"))?;
+        let len = usize::try_from(outer.varint()?)
+            .map_err(|_| BatchError::Invalid("negative record length"))?;
         let body = outer.take(len)?;
         self.rest = outer.bytes;
         let mut cur = Cursor { bytes: body };
@@ -327,13 +354,8 @@ impl<'a> RecordIter<'a> {
         let header_count = u32::try_from(cur.varint()?)
             .map_err(|_| BatchError::Invalid("negative header count"))?;
         let headers = cur.bytes;
-        for _ in 0..header_count {
-            let k = cur
-                .bytes_field()?
-                .ok_or(BatchError::Invalid("null header key"))?;
-            str::from_utf8(k).map_err(|_| BatchError::Invalid("header key is not UTF-8"))?;
-            cur.bytes_field()?
-                .ok_or(BatchError::Invalid("null header value"))?;
+        if header_count != 0 {
+            validate_headers(&mut cur, header_count)?;
         }
         if !cur.bytes.is_empty() {
             return Err(BatchError::Invalid(
@@ -349,6 +371,19 @@ impl<'a> RecordIter<'a> {
             header_count,
         })
     }
+}
+
+/// Checks `count` headers at the cursor: non-null keys in UTF-8, non-null values.
+fn validate_headers(cur: &mut Cursor<'_>, count: u32) -> Result<(), BatchError> {
+    for _ in 0..count {
+        let k = cur
+            .bytes_field()?
+            .ok_or(BatchError::Invalid("null header key"))?;
+        str::from_utf8(k).map_err(|_| BatchError::Invalid("header key is not UTF-8"))?;
+        cur.bytes_field()?
+            .ok_or(BatchError::Invalid("null header value"))?;
+    }
+    Ok(())
 }
 
 /// One record to encode: borrowed parts, with its offset relative to the batch base.
@@ -575,6 +610,7 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8], BatchError> {
         if n > self.bytes.len() {
             return Err(BatchError::Invalid("field runs past the record"));
@@ -584,7 +620,26 @@ impl<'a> Cursor<'a> {
         Ok(head)
     }
 
+    /// A zig-zag varint of up to 10 bytes. One- and two-byte encodings (every length
+    /// below 8 KiB, small deltas and counts) take a fast path.
+    #[inline(always)]
     fn varlong(&mut self) -> Result<i64, BatchError> {
+        match *self.bytes {
+            [b0, ref rest @ ..] if b0 < 0x80 => {
+                self.bytes = rest;
+                Ok(unzigzag(u64::from(b0)))
+            }
+            [b0, b1, ref rest @ ..] if b1 < 0x80 => {
+                self.bytes = rest;
+                Ok(unzigzag(u64::from(b0 & 0x7f) | (u64::from(b1) << 7)))
+            }
+            _ => self.varlong_slow(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn varlong_slow(&mut self) -> Result<i64, BatchError> {
         let mut result: u64 = 0;
         for i in 0..10 {
             let (&byte, rest) = self
@@ -600,8 +655,27 @@ impl<'a> Cursor<'a> {
         Err(BatchError::Invalid("varint longer than 10 bytes"))
     }
 
+    /// A varint that must fit 32 bits. The fast paths decode at most 14 bits, always in
+    /// range, so only the slow path checks the range.
+    #[inline(always)]
     fn varint(&mut self) -> Result<i64, BatchError> {
-        let v = self.varlong()?;
+        match *self.bytes {
+            [b0, ref rest @ ..] if b0 < 0x80 => {
+                self.bytes = rest;
+                Ok(unzigzag(u64::from(b0)))
+            }
+            [b0, b1, ref rest @ ..] if b1 < 0x80 => {
+                self.bytes = rest;
+                Ok(unzigzag(u64::from(b0 & 0x7f) | (u64::from(b1) << 7)))
+            }
+            _ => self.varint_slow(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn varint_slow(&mut self) -> Result<i64, BatchError> {
+        let v = self.varlong_slow()?;
         if v < i64::from(i32::MIN) || v > i64::from(i32::MAX) {
             return Err(BatchError::Invalid("varint out of 32-bit range"));
         }
@@ -609,6 +683,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A length-prefixed byte string; length -1 is null.
+    #[inline(always)]
     fn bytes_field(&mut self) -> Result<Option<&'a [u8]>, BatchError> {
         match self.varint()? {
             -1 => Ok(None),
@@ -653,6 +728,8 @@ mod tests {
         ];
         let bytes = encode_records(42, &records);
         let batch = decode(&bytes).unwrap();
+        let hasher = crc32fast::Hasher::new();
+        assert_eq!(decode_with(&bytes, &hasher).unwrap().bytes, batch.bytes);
         assert_eq!(batch.base_offset, 42);
         assert_eq!(batch.last_offset(), 45);
         assert_eq!(batch.record_count, 4);
@@ -683,6 +760,10 @@ mod tests {
             // A flip in the length field may shorten the batch; any decode that
             // still succeeds would have to match the CRC, which a single flip can't.
             assert!(ok.is_err(), "bit {bit} flip went unnoticed");
+            let hasher = crc32fast::Hasher::new();
+            let ok = decode_with(&b, &hasher)
+                .and_then(|batch| batch.validate_records().map(|_| batch.base_offset));
+            assert!(ok.is_err(), "bit {bit} flip went unnoticed by decode_with");
         }
     }
 
@@ -739,7 +820,12 @@ mod tests {
             63,
             -64,
             64,
+            8191,
+            -8192,
+            8192,
+            -8193,
             i64::from(i32::MAX),
+            i64::from(i32::MIN),
             i64::MIN,
             i64::MAX,
         ] {
@@ -747,6 +833,33 @@ mod tests {
             put_varlong(&mut out, v);
             assert_eq!(out.len(), varint_len(v));
             assert_eq!(Cursor { bytes: &out }.varlong().unwrap(), v);
+            let as_varint = Cursor { bytes: &out }.varint();
+            if i32::try_from(v).is_ok() {
+                assert_eq!(as_varint.unwrap(), v);
+            } else {
+                assert!(as_varint.is_err(), "{v} accepted as a 32-bit varint");
+            }
         }
+        // Overlong encodings decode to the same value on every path.
+        assert_eq!(
+            Cursor {
+                bytes: &[0x82, 0x00]
+            }
+            .varint()
+            .unwrap(),
+            1
+        );
+        assert_eq!(
+            Cursor {
+                bytes: &[0x82, 0x80, 0x00]
+            }
+            .varint()
+            .unwrap(),
+            1
+        );
+        // Truncated and over-long varints fail.
+        assert!(Cursor { bytes: &[0x80] }.varint().is_err());
+        assert!(Cursor { bytes: &[] }.varlong().is_err());
+        assert!(Cursor { bytes: &[0xff; 11] }.varlong().is_err());
     }
 }

@@ -38,6 +38,8 @@ pub struct LogReader {
     pending: VecDeque<StoredRecord>,
     /// Offset after the batch whose records are in `pending`.
     pending_end: Offset,
+    /// A CRC hasher to clone per batch, made once (making one detects CPU features).
+    crc: crc32fast::Hasher,
 }
 
 /// One batch read in place: its records borrow the segment's memory map.
@@ -81,6 +83,7 @@ impl LogReader {
             last: None,
             pending: VecDeque::new(),
             pending_end: from,
+            crc: crc32fast::Hasher::new(),
         }
     }
 
@@ -151,29 +154,109 @@ impl LogReader {
     pub fn read_views(&mut self, max: usize, mut f: impl FnMut(RecordView<'_>)) -> Result<usize> {
         let mut count = 0;
         while count < max {
+            // The general path: checks, segment and index lookups, corruption handling.
             let Some(batch) = self.next_batch()? else {
                 break;
             };
-            let mut last_seen = None;
-            for record in batch.records() {
-                let record = record?;
-                last_seen = Some(record.offset);
-                f(record);
-                count += 1;
-                if count == max {
-                    break;
-                }
-            }
+            let (n, last_seen) = emit_views(&batch.batch.batch(), batch.from, max - count, &mut f)
+                .map_err(|e| {
+                    Error::corrupt(
+                        batch.segment.path(),
+                        batch.batch.position(),
+                        None,
+                        e.to_string(),
+                    )
+                })?;
+            count += n;
             if count == max {
-                // Resume after the last record handed out, even mid-batch.
-                if let Some(o) = last_seen {
-                    if o < batch.last_offset() {
-                        self.position = o + 1;
-                        self.last = None;
-                    }
-                }
+                self.stop_mid_batch(last_seen, batch.last_offset());
+                break;
+            }
+            // The fast path: the batches that follow in the same segment.
+            count += self.views_in_segment(max - count, &mut f)?;
+        }
+        Ok(count)
+    }
+
+    /// Stopped after the record at `last_seen` of a batch ending at `last_offset`:
+    /// resume after it, even mid-batch.
+    fn stop_mid_batch(&mut self, last_seen: Option<Offset>, last_offset: Offset) {
+        if let Some(o) = last_seen {
+            if o < last_offset {
+                self.position = o + 1;
+                self.last = None;
             }
         }
+    }
+
+    /// Hands `f` the records of the batches following the last one read, in place in
+    /// its segment, up to `max`: no per-batch lookups or reference counting. The
+    /// reader's state (closed, start offset, retired segment) was checked for the
+    /// batch before; every batch is still CRC-checked. Stops at the segment's
+    /// published end or at anything unexpected, which the general path then handles
+    /// (and reports, for damaged bytes).
+    fn views_in_segment(
+        &mut self,
+        max: usize,
+        f: &mut impl FnMut(RecordView<'_>),
+    ) -> Result<usize> {
+        let Some((segment, prev)) = self.last.take() else {
+            return Ok(0);
+        };
+        if prev.last_offset + 1 != self.position {
+            self.last = Some((segment, prev));
+            return Ok(0);
+        }
+        let map = prev.map();
+        let mut pos = prev.end_position();
+        let mut end = pos;
+        // The segment's published bytes, re-read when the loop reaches their end.
+        let mut bytes: &[u8] = &[];
+        let crc = &self.crc;
+        let mut count = 0;
+        // The last batch handed out: (start, its header).
+        let mut last_batch = None;
+        while count < max {
+            if pos >= end {
+                end = usize::try_from(segment.published()).expect("published bytes are mapped");
+                if pos >= end {
+                    break;
+                }
+                bytes = map.bytes(0, end);
+            }
+            let Ok(b) = batch::decode_with(&bytes[pos..], crc) else {
+                break;
+            };
+            let from = self.position;
+            if b.last_offset() < from {
+                break;
+            }
+            match emit_views(&b, from, max - count, f) {
+                Ok((n, last_seen)) => {
+                    count += n;
+                    self.position = b.last_offset() + 1;
+                    last_batch = Some((pos, b));
+                    if count == max {
+                        self.last = Some((segment, BatchRef::checked(map, pos, &b)));
+                        self.stop_mid_batch(last_seen, b.last_offset());
+                        return Ok(count);
+                    }
+                }
+                Err(e) => {
+                    // Reported once: the next read goes on after this batch.
+                    self.position = b.last_offset() + 1;
+                    let err = Error::corrupt(segment.path(), pos as u64, None, e.to_string());
+                    self.last = Some((segment, BatchRef::checked(map, pos, &b)));
+                    return Err(err);
+                }
+            }
+            pos += b.len();
+        }
+        let last = match last_batch {
+            Some((start, b)) => BatchRef::checked(map, start, &b),
+            None => prev.clone(),
+        };
+        self.last = Some((segment, last));
         Ok(count)
     }
 
@@ -267,6 +350,11 @@ impl Iterator for LogReader {
                 };
                 return Some(Ok(r));
             }
+            match self.next_in_place() {
+                Some(Some(r)) => return Some(r),
+                Some(None) => continue,
+                None => {}
+            }
             let (segment, found) = match self.advance() {
                 Ok(Some(x)) => x,
                 Ok(None) => return None,
@@ -300,6 +388,91 @@ impl Iterator for LogReader {
             self.last = Some((segment, found));
         }
     }
+}
+
+impl LogReader {
+    /// The iterator's fast path: decodes the batch right after the last one read, in
+    /// place in its segment, without lookups or reference counting, and returns its
+    /// first record (the others go to `pending`). `None` when the general path must
+    /// run (no last batch, a seek, the segment's end, damaged bytes, a closed log,
+    /// the position below the start); `Some(None)` when the batch held no record at
+    /// or after the position. The batch is CRC-checked as on the general path.
+    fn next_in_place(&mut self) -> Option<Option<Result<StoredRecord>>> {
+        let (segment, prev) = self.last.as_ref()?;
+        if prev.last_offset + 1 != self.position
+            || segment.retired.load(std::sync::atomic::Ordering::Acquire)
+            || self.log.inner.is_closed()
+            || self.position < self.log.start_offset()
+        {
+            return None;
+        }
+        let pos = prev.end_position();
+        let end = usize::try_from(segment.published()).ok()?;
+        if pos >= end {
+            return None;
+        }
+        let b = batch::decode_with(prev.map().bytes(pos, end), &self.crc).ok()?;
+        if b.last_offset() < self.position {
+            return None;
+        }
+        let from = self.position;
+        let mut first = None;
+        for record in b.records() {
+            match record {
+                Ok(v) if v.offset >= from => {
+                    if first.is_none() {
+                        first = Some(v.to_owned_record());
+                    } else {
+                        self.pending.push_back(v.to_owned_record());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.pending.clear();
+                    // Reported once: the next call goes on after this batch.
+                    self.position = self.position.max(b.last_offset() + 1);
+                    let err = Error::corrupt(segment.path(), pos as u64, None, e.to_string());
+                    self.last = None;
+                    return Some(Some(Err(err)));
+                }
+            }
+        }
+        let (len, base, last) = (b.len(), b.base_offset, b.last_offset());
+        self.pending_end = last + 1;
+        let (_, prev) = self.last.as_mut().expect("checked above");
+        prev.move_to(pos, len, base, last);
+        self.position = match &first {
+            Some(r) if !self.pending.is_empty() => r.offset + 1,
+            _ => self.pending_end,
+        };
+        Some(first.map(Ok))
+    }
+}
+
+/// Calls `f` on the records of `b` at or after `from`, at most `max`; returns how
+/// many, and the offset of the last one handed out.
+#[inline]
+fn emit_views(
+    b: &batch::Batch<'_>,
+    from: Offset,
+    max: usize,
+    f: &mut impl FnMut(RecordView<'_>),
+) -> std::result::Result<(usize, Option<Offset>), batch::BatchError> {
+    let mut count = 0;
+    let mut last_seen = None;
+    for record in b.records() {
+        let record = record?;
+        if record.offset < from {
+            continue;
+        }
+        last_seen = Some(record.offset);
+        f(record);
+        count += 1;
+        if count == max {
+            break;
+        }
+    }
+    Ok((count, last_seen))
 }
 
 /// Decodes a batch from raw bytes and checks every record: for fuzzing the decoder.

@@ -792,6 +792,32 @@ pub(crate) struct BatchRef {
 }
 
 impl BatchRef {
+    /// A batch of `map` at `start` that `batch::decode` accepted (CRC-checked).
+    pub fn checked(map: &Arc<dyn Mapping>, start: usize, b: &Batch<'_>) -> BatchRef {
+        BatchRef {
+            map: Arc::clone(map),
+            start,
+            end: start + b.len(),
+            base_offset: b.base_offset,
+            last_offset: b.last_offset(),
+        }
+    }
+
+    /// Makes this the batch of `len` bytes at `start` of the same mapping, with
+    /// offsets `base_offset..=last_offset` (CRC-checked by `batch::decode`), keeping
+    /// the mapping's reference.
+    pub fn move_to(&mut self, start: usize, len: usize, base_offset: Offset, last_offset: Offset) {
+        self.start = start;
+        self.end = start + len;
+        self.base_offset = base_offset;
+        self.last_offset = last_offset;
+    }
+
+    /// The mapping of the segment holding the batch.
+    pub fn map(&self) -> &Arc<dyn Mapping> {
+        &self.map
+    }
+
     pub fn batch(&self) -> Batch<'_> {
         batch::decode_checked(self.map.bytes(self.start, self.end))
             .expect("BatchRef is only built from a batch that decoded")

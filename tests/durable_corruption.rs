@@ -298,3 +298,44 @@ fn damage_anywhere_in_a_batch_never_returns_wrong_data() {
         log.close().unwrap();
     }
 }
+
+/// `read_views` in chunks of any size: every record once and in order, across
+/// segments and mid-batch stops; a damaged batch is reported once as
+/// `Error::Corrupt` and the reads go on after it.
+#[test]
+fn read_views_reports_corruption_once_then_goes_on() {
+    let t = template();
+    let damaged = tempfile::tempdir().unwrap();
+    copy_dir(t.path(), damaged.path());
+    let (base, b) = damage(damaged.path());
+    for (dir, bad) in [(t.path(), None), (damaged.path(), Some(b))] {
+        let log = Log::open(dir, config()).unwrap();
+        for chunk in [1, 2, 3, 7, 100, usize::MAX] {
+            let mut reader = log.reader(0).unwrap();
+            let mut got = Vec::new();
+            let mut errors = 0;
+            loop {
+                match reader.read_views(chunk, |v| got.push((v.offset, v.value.unwrap().to_vec())))
+                {
+                    Ok(0) => break,
+                    Ok(n) => assert!(n <= chunk),
+                    Err(Error::Corrupt { path, position, .. }) => {
+                        let b = bad.expect("corruption only in the damaged log");
+                        assert_eq!(path, seg_path(dir, base, "log"));
+                        assert_eq!(position, b.start);
+                        errors += 1;
+                    }
+                    Err(e) => panic!("chunk {chunk}: {e}"),
+                }
+            }
+            assert_eq!(errors, usize::from(bad.is_some()), "chunk {chunk}");
+            let want: Vec<_> = (0..TOTAL)
+                .filter(|o| bad.is_none_or(|b| !(b.base_offset..=b.last_offset).contains(o)))
+                .map(|o| (o, value_for(o)))
+                .collect();
+            assert_eq!(got, want, "chunk {chunk}");
+            assert_eq!(reader.position(), TOTAL);
+        }
+        log.close().unwrap();
+    }
+}
