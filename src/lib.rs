@@ -16,12 +16,14 @@
 //! ```
 #![warn(missing_docs)]
 
+mod background;
 mod batch;
 mod checkpoint;
 mod cleaner;
 mod clock;
 mod config;
 mod error;
+mod flush;
 pub mod fs;
 mod index;
 mod log;
@@ -33,6 +35,7 @@ mod retention;
 mod segment;
 pub mod sim;
 mod stats;
+mod writer;
 
 pub use batch::{HeaderIter, RecordView};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -1,29 +1,25 @@
 //! [`Log`]: the segmented log. One writer at a time behind a mutex; readers take an
 //! `Arc` snapshot of the segment list and never block the writer.
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::batch::{self, BatchMeta, RecordParts};
-use crate::checkpoint::{self, RecoveryPoint, RecoveryPointFile};
+use crate::background::{background_loop, AppendSignal, Shutdown};
+use crate::checkpoint::{self};
 use crate::cleaner::CleanerState;
 use crate::config::{FlushPolicy, LogConfig};
-use crate::index;
+use crate::flush::FlushState;
 use crate::reader::LogReader;
 use crate::recovery;
 use crate::retention::RetentionState;
 use crate::segment::Segment;
 use crate::stats::{LogStats, SegmentInfo, VerifyReport};
-use crate::{Error, Offset, Record, Result, StoredRecord};
-
-/// Bytes by which the active segment's file grows at a time (real blocks, fallocate).
-const ALLOC_CHUNK_BYTES: u64 = 8 << 20;
+use crate::writer::Writer;
+use crate::{Error, Offset, Result, StoredRecord};
 
 /// A segmented, append-only log in one directory. Cheap to clone: clones share one
 /// open log. `Send + Sync`.
@@ -72,27 +68,27 @@ impl Log {
 
 #[derive(Debug)]
 pub(crate) struct LogInner {
-    pub dir: PathBuf,
-    pub config: LogConfig,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
     /// Snapshot of the segments, oldest first; the last is the active one.
-    pub segments: RwLock<Arc<Vec<Arc<Segment>>>>,
-    pub writer: Mutex<Writer>,
-    pub end_offset: AtomicU64,
-    pub durable_offset: AtomicU64,
-    pub start_offset: AtomicU64,
-    flush_state: Mutex<FlushState>,
-    flush_done: Condvar,
-    pub appended: AppendSignal,
-    closed: AtomicBool,
-    poisoned: Mutex<Option<String>>,
+    pub(crate) segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) end_offset: AtomicU64,
+    pub(crate) durable_offset: AtomicU64,
+    pub(crate) start_offset: AtomicU64,
+    pub(crate) flush_state: Mutex<FlushState>,
+    pub(crate) flush_done: Condvar,
+    pub(crate) appended: AppendSignal,
+    pub(crate) closed: AtomicBool,
+    pub(crate) poisoned: Mutex<Option<String>>,
     /// Mirrors `poisoned.is_some()` for the append path's lock-free check.
-    is_poisoned: AtomicBool,
-    lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
-    background: Mutex<Vec<JoinHandle<()>>>,
-    shutdown: Arc<Shutdown>,
-    pub counters: Counters,
-    pub retention: RetentionState,
-    pub cleaner: CleanerState,
+    pub(crate) is_poisoned: AtomicBool,
+    pub(crate) lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
+    pub(crate) background: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) shutdown: Arc<Shutdown>,
+    pub(crate) counters: Counters,
+    pub(crate) retention: RetentionState,
+    pub(crate) cleaner: CleanerState,
 }
 
 /// Running totals for [`LogStats`] (append counts live in [`Writer`]).
@@ -101,76 +97,6 @@ pub(crate) struct Counters {
     pub fsyncs: AtomicU64,
     pub flushes: AtomicU64,
     pub rolls: AtomicU64,
-}
-
-/// Wakes tailing readers when records are appended, without a lock on the append
-/// path unless someone is waiting.
-#[derive(Debug, Default)]
-pub(crate) struct AppendSignal {
-    lock: Mutex<()>,
-    cv: Condvar,
-    waiters: AtomicUsize,
-}
-
-impl AppendSignal {
-    fn notify(&self) {
-        if self.waiters.load(AtomicOrdering::SeqCst) > 0 {
-            let _guard = self.lock.lock();
-            self.cv.notify_all();
-        }
-    }
-
-    /// Waits until `ready()` or the deadline; true when ready.
-    pub fn wait_until(&self, deadline: Instant, ready: impl Fn() -> bool) -> bool {
-        self.waiters.fetch_add(1, AtomicOrdering::SeqCst);
-        let mut guard = self.lock.lock();
-        let ok = loop {
-            if ready() {
-                break true;
-            }
-            if self.cv.wait_until(&mut guard, deadline).timed_out() {
-                break ready();
-            }
-        };
-        drop(guard);
-        self.waiters.fetch_sub(1, AtomicOrdering::SeqCst);
-        ok
-    }
-
-    /// Wakes every waiter (on close).
-    pub fn wake_all(&self) {
-        let _guard = self.lock.lock();
-        self.cv.notify_all();
-    }
-}
-
-#[derive(Debug)]
-struct FlushState {
-    syncing: bool,
-    durable_offset: Offset,
-}
-
-/// State owned by the single writer.
-#[derive(Debug)]
-pub(crate) struct Writer {
-    pub active: Arc<Segment>,
-    pub position: u64,
-    pub allocated: u64,
-    pub next_offset: Offset,
-    pub bytes_since_index: u64,
-    pub max_timestamp: i64,
-    pub first_append_time: i64,
-    /// Sealed segments whose data may not be fsynced yet.
-    pub unsynced: Vec<Arc<Segment>>,
-    /// A segment file was created since the directory was last fsynced.
-    pub dir_dirty: bool,
-    pub records_since_flush: u64,
-    pub records_appended: u64,
-    pub batches_appended: u64,
-    /// Offset-index entries of the active segment (the roll rule for a full index).
-    pub index_entries: u64,
-    pub scratch: Vec<u8>,
-    pub recovery_point: RecoveryPointFile,
 }
 
 impl Log {
@@ -307,162 +233,6 @@ impl Log {
                 .ok();
             self.inner.background.lock().extend(handle);
         }
-    }
-
-    /// Appends one record; returns its offset. On return the record survives a crash
-    /// of the process; it survives power loss once flushed.
-    pub fn append(&self, record: Record) -> Result<Offset> {
-        // No one-element Vec: append_records borrows a slice.
-        self.append_records(std::slice::from_ref(&record))
-            .map(|r| r.start)
-    }
-
-    /// Appends records as one batch with consecutive offsets: after a crash either all
-    /// of them are there or none.
-    pub fn append_batch(&self, records: Vec<Record>) -> Result<Range<Offset>> {
-        self.append_records(&records)
-    }
-
-    pub(crate) fn append_records(&self, records: &[Record]) -> Result<Range<Offset>> {
-        let inner = &*self.inner;
-        inner.check_writable()?;
-        if records.is_empty() {
-            let end = self.end_offset();
-            return Ok(end..end);
-        }
-        if inner.config.cleanup.compacts() && records.iter().any(|r| r.key.is_none()) {
-            return Err(Error::MissingKey);
-        }
-        let max_batch = u64::from(inner.config.max_batch_bytes);
-        // Cheap lower bound first, so a huge record is refused before it is encoded;
-        // the exact check follows the encoding.
-        let payload: u64 = records
-            .iter()
-            .map(|r| {
-                (r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len)) as u64
-            })
-            .sum::<u64>()
-            + batch::HEADER_LEN as u64;
-        if payload > max_batch {
-            return Err(Error::RecordTooLarge {
-                size: payload,
-                max: max_batch,
-            });
-        }
-        let last_delta = u32::try_from(records.len() - 1).map_err(|_| Error::RecordTooLarge {
-            size: payload,
-            max: max_batch,
-        })?;
-        let now = inner.config.clock.now_ms();
-        let range = {
-            let mut w = inner.writer.lock();
-            let base = w.next_offset;
-            // The offset space is u64: a log whose end was planted near u64::MAX (a
-            // checkpoint or file name) has no room left, which is an error, not a panic.
-            if base.checked_add(records.len() as u64).is_none() {
-                return Err(Error::OffsetOutOfRange {
-                    offset: base,
-                    start: self.start_offset(),
-                    end: base,
-                });
-            }
-            let meta = BatchMeta {
-                base_offset: base,
-                last_offset_delta: last_delta,
-                append_time: now,
-                delete_horizon: None,
-            };
-            let parts = records
-                .iter()
-                .enumerate()
-                .map(|(i, r)| RecordParts::from_record(r, i as u32, now));
-            let mut scratch = std::mem::take(&mut w.scratch);
-            scratch.clear();
-            let encoded = batch::encode(&mut scratch, meta, parts);
-            let result = if scratch.len() as u64 > max_batch {
-                Err(Error::RecordTooLarge {
-                    size: scratch.len() as u64,
-                    max: max_batch,
-                })
-            } else {
-                inner.write_batch(
-                    &mut w,
-                    &scratch,
-                    base,
-                    last_delta,
-                    encoded.max_timestamp,
-                    now,
-                )
-            };
-            if scratch.capacity() as u64 > 2 * max_batch {
-                scratch = Vec::new(); // do not keep a refused giant's buffer
-            }
-            w.scratch = scratch;
-            result?;
-            w.records_since_flush += records.len() as u64;
-            w.records_appended += records.len() as u64;
-            w.batches_appended += 1;
-            base..base + records.len() as u64
-        };
-        inner.appended.notify();
-        match inner.config.flush {
-            FlushPolicy::Always => self.flush_to(range.end)?,
-            FlushPolicy::EveryRecords(n) => {
-                let due = {
-                    let mut w = inner.writer.lock();
-                    if w.records_since_flush >= n {
-                        w.records_since_flush = 0;
-                        true
-                    } else {
-                        false
-                    }
-                };
-                if due {
-                    self.flush_to(range.end)?;
-                }
-            }
-            FlushPolicy::Interval(_) | FlushPolicy::Manual => {}
-        }
-        Ok(range)
-    }
-
-    /// Makes every record below [`Log::end_offset`] (at the time of the call) durable.
-    /// Concurrent callers share one fsync (group commit).
-    pub fn flush(&self) -> Result<()> {
-        self.inner.check_open()?;
-        self.flush_to(self.end_offset())
-    }
-
-    fn flush_to(&self, target: Offset) -> Result<()> {
-        let inner = &*self.inner;
-        let mut st = inner.flush_state.lock();
-        loop {
-            if let Some(reason) = inner.poisoned.lock().clone() {
-                return Err(Error::Poisoned { reason });
-            }
-            if st.durable_offset >= target {
-                return Ok(());
-            }
-            if !st.syncing {
-                st.syncing = true;
-                break;
-            }
-            inner.flush_done.wait(&mut st);
-        }
-        drop(st);
-        let result = inner.sync_now();
-        let mut st = inner.flush_state.lock();
-        st.syncing = false;
-        if let Ok(durable) = result {
-            st.durable_offset = st.durable_offset.max(durable);
-            inner
-                .durable_offset
-                .fetch_max(durable, AtomicOrdering::AcqRel);
-        }
-        inner.flush_done.notify_all();
-        drop(st);
-        inner.counters.flushes.fetch_add(1, AtomicOrdering::Relaxed);
-        result.map(|_| ())
     }
 
     /// Reads the record at `offset`: `Ok(None)` when compaction removed it or it is at
@@ -698,253 +468,6 @@ impl LogInner {
         let i = segments.partition_point(|s| s.base_offset <= offset);
         i.checked_sub(1).map(|i| Arc::clone(&segments[i]))
     }
-
-    /// Writer only: puts one encoded batch at the end of the active segment, rolling
-    /// first when it must.
-    fn write_batch(
-        &self,
-        w: &mut Writer,
-        bytes: &[u8],
-        base: Offset,
-        last_delta: u32,
-        max_ts: i64,
-        now: i64,
-    ) -> Result<()> {
-        let len = bytes.len() as u64;
-        if self.must_roll(w, len, base + u64::from(last_delta), now) {
-            self.roll(w).inspect_err(|e| self.poison(e))?;
-        }
-        let capacity = self.config.segment_capacity();
-        let end = w.position + len;
-        assert!(
-            end <= capacity,
-            "a batch of at most max_batch_bytes fits an empty segment"
-        );
-        if end > w.allocated {
-            let target = (w.allocated + ALLOC_CHUNK_BYTES).max(end).min(capacity);
-            w.active
-                .file()?
-                .allocate(target)
-                .map_err(|e| Error::io("allocate segment", w.active.path(), e))
-                .inspect_err(|e| self.poison(e))?;
-            w.allocated = target;
-        }
-        let interval = u64::from(self.config.index_interval_bytes);
-        let index_ts = (w.bytes_since_index >= interval).then_some(w.max_timestamp);
-        // Assert what is written just before writing it.
-        debug_assert!(batch::decode(bytes).is_ok_and(|b| b.base_offset == base));
-        let next = base + u64::from(last_delta) + 1;
-        w.active
-            .append(w.position, bytes, (base, next, max_ts, now), index_ts)
-            .inspect_err(|e| self.poison(e))?;
-        if index_ts.is_some() {
-            w.bytes_since_index = 0;
-            w.index_entries += 1;
-        }
-        w.bytes_since_index = w.bytes_since_index.saturating_add(len);
-        w.position = end;
-        w.next_offset = next;
-        w.max_timestamp = w.max_timestamp.max(max_ts);
-        if w.first_append_time == i64::MIN {
-            w.first_append_time = now;
-        }
-        self.end_offset.store(next, AtomicOrdering::SeqCst);
-        Ok(())
-    }
-
-    fn must_roll(&self, w: &Writer, len: u64, last_offset: Offset, now: i64) -> bool {
-        if w.position == 0 {
-            return false;
-        }
-        if w.position + len > self.config.segment_bytes {
-            return true;
-        }
-        if let Some(age) = self.config.segment_ms {
-            let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
-            if w.first_append_time != i64::MIN && now.saturating_sub(w.first_append_time) >= age_ms
-            {
-                return true;
-            }
-        }
-        let entries = w.index_entries + 1;
-        let index_limit = u64::from(self.config.segment_index_bytes);
-        if entries * index::TIME_ENTRY_LEN as u64 > index_limit {
-            return true;
-        }
-        index::relative(w.active.base_offset, last_offset).is_none()
-    }
-
-    /// Seals the active segment and starts a new one at the next offset.
-    pub fn roll(&self, w: &mut Writer) -> Result<()> {
-        w.active.seal()?;
-        let fs = &self.config.fs;
-        let capacity = self.config.segment_capacity();
-        let segment = Arc::new(Segment::create(
-            fs,
-            &self.dir,
-            w.next_offset,
-            capacity,
-            ALLOC_CHUNK_BYTES.min(capacity),
-        )?);
-        let old = std::mem::replace(&mut w.active, Arc::clone(&segment));
-        old.set_next_offset(w.next_offset);
-        w.unsynced.push(old);
-        w.dir_dirty = true;
-        w.position = 0;
-        w.allocated = segment
-            .file()?
-            .size()
-            .map_err(|e| Error::io("stat segment", segment.path(), e))?;
-        w.bytes_since_index = u64::MAX;
-        w.index_entries = 0;
-        w.max_timestamp = i64::MIN;
-        w.first_append_time = i64::MIN;
-        let mut list = self.segments.write();
-        let mut next: Vec<Arc<Segment>> = list.iter().cloned().collect();
-        next.push(segment);
-        *list = Arc::new(next);
-        self.counters.rolls.fetch_add(1, AtomicOrdering::Relaxed);
-        Ok(())
-    }
-
-    /// fsyncs everything appended so far and records the new recovery point; returns
-    /// the offset now durable. A failure poisons the log.
-    fn sync_now(&self) -> Result<Offset> {
-        let (rolled, active, position, end, dir_dirty) = {
-            let mut w = self.writer.lock();
-            let dirty = std::mem::take(&mut w.dir_dirty);
-            // Whoever asked for it, this fsync covers every record so far.
-            w.records_since_flush = 0;
-            (
-                std::mem::take(&mut w.unsynced),
-                Arc::clone(&w.active),
-                w.position,
-                w.next_offset,
-                dirty,
-            )
-        };
-        let result = (|| {
-            for s in &rolled {
-                s.sync()?;
-                self.counters.fsyncs.fetch_add(1, AtomicOrdering::Relaxed);
-            }
-            active.sync()?;
-            self.counters.fsyncs.fetch_add(1, AtomicOrdering::Relaxed);
-            if dir_dirty {
-                self.config
-                    .fs
-                    .sync_dir(&self.dir)
-                    .map_err(|e| Error::io("sync directory", &self.dir, e))?;
-                self.counters.fsyncs.fetch_add(1, AtomicOrdering::Relaxed);
-            }
-            // The data is durable: the recovery point may now move (written, synced
-            // later; it is never ahead of durable data).
-            let mut w = self.writer.lock();
-            w.recovery_point.write(RecoveryPoint {
-                segment: active.base_offset,
-                position,
-                offset: end,
-            })?;
-            if dir_dirty {
-                w.recovery_point.sync()?;
-            }
-            Ok(end)
-        })();
-        if let Err(e) = &result {
-            self.poison(e);
-        }
-        result
-    }
-
-    fn close(&self) -> Result<()> {
-        if self.closed.swap(true, AtomicOrdering::AcqRel) {
-            return Err(Error::Closed);
-        }
-        self.stop_background();
-        self.appended.wake_all();
-        let result = self.write_clean_shutdown();
-        self.unlink_due(i64::MAX, true);
-        // Release the directory even when the final flush failed.
-        self.lock.lock().take();
-        result
-    }
-
-    fn stop_background(&self) {
-        *self.shutdown.stop.lock() = true;
-        self.shutdown.cv.notify_all();
-        let handles = std::mem::take(&mut *self.background.lock());
-        let me = std::thread::current().id();
-        for h in handles {
-            if h.thread().id() != me {
-                let _ = h.join();
-            }
-        }
-    }
-
-    fn write_clean_shutdown(&self) -> Result<()> {
-        if let Some(reason) = self.poisoned.lock().clone() {
-            return Err(Error::Poisoned { reason });
-        }
-        let fs = &*self.config.fs;
-        let mut w = self.writer.lock();
-        let active = Arc::clone(&w.active);
-        let position = w.position;
-        let result = (|| {
-            active.seal()?;
-            w.allocated = position;
-            for s in std::mem::take(&mut w.unsynced) {
-                s.sync()?;
-            }
-            active.sync()?;
-            for suffix in [
-                crate::segment::INDEX_SUFFIX,
-                crate::segment::TIMEINDEX_SUFFIX,
-            ] {
-                let p = crate::segment::file_path(&self.dir, active.base_offset, suffix);
-                if let Ok(f) = fs.open(&p, crate::fs::OpenMode::Write) {
-                    f.sync_data().map_err(|e| Error::io("sync index", &p, e))?;
-                }
-            }
-            let offset = w.next_offset;
-            w.recovery_point.write(RecoveryPoint {
-                segment: active.base_offset,
-                position,
-                offset,
-            })?;
-            w.recovery_point.sync()?;
-            let marker = self.dir.join(checkpoint::CLEAN_SHUTDOWN);
-            let f = fs
-                .open(&marker, crate::fs::OpenMode::Create)
-                .map_err(|e| Error::io("create clean-shutdown marker", &marker, e))?;
-            f.sync_data()
-                .map_err(|e| Error::io("sync clean-shutdown marker", &marker, e))?;
-            fs.sync_dir(&self.dir)
-                .map_err(|e| Error::io("sync directory", &self.dir, e))
-        })();
-        if let Err(e) = &result {
-            drop(w);
-            self.poison(e);
-        }
-        result
-    }
-}
-
-/// Tells background threads to stop; shared with them apart from the log itself.
-#[derive(Debug, Default)]
-pub(crate) struct Shutdown {
-    stop: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Shutdown {
-    /// Waits up to `every` for shutdown; true when shutting down.
-    fn wait(&self, every: Duration) -> bool {
-        let mut stop = self.stop.lock();
-        if !*stop {
-            self.cv.wait_for(&mut stop, every);
-        }
-        *stop
-    }
 }
 
 impl Drop for LogInner {
@@ -956,32 +479,11 @@ impl Drop for LogInner {
     }
 }
 
-/// Runs `work` every `every` until the log is closed or dropped. Holds only a weak
-/// reference between runs, so it never keeps the log open.
-pub(crate) fn background_loop(
-    weak: Weak<LogInner>,
-    shutdown: &Shutdown,
-    every: Duration,
-    work: impl Fn(&Log) -> Result<()>,
-) {
-    loop {
-        if shutdown.wait(every) {
-            return;
-        }
-        let Some(inner) = weak.upgrade() else { return };
-        if inner.is_closed() {
-            return;
-        }
-        let log = Log::internal(inner);
-        // Errors poison the log; the next user call reports them.
-        let _ = work(&log);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sim::SimFs;
+    use crate::Record;
 
     fn sim_config(fs: &SimFs) -> LogConfig {
         LogConfig {

@@ -1,0 +1,268 @@
+//! The single writer: an append encoded into the active segment, and rolling.
+
+use std::ops::Range;
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::sync::Arc;
+
+use crate::batch::{self, BatchMeta, RecordParts};
+use crate::checkpoint::RecoveryPointFile;
+use crate::config::FlushPolicy;
+use crate::index;
+use crate::log::{Log, LogInner};
+use crate::segment::Segment;
+use crate::{Error, Offset, Record, Result};
+
+/// Bytes by which the active segment's file grows at a time (real blocks, fallocate).
+pub(crate) const ALLOC_CHUNK_BYTES: u64 = 8 << 20;
+
+/// State owned by the single writer.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub active: Arc<Segment>,
+    pub position: u64,
+    pub allocated: u64,
+    pub next_offset: Offset,
+    pub bytes_since_index: u64,
+    pub max_timestamp: i64,
+    pub first_append_time: i64,
+    /// Sealed segments whose data may not be fsynced yet.
+    pub unsynced: Vec<Arc<Segment>>,
+    /// A segment file was created since the directory was last fsynced.
+    pub dir_dirty: bool,
+    pub records_since_flush: u64,
+    pub records_appended: u64,
+    pub batches_appended: u64,
+    /// Offset-index entries of the active segment (the roll rule for a full index).
+    pub index_entries: u64,
+    pub scratch: Vec<u8>,
+    pub recovery_point: RecoveryPointFile,
+}
+
+impl Log {
+    /// Appends one record; returns its offset. On return the record survives a crash
+    /// of the process; it survives power loss once flushed.
+    pub fn append(&self, record: Record) -> Result<Offset> {
+        // No one-element Vec: append_records borrows a slice.
+        self.append_records(std::slice::from_ref(&record))
+            .map(|r| r.start)
+    }
+
+    /// Appends records as one batch with consecutive offsets: after a crash either all
+    /// of them are there or none.
+    pub fn append_batch(&self, records: Vec<Record>) -> Result<Range<Offset>> {
+        self.append_records(&records)
+    }
+
+    pub(crate) fn append_records(&self, records: &[Record]) -> Result<Range<Offset>> {
+        let inner = &*self.inner;
+        inner.check_writable()?;
+        if records.is_empty() {
+            let end = self.end_offset();
+            return Ok(end..end);
+        }
+        if inner.config.cleanup.compacts() && records.iter().any(|r| r.key.is_none()) {
+            return Err(Error::MissingKey);
+        }
+        let max_batch = u64::from(inner.config.max_batch_bytes);
+        // Cheap lower bound first, so a huge record is refused before it is encoded;
+        // the exact check follows the encoding.
+        let payload: u64 = records
+            .iter()
+            .map(|r| {
+                (r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len)) as u64
+            })
+            .sum::<u64>()
+            + batch::HEADER_LEN as u64;
+        if payload > max_batch {
+            return Err(Error::RecordTooLarge {
+                size: payload,
+                max: max_batch,
+            });
+        }
+        let last_delta = u32::try_from(records.len() - 1).map_err(|_| Error::RecordTooLarge {
+            size: payload,
+            max: max_batch,
+        })?;
+        let now = inner.config.clock.now_ms();
+        let range = {
+            let mut w = inner.writer.lock();
+            let base = w.next_offset;
+            // The offset space is u64: a log whose end was planted near u64::MAX (a
+            // checkpoint or file name) has no room left, which is an error, not a panic.
+            if base.checked_add(records.len() as u64).is_none() {
+                return Err(Error::OffsetOutOfRange {
+                    offset: base,
+                    start: self.start_offset(),
+                    end: base,
+                });
+            }
+            let meta = BatchMeta {
+                base_offset: base,
+                last_offset_delta: last_delta,
+                append_time: now,
+                delete_horizon: None,
+            };
+            let parts = records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| RecordParts::from_record(r, i as u32, now));
+            let mut scratch = std::mem::take(&mut w.scratch);
+            scratch.clear();
+            let encoded = batch::encode(&mut scratch, meta, parts);
+            let result = if scratch.len() as u64 > max_batch {
+                Err(Error::RecordTooLarge {
+                    size: scratch.len() as u64,
+                    max: max_batch,
+                })
+            } else {
+                inner.write_batch(
+                    &mut w,
+                    &scratch,
+                    base,
+                    last_delta,
+                    encoded.max_timestamp,
+                    now,
+                )
+            };
+            if scratch.capacity() as u64 > 2 * max_batch {
+                scratch = Vec::new(); // do not keep a refused giant's buffer
+            }
+            w.scratch = scratch;
+            result?;
+            w.records_since_flush += records.len() as u64;
+            w.records_appended += records.len() as u64;
+            w.batches_appended += 1;
+            base..base + records.len() as u64
+        };
+        inner.appended.notify();
+        match inner.config.flush {
+            FlushPolicy::Always => self.flush_to(range.end)?,
+            FlushPolicy::EveryRecords(n) => {
+                let due = {
+                    let mut w = inner.writer.lock();
+                    if w.records_since_flush >= n {
+                        w.records_since_flush = 0;
+                        true
+                    } else {
+                        false
+                    }
+                };
+                if due {
+                    self.flush_to(range.end)?;
+                }
+            }
+            FlushPolicy::Interval(_) | FlushPolicy::Manual => {}
+        }
+        Ok(range)
+    }
+}
+
+impl LogInner {
+    /// Writer only: puts one encoded batch at the end of the active segment, rolling
+    /// first when it must.
+    fn write_batch(
+        &self,
+        w: &mut Writer,
+        bytes: &[u8],
+        base: Offset,
+        last_delta: u32,
+        max_ts: i64,
+        now: i64,
+    ) -> Result<()> {
+        let len = bytes.len() as u64;
+        if self.must_roll(w, len, base + u64::from(last_delta), now) {
+            self.roll(w).inspect_err(|e| self.poison(e))?;
+        }
+        let capacity = self.config.segment_capacity();
+        let end = w.position + len;
+        assert!(
+            end <= capacity,
+            "a batch of at most max_batch_bytes fits an empty segment"
+        );
+        if end > w.allocated {
+            let target = (w.allocated + ALLOC_CHUNK_BYTES).max(end).min(capacity);
+            w.active
+                .file()?
+                .allocate(target)
+                .map_err(|e| Error::io("allocate segment", w.active.path(), e))
+                .inspect_err(|e| self.poison(e))?;
+            w.allocated = target;
+        }
+        let interval = u64::from(self.config.index_interval_bytes);
+        let index_ts = (w.bytes_since_index >= interval).then_some(w.max_timestamp);
+        // Assert what is written just before writing it.
+        debug_assert!(batch::decode(bytes).is_ok_and(|b| b.base_offset == base));
+        let next = base + u64::from(last_delta) + 1;
+        w.active
+            .append(w.position, bytes, (base, next, max_ts, now), index_ts)
+            .inspect_err(|e| self.poison(e))?;
+        if index_ts.is_some() {
+            w.bytes_since_index = 0;
+            w.index_entries += 1;
+        }
+        w.bytes_since_index = w.bytes_since_index.saturating_add(len);
+        w.position = end;
+        w.next_offset = next;
+        w.max_timestamp = w.max_timestamp.max(max_ts);
+        if w.first_append_time == i64::MIN {
+            w.first_append_time = now;
+        }
+        self.end_offset.store(next, AtomicOrdering::SeqCst);
+        Ok(())
+    }
+
+    fn must_roll(&self, w: &Writer, len: u64, last_offset: Offset, now: i64) -> bool {
+        if w.position == 0 {
+            return false;
+        }
+        if w.position + len > self.config.segment_bytes {
+            return true;
+        }
+        if let Some(age) = self.config.segment_ms {
+            let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+            if w.first_append_time != i64::MIN && now.saturating_sub(w.first_append_time) >= age_ms
+            {
+                return true;
+            }
+        }
+        let entries = w.index_entries + 1;
+        let index_limit = u64::from(self.config.segment_index_bytes);
+        if entries * index::TIME_ENTRY_LEN as u64 > index_limit {
+            return true;
+        }
+        index::relative(w.active.base_offset, last_offset).is_none()
+    }
+
+    /// Seals the active segment and starts a new one at the next offset.
+    pub fn roll(&self, w: &mut Writer) -> Result<()> {
+        w.active.seal()?;
+        let fs = &self.config.fs;
+        let capacity = self.config.segment_capacity();
+        let segment = Arc::new(Segment::create(
+            fs,
+            &self.dir,
+            w.next_offset,
+            capacity,
+            ALLOC_CHUNK_BYTES.min(capacity),
+        )?);
+        let old = std::mem::replace(&mut w.active, Arc::clone(&segment));
+        old.set_next_offset(w.next_offset);
+        w.unsynced.push(old);
+        w.dir_dirty = true;
+        w.position = 0;
+        w.allocated = segment
+            .file()?
+            .size()
+            .map_err(|e| Error::io("stat segment", segment.path(), e))?;
+        w.bytes_since_index = u64::MAX;
+        w.index_entries = 0;
+        w.max_timestamp = i64::MIN;
+        w.first_append_time = i64::MIN;
+        let mut list = self.segments.write();
+        let mut next: Vec<Arc<Segment>> = list.iter().cloned().collect();
+        next.push(segment);
+        *list = Arc::new(next);
+        self.counters.rolls.fetch_add(1, AtomicOrdering::Relaxed);
+        Ok(())
+    }
+}
