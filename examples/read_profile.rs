@@ -9,7 +9,8 @@
 //! Builds a log of `RECORDS` 100-byte records appended one per call (`1`) or in
 //! batches of 100 (`100`), then reads them all once with `views` (`read_views`),
 //! `owned` (the iterator) or `random` (`Log::read` at pseudo-random offsets). Only the
-//! `measure_*` functions are counted with `--toggle-collect`.
+//! `measure_*` functions are counted with `--toggle-collect`. A third argument repeats
+//! the read and prints the median rate by the thread's CPU time.
 
 use logqueue::{FlushPolicy, Log, LogConfig, Record};
 
@@ -53,6 +54,17 @@ fn measure_random(log: &Log) -> usize {
     bytes
 }
 
+/// CPU time of this thread (unaffected by other processes' load, unlike wall time).
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "views".into());
@@ -73,12 +85,28 @@ fn main() {
             log.append_batch(records).expect("append_batch");
         }
     }
-    let bytes = match mode.as_str() {
-        "views" => measure_views(&log),
-        "owned" => measure_owned(&log),
-        "random" => measure_random(&log),
-        other => panic!("unknown mode {other}"),
-    };
-    println!("{mode} batch={batch}: {bytes} bytes");
+    let reps: usize = args.next().map_or(1, |a| a.parse().expect("repetitions"));
+    let mut rates = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..reps {
+        let cpu = thread_cpu_seconds();
+        bytes = match mode.as_str() {
+            "views" => measure_views(&log),
+            "owned" => measure_owned(&log),
+            "random" => measure_random(&log),
+            other => panic!("unknown mode {other}"),
+        };
+        let records = if mode == "random" {
+            RECORDS / 10
+        } else {
+            RECORDS
+        };
+        rates.push(records as f64 / (thread_cpu_seconds() - cpu) / 1e6);
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "{mode} batch={batch}: {bytes} bytes; median {:.2} M records/s by thread CPU time ({reps} runs)",
+        rates[reps / 2]
+    );
     log.close().expect("close");
 }
