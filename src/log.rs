@@ -102,6 +102,14 @@ pub(crate) struct Counters {
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering from whatever a crash
     /// left behind. A directory already open is [`Error::Locked`].
+    ///
+    /// ```
+    /// use logqueue::{Error, FlushPolicy, Log, LogConfig};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = LogConfig { segment_bytes: 64 << 20, flush: FlushPolicy::Manual, ..LogConfig::default() };
+    /// let log = Log::open(dir.path(), config.clone()).unwrap();
+    /// assert!(matches!(Log::open(dir.path(), config), Err(Error::Locked { .. })));
+    /// ```
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
@@ -237,6 +245,17 @@ impl Log {
 
     /// Reads the record at `offset`: `Ok(None)` when compaction removed it or it is at
     /// or past the end; [`Error::OffsetOutOfRange`] below the start offset.
+    ///
+    /// ```
+    /// use logqueue::{Error, Log, LogConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// log.append_batch(vec![Record::new("a"), Record::new("b"), Record::new("c")]).unwrap();
+    /// assert_eq!(log.read(1).unwrap().unwrap().value.as_deref(), Some(&b"b"[..]));
+    /// assert_eq!(log.read(3).unwrap(), None);
+    /// log.delete_records_before(1).unwrap();
+    /// assert!(matches!(log.read(0), Err(Error::OffsetOutOfRange { .. })));
+    /// ```
     pub fn read(&self, offset: Offset) -> Result<Option<StoredRecord>> {
         self.inner.check_open()?;
         let start = self.start_offset();
@@ -275,12 +294,35 @@ impl Log {
 
     /// A reader from `from` (clamped up to the start offset) to the end; it can wait
     /// for new records with [`LogReader::next_blocking`].
+    ///
+    /// ```
+    /// use logqueue::{Log, LogConfig, Record};
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let mut tail = log.reader(log.end_offset()).unwrap();
+    /// let writer = log.clone();
+    /// std::thread::spawn(move || writer.append(Record::new("late")).unwrap());
+    /// let r = tail.next_blocking(Duration::from_secs(10)).unwrap().unwrap();
+    /// assert_eq!(r.value.as_deref(), Some(&b"late"[..]));
+    /// ```
     pub fn reader(&self, from: Offset) -> Result<LogReader> {
         self.inner.check_open()?;
         Ok(LogReader::new(self.clone(), from.max(self.start_offset())))
     }
 
     /// The first offset whose record has a timestamp at or after `ms`.
+    ///
+    /// ```
+    /// use logqueue::{Log, LogConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// for (i, ts) in [100, 200, 300].into_iter().enumerate() {
+    ///     log.append(Record::new(vec![i as u8]).with_timestamp(ts)).unwrap();
+    /// }
+    /// assert_eq!(log.offset_for_timestamp(150).unwrap(), Some(1));
+    /// assert_eq!(log.offset_for_timestamp(301).unwrap(), None);
+    /// ```
     pub fn offset_for_timestamp(&self, ms: i64) -> Result<Option<Offset>> {
         self.inner.check_open()?;
         let start = self.start_offset();
@@ -319,6 +361,17 @@ impl Log {
     }
 
     /// Every record below this offset is fsynced.
+    ///
+    /// ```
+    /// use logqueue::{FlushPolicy, Log, LogConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = LogConfig { flush: FlushPolicy::Manual, ..LogConfig::default() };
+    /// let log = Log::open(dir.path(), config).unwrap();
+    /// log.append(Record::new("x")).unwrap();
+    /// assert_eq!(log.durable_offset(), 0);
+    /// log.flush().unwrap();
+    /// assert_eq!(log.durable_offset(), 1);
+    /// ```
     pub fn durable_offset(&self) -> Offset {
         self.inner.durable_offset.load(AtomicOrdering::Acquire)
     }
@@ -347,6 +400,16 @@ impl Log {
 
     /// CRC-checks every batch, decodes every record and cross-checks the indexes.
     /// Corrupt stretches are reported in the result, not as an error.
+    ///
+    /// ```
+    /// use logqueue::{Log, LogConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// log.append_batch(vec![Record::new("a"), Record::new("b")]).unwrap();
+    /// let report = log.verify().unwrap();
+    /// assert_eq!((report.batches, report.records), (1, 2));
+    /// assert!(report.corrupt.is_empty());
+    /// ```
     pub fn verify(&self) -> Result<VerifyReport> {
         self.inner.check_open()?;
         let segments = self.inner.snapshot();
@@ -358,6 +421,16 @@ impl Log {
     }
 
     /// The segments, oldest first.
+    ///
+    /// ```
+    /// use logqueue::{Log, LogConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig { segment_bytes: 1024, ..LogConfig::default() }).unwrap();
+    /// for _ in 0..50 { log.append(Record::new(vec![0u8; 100])).unwrap(); }
+    /// let segments = log.segments();
+    /// assert!(segments.len() > 1 && segments.last().unwrap().active);
+    /// assert_eq!(segments[0].next_offset, segments[1].base_offset);
+    /// ```
     pub fn segments(&self) -> Vec<SegmentInfo> {
         let segments = self.inner.snapshot();
         let last = segments.len().saturating_sub(1);
@@ -375,6 +448,15 @@ impl Log {
     }
 
     /// Counters and sizes.
+    ///
+    /// ```
+    /// use logqueue::{Log, LogConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// log.append(Record::new("x")).unwrap();
+    /// let stats = log.stats();
+    /// assert_eq!((stats.end_offset, stats.records_appended), (1, 1));
+    /// ```
     pub fn stats(&self) -> LogStats {
         let inner = &*self.inner;
         let segments = inner.snapshot();
@@ -412,6 +494,17 @@ impl Log {
     /// Flushes, trims the active segment and its indexes, writes the clean-shutdown
     /// marker and releases the directory lock. Every other handle of this log then
     /// gets [`Error::Closed`].
+    ///
+    /// ```
+    /// use logqueue::{Error, Log, LogConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let other = log.clone();
+    /// log.close().unwrap();
+    /// assert!(matches!(other.append(Record::new("x")), Err(Error::Closed)));
+    /// let reopened = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// assert_eq!(reopened.end_offset(), 0);
+    /// ```
     pub fn close(self) -> Result<()> {
         self.inner.close()
     }

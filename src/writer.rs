@@ -49,6 +49,14 @@ impl Log {
 
     /// Appends records as one batch with consecutive offsets: after a crash either all
     /// of them are there or none.
+    ///
+    /// ```
+    /// use logqueue::{Log, LogConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let range = log.append_batch(vec![Record::new("a"), Record::keyed("k", "b")]).unwrap();
+    /// assert_eq!(range, 0..2);
+    /// ```
     pub fn append_batch(&self, records: Vec<Record>) -> Result<Range<Offset>> {
         self.append_records(&records)
     }
