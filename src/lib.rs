@@ -24,6 +24,7 @@ mod error;
 pub mod fs;
 mod index;
 mod log;
+mod queue;
 mod reader;
 mod record;
 mod recovery;
@@ -37,6 +38,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig};
 pub use error::{Error, Result};
 pub use log::Log;
+pub use queue::{
+    Delivery, Ordering, Queue, QueueConfig, QueueStats, Receipt, StartPosition, DLQ_ATTEMPTS,
+    DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON,
+};
 pub use reader::{fuzz_decode_batch, LogReader, RecordBatch};
 pub use record::{Header, Record, StoredRecord};
 pub use segment::CorruptRange;

@@ -82,7 +82,8 @@ pub(crate) struct AppendSignal {
 }
 
 impl AppendSignal {
-    fn notify(&self) {
+    /// Wakes the waiters, if any (appends; also queue acks, for blocked receivers).
+    pub(crate) fn notify(&self) {
         if self.waiters.load(AtomicOrdering::SeqCst) > 0 {
             let _guard = self.lock.lock();
             self.cv.notify_all();

@@ -1,0 +1,309 @@
+//! In-memory queue state: the ack floor, a window of 16-byte slots for the offsets
+//! between the floor and the delivery cursor, and a deadline heap.
+//!
+//! Every offset below `floor` is done. Every offset in `[floor, next)` has a [`Slot`]:
+//! done (acked, dead-lettered, skipped), leased (a receipt is out, valid until its
+//! deadline) or waiting (nacked or recovered: deliverable again once the clock reaches
+//! its deadline). Offsets at or above `next` were never delivered. The heap orders the
+//! leased and waiting slots by deadline; entries are checked against the slot when
+//! popped (lazy deletion) and the heap is rebuilt when stale entries pile up, so it
+//! stays O(in flight).
+//!
+//! Per-key ordering (the next issue) fits here as a side table from key hash to the
+//! blocked offsets; delayed delivery is a waiting slot with a future deadline.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use crate::Offset;
+
+/// State of one offset in the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum SlotState {
+    Done = 0,
+    Leased = 1,
+    Waiting = 2,
+}
+
+/// One offset in `[floor, next)`: 16 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    /// Leased: the lease's deadline. Waiting: when it becomes deliverable.
+    pub deadline: i64,
+    /// Deliveries so far (the attempt of the current or last lease).
+    pub attempt: u32,
+    pub state: SlotState,
+}
+
+const DONE: Slot = Slot {
+    deadline: 0,
+    attempt: 0,
+    state: SlotState::Done,
+};
+
+/// Running totals, kept in snapshots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub acked: u64,
+    pub redelivered: u64,
+    pub dead_lettered: u64,
+    pub corrupt_skipped: u64,
+}
+
+/// The ack table of one queue.
+#[derive(Debug, Default)]
+pub(crate) struct AckState {
+    pub floor: Offset,
+    /// Slots for `[floor, next)`.
+    window: VecDeque<Slot>,
+    heap: BinaryHeap<Reverse<(i64, Offset)>>,
+    leased: usize,
+    waiting: usize,
+    pub totals: Totals,
+}
+
+impl AckState {
+    /// Empty state: everything below `floor` done, nothing delivered at or above it.
+    pub fn new(floor: Offset) -> AckState {
+        AckState {
+            floor,
+            ..AckState::default()
+        }
+    }
+
+    /// The next offset never delivered.
+    pub fn next(&self) -> Offset {
+        self.floor + self.window.len() as u64
+    }
+
+    /// Leases out (including expired ones not yet handed out again).
+    pub fn leased(&self) -> usize {
+        self.leased
+    }
+
+    /// Nacked or recovered records waiting for redelivery.
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    /// Entries in the deadline heap.
+    #[cfg(test)]
+    pub fn heap_len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Bytes of heap memory held by the window and the deadline heap.
+    pub fn memory_bytes(&self) -> usize {
+        self.window.capacity() * std::mem::size_of::<Slot>()
+            + self.heap.capacity() * std::mem::size_of::<Reverse<(i64, Offset)>>()
+    }
+
+    pub fn slot(&self, offset: Offset) -> Option<Slot> {
+        let i = offset.checked_sub(self.floor)?;
+        self.window.get(usize::try_from(i).ok()?).copied()
+    }
+
+    fn slot_mut(&mut self, offset: Offset) -> Option<&mut Slot> {
+        let i = offset.checked_sub(self.floor)?;
+        self.window.get_mut(usize::try_from(i).ok()?)
+    }
+
+    /// Marks `[next, to)` done (never delivered: compacted away, corrupt, deleted).
+    pub fn skip_to(&mut self, to: Offset) {
+        while self.next() < to {
+            self.window.push_back(DONE);
+        }
+        self.advance_floor();
+    }
+
+    fn count(&mut self, state: SlotState, delta: isize) {
+        let c = match state {
+            SlotState::Leased => &mut self.leased,
+            SlotState::Waiting => &mut self.waiting,
+            SlotState::Done => return,
+        };
+        *c = c.wrapping_add_signed(delta);
+    }
+
+    /// Puts `offset` in `state` with `attempt` and `deadline`; an offset at or past
+    /// `next` extends the window (the offsets in between are done). Offsets below the
+    /// floor are done already and are ignored.
+    pub fn set(&mut self, offset: Offset, state: SlotState, attempt: u32, deadline: i64) {
+        if offset < self.floor {
+            return;
+        }
+        if offset >= self.next() {
+            self.skip_to(offset);
+            self.window.push_back(DONE);
+        }
+        let slot = self.slot_mut(offset).expect("inside the window");
+        let old = std::mem::replace(
+            slot,
+            Slot {
+                deadline,
+                attempt,
+                state,
+            },
+        );
+        self.count(old.state, -1);
+        self.count(state, 1);
+        if state == SlotState::Done {
+            self.advance_floor();
+        } else {
+            self.heap.push(Reverse((deadline, offset)));
+            self.maybe_rebuild();
+        }
+    }
+
+    fn advance_floor(&mut self) {
+        while self
+            .window
+            .front()
+            .is_some_and(|s| s.state == SlotState::Done)
+        {
+            self.window.pop_front();
+            self.floor += 1;
+        }
+        if self.window.is_empty() && self.window.capacity() > 4096 {
+            self.window.shrink_to(1024);
+        }
+    }
+
+    fn maybe_rebuild(&mut self) {
+        let live = self.leased + self.waiting;
+        if self.heap.len() > 2 * live + 1024 {
+            let floor = self.floor;
+            let entries: Vec<_> = self
+                .window
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.state != SlotState::Done)
+                .map(|(i, s)| Reverse((s.deadline, floor + i as u64)))
+                .collect();
+            self.heap = BinaryHeap::from(entries);
+        }
+    }
+
+    /// Pops the leased or waiting slot with the earliest deadline if that deadline is
+    /// at or before `now`.
+    pub fn pop_due(&mut self, now: i64) -> Option<(Offset, Slot)> {
+        while let Some(&Reverse((deadline, offset))) = self.heap.peek() {
+            let live = self
+                .slot(offset)
+                .filter(|s| s.state != SlotState::Done && s.deadline == deadline);
+            if live.is_some() && deadline > now {
+                return None;
+            }
+            self.heap.pop();
+            if let Some(slot) = live {
+                return Some((offset, slot));
+            }
+        }
+        None
+    }
+
+    /// The earliest live deadline, if any (stale heap entries are dropped on the way).
+    pub fn next_deadline(&mut self) -> Option<i64> {
+        while let Some(&Reverse((deadline, offset))) = self.heap.peek() {
+            if self
+                .slot(offset)
+                .is_some_and(|s| s.state != SlotState::Done && s.deadline == deadline)
+            {
+                return Some(deadline);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// The slots that are not done, in offset order.
+    pub fn pending(&self) -> impl Iterator<Item = (Offset, Slot)> + '_ {
+        let floor = self.floor;
+        self.window
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state != SlotState::Done)
+            .map(move |(i, s)| (floor + i as u64, *s))
+    }
+
+    /// After a restart: every lease becomes deliverable at once, attempts kept.
+    pub fn recover_leases(&mut self) {
+        let leased: Vec<(Offset, Slot)> = self
+            .pending()
+            .filter(|(_, s)| s.state == SlotState::Leased)
+            .collect();
+        for (o, s) in leased {
+            self.set(o, SlotState::Waiting, s.attempt, i64::MIN);
+        }
+    }
+
+    /// Drops everything naming an offset at or past `end` and moves the floor up to
+    /// `start` (records below it are gone from the log).
+    pub fn clamp(&mut self, start: Offset, end: Offset) {
+        if self.floor > end {
+            *self = AckState {
+                totals: self.totals,
+                ..AckState::new(end)
+            };
+        }
+        while self.next() > end {
+            let s = self.window.pop_back().expect("window above end");
+            self.count(s.state, -1);
+        }
+        while self.floor < start {
+            match self.window.pop_front() {
+                Some(s) => self.count(s.state, -1),
+                None => {}
+            }
+            self.floor += 1;
+        }
+        self.advance_floor();
+        self.maybe_rebuild();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 16);
+    }
+
+    #[test]
+    fn floor_follows_acks() {
+        let mut s = AckState::new(10);
+        for o in 10..15 {
+            s.set(o, SlotState::Leased, 1, 100);
+        }
+        assert_eq!((s.floor, s.next(), s.leased()), (10, 15, 5));
+        s.set(11, SlotState::Done, 1, 0);
+        assert_eq!(s.floor, 10);
+        s.set(10, SlotState::Done, 1, 0);
+        assert_eq!(s.floor, 12);
+        assert_eq!(s.pop_due(99), None);
+        assert_eq!(s.pop_due(100).map(|(o, _)| o), Some(12));
+        s.set(20, SlotState::Leased, 1, 5);
+        assert_eq!(s.next(), 21);
+        assert_eq!(s.slot(17).unwrap().state, SlotState::Done);
+        s.clamp(0, 14);
+        assert_eq!((s.floor, s.next(), s.leased()), (12, 14, 2));
+        s.clamp(13, 14);
+        assert_eq!((s.floor, s.next(), s.leased()), (13, 14, 1));
+        s.clamp(0, 5);
+        assert_eq!((s.floor, s.next(), s.leased()), (5, 5, 0));
+    }
+
+    #[test]
+    fn heap_is_rebuilt_when_stale() {
+        let mut s = AckState::new(0);
+        for o in 0..10_000 {
+            s.set(o, SlotState::Leased, 1, 100);
+            s.set(o, SlotState::Done, 1, 0);
+        }
+        assert!(s.heap_len() <= 1024 + 2, "{}", s.heap_len());
+        assert_eq!(s.floor, 10_000);
+    }
+}
