@@ -549,6 +549,9 @@ impl QueueInner {
             Ok(Some(record)) => {
                 let letter = dead_letter::letter(record, &self.name, attempts, reason);
                 self.dlq.append(letter)?;
+                // Durable before the journal says done: a journal write can outlive
+                // an un-synced dead-letter append in a power loss.
+                self.dlq.flush()?;
                 Ok(true)
             }
             Ok(None) | Err(Error::OffsetOutOfRange { .. }) | Err(Error::Corrupt { .. }) => {
