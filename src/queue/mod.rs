@@ -202,11 +202,23 @@ struct QueueInner {
     released: AtomicU64,
 }
 
+/// Records read ahead of the delivery cursor.
+const READ_AHEAD: usize = 256;
+
+/// One item past the delivery cursor.
+#[derive(Debug)]
+enum Unread {
+    Record(StoredRecord),
+    /// Offsets from the cursor up to this one could not be read.
+    Corrupt(Offset),
+}
+
 #[derive(Debug)]
 struct Core {
     state: AckState,
     journal: Journal,
     reader: LogReader,
+    ahead: std::collections::VecDeque<Unread>,
     events: Vec<Event>,
     dir: PathBuf,
     poisoned: Option<String>,
@@ -290,6 +302,7 @@ impl Queue {
                 state,
                 journal,
                 reader,
+                ahead: std::collections::VecDeque::with_capacity(READ_AHEAD),
                 events: Vec::with_capacity(256),
                 dir,
                 poisoned: None,
@@ -582,6 +595,38 @@ impl QueueInner {
         Ok(out)
     }
 
+    /// The next record past the delivery cursor, from the read-ahead buffer, which is
+    /// refilled from the log a few hundred records at a time (resuming a reader
+    /// mid-batch costs a scan of the batch, so it is not done per record).
+    fn next_unread(&self, core: &mut Core) -> Result<Option<Unread>> {
+        if let Some(u) = core.ahead.pop_front() {
+            return Ok(Some(u));
+        }
+        let Core { reader, ahead, .. } = core;
+        let before = LogReader::position(reader);
+        let r = reader.read_views(READ_AHEAD, |v| {
+            ahead.push_back(Unread::Record(v.to_owned_record()))
+        });
+        match r {
+            Ok(_) => {}
+            Err(Error::Corrupt { .. }) => {
+                let from = match ahead.back() {
+                    Some(Unread::Record(r)) => r.offset + 1,
+                    _ => before,
+                };
+                let mut to = LogReader::position(reader);
+                if to <= from {
+                    // Not moved past: skip the one record.
+                    to = from + 1;
+                    reader.seek(to)?;
+                }
+                ahead.push_back(Unread::Corrupt(to));
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(ahead.pop_front())
+    }
+
     fn collect(&self, core: &mut Core, max: usize) -> Result<Vec<Delivery>> {
         let now = self.log.config().clock.now_ms();
         let deadline = now.saturating_add(millis(self.config.visibility_timeout));
@@ -653,48 +698,35 @@ impl QueueInner {
                 Err(e) => return Err(e),
             }
         }
-        // Then records never delivered, read in place from the log.
-        let mut records: Vec<StoredRecord> = Vec::new();
+        // Then records never delivered, read in place from the log ahead of need.
         while out.len() < max && core.state.leased() < cap {
-            let want = (max - out.len()).min(cap - core.state.leased());
-            records.clear();
-            let r = core
-                .reader
-                .read_views(want, |v| records.push(v.to_owned_record()));
-            for record in records.drain(..) {
-                let offset = record.offset;
-                if offset < core.state.next() {
-                    continue;
-                }
-                self.lease(core, offset, 1, deadline);
-                out.push(Delivery {
-                    record,
-                    receipt: Receipt { offset, attempt: 1 },
-                    attempt: 1,
-                    deadline_ms: deadline,
-                });
-            }
-            match r {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(Error::Corrupt { .. }) => {
-                    let next = core.state.next();
-                    let mut to = core.reader.position();
-                    if to <= next {
-                        // Not moved past: skip the one record.
-                        to = next + 1;
-                        core.reader.seek(to)?;
+            let Some(item) = self.next_unread(core)? else {
+                break;
+            };
+            match item {
+                Unread::Record(record) => {
+                    let offset = record.offset;
+                    if offset < core.state.next() {
+                        continue;
                     }
+                    self.lease(core, offset, 1, deadline);
+                    out.push(Delivery {
+                        record,
+                        receipt: Receipt { offset, attempt: 1 },
+                        attempt: 1,
+                        deadline_ms: deadline,
+                    });
+                }
+                Unread::Corrupt(to) => {
                     let e = Event {
                         kind: Kind::CorruptRange,
-                        offset: next,
+                        offset: core.state.next(),
                         attempt: 0,
                         deadline: to as i64,
                     };
                     journal::apply(&mut core.state, e);
                     core.events.push(e);
                 }
-                Err(e) => return Err(e),
             }
         }
         Ok(out)
