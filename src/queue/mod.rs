@@ -389,7 +389,7 @@ impl Queue {
     /// `delay` has passed.
     pub fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
         self.inner.settle(receipt, |now, _| {
-            Ok((Kind::Nack, now.saturating_add(millis(delay))))
+            Ok((Kind::Nack, now().saturating_add(millis(delay))))
         })
     }
 
@@ -397,7 +397,7 @@ impl Queue {
     pub fn extend(&self, receipt: &Receipt, timeout: Duration) -> Result<()> {
         let timeout = timeout.min(self.inner.config.max_visibility);
         self.inner.settle(receipt, |now, _| {
-            Ok((Kind::Extend, now.saturating_add(millis(timeout))))
+            Ok((Kind::Extend, now().saturating_add(millis(timeout))))
         })
     }
 
@@ -520,7 +520,7 @@ impl QueueInner {
     fn settle(
         &self,
         receipt: &Receipt,
-        f: impl FnOnce(i64, &mut Core) -> Result<(Kind, i64)>,
+        f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
     ) -> Result<()> {
         let mut core = self.core.lock();
         self.check(&core)?;
@@ -531,8 +531,10 @@ impl QueueInner {
                 attempt: receipt.attempt,
             });
         }
-        let now = self.log.config().clock.now_ms();
-        let (kind, deadline) = f(now, &mut core)?;
+        // Only nack and extend need the time: no clock read on the ack path.
+        let clock = &self.log.config().clock;
+        let (kind, deadline) = f(&|| clock.now_ms(), &mut core)?;
+        let was_at_cap = core.state.leased() >= self.config.max_in_flight;
         let event = Event {
             kind,
             offset: receipt.offset,
@@ -542,7 +544,7 @@ impl QueueInner {
         core.events.push(event);
         self.write_events(&mut core)?;
         journal::apply(&mut core.state, event);
-        if kind != Kind::Extend {
+        if kind != Kind::Extend && was_at_cap {
             self.released.fetch_add(1, AtomicOrdering::SeqCst);
             drop(core);
             self.log.inner.appended.notify();
