@@ -252,10 +252,11 @@ impl AckState {
             self.count(s.state, -1);
         }
         while self.floor < start {
-            match self.window.pop_front() {
-                Some(s) => self.count(s.state, -1),
-                None => {}
-            }
+            let Some(s) = self.window.pop_front() else {
+                self.floor = start;
+                break;
+            };
+            self.count(s.state, -1);
             self.floor += 1;
         }
         self.advance_floor();
