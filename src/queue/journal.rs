@@ -2,7 +2,7 @@
 //! generation, and the journal of that generation (`journal-<gen>`), a preallocated
 //! file written through a memory map.
 //!
-//! Journal format: frames of `count u32 | crc32 u32` followed by `count` 24-byte
+//! Journal format: frames of `crc32 u32 | count u32` followed by `count` 24-byte
 //! events `offset u64 | deadline i64 | attempt u32 | kind u8 | 0 0 0`, the CRC
 //! covering the count and the events (little-endian). A zero count ends the journal
 //! (the file is zero-filled when created); so does a frame whose CRC fails (a torn
@@ -231,11 +231,9 @@ impl Journal {
         if count == 0 {
             return Ok(());
         }
-        self.buf[0..4].copy_from_slice(&count.to_le_bytes());
-        let mut h = crc32fast::Hasher::new();
-        h.update(&self.buf[0..4]);
-        h.update(&self.buf[FRAME_HEADER..]);
-        self.buf[4..8].copy_from_slice(&h.finalize().to_le_bytes());
+        self.buf[4..8].copy_from_slice(&count.to_le_bytes());
+        let crc = crc32fast::hash(&self.buf[4..]);
+        self.buf[0..4].copy_from_slice(&crc.to_le_bytes());
         debug_assert!(self.position + self.buf.len() < self.capacity);
         self.map
             .write(self.position, &self.buf)
@@ -271,8 +269,9 @@ pub(crate) fn decode_journal(bytes: &[u8]) -> Vec<Event> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos + FRAME_HEADER <= bytes.len() {
-        let count = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes"));
+        let count =
+            u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
         let Some(end) = count
             .checked_mul(EVENT_LEN)
             .and_then(|n| n.checked_add(pos + FRAME_HEADER))
@@ -281,10 +280,7 @@ pub(crate) fn decode_journal(bytes: &[u8]) -> Vec<Event> {
             break;
         };
         let body = &bytes[pos + FRAME_HEADER..end];
-        let mut h = crc32fast::Hasher::new();
-        h.update(&bytes[pos..pos + 4]);
-        h.update(body);
-        if h.finalize() != crc {
+        if crc32fast::hash(&bytes[pos + 4..end]) != crc {
             break;
         }
         let before = out.len();
@@ -408,11 +404,9 @@ mod tests {
             for i in 0..count {
                 encode_event(&mut frame, Kind::Ack as u8, base + u64::from(i), 1, 0);
             }
-            frame[0..4].copy_from_slice(&count.to_le_bytes());
-            let mut h = crc32fast::Hasher::new();
-            h.update(&frame[0..4]);
-            h.update(&frame[FRAME_HEADER..]);
-            frame[4..8].copy_from_slice(&h.finalize().to_le_bytes());
+            frame[4..8].copy_from_slice(&count.to_le_bytes());
+            let crc = crc32fast::hash(&frame[4..]);
+            frame[0..4].copy_from_slice(&crc.to_le_bytes());
             bytes.extend_from_slice(&frame);
         }
         bytes.extend_from_slice(&[0u8; 100]);

@@ -1,4 +1,4 @@
-//! In-memory queue state: the ack floor, a window of 16-byte slots for the offsets
+//! In-memory queue state: the ack floor, a window of 12-byte slots for the offsets
 //! between the floor and the delivery cursor, and a deadline heap.
 //!
 //! Every offset below `floor` is done. Every offset in `[floor, next)` has a [`Slot`]:
@@ -26,7 +26,7 @@ pub(crate) enum SlotState {
     Waiting = 2,
 }
 
-/// One offset in `[floor, next)`: 16 bytes.
+/// One offset in `[floor, next)`, unpacked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Slot {
     /// Leased: the lease's deadline. Waiting: when it becomes deliverable.
@@ -36,11 +36,42 @@ pub(crate) struct Slot {
     pub state: SlotState,
 }
 
-const DONE: Slot = Slot {
-    deadline: 0,
-    attempt: 0,
-    state: SlotState::Done,
-};
+/// A [`Slot`] as stored: 12 bytes, 4-byte aligned (deadline low and high halves,
+/// then the attempt in the low 24 bits and the state in the high 8; attempts saturate
+/// at 2^24 - 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Packed([u32; 3]);
+
+const MAX_ATTEMPT: u32 = (1 << 24) - 1;
+const DONE: Packed = Packed([0, 0, 0]);
+
+impl Packed {
+    fn pack(s: Slot) -> Packed {
+        let d = s.deadline as u64;
+        Packed([
+            d as u32,
+            (d >> 32) as u32,
+            s.attempt.min(MAX_ATTEMPT) | (s.state as u32) << 24,
+        ])
+    }
+
+    fn unpack(self) -> Slot {
+        let [lo, hi, meta] = self.0;
+        Slot {
+            deadline: (u64::from(lo) | u64::from(hi) << 32) as i64,
+            attempt: meta & MAX_ATTEMPT,
+            state: match meta >> 24 {
+                1 => SlotState::Leased,
+                2 => SlotState::Waiting,
+                _ => SlotState::Done,
+            },
+        }
+    }
+
+    fn is_done(self) -> bool {
+        self.0[2] >> 24 == 0
+    }
+}
 
 /// Running totals, kept in snapshots.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,7 +87,7 @@ pub(crate) struct Totals {
 pub(crate) struct AckState {
     pub floor: Offset,
     /// Slots for `[floor, next)`.
-    window: VecDeque<Slot>,
+    window: VecDeque<Packed>,
     heap: BinaryHeap<Reverse<(i64, Offset)>>,
     leased: usize,
     waiting: usize,
@@ -95,16 +126,18 @@ impl AckState {
 
     /// Bytes of heap memory held by the window and the deadline heap.
     pub fn memory_bytes(&self) -> usize {
-        self.window.capacity() * std::mem::size_of::<Slot>()
+        self.window.capacity() * std::mem::size_of::<Packed>()
             + self.heap.capacity() * std::mem::size_of::<Reverse<(i64, Offset)>>()
     }
 
     pub fn slot(&self, offset: Offset) -> Option<Slot> {
         let i = offset.checked_sub(self.floor)?;
-        self.window.get(usize::try_from(i).ok()?).copied()
+        self.window
+            .get(usize::try_from(i).ok()?)
+            .map(|p| p.unpack())
     }
 
-    fn slot_mut(&mut self, offset: Offset) -> Option<&mut Slot> {
+    fn slot_mut(&mut self, offset: Offset) -> Option<&mut Packed> {
         let i = offset.checked_sub(self.floor)?;
         self.window.get_mut(usize::try_from(i).ok()?)
     }
@@ -140,12 +173,13 @@ impl AckState {
         let slot = self.slot_mut(offset).expect("inside the window");
         let old = std::mem::replace(
             slot,
-            Slot {
+            Packed::pack(Slot {
                 deadline,
                 attempt,
                 state,
-            },
-        );
+            }),
+        )
+        .unpack();
         self.count(old.state, -1);
         self.count(state, 1);
         if state == SlotState::Done {
@@ -157,11 +191,7 @@ impl AckState {
     }
 
     fn advance_floor(&mut self) {
-        while self
-            .window
-            .front()
-            .is_some_and(|s| s.state == SlotState::Done)
-        {
+        while self.window.front().is_some_and(|s| s.is_done()) {
             self.window.pop_front();
             self.floor += 1;
         }
@@ -178,8 +208,8 @@ impl AckState {
                 .window
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.state != SlotState::Done)
-                .map(|(i, s)| Reverse((s.deadline, floor + i as u64)))
+                .filter(|(_, s)| !s.is_done())
+                .map(|(i, s)| Reverse((s.unpack().deadline, floor + i as u64)))
                 .collect();
             self.heap = BinaryHeap::from(entries);
         }
@@ -223,8 +253,8 @@ impl AckState {
         self.window
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.state != SlotState::Done)
-            .map(move |(i, s)| (floor + i as u64, *s))
+            .filter(|(_, s)| !s.is_done())
+            .map(move |(i, s)| (floor + i as u64, s.unpack()))
     }
 
     /// After a restart: every lease becomes deliverable at once, attempts kept.
@@ -248,11 +278,11 @@ impl AckState {
             };
         }
         while self.next() > end {
-            let s = self.window.pop_back().expect("window above end");
+            let s = self.window.pop_back().expect("window above end").unpack();
             self.count(s.state, -1);
         }
         while self.floor < start {
-            let Some(s) = self.window.pop_front() else {
+            let Some(s) = self.window.pop_front().map(Packed::unpack) else {
                 self.floor = start;
                 break;
             };
@@ -269,8 +299,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slot_is_16_bytes() {
-        assert_eq!(std::mem::size_of::<Slot>(), 16);
+    fn slot_is_12_bytes_and_round_trips() {
+        assert_eq!(std::mem::size_of::<Packed>(), 12);
+        for (deadline, attempt, state) in [
+            (i64::MIN, 0, SlotState::Waiting),
+            (-5, 7, SlotState::Leased),
+            (i64::MAX, MAX_ATTEMPT, SlotState::Leased),
+            (1 << 40, 1, SlotState::Waiting),
+        ] {
+            let s = Slot {
+                deadline,
+                attempt,
+                state,
+            };
+            assert_eq!(Packed::pack(s).unpack(), s);
+        }
+        assert!(DONE.is_done());
     }
 
     #[test]
