@@ -1,5 +1,7 @@
 //! In-memory queue state: the ack floor, a window of 12-byte slots for the offsets
-//! between the floor and the delivery cursor, and a deadline heap.
+//! between the floor and the delivery cursor, and a deadline order (a FIFO for leases
+//! that arrive in deadline order, as `receive` hands them out, and a heap for the
+//! rest).
 //!
 //! Every offset below `floor` is done. Every offset in `[floor, next)` has a [`Slot`]:
 //! done (acked, dead-lettered, skipped), leased (a receipt is out, valid until its
@@ -89,6 +91,8 @@ pub(crate) struct AckState {
     /// Slots for `[floor, next)`.
     window: VecDeque<Packed>,
     heap: BinaryHeap<Reverse<(i64, Offset)>>,
+    /// Order entries pushed in increasing `(deadline, offset)` order.
+    fifo: VecDeque<(i64, Offset)>,
     leased: usize,
     waiting: usize,
     pub totals: Totals,
@@ -121,13 +125,14 @@ impl AckState {
     /// Entries in the deadline heap.
     #[cfg(test)]
     pub fn heap_len(&self) -> usize {
-        self.heap.len()
+        self.heap.len() + self.fifo.len()
     }
 
     /// Bytes of heap memory held by the window and the deadline heap.
     pub fn memory_bytes(&self) -> usize {
         self.window.capacity() * std::mem::size_of::<Packed>()
             + self.heap.capacity() * std::mem::size_of::<Reverse<(i64, Offset)>>()
+            + self.fifo.capacity() * std::mem::size_of::<(i64, Offset)>()
     }
 
     pub fn slot(&self, offset: Offset) -> Option<Slot> {
@@ -185,7 +190,13 @@ impl AckState {
         if state == SlotState::Done {
             self.advance_floor();
         } else {
-            self.heap.push(Reverse((deadline, offset)));
+            // Leases handed out by receive mostly come in (deadline, offset) order:
+            // those go to a FIFO (O(1)), the rest to the heap.
+            if self.fifo.back().is_none_or(|&b| b < (deadline, offset)) {
+                self.fifo.push_back((deadline, offset));
+            } else {
+                self.heap.push(Reverse((deadline, offset)));
+            }
             self.maybe_rebuild();
         }
     }
@@ -202,7 +213,7 @@ impl AckState {
 
     fn maybe_rebuild(&mut self) {
         let live = self.leased + self.waiting;
-        if self.heap.len() > 2 * live + 1024 {
+        if self.heap.len() + self.fifo.len() > 2 * live + 1024 {
             let floor = self.floor;
             let entries: Vec<_> = self
                 .window
@@ -212,39 +223,57 @@ impl AckState {
                 .map(|(i, s)| Reverse((s.unpack().deadline, floor + i as u64)))
                 .collect();
             self.heap = BinaryHeap::from(entries);
+            self.fifo.clear();
         }
     }
 
-    /// Pops the leased or waiting slot with the earliest deadline if that deadline is
-    /// at or before `now`.
+    /// The slot at `offset` if an order entry `(deadline, offset)` still describes it.
+    fn live(&self, deadline: i64, offset: Offset) -> Option<Slot> {
+        self.slot(offset)
+            .filter(|s| s.state != SlotState::Done && s.deadline == deadline)
+    }
+
+    /// The earliest live `(deadline, offset)` and whether it is the FIFO's; stale
+    /// entries at the fronts are dropped on the way.
+    fn earliest(&mut self) -> Option<((i64, Offset), bool)> {
+        while let Some(&(d, o)) = self.fifo.front() {
+            if self.live(d, o).is_some() {
+                break;
+            }
+            self.fifo.pop_front();
+        }
+        while let Some(&Reverse((d, o))) = self.heap.peek() {
+            if self.live(d, o).is_some() {
+                break;
+            }
+            self.heap.pop();
+        }
+        match (self.fifo.front(), self.heap.peek()) {
+            (Some(&f), Some(&Reverse(h))) => Some(if f <= h { (f, true) } else { (h, false) }),
+            (Some(&f), None) => Some((f, true)),
+            (None, Some(&Reverse(h))) => Some((h, false)),
+            (None, None) => None,
+        }
+    }
+
+    /// Pops the leased or waiting slot with the earliest deadline (lowest offset among
+    /// equal deadlines) if that deadline is at or before `now`.
     pub fn pop_due(&mut self, now: i64) -> Option<(Offset, Slot)> {
-        while let Some(&Reverse((deadline, offset))) = self.heap.peek() {
-            let live = self
-                .slot(offset)
-                .filter(|s| s.state != SlotState::Done && s.deadline == deadline);
-            if live.is_some() && deadline > now {
-                return None;
-            }
-            self.heap.pop();
-            if let Some(slot) = live {
-                return Some((offset, slot));
-            }
+        let ((deadline, offset), from_fifo) = self.earliest()?;
+        if deadline > now {
+            return None;
         }
-        None
+        if from_fifo {
+            self.fifo.pop_front();
+        } else {
+            self.heap.pop();
+        }
+        self.live(deadline, offset).map(|s| (offset, s))
     }
 
-    /// The earliest live deadline, if any (stale heap entries are dropped on the way).
+    /// The earliest live deadline, if any.
     pub fn next_deadline(&mut self) -> Option<i64> {
-        while let Some(&Reverse((deadline, offset))) = self.heap.peek() {
-            if self
-                .slot(offset)
-                .is_some_and(|s| s.state != SlotState::Done && s.deadline == deadline)
-            {
-                return Some(deadline);
-            }
-            self.heap.pop();
-        }
-        None
+        self.earliest().map(|((d, _), _)| d)
     }
 
     /// The slots that are not done, in offset order.
