@@ -13,6 +13,7 @@
 //! redelivered u64 | dead_lettered u64 | corrupt_skipped u64 | count u64`, then
 //! `count` 24-byte slots as events (kind = slot state), then a CRC32 of all before.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -152,14 +153,22 @@ pub(crate) fn journal_name(generation: u64) -> String {
 }
 
 impl Journal {
-    /// Reads the snapshot and the journal it names. `None` when there is no valid
-    /// snapshot (a new queue).
-    pub fn load(fs: &dyn FileSystem, dir: &Path) -> Option<(u64, AckState)> {
+    /// Reads the snapshot and the journal it names, keeping only what names offsets
+    /// in `log` (the log's start..end): state is never ahead of the log, and planted
+    /// offsets cannot make the window huge. `None` when there is no valid snapshot (a
+    /// new queue).
+    pub fn load(fs: &dyn FileSystem, dir: &Path, log: Range<Offset>) -> Option<(u64, AckState)> {
         let bytes = checkpoint::read_small_unbounded(fs, &dir.join(SNAPSHOT))?;
-        let (generation, mut state) = decode_snapshot(&bytes)?;
+        let (generation, mut state) = decode_snapshot(&bytes, log.clone())?;
         let path = dir.join(journal_name(generation));
         if let Some(j) = checkpoint::read_small_unbounded(fs, &path) {
-            for e in decode_journal(&j) {
+            for mut e in decode_journal(&j) {
+                if !log.contains(&e.offset) {
+                    continue;
+                }
+                if e.kind == Kind::CorruptRange {
+                    e.deadline = e.deadline.clamp(0, log.end as i64);
+                }
                 apply(&mut state, e);
             }
         }
@@ -327,7 +336,8 @@ pub(crate) fn encode_snapshot(generation: u64, state: &AckState) -> Vec<u8> {
     out
 }
 
-pub(crate) fn decode_snapshot(bytes: &[u8]) -> Option<(u64, AckState)> {
+/// Decodes a snapshot, keeping only offsets in `log` (see [`Journal::load`]).
+pub(crate) fn decode_snapshot(bytes: &[u8], log: Range<Offset>) -> Option<(u64, AckState)> {
     let (body, crc) = bytes.split_at(bytes.len().checked_sub(4)?);
     if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) || !body.starts_with(MAGIC)
     {
@@ -342,9 +352,12 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> Option<(u64, AckState)> {
     let next = u64_at(2)?;
     let count = usize::try_from(u64_at(7)?).ok()?;
     let slots = body.get(68..)?;
-    if next < floor || slots.len() != count.checked_mul(EVENT_LEN)? {
+    if next < floor || slots.len() != count.checked_mul(EVENT_LEN)? || generation > u64::MAX / 2 {
         return None;
     }
+    let (floor_in, next_in) = (floor, next);
+    let floor = floor.clamp(log.start, log.end.max(log.start));
+    let next = next.clamp(floor, log.end.max(floor));
     let mut state = AckState::new(floor);
     state.totals = Totals {
         acked: u64_at(3)?,
@@ -359,10 +372,12 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> Option<(u64, AckState)> {
             2 => SlotState::Waiting,
             _ => return None,
         };
-        if offset < floor || offset >= next {
+        if offset < floor_in || offset >= next_in {
             return None;
         }
-        state.set(offset, st, attempt, deadline);
+        if (floor..next).contains(&offset) {
+            state.set(offset, st, attempt, deadline);
+        }
     }
     state.skip_to(next);
     Some((generation, state))
@@ -380,7 +395,7 @@ mod tests {
         s.skip_to(12);
         s.totals.acked = 4;
         let bytes = encode_snapshot(3, &s);
-        let (g, d) = decode_snapshot(&bytes).unwrap();
+        let (g, d) = decode_snapshot(&bytes, 0..100).unwrap();
         assert_eq!(g, 3);
         assert_eq!((d.floor, d.next(), d.totals), (6, 12, s.totals));
         assert_eq!(
@@ -390,10 +405,27 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
-            assert!(decode_snapshot(&b).is_none(), "flip at {i}");
+            assert!(decode_snapshot(&b, 0..100).is_none(), "flip at {i}");
         }
-        assert!(decode_snapshot(&bytes[..bytes.len() - 1]).is_none());
-        assert!(decode_snapshot(&[]).is_none());
+        assert!(decode_snapshot(&bytes[..bytes.len() - 1], 0..100).is_none());
+        assert!(decode_snapshot(&[], 0..100).is_none());
+        // Only what names offsets inside the log is kept.
+        let (_, d) = decode_snapshot(&bytes, 7..10).unwrap();
+        assert_eq!((d.floor, d.next()), (9, 10));
+        assert_eq!(d.pending().map(|(o, _)| o).collect::<Vec<_>>(), vec![9]);
+    }
+
+    #[test]
+    fn planted_offsets_cannot_blow_up_the_window() {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        for v in [1u64, 0, u64::MAX - 1, 0, 0, 0, 0, 0] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let (_, d) = decode_snapshot(&bytes, 0..5).unwrap();
+        assert_eq!((d.floor, d.next()), (5, 5));
     }
 
     #[test]

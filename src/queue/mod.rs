@@ -273,7 +273,8 @@ impl Queue {
         create_dirs(&*fs, &dir)?;
         // The dead-letter log's lock is the queue's lock.
         let dlq = dead_letter::open(log, &dir.join("dead-letter"))?;
-        let (generation, mut state) = match Journal::load(&*fs, &dir) {
+        let live = log.start_offset()..log.end_offset();
+        let (generation, mut state) = match Journal::load(&*fs, &dir, live) {
             Some((g, mut s)) => {
                 s.recover_leases();
                 (g, s)
