@@ -6,7 +6,9 @@
 //! in `dead-letter/`. In memory: the ack floor, a 16-byte slot per offset between the
 //! floor and the delivery cursor, and a deadline heap (see `state.rs`).
 
+mod config;
 mod dead_letter;
+mod deliver;
 mod journal;
 mod state;
 
@@ -17,153 +19,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+pub use config::{Delivery, Ordering, QueueConfig, QueueStats, Receipt, StartPosition};
 pub use dead_letter::{DLQ_ATTEMPTS, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON};
 use journal::{Event, Journal, Kind};
 use state::{AckState, SlotState};
 
 use crate::reader::LogReader;
 use crate::{Error, Log, Offset, Record, Result, StoredRecord};
-
-/// Order in which a queue hands out records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Ordering {
-    /// Any record may be delivered at any time (competing consumers in parallel).
-    #[default]
-    Unordered,
-    /// At most one record per key in flight, each key in offset order. Not supported
-    /// yet: [`Queue::open`] rejects it with [`Error::InvalidConfig`].
-    PerKey,
-}
-
-/// Where a new queue starts reading.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum StartPosition {
-    /// At the log's start offset: every record still in the log is delivered.
-    #[default]
-    Earliest,
-    /// At the log's end offset: only records appended after creation.
-    Latest,
-}
-
-/// Configuration of a [`Queue`]. `Default` gives the values documented on each field.
-///
-/// ```
-/// use std::time::Duration;
-/// let config = logqueue::QueueConfig {
-///     visibility_timeout: Duration::from_secs(5),
-///     max_deliveries: Some(3),
-///     ..Default::default()
-/// };
-/// assert_eq!(config.max_in_flight, 10_000);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueueConfig {
-    /// (30 s) How long a delivered record stays invisible to other receivers.
-    pub visibility_timeout: Duration,
-    /// (12 h) Cap for [`Queue::extend`].
-    pub max_visibility: Duration,
-    /// (`Some(5)`) Deliveries without an ack after which the record is dead-lettered.
-    pub max_deliveries: Option<u32>,
-    /// (empty) Delay before redelivery n. Not supported yet: must be empty.
-    pub backoff: Vec<Duration>,
-    /// (10 000) `receive` hands out no more leases than this.
-    pub max_in_flight: usize,
-    /// (Unordered) See [`Ordering`].
-    pub ordering: Ordering,
-    /// (Earliest) Used when the queue is created.
-    pub start: StartPosition,
-    /// (true) Time and size retention of the log never delete records at or above
-    /// this open queue's ack floor.
-    pub protect_unacked: bool,
-    /// (64 MiB) Size of one state journal file; when full, a snapshot is written and
-    /// a new journal started.
-    pub journal_bytes: u64,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        QueueConfig {
-            visibility_timeout: Duration::from_secs(30),
-            max_visibility: Duration::from_secs(12 * 3600),
-            max_deliveries: Some(5),
-            backoff: Vec::new(),
-            max_in_flight: 10_000,
-            ordering: Ordering::Unordered,
-            start: StartPosition::Earliest,
-            protect_unacked: true,
-            journal_bytes: 64 << 20,
-        }
-    }
-}
-
-impl QueueConfig {
-    fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::InvalidConfig(m.to_string()));
-        if self.visibility_timeout < Duration::from_millis(1) {
-            return bad("visibility_timeout must be at least 1 ms");
-        }
-        if self.max_in_flight == 0 {
-            return bad("max_in_flight must be at least 1");
-        }
-        if self.max_deliveries == Some(0) {
-            return bad("max_deliveries must be at least 1");
-        }
-        if self.ordering != Ordering::Unordered {
-            return bad("Ordering::PerKey is not supported yet");
-        }
-        if !self.backoff.is_empty() {
-            return bad("backoff is not supported yet");
-        }
-        if !(4096..=1 << 40).contains(&self.journal_bytes) {
-            return bad("journal_bytes must be between 4 KiB and 1 TiB");
-        }
-        Ok(())
-    }
-}
-
-/// A fenced handle on one delivery: `(offset, attempt)`. Only the current lease's
-/// receipt is accepted; any other is [`Error::StaleReceipt`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Receipt {
-    /// Offset of the record in the log.
-    pub offset: Offset,
-    /// Which delivery of the record this is (1 on the first).
-    pub attempt: u32,
-}
-
-/// One record handed out by [`Queue::receive`].
-#[derive(Clone, Debug)]
-pub struct Delivery {
-    /// The record.
-    pub record: StoredRecord,
-    /// What to pass to [`Queue::ack`] and friends.
-    pub receipt: Receipt,
-    /// 1 on the first delivery.
-    pub attempt: u32,
-    /// When the lease ends (clock milliseconds) unless extended.
-    pub deadline_ms: i64,
-}
-
-/// Counters and sizes of a queue.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    /// Every offset below it is done (acked, dead-lettered or skipped).
-    pub ack_floor: Offset,
-    /// Leases out (including expired ones not yet handed out again).
-    pub in_flight: u64,
-    /// Records waiting for delivery: never delivered, nacked or recovered.
-    pub backlog: u64,
-    /// Records held back by a delay (always 0 until delayed delivery exists).
-    pub delayed: u64,
-    /// Acks so far (kept across reopen).
-    pub acked_total: u64,
-    /// Deliveries with attempt > 1 so far.
-    pub redelivered_total: u64,
-    /// Records appended to the dead-letter log so far.
-    pub dead_lettered_total: u64,
-    /// Records passed because they could not be read (corrupt).
-    pub corrupt_skipped: u64,
-}
 
 /// A named consumer group over one [`Log`]: each record goes to one receiver at a
 /// time, is invisible while leased, and is delivered again when its lease expires
@@ -346,6 +208,27 @@ impl Queue {
     /// by appends, not by polling). Records whose lease expired come first, with
     /// `attempt + 1`; a record already delivered `max_deliveries` times goes to the
     /// dead-letter log instead. The leases are written to the OS before this returns.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use logqueue::{Log, LogConfig, ManualClock, Queue, QueueConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let clock = ManualClock::new(0);
+    /// let config = LogConfig { clock: Arc::new(clock.clone()), ..LogConfig::default() };
+    /// let log = Log::open(dir.path(), config).unwrap();
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// q.send(Record::new("job")).unwrap();
+    /// let first = q.receive(1, Duration::ZERO).unwrap();
+    /// assert_eq!(first[0].attempt, 1);
+    /// // Not acked within the visibility timeout (30 s): delivered again.
+    /// clock.advance(Duration::from_secs(30));
+    /// let again = q.receive(1, Duration::ZERO).unwrap();
+    /// assert_eq!(again[0].attempt, 2);
+    /// // The first receipt is fenced off.
+    /// assert!(q.ack(&first[0].receipt).is_err());
+    /// q.ack(&again[0].receipt).unwrap();
+    /// ```
     pub fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
         let inner = &*self.inner;
         let until = Instant::now() + wait;
@@ -404,6 +287,20 @@ impl Queue {
 
     /// Appends the delivered record to the dead-letter log with `dlq.reason` =
     /// `reason`, then counts it as done.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logqueue::{Log, LogConfig, Queue, QueueConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// q.send(Record::new("bad")).unwrap();
+    /// let d = q.receive(1, Duration::ZERO).unwrap();
+    /// q.dead_letter(&d[0].receipt, "cannot parse").unwrap();
+    /// let letter = q.dead_letters().read(0).unwrap().unwrap();
+    /// assert_eq!(letter.header("dlq.reason"), Some(&b"cannot parse"[..]));
+    /// assert_eq!(letter.header("dlq.offset"), Some(&b"0"[..]));
+    /// ```
     pub fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<()> {
         let inner = &*self.inner;
         inner.settle(receipt, |_, core| {
@@ -575,164 +472,6 @@ impl QueueInner {
             }
             Err(e) => Err(e),
         }
-    }
-
-    fn lease(&self, core: &mut Core, offset: Offset, attempt: u32, deadline: i64) {
-        let e = Event {
-            kind: Kind::Lease,
-            offset,
-            attempt,
-            deadline,
-        };
-        journal::apply(&mut core.state, e);
-        core.events.push(e);
-    }
-
-    fn try_receive(&self, core: &mut Core, max: usize) -> Result<Vec<Delivery>> {
-        self.check(core)?;
-        let r = self.collect(core, max);
-        // Whatever was leased is written before anything is returned.
-        let w = self.write_events(core);
-        let out = self.poison_on_err(core, r)?;
-        w?;
-        Ok(out)
-    }
-
-    /// The next record past the delivery cursor, from the read-ahead buffer, which is
-    /// refilled from the log a few hundred records at a time (resuming a reader
-    /// mid-batch costs a scan of the batch, so it is not done per record).
-    fn next_unread(&self, core: &mut Core) -> Result<Option<Unread>> {
-        if let Some(u) = core.ahead.pop_front() {
-            return Ok(Some(u));
-        }
-        let Core { reader, ahead, .. } = core;
-        let before = LogReader::position(reader);
-        let r = reader.read_views(READ_AHEAD, |v| {
-            ahead.push_back(Unread::Record(v.to_owned_record()))
-        });
-        match r {
-            Ok(_) => {}
-            Err(Error::Corrupt { .. }) => {
-                let from = match ahead.back() {
-                    Some(Unread::Record(r)) => r.offset + 1,
-                    _ => before,
-                };
-                let mut to = LogReader::position(reader);
-                if to <= from {
-                    // Not moved past: skip the one record.
-                    to = from + 1;
-                    reader.seek(to)?;
-                }
-                ahead.push_back(Unread::Corrupt(to));
-            }
-            Err(e) => return Err(e),
-        }
-        Ok(ahead.pop_front())
-    }
-
-    fn collect(&self, core: &mut Core, max: usize) -> Result<Vec<Delivery>> {
-        let now = self.log.config().clock.now_ms();
-        let deadline = now.saturating_add(millis(self.config.visibility_timeout));
-        let cap = self.config.max_in_flight;
-        let mut out = Vec::with_capacity(max.min(1024));
-        // Expired leases and nacked records first.
-        while out.len() < max {
-            let Some((offset, slot)) = core.state.pop_due(now) else {
-                break;
-            };
-            if slot.state == SlotState::Waiting && core.state.leased() >= cap {
-                // Put it back: it stays due.
-                core.state
-                    .set(offset, SlotState::Waiting, slot.attempt, slot.deadline);
-                break;
-            }
-            if self
-                .config
-                .max_deliveries
-                .is_some_and(|m| slot.attempt >= m)
-            {
-                let reason = dead_letter::REASON_MAX_DELIVERIES;
-                let kind = if self.append_dead_letter(core, offset, slot.attempt, reason)? {
-                    Kind::DeadLetter
-                } else {
-                    Kind::Gone
-                };
-                let e = Event {
-                    kind,
-                    offset,
-                    attempt: slot.attempt,
-                    deadline: 0,
-                };
-                journal::apply(&mut core.state, e);
-                core.events.push(e);
-                continue;
-            }
-            match self.log.read(offset) {
-                Ok(Some(record)) => {
-                    let attempt = slot.attempt + 1;
-                    self.lease(core, offset, attempt, deadline);
-                    out.push(Delivery {
-                        record,
-                        receipt: Receipt { offset, attempt },
-                        attempt,
-                        deadline_ms: deadline,
-                    });
-                }
-                Ok(None) | Err(Error::OffsetOutOfRange { .. }) => {
-                    let e = Event {
-                        kind: Kind::Gone,
-                        offset,
-                        attempt: slot.attempt,
-                        deadline: 0,
-                    };
-                    journal::apply(&mut core.state, e);
-                    core.events.push(e);
-                }
-                Err(Error::Corrupt { .. }) => {
-                    let e = Event {
-                        kind: Kind::CorruptRange,
-                        offset,
-                        attempt: slot.attempt,
-                        deadline: offset as i64 + 1,
-                    };
-                    journal::apply(&mut core.state, e);
-                    core.events.push(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        // Then records never delivered, read in place from the log ahead of need.
-        while out.len() < max && core.state.leased() < cap {
-            let Some(item) = self.next_unread(core)? else {
-                break;
-            };
-            match item {
-                Unread::Record(record) => {
-                    let offset = record.offset;
-                    if offset < core.state.next() {
-                        continue;
-                    }
-                    self.lease(core, offset, 1, deadline);
-                    out.push(Delivery {
-                        record,
-                        receipt: Receipt { offset, attempt: 1 },
-                        attempt: 1,
-                        deadline_ms: deadline,
-                    });
-                }
-                Unread::Corrupt(to) => {
-                    let e = Event {
-                        kind: Kind::CorruptRange,
-                        offset: core.state.next(),
-                        attempt: 0,
-                        deadline: to as i64,
-                    };
-                    journal::apply(&mut core.state, e);
-                    core.events.push(e);
-                }
-            }
-        }
-        Ok(out)
     }
 }
 
