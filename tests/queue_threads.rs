@@ -112,3 +112,11 @@ fn blocking_receive_at_the_cap_is_woken_by_ack() {
     assert_eq!(offset, 1);
     assert!(took < Duration::from_secs(5), "woken after {took:?}");
 }
+
+#[test]
+fn queue_handles_are_clone_send_sync() {
+    fn check<T: Clone + Send + Sync + 'static>() {}
+    check::<Queue>();
+    check::<logqueue::Delivery>();
+    check::<logqueue::Receipt>();
+}
