@@ -240,10 +240,6 @@ fn unsupported_features_are_errors() {
             ..cfg()
         },
         QueueConfig {
-            backoff: vec![Duration::from_secs(1)],
-            ..cfg()
-        },
-        QueueConfig {
             visibility_timeout: Duration::ZERO,
             ..cfg()
         },
@@ -265,4 +261,42 @@ fn unsupported_features_are_errors() {
         Queue::open(&log, "q", cfg()),
         Err(Error::Locked { .. })
     ));
+}
+
+#[test]
+fn backoff_schedule_delays_redelivery() {
+    let (_d, clock, _log, q) = setup(QueueConfig {
+        backoff: vec![Duration::from_secs(1), Duration::from_secs(5)],
+        max_deliveries: Some(10),
+        ..cfg()
+    });
+    q.send(Record::new("a")).unwrap();
+    let a1 = q.receive(1, NO_WAIT).unwrap()[0].receipt;
+    // Attempt 1 expires at +10 s; redelivery 1 waits backoff[0] = 1 s more.
+    clock.advance(Duration::from_millis(10_999));
+    assert!(q.receive(1, NO_WAIT).unwrap().is_empty());
+    // The expired lease's receipt still works until it is handed out again.
+    q.extend(&a1, Duration::from_millis(1)).unwrap();
+    clock.advance(Duration::from_millis(1));
+    assert!(q.receive(1, NO_WAIT).unwrap().is_empty());
+    clock.advance(Duration::from_millis(1_000));
+    let a2 = q.receive(1, NO_WAIT).unwrap()[0].receipt;
+    assert_eq!(a2.attempt, 2);
+    // Attempt 2: backoff[1] = 5 s after its deadline.
+    clock.advance(Duration::from_millis(10_000 + 4_999));
+    assert!(q.receive(1, NO_WAIT).unwrap().is_empty());
+    clock.advance(Duration::from_millis(1));
+    let a3 = q.receive(1, NO_WAIT).unwrap()[0].receipt;
+    assert_eq!(a3.attempt, 3);
+    // A nack with zero delay uses the schedule (the last entry repeats) ...
+    q.nack(&a3, NO_WAIT).unwrap();
+    clock.advance(Duration::from_millis(4_999));
+    assert!(q.receive(1, NO_WAIT).unwrap().is_empty());
+    clock.advance(Duration::from_millis(1));
+    let a4 = q.receive(1, NO_WAIT).unwrap()[0].receipt;
+    assert_eq!(a4.attempt, 4);
+    // ... an explicit delay overrides it.
+    q.nack(&a4, Duration::from_millis(100)).unwrap();
+    clock.advance(Duration::from_millis(100));
+    assert_eq!(q.receive(1, NO_WAIT).unwrap()[0].attempt, 5);
 }

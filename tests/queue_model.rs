@@ -32,6 +32,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1u8..5).prop_map(Op::Receive),
         3 => any::<u8>().prop_map(Op::Ack),
         1 => (any::<u8>(), 0u16..1500).prop_map(|(i, d)| Op::Nack(i, d)),
+        1 => any::<u8>().prop_map(|i| Op::Nack(i, 0)),
         1 => (any::<u8>(), 0u16..3000).prop_map(|(i, d)| Op::Extend(i, d)),
         1 => any::<u8>().prop_map(Op::DeadLetter),
         2 => (0u16..1500).prop_map(Op::Advance),
@@ -52,17 +53,23 @@ struct Model {
     recs: Vec<M>,
     now: i64,
     dead: Vec<u64>,
+    backoff: Vec<i64>,
 }
 
 impl Model {
+    fn backoff(&self, attempt: u32) -> i64 {
+        let n = (attempt as usize - 1).min(self.backoff.len().saturating_sub(1));
+        self.backoff.get(n).copied().unwrap_or(0)
+    }
+
     fn receive(&mut self, max: usize) -> Vec<(u64, u32)> {
         let mut due: Vec<(i64, u64, u32)> = self
             .recs
             .iter()
             .enumerate()
             .filter_map(|(o, m)| match *m {
-                M::Leased { attempt, deadline } if deadline <= self.now => {
-                    Some((deadline, o as u64, attempt))
+                M::Leased { attempt, deadline } if deadline + self.backoff(attempt) <= self.now => {
+                    Some((deadline + self.backoff(attempt), o as u64, attempt))
                 }
                 M::Waiting { attempt, at } if at <= self.now => Some((at, o as u64, attempt)),
                 _ => None,
@@ -106,8 +113,12 @@ impl Model {
     }
 }
 
-fn cfg() -> QueueConfig {
+fn cfg(backoff: &[i64]) -> QueueConfig {
     QueueConfig {
+        backoff: backoff
+            .iter()
+            .map(|&ms| Duration::from_millis(ms as u64))
+            .collect(),
         visibility_timeout: Duration::from_millis(VT as u64),
         max_visibility: Duration::from_millis(2000),
         max_deliveries: Some(MAX_DELIVERIES),
@@ -116,12 +127,12 @@ fn cfg() -> QueueConfig {
     }
 }
 
-fn run(ops: Vec<Op>) {
+fn run(ops: Vec<Op>, backoff: Vec<i64>) {
     let fs = SimFs::new(0);
     let clock = ManualClock::new(0);
     let open = || {
         let log = Log::open("/log", sim_config(&fs, &clock, 4096)).unwrap();
-        let q = Queue::open(&log, "m", cfg()).unwrap();
+        let q = Queue::open(&log, "m", cfg(&backoff)).unwrap();
         (log, q)
     };
     let (mut _log, mut q) = open();
@@ -129,6 +140,7 @@ fn run(ops: Vec<Op>) {
         recs: Vec::new(),
         now: 0,
         dead: Vec::new(),
+        backoff: backoff.clone(),
     };
     let mut receipts: Vec<Receipt> = Vec::new();
     let pick =
@@ -178,7 +190,12 @@ fn run(ops: Vec<Op>) {
                         }
                         Op::Nack(_, d) => M::Waiting {
                             attempt: r.attempt,
-                            at: m.now + i64::from(d),
+                            at: m.now
+                                + if d == 0 {
+                                    m.backoff(r.attempt)
+                                } else {
+                                    i64::from(d)
+                                },
                         },
                         Op::Extend(_, d) => M::Leased {
                             attempt: r.attempt,
@@ -244,7 +261,14 @@ proptest! {
         ..ProptestConfig::default()
     })]
     #[test]
-    fn queue_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
-        run(ops);
+    fn queue_matches_model(
+        ops in proptest::collection::vec(op(), 1..60),
+        backoff in prop_oneof![
+            Just(vec![]),
+            Just(vec![300]),
+            Just(vec![200, 700, 1500]),
+        ],
+    ) {
+        run(ops, backoff);
     }
 }

@@ -44,7 +44,9 @@ pub struct QueueConfig {
     pub max_visibility: Duration,
     /// (`Some(5)`) Deliveries without an ack after which the record is dead-lettered.
     pub max_deliveries: Option<u32>,
-    /// (empty) Delay before redelivery n. Not supported yet: must be empty.
+    /// (empty) Delay before redelivery n, after a lease of attempt n expired or was
+    /// nacked with a zero delay: `backoff[min(n - 1, len - 1)]` (RocketMQ-style
+    /// schedules). An explicit non-zero nack delay overrides it. Empty: none.
     pub backoff: Vec<Duration>,
     /// (10 000) `receive` hands out no more leases than this.
     pub max_in_flight: usize,
@@ -90,9 +92,6 @@ impl QueueConfig {
         }
         if self.ordering != Ordering::Unordered {
             return bad("Ordering::PerKey is not supported yet");
-        }
-        if !self.backoff.is_empty() {
-            return bad("backoff is not supported yet");
         }
         if !(4096..=1 << 40).contains(&self.journal_bytes) {
             return bad("journal_bytes must be between 4 KiB and 1 TiB");

@@ -149,6 +149,7 @@ impl Queue {
                 (0, AckState::new(floor))
             }
         };
+        state.set_backoff(config.backoff.iter().map(|d| millis(*d)).collect());
         state.clamp(log.start_offset(), log.end_offset());
         // The snapshot is fsynced: the log must be durable up to what it names.
         log.flush()?;
@@ -270,10 +271,16 @@ impl Queue {
     }
 
     /// Gives a delivery back: the record is delivered again (with `attempt + 1`) once
-    /// `delay` has passed.
+    /// `delay` has passed. A zero `delay` means the [`QueueConfig::backoff`] delay for
+    /// this attempt (none when the schedule is empty).
     pub fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
-        self.inner.settle(receipt, |now, _| {
-            Ok((Kind::Nack, now().saturating_add(millis(delay))))
+        self.inner.settle(receipt, |now, core| {
+            let delay = if delay.is_zero() {
+                core.state.backoff_ms(receipt.attempt)
+            } else {
+                millis(delay)
+            };
+            Ok((Kind::Nack, now().saturating_add(delay)))
         })
     }
 

@@ -91,8 +91,11 @@ pub(crate) struct AckState {
     /// Slots for `[floor, next)`.
     window: VecDeque<Packed>,
     heap: BinaryHeap<Reverse<(i64, Offset)>>,
-    /// Order entries pushed in increasing `(deadline, offset)` order.
+    /// Order entries pushed in increasing `(due, offset)` order.
     fifo: VecDeque<(i64, Offset)>,
+    /// Milliseconds before redelivery n after a lease with attempt n expires:
+    /// `backoff[min(n - 1, len - 1)]`; empty: none.
+    backoff: Vec<i64>,
     leased: usize,
     waiting: usize,
     pub totals: Totals,
@@ -164,6 +167,30 @@ impl AckState {
         *c = c.wrapping_add_signed(delta);
     }
 
+    /// Sets the backoff schedule (see [`AckState::due`]) and reorders.
+    pub fn set_backoff(&mut self, backoff: Vec<i64>) {
+        self.backoff = backoff;
+        self.rebuild();
+    }
+
+    /// Backoff before the redelivery that follows a failed delivery `attempt`.
+    pub fn backoff_ms(&self, attempt: u32) -> i64 {
+        let n = (attempt.max(1) - 1) as usize;
+        self.backoff
+            .get(n.min(self.backoff.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// When a slot becomes deliverable: a waiting slot at its deadline, a leased one
+    /// at its deadline plus the backoff for its attempt.
+    fn due(&self, s: Slot) -> i64 {
+        match s.state {
+            SlotState::Leased => s.deadline.saturating_add(self.backoff_ms(s.attempt)),
+            _ => s.deadline,
+        }
+    }
+
     /// Puts `offset` in `state` with `attempt` and `deadline`; an offset at or past
     /// `next` extends the window (the offsets in between are done). Offsets below the
     /// floor are done already and are ignored.
@@ -190,12 +217,17 @@ impl AckState {
         if state == SlotState::Done {
             self.advance_floor();
         } else {
-            // Leases handed out by receive mostly come in (deadline, offset) order:
-            // those go to a FIFO (O(1)), the rest to the heap.
-            if self.fifo.back().is_none_or(|&b| b < (deadline, offset)) {
-                self.fifo.push_back((deadline, offset));
+            // Leases handed out by receive mostly come in (due, offset) order: those
+            // go to a FIFO (O(1)), the rest to the heap.
+            let due = self.due(Slot {
+                deadline,
+                attempt,
+                state,
+            });
+            if self.fifo.back().is_none_or(|&b| b < (due, offset)) {
+                self.fifo.push_back((due, offset));
             } else {
-                self.heap.push(Reverse((deadline, offset)));
+                self.heap.push(Reverse((due, offset)));
             }
             self.maybe_rebuild();
         }
@@ -214,23 +246,27 @@ impl AckState {
     fn maybe_rebuild(&mut self) {
         let live = self.leased + self.waiting;
         if self.heap.len() + self.fifo.len() > 2 * live + 1024 {
-            let floor = self.floor;
-            let entries: Vec<_> = self
-                .window
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| !s.is_done())
-                .map(|(i, s)| Reverse((s.unpack().deadline, floor + i as u64)))
-                .collect();
-            self.heap = BinaryHeap::from(entries);
-            self.fifo.clear();
+            self.rebuild();
         }
     }
 
-    /// The slot at `offset` if an order entry `(deadline, offset)` still describes it.
-    fn live(&self, deadline: i64, offset: Offset) -> Option<Slot> {
+    fn rebuild(&mut self) {
+        let floor = self.floor;
+        let entries: Vec<_> = self
+            .window
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_done())
+            .map(|(i, s)| Reverse((self.due(s.unpack()), floor + i as u64)))
+            .collect();
+        self.heap = BinaryHeap::from(entries);
+        self.fifo.clear();
+    }
+
+    /// The slot at `offset` if an order entry `(due, offset)` still describes it.
+    fn live(&self, due: i64, offset: Offset) -> Option<Slot> {
         self.slot(offset)
-            .filter(|s| s.state != SlotState::Done && s.deadline == deadline)
+            .filter(|s| s.state != SlotState::Done && self.due(*s) == due)
     }
 
     /// The earliest live `(deadline, offset)` and whether it is the FIFO's; stale
@@ -303,6 +339,7 @@ impl AckState {
         if self.floor > end {
             *self = AckState {
                 totals: self.totals,
+                backoff: std::mem::take(&mut self.backoff),
                 ..AckState::new(end)
             };
         }
