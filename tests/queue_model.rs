@@ -16,6 +16,7 @@ const MAX_DELIVERIES: u32 = 3;
 #[derive(Clone, Debug)]
 enum Op {
     Send(u8),
+    SendDelayed(u16),
     Receive(u8),
     Ack(u8),
     Nack(u8, u16),
@@ -29,6 +30,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (1u8..4).prop_map(Op::Send),
+        1 => (0u16..2000).prop_map(Op::SendDelayed),
         3 => (1u8..5).prop_map(Op::Receive),
         3 => any::<u8>().prop_map(Op::Ack),
         1 => (any::<u8>(), 0u16..1500).prop_map(|(i, d)| Op::Nack(i, d)),
@@ -43,9 +45,16 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum M {
-    New,
-    Leased { attempt: u32, deadline: i64 },
-    Waiting { attempt: u32, at: i64 },
+    /// Never read by the queue; held back until the time given, if any.
+    New(Option<i64>),
+    Leased {
+        attempt: u32,
+        deadline: i64,
+    },
+    Waiting {
+        attempt: u32,
+        at: i64,
+    },
     Done,
 }
 
@@ -96,7 +105,11 @@ impl Model {
             if out.len() == max {
                 break;
             }
-            if self.recs[o] == M::New {
+            if let M::New(until) = self.recs[o] {
+                if let Some(at) = until.filter(|&u| u > self.now) {
+                    self.recs[o] = M::Waiting { attempt: 0, at };
+                    continue;
+                }
                 self.recs[o] = M::Leased {
                     attempt: 1,
                     deadline: self.now + VT,
@@ -151,8 +164,15 @@ fn run(ops: Vec<Op>, backoff: Vec<i64>) {
                 for _ in 0..n {
                     let o = q.send(Record::new("x")).unwrap();
                     assert_eq!(o, m.recs.len() as u64);
-                    m.recs.push(M::New);
+                    m.recs.push(M::New(None));
                 }
+            }
+            Op::SendDelayed(ms) => {
+                let o = q
+                    .send_delayed(Record::new("later"), Duration::from_millis(ms.into()))
+                    .unwrap();
+                assert_eq!(o, m.recs.len() as u64);
+                m.recs.push(M::New(Some(m.now + i64::from(ms))));
             }
             Op::Receive(max) => {
                 let got: Vec<(u64, u32)> = q
@@ -241,6 +261,12 @@ fn run(ops: Vec<Op>, backoff: Vec<i64>) {
             .count();
         assert_eq!(s.in_flight, leased as u64);
         assert_eq!(s.dead_lettered_total, m.dead.len() as u64);
+        let delayed = m
+            .recs
+            .iter()
+            .filter(|r| matches!(r, M::Waiting { attempt: 0, .. }))
+            .count();
+        assert_eq!(s.delayed, delayed as u64);
     }
     let dl: Vec<u64> = common::read_all(&q.dead_letters())
         .iter()

@@ -132,7 +132,8 @@ pub struct QueueStats {
     pub in_flight: u64,
     /// Records waiting for delivery: never delivered, nacked or recovered.
     pub backlog: u64,
-    /// Records held back by a delay (always 0 until delayed delivery exists).
+    /// Records held back by a delivery delay ([`Queue::send_delayed`](super::Queue::send_delayed))
+    /// that this queue has already read past.
     pub delayed: u64,
     /// Acks so far (kept across reopen).
     pub acked_total: u64,

@@ -3,9 +3,19 @@
 
 use super::journal::{self, Event, Kind};
 use super::state::SlotState;
-use super::{dead_letter, millis, Core, Delivery, QueueInner, Receipt, Unread, READ_AHEAD};
+use super::{
+    dead_letter, millis, Core, Delivery, QueueInner, Receipt, Unread, DELAY_UNTIL, READ_AHEAD,
+};
 use crate::reader::LogReader;
-use crate::{Error, Offset, Result};
+use crate::{Error, Offset, Result, StoredRecord};
+
+/// The time a record is held back to, from its [`DELAY_UNTIL`] header.
+fn delay_until(record: &StoredRecord) -> Option<i64> {
+    std::str::from_utf8(record.header(DELAY_UNTIL)?)
+        .ok()?
+        .parse()
+        .ok()
+}
 
 impl QueueInner {
     fn lease(&self, core: &mut Core, offset: Offset, attempt: u32, deadline: i64) {
@@ -141,6 +151,18 @@ impl QueueInner {
                 Unread::Record(record) => {
                     let offset = record.offset;
                     if offset < core.state.next() {
+                        continue;
+                    }
+                    if let Some(until) = delay_until(&record).filter(|&u| u > now) {
+                        // Held back: waits, never delivered, until `until`.
+                        let e = Event {
+                            kind: Kind::Delay,
+                            offset,
+                            attempt: 0,
+                            deadline: until,
+                        };
+                        journal::apply(&mut core.state, e);
+                        core.events.push(e);
                         continue;
                     }
                     self.lease(core, offset, 1, deadline);

@@ -45,6 +45,8 @@ pub(crate) enum Kind {
     Gone = 6,
     /// `[offset, deadline)` could not be read (corrupt): done, counted.
     CorruptRange = 7,
+    /// Never delivered, held back until `deadline` (delayed delivery).
+    Delay = 8,
 }
 
 impl Kind {
@@ -57,6 +59,7 @@ impl Kind {
             5 => Kind::DeadLetter,
             6 => Kind::Gone,
             7 => Kind::CorruptRange,
+            8 => Kind::Delay,
             _ => return None,
         })
     }
@@ -108,6 +111,7 @@ pub(crate) fn apply(state: &mut AckState, e: Event) {
             state.set(e.offset, SlotState::Done, e.attempt, 0);
         }
         Kind::Gone => state.set(e.offset, SlotState::Done, e.attempt, 0),
+        Kind::Delay => state.set(e.offset, SlotState::Waiting, 0, e.deadline),
         Kind::CorruptRange => {
             let end = e.deadline as u64;
             if e.offset < state.floor || e.offset >= state.next() {

@@ -21,6 +21,10 @@ use parking_lot::Mutex;
 
 pub use config::{Delivery, Ordering, QueueConfig, QueueStats, Receipt, StartPosition};
 pub use dead_letter::{DLQ_ATTEMPTS, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON};
+
+/// Header holding the clock time (milliseconds, UTF-8 decimal) before which no queue
+/// delivers the record; set by [`Queue::send_delayed`].
+pub const DELAY_UNTIL: &str = "delay.until";
 use journal::{Event, Journal, Kind};
 use state::{AckState, SlotState};
 
@@ -196,13 +200,36 @@ impl Queue {
         self.inner.log.append(record)
     }
 
-    /// Delayed delivery is not supported yet: always [`Error::InvalidConfig`], and
-    /// nothing is appended.
+    /// Appends a record that no queue of the log delivers before now + `delay`: it
+    /// gets the header [`DELAY_UNTIL`] (clock milliseconds, UTF-8 decimal), which
+    /// producers appending through [`Log`] directly can set themselves.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use logqueue::{Log, LogConfig, ManualClock, Queue, QueueConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let clock = ManualClock::new(0);
+    /// let config = LogConfig { clock: Arc::new(clock.clone()), ..LogConfig::default() };
+    /// let log = Log::open(dir.path(), config).unwrap();
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// q.send_delayed(Record::new("later"), Duration::from_secs(60)).unwrap();
+    /// assert!(q.receive(1, Duration::ZERO).unwrap().is_empty());
+    /// assert_eq!(q.stats().delayed, 1);
+    /// clock.advance(Duration::from_secs(60));
+    /// assert_eq!(q.receive(1, Duration::ZERO).unwrap().len(), 1);
+    /// ```
     pub fn send_delayed(&self, record: Record, delay: Duration) -> Result<Offset> {
-        let _ = (record, delay);
-        Err(Error::InvalidConfig(
-            "send_delayed is not supported yet".into(),
-        ))
+        let until = self
+            .inner
+            .log
+            .config()
+            .clock
+            .now_ms()
+            .saturating_add(millis(delay));
+        self.inner
+            .log
+            .append(record.with_header(DELAY_UNTIL, until.to_string()))
     }
 
     /// Hands out up to `max` records, waiting up to `wait` for at least one (woken
@@ -337,7 +364,7 @@ impl Queue {
             ack_floor: s.floor,
             in_flight: s.leased() as u64,
             backlog: end.saturating_sub(s.next()) + s.waiting() as u64,
-            delayed: 0,
+            delayed: s.delayed() as u64,
             acked_total: s.totals.acked,
             redelivered_total: s.totals.redelivered,
             dead_lettered_total: s.totals.dead_lettered,

@@ -98,6 +98,8 @@ pub(crate) struct AckState {
     backoff: Vec<i64>,
     leased: usize,
     waiting: usize,
+    /// Waiting slots never delivered (held back by a delivery delay).
+    delayed: usize,
     pub totals: Totals,
 }
 
@@ -120,9 +122,14 @@ impl AckState {
         self.leased
     }
 
-    /// Nacked or recovered records waiting for redelivery.
+    /// Records waiting for delivery: nacked, recovered or delayed.
     pub fn waiting(&self) -> usize {
         self.waiting
+    }
+
+    /// Waiting records never delivered yet (held back by a delivery delay).
+    pub fn delayed(&self) -> usize {
+        self.delayed
     }
 
     /// Entries in the deadline heap.
@@ -158,8 +165,11 @@ impl AckState {
         self.advance_floor();
     }
 
-    fn count(&mut self, state: SlotState, delta: isize) {
-        let c = match state {
+    fn count(&mut self, slot: Slot, delta: isize) {
+        if slot.state == SlotState::Waiting && slot.attempt == 0 {
+            self.delayed = self.delayed.wrapping_add_signed(delta);
+        }
+        let c = match slot.state {
             SlotState::Leased => &mut self.leased,
             SlotState::Waiting => &mut self.waiting,
             SlotState::Done => return,
@@ -212,8 +222,15 @@ impl AckState {
             }),
         )
         .unpack();
-        self.count(old.state, -1);
-        self.count(state, 1);
+        self.count(old, -1);
+        self.count(
+            Slot {
+                deadline,
+                attempt,
+                state,
+            },
+            1,
+        );
         if state == SlotState::Done {
             self.advance_floor();
         } else {
@@ -345,14 +362,14 @@ impl AckState {
         }
         while self.next() > end {
             let s = self.window.pop_back().expect("window above end").unpack();
-            self.count(s.state, -1);
+            self.count(s, -1);
         }
         while self.floor < start {
             let Some(s) = self.window.pop_front().map(Packed::unpack) else {
                 self.floor = start;
                 break;
             };
-            self.count(s.state, -1);
+            self.count(s, -1);
             self.floor += 1;
         }
         self.advance_floor();
