@@ -145,7 +145,7 @@ fn in_flight_report() {
     println!(
         "in_flight/{N}: memory {mem} bytes ({:.1} bytes per record); snapshot on disk \
          {snapshot} bytes ({:.1} per record), journal 32 bytes per lease event; reopen {reopen:?}; \
-         in_flight after reopen {}",
+         deliverable at once after reopen {}",
         mem as f64 / N as f64,
         snapshot as f64 / N as f64,
         q.stats().backlog,
