@@ -226,9 +226,8 @@ fn max_in_flight_caps_leases() {
 }
 
 #[test]
-fn unsupported_features_are_errors() {
-    let (_d, _clock, log, q) = setup(cfg());
-    assert!(matches!(q.redrive(10), Err(Error::InvalidConfig(_))));
+fn unsupported_and_invalid_configs_are_errors() {
+    let (_d, _clock, log, _q) = setup(cfg());
     for bad in [
         QueueConfig {
             ordering: Ordering::PerKey,

@@ -15,6 +15,11 @@ pub const DLQ_QUEUE: &str = "dlq.queue";
 /// Header saying why the record was dead-lettered.
 pub const DLQ_REASON: &str = "dlq.reason";
 
+/// True for the headers a dead letter gets (removed again by redrive).
+pub(crate) fn is_dlq_header(key: &str) -> bool {
+    [DLQ_OFFSET, DLQ_ATTEMPTS, DLQ_QUEUE, DLQ_REASON].contains(&key)
+}
+
 /// Reason given when `max_deliveries` ran out.
 pub(crate) const REASON_MAX_DELIVERIES: &str = "max_deliveries";
 

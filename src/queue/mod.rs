@@ -10,6 +10,7 @@ mod config;
 mod dead_letter;
 mod deliver;
 mod journal;
+mod redrive;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use parking_lot::Mutex;
 
 pub use config::{Delivery, Ordering, QueueConfig, QueueStats, Receipt, StartPosition};
 pub use dead_letter::{DLQ_ATTEMPTS, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON};
+pub use redrive::REDRIVE_FROM;
 
 /// Header holding the clock time (milliseconds, UTF-8 decimal) before which no queue
 /// delivers the record; set by [`Queue::send_delayed`].
@@ -66,6 +68,8 @@ struct QueueInner {
     floor: AtomicU64,
     /// Bumped when a lease ends, to wake receivers blocked by `max_in_flight`.
     released: AtomicU64,
+    /// Serialises [`Queue::redrive`].
+    redriving: Mutex<()>,
 }
 
 /// Records read ahead of the delivery cursor.
@@ -177,6 +181,7 @@ impl Queue {
             }),
             floor,
             released: AtomicU64::new(0),
+            redriving: Mutex::new(()),
             config,
         });
         if inner.config.protect_unacked {
@@ -348,10 +353,33 @@ impl Queue {
         self.inner.dlq.clone()
     }
 
-    /// Moving dead letters back is not supported yet: always [`Error::InvalidConfig`].
+    /// Moves up to `max` dead letters, oldest first, back into the log as new records:
+    /// key, value and headers kept, the `dlq.*` headers removed, [`REDRIVE_FROM`]
+    /// (the dead-letter offset) added. A dead letter is never redriven twice, even
+    /// across crashes (a durable intent is resolved on the next call). Returns how
+    /// many were moved; they are durable in the log when this returns.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logqueue::{Log, LogConfig, Queue, QueueConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// q.send(Record::new("retry me")).unwrap();
+    /// let d = q.receive(1, Duration::ZERO).unwrap();
+    /// q.dead_letter(&d[0].receipt, "downstream was down").unwrap();
+    /// assert_eq!(q.redrive(10).unwrap(), 1);
+    /// assert_eq!(q.redrive(10).unwrap(), 0);
+    /// let again = q.receive(1, Duration::ZERO).unwrap();
+    /// assert_eq!(again[0].record.header("redrive.from"), Some(&b"0"[..]));
+    /// assert_eq!(again[0].record.header("dlq.reason"), None);
+    /// ```
     pub fn redrive(&self, max: usize) -> Result<usize> {
-        let _ = max;
-        Err(Error::InvalidConfig("redrive is not supported yet".into()))
+        let inner = &*self.inner;
+        let _one_at_a_time = inner.redriving.lock();
+        inner.log.inner.check_open()?;
+        let dir = inner.core.lock().dir.clone();
+        redrive::redrive(&inner.log, &inner.dlq, &dir, max)
     }
 
     /// Counters and sizes.
