@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::small_config;
-use logqueue::{Error, Log, LogConfig, ManualClock, Ordering, Queue, QueueConfig, Receipt, Record};
+use logqueue::{Error, Log, LogConfig, ManualClock, Queue, QueueConfig, Receipt, Record};
 
 const NO_WAIT: Duration = Duration::ZERO;
 
@@ -226,11 +226,11 @@ fn max_in_flight_caps_leases() {
 }
 
 #[test]
-fn unsupported_and_invalid_configs_are_errors() {
+fn invalid_configs_are_errors() {
     let (_d, _clock, log, _q) = setup(cfg());
     for bad in [
         QueueConfig {
-            ordering: Ordering::PerKey,
+            max_deliveries: Some(0),
             ..cfg()
         },
         QueueConfig {

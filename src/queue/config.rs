@@ -10,8 +10,9 @@ pub enum Ordering {
     /// Any record may be delivered at any time (competing consumers in parallel).
     #[default]
     Unordered,
-    /// At most one record per key in flight, each key in offset order. Not supported
-    /// yet: [`Queue::open`](super::Queue::open) rejects it with [`Error::InvalidConfig`].
+    /// At most one record per key in flight, each key's records delivered in offset
+    /// order (also after nack, timeout, reopen and crash); other keys keep flowing;
+    /// keyless records are unordered. A dead-lettered record lets its key move on.
     PerKey,
 }
 
@@ -89,9 +90,6 @@ impl QueueConfig {
         }
         if self.max_deliveries == Some(0) {
             return bad("max_deliveries must be at least 1");
-        }
-        if self.ordering != Ordering::Unordered {
-            return bad("Ordering::PerKey is not supported yet");
         }
         if !(4096..=1 << 40).contains(&self.journal_bytes) {
             return bad("journal_bytes must be between 4 KiB and 1 TiB");

@@ -2,6 +2,7 @@
 //! delivered, read ahead of the cursor from the log.
 
 use super::journal::{self, Event, Kind};
+use super::per_key::BLOCKED;
 use super::state::SlotState;
 use super::{
     dead_letter, millis, Core, Delivery, QueueInner, Receipt, Unread, DELAY_UNTIL, READ_AHEAD,
@@ -10,7 +11,7 @@ use crate::reader::LogReader;
 use crate::{Error, Offset, Result, StoredRecord};
 
 /// The time a record is held back to, from its [`DELAY_UNTIL`] header.
-fn delay_until(record: &StoredRecord) -> Option<i64> {
+pub(super) fn delay_until(record: &StoredRecord) -> Option<i64> {
     std::str::from_utf8(record.header(DELAY_UNTIL)?)
         .ok()?
         .parse()
@@ -106,6 +107,7 @@ impl QueueInner {
                 };
                 journal::apply(&mut core.state, e);
                 core.events.push(e);
+                self.finished(core, offset);
                 continue;
             }
             match self.log.read(offset) {
@@ -128,6 +130,7 @@ impl QueueInner {
                     };
                     journal::apply(&mut core.state, e);
                     core.events.push(e);
+                    self.finished(core, offset);
                 }
                 Err(Error::Corrupt { .. }) => {
                     let e = Event {
@@ -138,6 +141,7 @@ impl QueueInner {
                     };
                     journal::apply(&mut core.state, e);
                     core.events.push(e);
+                    self.finished(core, offset);
                 }
                 Err(e) => return Err(e),
             }
@@ -151,6 +155,23 @@ impl QueueInner {
                 Unread::Record(record) => {
                     let offset = record.offset;
                     if offset < core.state.next() {
+                        continue;
+                    }
+                    let key = record.key.as_deref();
+                    if core
+                        .per_key
+                        .as_mut()
+                        .is_some_and(|pk| pk.admit(offset, key))
+                    {
+                        // Blocked behind an earlier record of its key.
+                        let e = Event {
+                            kind: Kind::Delay,
+                            offset,
+                            attempt: 0,
+                            deadline: BLOCKED,
+                        };
+                        journal::apply(&mut core.state, e);
+                        core.events.push(e);
                         continue;
                     }
                     if let Some(until) = delay_until(&record).filter(|&u| u > now) {

@@ -10,6 +10,7 @@ mod config;
 mod dead_letter;
 mod deliver;
 mod journal;
+mod per_key;
 mod redrive;
 mod state;
 
@@ -88,6 +89,7 @@ struct Core {
     state: AckState,
     journal: Journal,
     reader: LogReader,
+    per_key: Option<per_key::PerKey>,
     ahead: std::collections::VecDeque<Unread>,
     events: Vec<Event>,
     dir: PathBuf,
@@ -159,6 +161,10 @@ impl Queue {
         };
         state.set_backoff(config.backoff.iter().map(|d| millis(*d)).collect());
         state.clamp(log.start_offset(), log.end_offset());
+        let per_key = match config.ordering {
+            Ordering::PerKey => Some(per_key::PerKey::rebuild(log, &mut state)?),
+            Ordering::Unordered => None,
+        };
         // The snapshot is fsynced: the log must be durable up to what it names.
         log.flush()?;
         let capacity = usize::try_from(config.journal_bytes)
@@ -174,6 +180,7 @@ impl Queue {
                 state,
                 journal,
                 reader,
+                per_key,
                 ahead: std::collections::VecDeque::with_capacity(READ_AHEAD),
                 events: Vec::with_capacity(256),
                 dir,
@@ -504,12 +511,26 @@ impl QueueInner {
         core.events.push(event);
         self.write_events(&mut core)?;
         journal::apply(&mut core.state, event);
+        if matches!(kind, Kind::Ack | Kind::DeadLetter) {
+            self.finished(&mut core, receipt.offset);
+            self.write_events(&mut core)?;
+        }
         if kind != Kind::Extend && was_at_cap {
             self.released.fetch_add(1, AtomicOrdering::SeqCst);
             drop(core);
             self.log.inner.appended.notify();
         }
         Ok(())
+    }
+
+    /// `offset` is done: under `PerKey`, the next record of its key is unblocked.
+    fn finished(&self, core: &mut Core, offset: Offset) {
+        if let Some(pk) = &mut core.per_key {
+            if let Some(e) = pk.done(&self.log, offset) {
+                journal::apply(&mut core.state, e);
+                core.events.push(e);
+            }
+        }
     }
 
     fn append_dead_letter(

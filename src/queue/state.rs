@@ -98,7 +98,8 @@ pub(crate) struct AckState {
     backoff: Vec<i64>,
     leased: usize,
     waiting: usize,
-    /// Waiting slots never delivered (held back by a delivery delay).
+    /// Waiting slots never delivered, held back by a delivery delay (not counting
+    /// slots blocked behind their key, deadline `i64::MAX`).
     delayed: usize,
     pub totals: Totals,
 }
@@ -166,7 +167,7 @@ impl AckState {
     }
 
     fn count(&mut self, slot: Slot, delta: isize) {
-        if slot.state == SlotState::Waiting && slot.attempt == 0 {
+        if slot.state == SlotState::Waiting && slot.attempt == 0 && slot.deadline != i64::MAX {
             self.delayed = self.delayed.wrapping_add_signed(delta);
         }
         let c = match slot.state {
