@@ -112,6 +112,65 @@ fn receive_ack(c: &mut Criterion) {
     g.finish();
 }
 
+/// A log of `n` keyed records: `hot_percent` of them with key "hot", the rest spread
+/// over 10,000 keys.
+fn keyed_log(dir: &TempDir, n: u64, hot_percent: u64) -> Log {
+    let log = Log::open(dir.path(), log_config()).expect("open");
+    let mut i = 0u64;
+    while i < n {
+        let k = 1000.min(n - i);
+        let batch = (i..i + k)
+            .map(|j| {
+                // A cheap scramble so hot records are spread through the log.
+                let r = j.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+                let key = if r % 100 < hot_percent {
+                    b"hot".to_vec()
+                } else {
+                    format!("key-{}", r % 10_000).into_bytes()
+                };
+                Record::keyed(key, vec![0x5Au8; 64])
+            })
+            .collect();
+        log.append_batch(batch).expect("append");
+        i += k;
+    }
+    log
+}
+
+/// PerKey receive+ack, batch 100, one consumer: 10,000 keys, and one hot key holding
+/// 90% of the records (the queue must scan past its backlog cheaply).
+fn per_key(c: &mut Criterion) {
+    const N: u64 = 100_000;
+    let mut g = c.benchmark_group("per_key");
+    g.sampling_mode(SamplingMode::Flat);
+    for (name, hot) in [("10000_keys", 0u64), ("hot_key_90pct", 90)] {
+        let dir = bench_dir();
+        let log = keyed_log(&dir, N, hot);
+        let mut n = 0u64;
+        g.throughput(Throughput::Elements(N));
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    n += 1;
+                    let qname = format!("k{n}");
+                    let config = QueueConfig {
+                        ordering: logqueue::Ordering::PerKey,
+                        journal_bytes: 16 << 20,
+                        ..QueueConfig::default()
+                    };
+                    let q = Queue::open(&log, &qname, config).expect("queue");
+                    total += cycle(&q, N, 100, 1);
+                    drop(q);
+                    let _ = std::fs::remove_dir_all(dir.path().join("queues").join(&qname));
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
 /// Memory and disk state with 1,000,000 records in flight.
 fn in_flight_report() {
     const N: u64 = 1_000_000;
@@ -161,5 +220,6 @@ fn main() {
         .nresamples(1000)
         .configure_from_args();
     receive_ack(&mut c);
+    per_key(&mut c);
     c.final_summary();
 }

@@ -170,3 +170,26 @@ fn per_key_order_holds_across_reopen_and_crash() {
         });
     }
 }
+
+#[test]
+fn a_delayed_record_behind_its_key_keeps_its_delay() {
+    let fs = SimFs::new(0);
+    let clock = ManualClock::new(0);
+    let (_log, q) = open(&fs, &clock);
+    q.send(Record::keyed("a", "0")).unwrap();
+    q.send_delayed(Record::keyed("a", "1"), Duration::from_secs(5))
+        .unwrap();
+    q.send(Record::keyed("a", "2")).unwrap();
+    let a0 = q.receive(10, NO_WAIT).unwrap();
+    assert_eq!(a0.len(), 1);
+    q.ack(&a0[0].receipt).unwrap();
+    // a1 is the head now but delayed; a2 stays behind it.
+    assert!(got(&q).is_empty());
+    assert_eq!(q.stats().delayed, 1);
+    clock.advance(Duration::from_secs(5));
+    let a1 = q.receive(10, NO_WAIT).unwrap();
+    assert_eq!(a1.len(), 1);
+    assert_eq!(a1[0].receipt.offset, 1);
+    q.dead_letter(&a1[0].receipt, "poison").unwrap();
+    assert_eq!(got(&q), vec![(2, 1)]);
+}

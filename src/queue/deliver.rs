@@ -72,6 +72,31 @@ impl QueueInner {
         Ok(ahead.pop_front())
     }
 
+    /// Reads a record to deliver again. The rest of its batch is kept decoded, so
+    /// redelivering a run of records of one batch (a hot key under `PerKey`, a burst
+    /// of expiries) decodes the batch once, not once per record.
+    fn read_again(&self, core: &mut Core, offset: Offset) -> Result<Option<StoredRecord>> {
+        let cache = &mut core.reread;
+        if let Ok(i) = cache.binary_search_by_key(&offset, |r| r.offset) {
+            return Ok(Some(cache[i].clone()));
+        }
+        let found = self.log.read(offset)?;
+        if found.is_some() {
+            cache.clear();
+            // Only a cache: any trouble filling it just leaves it short.
+            let mut reader = self.log.reader(offset)?;
+            if let Ok(Some(batch)) = reader.next_batch() {
+                cache.extend(
+                    batch
+                        .records()
+                        .map_while(|r| r.ok())
+                        .map(|v| v.to_owned_record()),
+                );
+            }
+        }
+        Ok(found)
+    }
+
     fn collect(&self, core: &mut Core, max: usize) -> Result<Vec<Delivery>> {
         let now = self.log.config().clock.now_ms();
         let deadline = now.saturating_add(millis(self.config.visibility_timeout));
@@ -110,7 +135,7 @@ impl QueueInner {
                 self.finished(core, offset);
                 continue;
             }
-            match self.log.read(offset) {
+            match self.read_again(core, offset) {
                 Ok(Some(record)) => {
                     let attempt = slot.attempt + 1;
                     self.lease(core, offset, attempt, deadline);
@@ -157,12 +182,7 @@ impl QueueInner {
                     if offset < core.state.next() {
                         continue;
                     }
-                    let key = record.key.as_deref();
-                    if core
-                        .per_key
-                        .as_mut()
-                        .is_some_and(|pk| pk.admit(offset, key))
-                    {
+                    if core.per_key.as_mut().is_some_and(|pk| pk.admit(&record)) {
                         // Blocked behind an earlier record of its key.
                         let e = Event {
                             kind: Kind::Delay,

@@ -90,6 +90,8 @@ struct Core {
     journal: Journal,
     reader: LogReader,
     per_key: Option<per_key::PerKey>,
+    /// Decoded records of the batch last read for a redelivery.
+    reread: Vec<StoredRecord>,
     ahead: std::collections::VecDeque<Unread>,
     events: Vec<Event>,
     dir: PathBuf,
@@ -181,6 +183,7 @@ impl Queue {
                 journal,
                 reader,
                 per_key,
+                reread: Vec::new(),
                 ahead: std::collections::VecDeque::with_capacity(READ_AHEAD),
                 events: Vec::with_capacity(256),
                 dir,
@@ -526,7 +529,7 @@ impl QueueInner {
     /// `offset` is done: under `PerKey`, the next record of its key is unblocked.
     fn finished(&self, core: &mut Core, offset: Offset) {
         if let Some(pk) = &mut core.per_key {
-            if let Some(e) = pk.done(&self.log, offset) {
+            if let Some(e) = pk.done(offset) {
                 journal::apply(&mut core.state, e);
                 core.events.push(e);
             }

@@ -25,7 +25,9 @@ pub(crate) const BLOCKED: i64 = i64::MAX;
 
 #[derive(Debug, Default)]
 pub(crate) struct PerKey {
-    queues: HashMap<u64, VecDeque<Offset>>,
+    /// Per key: `(offset, due)` of the records not done, `due` being when the
+    /// record may be delivered once it is the head (its `delay.until`, or at once).
+    queues: HashMap<u64, VecDeque<(Offset, i64)>>,
     key_of: HashMap<Offset, u64>,
 }
 
@@ -45,34 +47,44 @@ fn due_of(record: Option<&StoredRecord>) -> i64 {
 impl PerKey {
     /// Registers a record just read past the cursor; true when it must be blocked
     /// (an earlier record of its key is not done).
-    pub fn admit(&mut self, offset: Offset, key: Option<&[u8]>) -> bool {
-        let Some(key) = key else { return false };
+    pub fn admit(&mut self, record: &StoredRecord) -> bool {
+        self.admit_at(record.offset, Some(record))
+    }
+
+    fn admit_at(&mut self, offset: Offset, record: Option<&StoredRecord>) -> bool {
+        let Some(key) = record.and_then(|r| r.key.as_deref()) else {
+            return false;
+        };
         let h = hash_key(key);
         let q = self.queues.entry(h).or_default();
-        q.push_back(offset);
+        q.push_back((offset, due_of(record)));
         self.key_of.insert(offset, h);
         q.len() > 1
     }
 
     /// `offset` is done: returns the event unblocking the next record of its key.
-    pub fn done(&mut self, log: &Log, offset: Offset) -> Option<Event> {
+    pub fn done(&mut self, offset: Offset) -> Option<Event> {
         let h = self.key_of.remove(&offset)?;
         let q = self.queues.get_mut(&h)?;
-        let was_head = q.front() == Some(&offset);
-        q.retain(|&o| o != offset);
-        let Some(&next) = q.front() else {
+        let was_head = q.front().is_some_and(|&(o, _)| o == offset);
+        if was_head {
+            q.pop_front();
+        } else {
+            // Not the head (gone while blocked): rare, a linear search is fine.
+            q.retain(|&(o, _)| o != offset);
+        }
+        let Some(&(next, due)) = q.front() else {
             self.queues.remove(&h);
             return None;
         };
         if !was_head {
             return None;
         }
-        let record = log.read(next).ok().flatten();
         Some(Event {
             kind: Kind::Delay,
             offset: next,
             attempt: 0,
-            deadline: due_of(record.as_ref()),
+            deadline: due,
         })
     }
 
@@ -89,8 +101,7 @@ impl PerKey {
                 }
                 Err(e) => return Err(e),
             };
-            let key = record.as_ref().and_then(|r| r.key.as_deref());
-            let blocked = table.admit(offset, key);
+            let blocked = table.admit_at(offset, record.as_ref());
             let is_blocked = slot.state == SlotState::Waiting && slot.deadline == BLOCKED;
             if blocked && !is_blocked {
                 state.set(offset, SlotState::Waiting, slot.attempt, BLOCKED);
