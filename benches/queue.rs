@@ -203,7 +203,7 @@ fn in_flight_report() {
         .unwrap_or(0);
     println!(
         "in_flight/{N}: memory {mem} bytes ({:.1} bytes per record); snapshot on disk \
-         {snapshot} bytes ({:.1} per record), journal 32 bytes per lease event; reopen {reopen:?}; \
+         {snapshot} bytes ({:.1} per record), journal 24 bytes per event plus 8 per frame; reopen {reopen:?}; \
          deliverable at once after reopen {}",
         mem as f64 / N as f64,
         snapshot as f64 / N as f64,
