@@ -28,6 +28,7 @@ pub mod fs;
 mod index;
 mod log;
 mod offset_map;
+mod queue;
 mod reader;
 mod record;
 mod recovery;
@@ -42,6 +43,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig};
 pub use error::{Error, Result};
 pub use log::Log;
+pub use queue::{
+    Delivery, Ordering, Queue, QueueConfig, QueueStats, Receipt, StartPosition, DELAY_UNTIL,
+    DLQ_ATTEMPTS, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON, REDRIVE_FROM,
+};
 pub use reader::{fuzz_decode_batch, LogReader, RecordBatch};
 pub use record::{Header, Record, StoredRecord};
 pub use segment::CorruptRange;

@@ -1,0 +1,144 @@
+//! The queue's public value types: configuration, receipts, deliveries, statistics.
+
+use std::time::Duration;
+
+use crate::{Error, Offset, Result, StoredRecord};
+
+/// Order in which a queue hands out records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Ordering {
+    /// Any record may be delivered at any time (competing consumers in parallel).
+    #[default]
+    Unordered,
+    /// At most one record per key in flight, each key's records delivered in offset
+    /// order (also after nack, timeout, reopen and crash); other keys keep flowing;
+    /// keyless records are unordered. A dead-lettered record lets its key move on.
+    PerKey,
+}
+
+/// Where a new queue starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StartPosition {
+    /// At the log's start offset: every record still in the log is delivered.
+    #[default]
+    Earliest,
+    /// At the log's end offset: only records appended after creation.
+    Latest,
+}
+
+/// Configuration of a [`Queue`](super::Queue). `Default` gives the values documented on each field.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = logqueue::QueueConfig {
+///     visibility_timeout: Duration::from_secs(5),
+///     max_deliveries: Some(3),
+///     ..Default::default()
+/// };
+/// assert_eq!(config.max_in_flight, 10_000);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// (30 s) How long a delivered record stays invisible to other receivers.
+    pub visibility_timeout: Duration,
+    /// (12 h) Cap for [`Queue::extend`](super::Queue::extend).
+    pub max_visibility: Duration,
+    /// (`Some(5)`) Deliveries without an ack after which the record is dead-lettered.
+    pub max_deliveries: Option<u32>,
+    /// (empty) Delay before redelivery n, after a lease of attempt n expired or was
+    /// nacked with a zero delay: `backoff[min(n - 1, len - 1)]` (RocketMQ-style
+    /// schedules). An explicit non-zero nack delay overrides it. Empty: none.
+    pub backoff: Vec<Duration>,
+    /// (10 000) `receive` hands out no more leases than this.
+    pub max_in_flight: usize,
+    /// (Unordered) See [`Ordering`].
+    pub ordering: Ordering,
+    /// (Earliest) Used when the queue is created.
+    pub start: StartPosition,
+    /// (true) Time and size retention of the log never delete records at or above
+    /// this open queue's ack floor.
+    pub protect_unacked: bool,
+    /// (64 MiB) Size of one state journal file; when full, a snapshot is written and
+    /// a new journal started.
+    pub journal_bytes: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            visibility_timeout: Duration::from_secs(30),
+            max_visibility: Duration::from_secs(12 * 3600),
+            max_deliveries: Some(5),
+            backoff: Vec::new(),
+            max_in_flight: 10_000,
+            ordering: Ordering::Unordered,
+            start: StartPosition::Earliest,
+            protect_unacked: true,
+            journal_bytes: 64 << 20,
+        }
+    }
+}
+
+impl QueueConfig {
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::InvalidConfig(m.to_string()));
+        if self.visibility_timeout < Duration::from_millis(1) {
+            return bad("visibility_timeout must be at least 1 ms");
+        }
+        if self.max_in_flight == 0 {
+            return bad("max_in_flight must be at least 1");
+        }
+        if self.max_deliveries == Some(0) {
+            return bad("max_deliveries must be at least 1");
+        }
+        if !(4096..=1 << 40).contains(&self.journal_bytes) {
+            return bad("journal_bytes must be between 4 KiB and 1 TiB");
+        }
+        Ok(())
+    }
+}
+
+/// A fenced handle on one delivery: `(offset, attempt)`. Only the current lease's
+/// receipt is accepted; any other is [`Error::StaleReceipt`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    /// Offset of the record in the log.
+    pub offset: Offset,
+    /// Which delivery of the record this is (1 on the first).
+    pub attempt: u32,
+}
+
+/// One record handed out by [`Queue::receive`](super::Queue::receive).
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The record.
+    pub record: StoredRecord,
+    /// What to pass to [`Queue::ack`](super::Queue::ack) and friends.
+    pub receipt: Receipt,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+    /// When the lease ends (clock milliseconds) unless extended.
+    pub deadline_ms: i64,
+}
+
+/// Counters and sizes of a queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Every offset below it is done (acked, dead-lettered or skipped).
+    pub ack_floor: Offset,
+    /// Leases out (including expired ones not yet handed out again).
+    pub in_flight: u64,
+    /// Records waiting for delivery: never delivered, nacked or recovered.
+    pub backlog: u64,
+    /// Records held back by a delivery delay ([`Queue::send_delayed`](super::Queue::send_delayed))
+    /// that this queue has already read past.
+    pub delayed: u64,
+    /// Acks so far (kept across reopen).
+    pub acked_total: u64,
+    /// Deliveries with attempt > 1 so far.
+    pub redelivered_total: u64,
+    /// Records appended to the dead-letter log so far.
+    pub dead_lettered_total: u64,
+    /// Records passed because they could not be read (corrupt).
+    pub corrupt_skipped: u64,
+}

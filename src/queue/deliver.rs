@@ -1,0 +1,231 @@
+//! Handing records out: expired and nacked leases first, then records never
+//! delivered, read ahead of the cursor from the log.
+
+use super::journal::{self, Event, Kind};
+use super::per_key::BLOCKED;
+use super::state::SlotState;
+use super::{
+    dead_letter, millis, Core, Delivery, QueueInner, Receipt, Unread, DELAY_UNTIL, READ_AHEAD,
+};
+use crate::reader::LogReader;
+use crate::{Error, Offset, Result, StoredRecord};
+
+/// The time a record is held back to, from its [`DELAY_UNTIL`] header.
+pub(super) fn delay_until(record: &StoredRecord) -> Option<i64> {
+    std::str::from_utf8(record.header(DELAY_UNTIL)?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+impl QueueInner {
+    fn lease(&self, core: &mut Core, offset: Offset, attempt: u32, deadline: i64) {
+        let e = Event {
+            kind: Kind::Lease,
+            offset,
+            attempt,
+            deadline,
+        };
+        journal::apply(&mut core.state, e);
+        core.events.push(e);
+    }
+
+    pub(super) fn try_receive(&self, core: &mut Core, max: usize) -> Result<Vec<Delivery>> {
+        self.check(core)?;
+        let r = self.collect(core, max);
+        // Whatever was leased is written before anything is returned.
+        let w = self.write_events(core);
+        let out = self.poison_on_err(core, r)?;
+        w?;
+        Ok(out)
+    }
+
+    /// The next record past the delivery cursor, from the read-ahead buffer, which is
+    /// refilled from the log a few hundred records at a time (resuming a reader
+    /// mid-batch costs a scan of the batch, so it is not done per record).
+    fn next_unread(&self, core: &mut Core) -> Result<Option<Unread>> {
+        if let Some(u) = core.ahead.pop_front() {
+            return Ok(Some(u));
+        }
+        let Core { reader, ahead, .. } = core;
+        let before = LogReader::position(reader);
+        let r = reader.read_views(READ_AHEAD, |v| {
+            ahead.push_back(Unread::Record(v.to_owned_record()))
+        });
+        match r {
+            Ok(_) => {}
+            Err(Error::Corrupt { .. }) => {
+                let from = match ahead.back() {
+                    Some(Unread::Record(r)) => r.offset + 1,
+                    _ => before,
+                };
+                let mut to = LogReader::position(reader);
+                if to <= from {
+                    // Not moved past: skip the one record.
+                    to = from + 1;
+                    reader.seek(to)?;
+                }
+                ahead.push_back(Unread::Corrupt(to));
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(ahead.pop_front())
+    }
+
+    /// Reads a record to deliver again. The rest of its batch is kept decoded, so
+    /// redelivering a run of records of one batch (a hot key under `PerKey`, a burst
+    /// of expiries) decodes the batch once, not once per record.
+    fn read_again(&self, core: &mut Core, offset: Offset) -> Result<Option<StoredRecord>> {
+        let cache = &mut core.reread;
+        if let Ok(i) = cache.binary_search_by_key(&offset, |r| r.offset) {
+            return Ok(Some(cache[i].clone()));
+        }
+        let found = self.log.read(offset)?;
+        if found.is_some() {
+            cache.clear();
+            // Only a cache: any trouble filling it just leaves it short.
+            let mut reader = self.log.reader(offset)?;
+            if let Ok(Some(batch)) = reader.next_batch() {
+                cache.extend(
+                    batch
+                        .records()
+                        .map_while(|r| r.ok())
+                        .map(|v| v.to_owned_record()),
+                );
+            }
+        }
+        Ok(found)
+    }
+
+    fn collect(&self, core: &mut Core, max: usize) -> Result<Vec<Delivery>> {
+        let now = self.log.config().clock.now_ms();
+        let deadline = now.saturating_add(millis(self.config.visibility_timeout));
+        let cap = self.config.max_in_flight;
+        let mut out = Vec::with_capacity(max.min(1024));
+        // Expired leases and nacked records first.
+        while out.len() < max {
+            let Some((offset, slot)) = core.state.pop_due(now) else {
+                break;
+            };
+            if slot.state == SlotState::Waiting && core.state.leased() >= cap {
+                // Put it back: it stays due.
+                core.state
+                    .set(offset, SlotState::Waiting, slot.attempt, slot.deadline);
+                break;
+            }
+            if self
+                .config
+                .max_deliveries
+                .is_some_and(|m| slot.attempt >= m)
+            {
+                let reason = dead_letter::REASON_MAX_DELIVERIES;
+                let kind = if self.append_dead_letter(core, offset, slot.attempt, reason)? {
+                    Kind::DeadLetter
+                } else {
+                    Kind::Gone
+                };
+                let e = Event {
+                    kind,
+                    offset,
+                    attempt: slot.attempt,
+                    deadline: 0,
+                };
+                journal::apply(&mut core.state, e);
+                core.events.push(e);
+                self.finished(core, offset);
+                continue;
+            }
+            match self.read_again(core, offset) {
+                Ok(Some(record)) => {
+                    let attempt = slot.attempt + 1;
+                    self.lease(core, offset, attempt, deadline);
+                    out.push(Delivery {
+                        record,
+                        receipt: Receipt { offset, attempt },
+                        attempt,
+                        deadline_ms: deadline,
+                    });
+                }
+                Ok(None) | Err(Error::OffsetOutOfRange { .. }) => {
+                    let e = Event {
+                        kind: Kind::Gone,
+                        offset,
+                        attempt: slot.attempt,
+                        deadline: 0,
+                    };
+                    journal::apply(&mut core.state, e);
+                    core.events.push(e);
+                    self.finished(core, offset);
+                }
+                Err(Error::Corrupt { .. }) => {
+                    let e = Event {
+                        kind: Kind::CorruptRange,
+                        offset,
+                        attempt: slot.attempt,
+                        deadline: offset as i64 + 1,
+                    };
+                    journal::apply(&mut core.state, e);
+                    core.events.push(e);
+                    self.finished(core, offset);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Then records never delivered, read in place from the log ahead of need.
+        while out.len() < max && core.state.leased() < cap {
+            let Some(item) = self.next_unread(core)? else {
+                break;
+            };
+            match item {
+                Unread::Record(record) => {
+                    let offset = record.offset;
+                    if offset < core.state.next() {
+                        continue;
+                    }
+                    if core.per_key.as_mut().is_some_and(|pk| pk.admit(&record)) {
+                        // Blocked behind an earlier record of its key.
+                        let e = Event {
+                            kind: Kind::Delay,
+                            offset,
+                            attempt: 0,
+                            deadline: BLOCKED,
+                        };
+                        journal::apply(&mut core.state, e);
+                        core.events.push(e);
+                        continue;
+                    }
+                    if let Some(until) = delay_until(&record).filter(|&u| u > now) {
+                        // Held back: waits, never delivered, until `until`.
+                        let e = Event {
+                            kind: Kind::Delay,
+                            offset,
+                            attempt: 0,
+                            deadline: until,
+                        };
+                        journal::apply(&mut core.state, e);
+                        core.events.push(e);
+                        continue;
+                    }
+                    self.lease(core, offset, 1, deadline);
+                    out.push(Delivery {
+                        record,
+                        receipt: Receipt { offset, attempt: 1 },
+                        attempt: 1,
+                        deadline_ms: deadline,
+                    });
+                }
+                Unread::Corrupt(to) => {
+                    let e = Event {
+                        kind: Kind::CorruptRange,
+                        offset: core.state.next(),
+                        attempt: 0,
+                        deadline: to as i64,
+                    };
+                    journal::apply(&mut core.state, e);
+                    core.events.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,587 @@
+//! [`Queue`]: a named consumer group over a [`Log`] with per-message acks, visibility
+//! timeouts, fenced receipts and a dead-letter log.
+//!
+//! State lives in `<log dir>/queues/<name>/`: a snapshot, a journal of fixed-size
+//! events written through a memory map (see `journal.rs`), and the dead-letter log
+//! in `dead-letter/`. In memory: the ack floor, a 16-byte slot per offset between the
+//! floor and the delivery cursor, and a deadline heap (see `state.rs`).
+
+mod config;
+mod dead_letter;
+mod deliver;
+mod journal;
+mod per_key;
+mod redrive;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+pub use config::{Delivery, Ordering, QueueConfig, QueueStats, Receipt, StartPosition};
+pub use dead_letter::{DLQ_ATTEMPTS, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON};
+pub use redrive::REDRIVE_FROM;
+
+/// Header holding the clock time (milliseconds, UTF-8 decimal) before which no queue
+/// delivers the record; set by [`Queue::send_delayed`].
+pub const DELAY_UNTIL: &str = "delay.until";
+use journal::{Event, Journal, Kind};
+use state::{AckState, SlotState};
+
+use crate::reader::LogReader;
+use crate::{Error, Log, Offset, Record, Result, StoredRecord};
+
+/// A named consumer group over one [`Log`]: each record goes to one receiver at a
+/// time, is invisible while leased, and is delivered again when its lease expires
+/// unless acked. Cheap to clone (clones share one open queue); `Send + Sync`.
+///
+/// ```
+/// use std::time::Duration;
+/// use logqueue::{Log, LogConfig, Queue, QueueConfig, Record};
+/// let dir = tempfile::tempdir().unwrap();
+/// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+/// let queue = Queue::open(&log, "workers", QueueConfig::default()).unwrap();
+/// queue.send(Record::new("job 1")).unwrap();
+/// let got = queue.receive(10, Duration::from_millis(100)).unwrap();
+/// assert_eq!(got.len(), 1);
+/// assert_eq!(got[0].record.value.as_deref(), Some(&b"job 1"[..]));
+/// queue.ack(&got[0].receipt).unwrap();
+/// assert!(queue.ack(&got[0].receipt).is_err()); // a receipt works once
+/// queue.flush().unwrap();
+/// assert_eq!(queue.stats().ack_floor, 1);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Queue {
+    inner: Arc<QueueInner>,
+}
+
+#[derive(Debug)]
+struct QueueInner {
+    log: Log,
+    name: String,
+    config: QueueConfig,
+    dlq: Log,
+    core: Mutex<Core>,
+    /// Mirror of the ack floor, for retention.
+    floor: AtomicU64,
+    /// Bumped when a lease ends, to wake receivers blocked by `max_in_flight`.
+    released: AtomicU64,
+    /// Serialises [`Queue::redrive`].
+    redriving: Mutex<()>,
+}
+
+/// Records read ahead of the delivery cursor.
+const READ_AHEAD: usize = 256;
+
+/// One item past the delivery cursor.
+#[derive(Debug)]
+enum Unread {
+    Record(StoredRecord),
+    /// Offsets from the cursor up to this one could not be read.
+    Corrupt(Offset),
+}
+
+#[derive(Debug)]
+struct Core {
+    state: AckState,
+    journal: Journal,
+    reader: LogReader,
+    per_key: Option<per_key::PerKey>,
+    /// Decoded records of the batch last read for a redelivery.
+    reread: Vec<StoredRecord>,
+    ahead: std::collections::VecDeque<Unread>,
+    events: Vec<Event>,
+    dir: PathBuf,
+    poisoned: Option<String>,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Creates `dir` and fsyncs the parents of every directory it had to create.
+fn create_dirs(fs: &dyn crate::fs::FileSystem, dir: &Path) -> Result<()> {
+    let mut created = Vec::new();
+    let mut missing = Some(dir);
+    while let Some(d) = missing.filter(|d| !d.as_os_str().is_empty() && !fs.exists(d)) {
+        created.push(d);
+        missing = d.parent();
+    }
+    fs.create_dir_all(dir)
+        .map_err(|e| Error::io("create queue directory", dir, e))?;
+    for d in created {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs.sync_dir(parent)
+                .map_err(|e| Error::io("sync directory", parent, e))?;
+        }
+    }
+    Ok(())
+}
+
+impl Queue {
+    /// Opens (creating if needed) the queue `name` over `log`, with its state in
+    /// `<log dir>/queues/<name>/`. Names are ASCII letters, digits, `.`, `_`, `-`.
+    /// Records that were leased when the queue was last open are deliverable again at
+    /// once, their attempt counts kept. A queue already open is [`Error::Locked`].
+    pub fn open(log: &Log, name: &str, config: QueueConfig) -> Result<Queue> {
+        config.validate()?;
+        if !valid_name(name) {
+            return Err(Error::InvalidConfig(format!("bad queue name {name:?}")));
+        }
+        log.inner.check_open()?;
+        let fs = Arc::clone(&log.config().fs);
+        let dir = log.dir().join("queues").join(name);
+        create_dirs(&*fs, &dir)?;
+        // The dead-letter log's lock is the queue's lock.
+        let dlq = dead_letter::open(log, &dir.join("dead-letter"))?;
+        let live = log.start_offset()..log.end_offset();
+        let (generation, mut state) = match Journal::load(&*fs, &dir, live) {
+            Some((g, mut s)) => {
+                s.recover_leases();
+                (g, s)
+            }
+            None => {
+                let floor = match config.start {
+                    StartPosition::Earliest => log.start_offset(),
+                    StartPosition::Latest => log.end_offset(),
+                };
+                (0, AckState::new(floor))
+            }
+        };
+        state.set_backoff(config.backoff.iter().map(|d| millis(*d)).collect());
+        state.clamp(log.start_offset(), log.end_offset());
+        let per_key = match config.ordering {
+            Ordering::PerKey => Some(per_key::PerKey::rebuild(log, &mut state)?),
+            Ordering::Unordered => None,
+        };
+        // The snapshot is fsynced: the log must be durable up to what it names.
+        log.flush()?;
+        let capacity = usize::try_from(config.journal_bytes)
+            .map_err(|_| Error::InvalidConfig("journal_bytes too large".into()))?;
+        let journal = Journal::create(Arc::clone(&fs), &dir, generation + 1, capacity, &state)?;
+        let reader = log.reader(state.next())?;
+        let floor = AtomicU64::new(state.floor);
+        let inner = Arc::new(QueueInner {
+            log: log.clone(),
+            name: name.to_string(),
+            dlq,
+            core: Mutex::new(Core {
+                state,
+                journal,
+                reader,
+                per_key,
+                reread: Vec::new(),
+                ahead: std::collections::VecDeque::with_capacity(READ_AHEAD),
+                events: Vec::with_capacity(256),
+                dir,
+                poisoned: None,
+            }),
+            floor,
+            released: AtomicU64::new(0),
+            redriving: Mutex::new(()),
+            config,
+        });
+        if inner.config.protect_unacked {
+            let weak = Arc::downgrade(&inner);
+            log.add_retention_floor(move || {
+                weak.upgrade()
+                    .map(|q| q.floor.load(AtomicOrdering::Acquire))
+            });
+        }
+        Ok(Queue { inner })
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Appends a record to the log (the same as [`Log::append`]); every queue of the
+    /// log will deliver it.
+    pub fn send(&self, record: Record) -> Result<Offset> {
+        self.inner.log.append(record)
+    }
+
+    /// Appends a record that no queue of the log delivers before now + `delay`: it
+    /// gets the header [`DELAY_UNTIL`] (clock milliseconds, UTF-8 decimal), which
+    /// producers appending through [`Log`] directly can set themselves.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use logqueue::{Log, LogConfig, ManualClock, Queue, QueueConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let clock = ManualClock::new(0);
+    /// let config = LogConfig { clock: Arc::new(clock.clone()), ..LogConfig::default() };
+    /// let log = Log::open(dir.path(), config).unwrap();
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// q.send_delayed(Record::new("later"), Duration::from_secs(60)).unwrap();
+    /// assert!(q.receive(1, Duration::ZERO).unwrap().is_empty());
+    /// assert_eq!(q.stats().delayed, 1);
+    /// clock.advance(Duration::from_secs(60));
+    /// assert_eq!(q.receive(1, Duration::ZERO).unwrap().len(), 1);
+    /// ```
+    pub fn send_delayed(&self, record: Record, delay: Duration) -> Result<Offset> {
+        let until = self
+            .inner
+            .log
+            .config()
+            .clock
+            .now_ms()
+            .saturating_add(millis(delay));
+        self.inner
+            .log
+            .append(record.with_header(DELAY_UNTIL, until.to_string()))
+    }
+
+    /// Hands out up to `max` records, waiting up to `wait` for at least one (woken
+    /// by appends, not by polling). Records whose lease expired come first, with
+    /// `attempt + 1`; a record already delivered `max_deliveries` times goes to the
+    /// dead-letter log instead. The leases are written to the OS before this returns.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use logqueue::{Log, LogConfig, ManualClock, Queue, QueueConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let clock = ManualClock::new(0);
+    /// let config = LogConfig { clock: Arc::new(clock.clone()), ..LogConfig::default() };
+    /// let log = Log::open(dir.path(), config).unwrap();
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// q.send(Record::new("job")).unwrap();
+    /// let first = q.receive(1, Duration::ZERO).unwrap();
+    /// assert_eq!(first[0].attempt, 1);
+    /// // Not acked within the visibility timeout (30 s): delivered again.
+    /// clock.advance(Duration::from_secs(30));
+    /// let again = q.receive(1, Duration::ZERO).unwrap();
+    /// assert_eq!(again[0].attempt, 2);
+    /// // The first receipt is fenced off.
+    /// assert!(q.ack(&first[0].receipt).is_err());
+    /// q.ack(&again[0].receipt).unwrap();
+    /// ```
+    pub fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        let inner = &*self.inner;
+        let until = Instant::now() + wait;
+        loop {
+            let released = inner.released.load(AtomicOrdering::SeqCst);
+            let (got, cursor, at_cap, next_due) = {
+                let mut core = inner.core.lock();
+                let got = inner.try_receive(&mut core, max)?;
+                let at_cap = core.state.leased() >= inner.config.max_in_flight;
+                let due = core.state.next_deadline();
+                (got, core.state.next(), at_cap, due)
+            };
+            if !got.is_empty() || max == 0 {
+                return Ok(got);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Ok(got);
+            }
+            let mut wake = until;
+            if let Some(due) = next_due {
+                let ms = due.saturating_sub(inner.log.config().clock.now_ms()).max(1);
+                wake = wake.min(now + Duration::from_millis(ms as u64));
+            }
+            let log = &inner.log;
+            log.inner.appended.wait_until(wake, || {
+                log.inner.is_closed()
+                    || inner.released.load(AtomicOrdering::SeqCst) != released
+                    || (!at_cap && log.end_offset() > cursor)
+            });
+            log.inner.check_open()?;
+        }
+    }
+
+    /// Acknowledges a delivery: the record is done and never delivered again. Survives
+    /// a crash of the process once this returns, power loss once flushed.
+    pub fn ack(&self, receipt: &Receipt) -> Result<()> {
+        self.inner.settle(receipt, |_, _| Ok((Kind::Ack, 0)))
+    }
+
+    /// Gives a delivery back: the record is delivered again (with `attempt + 1`) once
+    /// `delay` has passed. A zero `delay` means the [`QueueConfig::backoff`] delay for
+    /// this attempt (none when the schedule is empty).
+    pub fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
+        self.inner.settle(receipt, |now, core| {
+            let delay = if delay.is_zero() {
+                core.state.backoff_ms(receipt.attempt)
+            } else {
+                millis(delay)
+            };
+            Ok((Kind::Nack, now().saturating_add(delay)))
+        })
+    }
+
+    /// Moves the lease's deadline to now + `timeout` (at most `max_visibility`).
+    pub fn extend(&self, receipt: &Receipt, timeout: Duration) -> Result<()> {
+        let timeout = timeout.min(self.inner.config.max_visibility);
+        self.inner.settle(receipt, |now, _| {
+            Ok((Kind::Extend, now().saturating_add(millis(timeout))))
+        })
+    }
+
+    /// Appends the delivered record to the dead-letter log with `dlq.reason` =
+    /// `reason`, then counts it as done.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logqueue::{Log, LogConfig, Queue, QueueConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// q.send(Record::new("bad")).unwrap();
+    /// let d = q.receive(1, Duration::ZERO).unwrap();
+    /// q.dead_letter(&d[0].receipt, "cannot parse").unwrap();
+    /// let letter = q.dead_letters().read(0).unwrap().unwrap();
+    /// assert_eq!(letter.header("dlq.reason"), Some(&b"cannot parse"[..]));
+    /// assert_eq!(letter.header("dlq.offset"), Some(&b"0"[..]));
+    /// ```
+    pub fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<()> {
+        let inner = &*self.inner;
+        inner.settle(receipt, |_, core| {
+            inner.append_dead_letter(core, receipt.offset, receipt.attempt, reason)?;
+            Ok((Kind::DeadLetter, 0))
+        })
+    }
+
+    /// The dead-letter log (`queues/<name>/dead-letter/`).
+    pub fn dead_letters(&self) -> Log {
+        self.inner.dlq.clone()
+    }
+
+    /// Moves up to `max` dead letters, oldest first, back into the log as new records:
+    /// key, value and headers kept, the `dlq.*` headers removed, [`REDRIVE_FROM`]
+    /// (the dead-letter offset) added. A dead letter is never redriven twice, even
+    /// across crashes (a durable intent is resolved on the next call). Returns how
+    /// many were moved; they are durable in the log when this returns.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logqueue::{Log, LogConfig, Queue, QueueConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// q.send(Record::new("retry me")).unwrap();
+    /// let d = q.receive(1, Duration::ZERO).unwrap();
+    /// q.dead_letter(&d[0].receipt, "downstream was down").unwrap();
+    /// assert_eq!(q.redrive(10).unwrap(), 1);
+    /// assert_eq!(q.redrive(10).unwrap(), 0);
+    /// let again = q.receive(1, Duration::ZERO).unwrap();
+    /// assert_eq!(again[0].record.header("redrive.from"), Some(&b"0"[..]));
+    /// assert_eq!(again[0].record.header("dlq.reason"), None);
+    /// ```
+    pub fn redrive(&self, max: usize) -> Result<usize> {
+        let inner = &*self.inner;
+        let _one_at_a_time = inner.redriving.lock();
+        inner.log.inner.check_open()?;
+        let dir = inner.core.lock().dir.clone();
+        redrive::redrive(&inner.log, &inner.dlq, &dir, max)
+    }
+
+    /// Counters and sizes.
+    pub fn stats(&self) -> QueueStats {
+        let inner = &*self.inner;
+        let core = inner.core.lock();
+        let s = &core.state;
+        let end = inner.log.end_offset();
+        QueueStats {
+            ack_floor: s.floor,
+            in_flight: s.leased() as u64,
+            backlog: end.saturating_sub(s.next()) + s.waiting() as u64,
+            delayed: s.delayed() as u64,
+            acked_total: s.totals.acked,
+            redelivered_total: s.totals.redelivered,
+            dead_lettered_total: s.totals.dead_lettered,
+            corrupt_skipped: s.totals.corrupt_skipped,
+        }
+    }
+
+    /// Bytes of memory held by the in-memory ack state (slots and deadline heap).
+    pub fn state_memory_bytes(&self) -> usize {
+        self.inner.core.lock().state.memory_bytes()
+    }
+
+    /// Makes every ack, nack and lease so far durable: fsyncs the log (so the state
+    /// never names a record that is not durable), the dead-letter log, then the state.
+    pub fn flush(&self) -> Result<()> {
+        let inner = &*self.inner;
+        let mut core = inner.core.lock();
+        inner.check(&core)?;
+        let r = inner
+            .log
+            .flush()
+            .and_then(|()| inner.dlq.flush())
+            .and_then(|()| core.journal.sync());
+        inner.poison_on_err(&mut core, r)
+    }
+}
+
+impl QueueInner {
+    fn check(&self, core: &Core) -> Result<()> {
+        self.log.inner.check_open()?;
+        match &core.poisoned {
+            Some(reason) => Err(Error::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn poison_on_err<T>(&self, core: &mut Core, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            if !matches!(e, Error::Closed) && core.poisoned.is_none() {
+                core.poisoned = Some(e.to_string());
+            }
+        }
+        r
+    }
+
+    /// Writes `core.events` as one or more frames, rotating the journal when full.
+    fn write_events(&self, core: &mut Core) -> Result<()> {
+        let mut events = std::mem::take(&mut core.events);
+        let r = (|| {
+            let mut rest = &events[..];
+            while !rest.is_empty() {
+                let n = rest.len().min(core.journal.max_events());
+                if !core.journal.fits(n) {
+                    self.rotate(core)?;
+                    continue;
+                }
+                core.journal.write(rest[..n].iter().copied())?;
+                rest = &rest[n..];
+            }
+            Ok(())
+        })();
+        events.clear();
+        core.events = events;
+        let r = self.poison_on_err(core, r);
+        self.floor.store(core.state.floor, AtomicOrdering::Release);
+        r
+    }
+
+    /// Snapshot of the current state and a new journal. The log (and dead-letter log)
+    /// are made durable first: the snapshot never names a record that is not.
+    fn rotate(&self, core: &mut Core) -> Result<()> {
+        self.log.flush()?;
+        self.dlq.flush()?;
+        let generation = core.journal.generation() + 1;
+        let fs = Arc::clone(core.journal.fs());
+        let capacity = self.config.journal_bytes as usize;
+        core.journal = Journal::create(fs, &core.dir, generation, capacity, &core.state)?;
+        Ok(())
+    }
+
+    /// Checks `receipt` against the current lease, then runs `f` (which gives the
+    /// event to record) and records it.
+    fn settle(
+        &self,
+        receipt: &Receipt,
+        f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
+    ) -> Result<()> {
+        let mut core = self.core.lock();
+        self.check(&core)?;
+        let current = core.state.slot(receipt.offset);
+        if !current.is_some_and(|s| s.state == SlotState::Leased && s.attempt == receipt.attempt) {
+            return Err(Error::StaleReceipt {
+                offset: receipt.offset,
+                attempt: receipt.attempt,
+            });
+        }
+        // Only nack and extend need the time: no clock read on the ack path.
+        let clock = &self.log.config().clock;
+        let (kind, deadline) = f(&|| clock.now_ms(), &mut core)?;
+        let was_at_cap = core.state.leased() >= self.config.max_in_flight;
+        let event = Event {
+            kind,
+            offset: receipt.offset,
+            attempt: receipt.attempt,
+            deadline,
+        };
+        core.events.push(event);
+        self.write_events(&mut core)?;
+        journal::apply(&mut core.state, event);
+        if matches!(kind, Kind::Ack | Kind::DeadLetter) {
+            self.finished(&mut core, receipt.offset);
+            self.write_events(&mut core)?;
+        }
+        if kind != Kind::Extend && was_at_cap {
+            self.released.fetch_add(1, AtomicOrdering::SeqCst);
+            drop(core);
+            self.log.inner.appended.notify();
+        }
+        Ok(())
+    }
+
+    /// `offset` is done: under `PerKey`, the next record of its key is unblocked.
+    fn finished(&self, core: &mut Core, offset: Offset) {
+        if let Some(pk) = &mut core.per_key {
+            if let Some(e) = pk.done(offset) {
+                journal::apply(&mut core.state, e);
+                core.events.push(e);
+            }
+        }
+    }
+
+    fn append_dead_letter(
+        &self,
+        core: &mut Core,
+        offset: Offset,
+        attempts: u32,
+        reason: &str,
+    ) -> Result<bool> {
+        let _ = core;
+        match self.log.read(offset) {
+            Ok(Some(record)) => {
+                let letter = dead_letter::letter(record, &self.name, attempts, reason);
+                self.dlq.append(letter)?;
+                // Durable before the journal says done: a journal write can outlive
+                // an un-synced dead-letter append in a power loss.
+                self.dlq.flush()?;
+                Ok(true)
+            }
+            Ok(None) | Err(Error::OffsetOutOfRange { .. }) | Err(Error::Corrupt { .. }) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(valid_name("orders-1.v2_x"));
+        for bad in ["", ".", "..", "a/b", "a b", "é"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn in_flight_memory_is_small() {
+        // 12-byte slot + 16-byte heap entry; 120,000 leases fill most of the
+        // power-of-two capacities the collections grow to.
+        let mut s = AckState::new(0);
+        for o in 0..120_000 {
+            s.set(o, SlotState::Leased, 1, o as i64);
+        }
+        let per = s.memory_bytes() as f64 / 120_000.0;
+        assert!(per <= 32.0, "{per} bytes per in-flight record");
+    }
+}
