@@ -13,7 +13,7 @@ use crate::Offset;
 
 mod encode;
 
-pub(crate) use encode::{encode, BatchMeta, RecordParts};
+pub(crate) use encode::{encode, BatchMeta, Encoded, RecordParts};
 
 /// Bytes of the fixed batch header.
 pub(crate) const HEADER_LEN: usize = 60;

@@ -61,33 +61,49 @@ impl Log {
         self.append_records(&records)
     }
 
+    /// Appends one record given by borrowed bytes, with no headers and the clock's
+    /// timestamp: the same as [`Log::append`] of `Record { key, value, .. }`, without
+    /// the caller allocating a [`Record`].
+    ///
+    /// ```
+    /// use logqueue::{Log, LogConfig};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let offset = log.append_slice(Some(b"key"), b"value").unwrap();
+    /// let r = log.read(offset).unwrap().unwrap();
+    /// assert_eq!((r.key.as_deref(), r.value.as_deref()), (Some(&b"key"[..]), Some(&b"value"[..])));
+    /// ```
+    pub fn append_slice(&self, key: Option<&[u8]>, value: &[u8]) -> Result<Offset> {
+        self.append_source(&Borrowed { key, value })
+            .map(|r| r.start)
+    }
+
     pub(crate) fn append_records(&self, records: &[Record]) -> Result<Range<Offset>> {
+        self.append_source(records)
+    }
+
+    fn append_source<S: AppendSource + ?Sized>(&self, records: &S) -> Result<Range<Offset>> {
         let inner = &*self.inner;
         inner.check_writable()?;
-        if records.is_empty() {
+        let count = records.count();
+        if count == 0 {
             let end = self.end_offset();
             return Ok(end..end);
         }
-        if inner.config.cleanup.compacts() && records.iter().any(|r| r.key.is_none()) {
+        if inner.config.cleanup.compacts() && records.missing_key() {
             return Err(Error::MissingKey);
         }
         let max_batch = u64::from(inner.config.max_batch_bytes);
         // Cheap lower bound first, so a huge record is refused before it is encoded;
         // the exact check follows the encoding.
-        let payload: u64 = records
-            .iter()
-            .map(|r| {
-                (r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len)) as u64
-            })
-            .sum::<u64>()
-            + batch::HEADER_LEN as u64;
+        let payload: u64 = records.payload_bytes() + batch::HEADER_LEN as u64;
         if payload > max_batch {
             return Err(Error::RecordTooLarge {
                 size: payload,
                 max: max_batch,
             });
         }
-        let last_delta = u32::try_from(records.len() - 1).map_err(|_| Error::RecordTooLarge {
+        let last_delta = u32::try_from(count - 1).map_err(|_| Error::RecordTooLarge {
             size: payload,
             max: max_batch,
         })?;
@@ -97,7 +113,7 @@ impl Log {
             let base = w.next_offset;
             // The offset space is u64: a log whose end was planted near u64::MAX (a
             // checkpoint or file name) has no room left, which is an error, not a panic.
-            if base.checked_add(records.len() as u64).is_none() {
+            if base.checked_add(count as u64).is_none() {
                 return Err(Error::OffsetOutOfRange {
                     offset: base,
                     start: self.start_offset(),
@@ -110,13 +126,9 @@ impl Log {
                 append_time: now,
                 delete_horizon: None,
             };
-            let parts = records
-                .iter()
-                .enumerate()
-                .map(|(i, r)| RecordParts::from_record(r, i as u32, now));
             let mut scratch = std::mem::take(&mut w.scratch);
             scratch.clear();
-            let encoded = batch::encode(&mut scratch, meta, parts);
+            let encoded = records.encode(&mut scratch, meta, now);
             let result = if scratch.len() as u64 > max_batch {
                 Err(Error::RecordTooLarge {
                     size: scratch.len() as u64,
@@ -137,10 +149,10 @@ impl Log {
             }
             w.scratch = scratch;
             result?;
-            w.records_since_flush += records.len() as u64;
-            w.records_appended += records.len() as u64;
+            w.records_since_flush += count as u64;
+            w.records_appended += count as u64;
             w.batches_appended += 1;
-            base..base + records.len() as u64
+            base..base + count as u64
         };
         inner.appended.notify();
         match inner.config.flush {
@@ -272,5 +284,65 @@ impl LogInner {
         *list = Arc::new(next);
         self.counters.rolls.fetch_add(1, AtomicOrdering::Relaxed);
         Ok(())
+    }
+}
+
+/// What an append encodes: owned records, or one record of borrowed bytes.
+trait AppendSource {
+    fn count(&self) -> usize;
+    fn missing_key(&self) -> bool;
+    /// Key and value bytes: a lower bound of the encoded size.
+    fn payload_bytes(&self) -> u64;
+    fn encode(&self, out: &mut Vec<u8>, meta: BatchMeta, now: i64) -> batch::Encoded;
+}
+
+impl AppendSource for [Record] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn missing_key(&self) -> bool {
+        self.iter().any(|r| r.key.is_none())
+    }
+
+    fn payload_bytes(&self) -> u64 {
+        self.iter()
+            .map(|r| {
+                (r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len)) as u64
+            })
+            .sum()
+    }
+
+    fn encode(&self, out: &mut Vec<u8>, meta: BatchMeta, now: i64) -> batch::Encoded {
+        let parts = self
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RecordParts::from_record(r, i as u32, now));
+        batch::encode(out, meta, parts)
+    }
+}
+
+/// One record of borrowed bytes (see [`Log::append_slice`]).
+struct Borrowed<'a> {
+    key: Option<&'a [u8]>,
+    value: &'a [u8],
+}
+
+impl AppendSource for Borrowed<'_> {
+    fn count(&self) -> usize {
+        1
+    }
+
+    fn missing_key(&self) -> bool {
+        self.key.is_none()
+    }
+
+    fn payload_bytes(&self) -> u64 {
+        (self.key.map_or(0, <[u8]>::len) + self.value.len()) as u64
+    }
+
+    fn encode(&self, out: &mut Vec<u8>, meta: BatchMeta, now: i64) -> batch::Encoded {
+        let parts = RecordParts::borrowed(self.key, Some(self.value), now);
+        batch::encode(out, meta, std::iter::once(parts))
     }
 }

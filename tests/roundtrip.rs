@@ -60,3 +60,40 @@ fn second_open_is_locked_and_close_releases() {
     let again = Log::open(dir.path(), small_config(1 << 20)).unwrap();
     again.close().unwrap();
 }
+
+#[test]
+fn append_slice_matches_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || logqueue::LogConfig {
+        max_batch_bytes: 1024,
+        ..small_config(1 << 20)
+    };
+    let log = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(log.append_slice(None, b"plain").unwrap(), 0);
+    assert_eq!(log.append_slice(Some(b"k"), b"keyed").unwrap(), 1);
+    let a = log.read(0).unwrap().unwrap();
+    assert_eq!((a.key, a.value.as_deref()), (None, Some(&b"plain"[..])));
+    let b = log.read(1).unwrap().unwrap();
+    assert_eq!(b.key.as_deref(), Some(&b"k"[..]));
+    assert!(b.headers.is_empty());
+    assert!(matches!(
+        log.append_slice(None, &[0u8; 2000]),
+        Err(Error::RecordTooLarge { .. })
+    ));
+    assert_eq!(log.end_offset(), 2);
+    drop(log);
+    let compacted = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        compacted.path(),
+        logqueue::LogConfig {
+            cleanup: logqueue::CleanupPolicy::Compact,
+            ..config()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        log.append_slice(None, b"v"),
+        Err(Error::MissingKey)
+    ));
+    assert_eq!(log.append_slice(Some(b"k"), b"v").unwrap(), 0);
+}

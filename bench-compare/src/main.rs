@@ -77,6 +77,7 @@ fn main() {
 
     // Per workload: (records per wall second, records per CPU second) of each run.
     let mut lq_append = Vec::new();
+    let mut lq_append_slice = Vec::new();
     let mut cl_append = Vec::new();
     let mut lq_views = Vec::new();
     let mut lq_owned = Vec::new();
@@ -96,6 +97,13 @@ fn main() {
         };
         lq_append.push(rate(records, lq.1));
         cl_append.push(rate(records, cl.1));
+        {
+            // The borrowed-bytes append, like commitlog's `append_msg(&[u8])`.
+            let dir = tempfile::tempdir_in(&base).expect("temp dir");
+            let (log, took) = logqueue_append_slice(dir.path(), records, &value);
+            lq_append_slice.push(rate(records, took));
+            log.close().expect("close");
+        }
 
         let (log, clog) = (lq.0, cl.0);
         lq_views.push(rate(records, logqueue_read_views(&log, records)));
@@ -103,9 +111,10 @@ fn main() {
         cl_read.push(rate(records, commitlog_read(&clog, records)));
         let m = |r: (f64, f64)| format!("{:.2} ({:.2} cpu)", r.0 / 1e6, r.1 / 1e6);
         println!(
-            "run {}: M records/s wall (cpu): append lq {}, cl {}; read lq views {}, lq owned {}, cl {}",
+            "run {}: M records/s wall (cpu): append lq {}, lq slice {}, cl {}; read lq views {}, lq owned {}, cl {}",
             run + 1,
             m(lq_append[run]),
+            m(lq_append_slice[run]),
             m(cl_append[run]),
             m(lq_views[run]),
             m(lq_owned[run]),
@@ -136,8 +145,13 @@ fn main() {
         );
     };
     row(
-        "append 100 B, one per call, no fsync",
+        "append 100 B, one per call, no fsync (`append(Record)`, allocating)",
         &lq_append,
+        &cl_append,
+    );
+    row(
+        "append 100 B, one per call, no fsync (`append_slice(&[u8])`, like `append_msg`)",
+        &lq_append_slice,
         &cl_append,
     );
     row(
@@ -163,6 +177,22 @@ fn logqueue_append(dir: &Path, records: u64, value: &[u8]) -> (Log, Took) {
     for _ in 0..records {
         // `Record` owns its value: the copy into a Vec is part of the API's cost.
         log.append(Record::new(value.to_vec())).expect("append");
+    }
+    let took = start.stop();
+    assert_eq!(log.end_offset(), records);
+    (log, took)
+}
+
+fn logqueue_append_slice(dir: &Path, records: u64, value: &[u8]) -> (Log, Took) {
+    let config = LogConfig {
+        flush: FlushPolicy::Manual,
+        background: false,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir, config).expect("open logqueue");
+    let start = Timer::start();
+    for _ in 0..records {
+        log.append_slice(None, value).expect("append_slice");
     }
     let took = start.stop();
     assert_eq!(log.end_offset(), records);

@@ -38,6 +38,17 @@ impl<'a> RecordParts<'a> {
         }
     }
 
+    /// Parts of a single record of borrowed bytes with no headers (offset delta 0).
+    pub fn borrowed(key: Option<&'a [u8]>, value: Option<&'a [u8]>, timestamp: i64) -> Self {
+        RecordParts {
+            offset_delta: 0,
+            timestamp,
+            key,
+            value,
+            headers: Headers::Owned(&[]),
+        }
+    }
+
     /// Parts of a stored record view, keeping its offset.
     pub fn from_view(view: &RecordView<'a>, base_offset: Offset) -> Self {
         RecordParts {
