@@ -56,7 +56,10 @@ pub struct QueueConfig {
     /// (Earliest) Used when the queue is created.
     pub start: StartPosition,
     /// (true) Time and size retention of the log never delete records at or above
-    /// this open queue's ack floor.
+    /// this queue's ack floor, whether the queue is open or not: a closed queue
+    /// protects from the floor it last persisted (at open, snapshot or
+    /// [`Queue::flush`](super::Queue::flush)), which may be lower than its last ack.
+    /// Deleting the queue's directory lifts it.
     pub protect_unacked: bool,
     /// (64 MiB) Size of one state journal file; when full, a snapshot is written and
     /// a new journal started.

@@ -9,6 +9,7 @@
 mod config;
 mod dead_letter;
 mod deliver;
+mod floors;
 mod journal;
 mod per_key;
 mod redrive;
@@ -65,8 +66,8 @@ struct QueueInner {
     config: QueueConfig,
     dlq: Log,
     core: Mutex<Core>,
-    /// Mirror of the ack floor, for retention.
-    floor: AtomicU64,
+    /// Mirror of the ack floor, for retention (see `floors.rs`).
+    floor: Arc<AtomicU64>,
     /// Bumped when a lease ends, to wake receivers blocked by `max_in_flight`.
     released: AtomicU64,
     /// Serialises [`Queue::redrive`].
@@ -96,6 +97,8 @@ struct Core {
     events: Vec<Event>,
     dir: PathBuf,
     poisoned: Option<String>,
+    /// The floor last written to the `floor` file.
+    floor_written: Offset,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -129,6 +132,12 @@ fn create_dirs(fs: &dyn crate::fs::FileSystem, dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Makes `log`'s time and size retention keep the records that the queues under
+/// `<log dir>/queues/` with [`QueueConfig::protect_unacked`] have not done, open or not.
+pub(crate) fn install_retention_floors(log: &Log) {
+    floors::QueueFloors::of(log);
 }
 
 impl Queue {
@@ -172,8 +181,10 @@ impl Queue {
         let capacity = usize::try_from(config.journal_bytes)
             .map_err(|_| Error::InvalidConfig("journal_bytes too large".into()))?;
         let journal = Journal::create(Arc::clone(&fs), &dir, generation + 1, capacity, &state)?;
+        floors::write(&*fs, &dir, state.floor, config.protect_unacked)?;
         let reader = log.reader(state.next())?;
-        let floor = AtomicU64::new(state.floor);
+        let floor_written = state.floor;
+        let floor = Arc::new(AtomicU64::new(state.floor));
         let inner = Arc::new(QueueInner {
             log: log.clone(),
             name: name.to_string(),
@@ -188,19 +199,14 @@ impl Queue {
                 events: Vec::with_capacity(256),
                 dir,
                 poisoned: None,
+                floor_written,
             }),
             floor,
             released: AtomicU64::new(0),
             redriving: Mutex::new(()),
             config,
         });
-        if inner.config.protect_unacked {
-            let weak = Arc::downgrade(&inner);
-            log.add_retention_floor(move || {
-                weak.upgrade()
-                    .map(|q| q.floor.load(AtomicOrdering::Acquire))
-            });
-        }
+        floors::QueueFloors::of(log).register(name, &inner.floor, inner.config.protect_unacked);
         Ok(Queue { inner })
     }
 
@@ -425,7 +431,8 @@ impl Queue {
             .log
             .flush()
             .and_then(|()| inner.dlq.flush())
-            .and_then(|()| core.journal.sync());
+            .and_then(|()| core.journal.sync())
+            .and_then(|()| inner.write_floor(&mut core));
         inner.poison_on_err(&mut core, r)
     }
 }
@@ -482,6 +489,22 @@ impl QueueInner {
         let fs = Arc::clone(core.journal.fs());
         let capacity = self.config.journal_bytes as usize;
         core.journal = Journal::create(fs, &core.dir, generation, capacity, &core.state)?;
+        self.write_floor(core)
+    }
+
+    /// Writes the `floor` file if the floor moved since it was last written. The
+    /// caller has made the state durable up to the floor.
+    fn write_floor(&self, core: &mut Core) -> Result<()> {
+        if core.state.floor != core.floor_written {
+            let fs = Arc::clone(core.journal.fs());
+            floors::write(
+                &*fs,
+                &core.dir,
+                core.state.floor,
+                self.config.protect_unacked,
+            )?;
+            core.floor_written = core.state.floor;
+        }
         Ok(())
     }
 
