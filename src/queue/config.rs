@@ -144,4 +144,13 @@ pub struct QueueStats {
     pub dead_lettered_total: u64,
     /// Records passed because they could not be read (corrupt).
     pub corrupt_skipped: u64,
+    /// Log end offset minus the ack floor: the records between the floor and the end
+    /// of the log, including those above the floor already done (as a Kafka
+    /// consumer's lag). The records not yet done are `backlog + in_flight`.
+    pub consumer_lag: u64,
+    /// Clock milliseconds since the timestamp of the oldest record not yet done (the
+    /// record at the ack floor, whether never delivered, leased, waiting or delayed);
+    /// `None` when every record in the log is done (or that record cannot be read).
+    /// The timestamp is the record's own, or the clock at append when none was given.
+    pub oldest_unacked_age_ms: Option<u64>,
 }

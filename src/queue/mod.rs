@@ -99,6 +99,8 @@ struct Core {
     poisoned: Option<String>,
     /// The floor last written to the `floor` file.
     floor_written: Offset,
+    /// Offset and timestamp of the record last read for `oldest_unacked_age_ms`.
+    oldest: Option<(Offset, i64)>,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -200,6 +202,7 @@ impl Queue {
                 dir,
                 poisoned: None,
                 floor_written,
+                oldest: None,
             }),
             floor,
             released: AtomicU64::new(0),
@@ -398,13 +401,18 @@ impl Queue {
         redrive::redrive(&inner.log, &inner.dlq, &dir, max)
     }
 
-    /// Counters and sizes.
+    /// Counters and sizes. O(1), except that `oldest_unacked_age_ms` reads the record
+    /// at the ack floor when the floor moved since the last call.
     pub fn stats(&self) -> QueueStats {
         let inner = &*self.inner;
-        let core = inner.core.lock();
-        let s = &core.state;
+        let mut core = inner.core.lock();
         let end = inner.log.end_offset();
+        let oldest = inner.oldest_timestamp(&mut core, end);
+        let now = inner.log.config().clock.now_ms();
+        let s = &core.state;
         QueueStats {
+            consumer_lag: end.saturating_sub(s.floor),
+            oldest_unacked_age_ms: oldest.map(|ts| now.saturating_sub(ts).max(0) as u64),
             ack_floor: s.floor,
             in_flight: s.leased() as u64,
             backlog: end.saturating_sub(s.next()) + s.waiting() as u64,
@@ -438,6 +446,21 @@ impl Queue {
 }
 
 impl QueueInner {
+    /// Timestamp of the record at the ack floor (cached per floor), if it is not done.
+    fn oldest_timestamp(&self, core: &mut Core, end: Offset) -> Option<i64> {
+        let floor = core.state.floor.max(self.log.start_offset());
+        if floor >= end {
+            return None;
+        }
+        if let Some((o, ts)) = core.oldest.filter(|(o, _)| *o == floor) {
+            debug_assert_eq!(o, floor);
+            return Some(ts);
+        }
+        let ts = self.log.read(floor).ok().flatten()?.timestamp;
+        core.oldest = Some((floor, ts));
+        Some(ts)
+    }
+
     fn check(&self, core: &Core) -> Result<()> {
         self.log.inner.check_open()?;
         match &core.poisoned {
