@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 pub use config::{Delivery, Ordering, QueueConfig, QueueStats, Receipt, StartPosition};
-pub use dead_letter::{DLQ_ATTEMPTS, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON};
+pub use dead_letter::{DLQ_ATTEMPTS, DLQ_KEY_RELEASED, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON};
 pub use redrive::REDRIVE_FROM;
 
 /// Header holding the clock time (milliseconds, UTF-8 decimal) before which no queue
@@ -343,8 +343,14 @@ impl Queue {
         })
     }
 
-    /// Appends the delivered record to the dead-letter log with `dlq.reason` =
-    /// `reason`, then counts it as done.
+    /// Appends the delivered record to the dead-letter log, then counts it as done.
+    /// The dead letter keeps the record's key, value, headers and timestamp, and gets
+    /// the headers [`DLQ_OFFSET`] (`dlq.offset`, its offset in the log),
+    /// [`DLQ_ATTEMPTS`] (`dlq.attempts`, deliveries so far), [`DLQ_QUEUE`]
+    /// (`dlq.queue`, this queue's name), [`DLQ_REASON`] (`dlq.reason` = `reason`;
+    /// `max_deliveries` when the queue dead-letters it itself) and, for a keyed record
+    /// of an [`Ordering::PerKey`] queue, [`DLQ_KEY_RELEASED`] (`dlq.key_released` =
+    /// `true`: the key moved on to its next record). Values are UTF-8.
     ///
     /// ```
     /// use std::time::Duration;
@@ -589,10 +595,10 @@ impl QueueInner {
         attempts: u32,
         reason: &str,
     ) -> Result<bool> {
-        let _ = core;
+        let per_key = core.per_key.is_some();
         match self.log.read(offset) {
             Ok(Some(record)) => {
-                let letter = dead_letter::letter(record, &self.name, attempts, reason);
+                let letter = dead_letter::letter(record, &self.name, attempts, reason, per_key);
                 self.dlq.append(letter)?;
                 // Durable before the journal says done: a journal write can outlive
                 // an un-synced dead-letter append in a power loss.
