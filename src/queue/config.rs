@@ -144,6 +144,14 @@ pub struct QueueStats {
     pub dead_lettered_total: u64,
     /// Records passed because they could not be read (corrupt).
     pub corrupt_skipped: u64,
+    /// Records passed without being done because the log's start offset moved above
+    /// them (an explicit [`Log::delete_records_before`](crate::Log::delete_records_before),
+    /// or retention without `protect_unacked`): never delivered, leased, waiting or
+    /// delayed records below the new start. Counted when the queue opens (from its
+    /// persisted state) and when `receive` finds the start above the floor; kept in
+    /// memory only, since this queue was opened (a reopen after a crash may count a
+    /// stretch again). Leases on such records become stale.
+    pub skipped_by_retention: u64,
     /// Log end offset minus the ack floor: the records between the floor and the end
     /// of the log, including those above the floor already done (as a Kafka
     /// consumer's lag). The records not yet done are `backlog + in_flight`.

@@ -158,8 +158,9 @@ impl Queue {
         create_dirs(&*fs, &dir)?;
         // The dead-letter log's lock is the queue's lock.
         let dlq = dead_letter::open(log, &dir.join("dead-letter"))?;
-        let live = log.start_offset()..log.end_offset();
-        let (generation, mut state) = match Journal::load(&*fs, &dir, live) {
+        // Loaded from offset 0, not the log's start: what was done below the start is
+        // known, so `clamp` counts only the records skipped without being done.
+        let (generation, mut state) = match Journal::load(&*fs, &dir, 0..log.end_offset()) {
             Some((g, mut s)) => {
                 s.recover_leases();
                 (g, s)
@@ -427,6 +428,7 @@ impl Queue {
             redelivered_total: s.totals.redelivered,
             dead_lettered_total: s.totals.dead_lettered,
             corrupt_skipped: s.totals.corrupt_skipped,
+            skipped_by_retention: s.skipped_by_retention,
         }
     }
 
@@ -574,6 +576,32 @@ impl QueueInner {
             self.released.fetch_add(1, AtomicOrdering::SeqCst);
             drop(core);
             self.log.inner.appended.notify();
+        }
+        Ok(())
+    }
+
+    /// The log's start offset passed the floor ([`Log::delete_records_before`]): the
+    /// records below it that were not done are counted in
+    /// [`QueueStats::skipped_by_retention`] and passed, their keys released.
+    fn jump_to_start(&self, core: &mut Core) -> Result<()> {
+        let start = self.log.start_offset();
+        if core.state.floor >= start {
+            return Ok(());
+        }
+        let skipped: Vec<Offset> = core
+            .state
+            .pending()
+            .map(|(o, _)| o)
+            .take_while(|&o| o < start)
+            .collect();
+        core.state.clamp(start, Offset::MAX);
+        for o in skipped {
+            self.finished(core, o);
+        }
+        let next = core.state.next();
+        if core.reader.position() < next {
+            core.ahead.clear();
+            core.reader.seek(next)?;
         }
         Ok(())
     }
