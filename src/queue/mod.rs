@@ -2,8 +2,9 @@
 //! timeouts, fenced receipts and a dead-letter log.
 //!
 //! State lives in `<log dir>/queues/<name>/`: a snapshot, a journal of fixed-size
-//! events written through a memory map (see `journal.rs`), and the dead-letter log
-//! in `dead-letter/`. In memory: the ack floor, a 16-byte slot per offset between the
+//! events written through a memory map (see `journal.rs`), a `floor` file that lets
+//! the log's retention keep what the queue still needs while it is closed (see
+//! `floors.rs`), and the dead-letter log in `dead-letter/`. In memory: the ack floor, a 16-byte slot per offset between the
 //! floor and the delivery cursor, and a deadline heap (see `state.rs`).
 
 mod config;
