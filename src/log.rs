@@ -200,6 +200,8 @@ impl Log {
             inner,
             _handle: handle,
         };
+        // Retention keeps what the queues under `queues/` still need, open or not.
+        crate::queue::install_retention_floors(&log);
         log.start_background();
         Ok(log)
     }

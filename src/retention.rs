@@ -33,6 +33,8 @@ pub(crate) type FloorFn = Arc<dyn Fn() -> Option<Offset> + Send + Sync>;
 #[derive(Default)]
 pub(crate) struct RetentionState {
     floors: Mutex<Vec<FloorFn>>,
+    /// Shared values of floor providers registered once per log, by name.
+    providers: Mutex<Vec<(&'static str, Arc<dyn std::any::Any + Send + Sync>)>>,
     pending: Mutex<Vec<PendingDelete>>,
     /// Segments the last pass kept only because a consumer floor protected them.
     pub held_segments: AtomicU64,
@@ -86,6 +88,31 @@ impl Log {
     /// holding an offset at or above it.
     pub fn add_retention_floor(&self, floor: impl Fn() -> Option<Offset> + Send + Sync + 'static) {
         self.inner.retention.floors.lock().push(Arc::new(floor));
+    }
+
+    /// The value of the floor provider `name`, registered on the first call only:
+    /// `make` builds the shared value, and retention asks `floor(&value)` on each pass.
+    /// Lets a component register one floor function per log however often it is used.
+    pub(crate) fn retention_provider<T: Send + Sync + 'static>(
+        &self,
+        name: &'static str,
+        make: impl FnOnce() -> T,
+        floor: fn(&T) -> Option<Offset>,
+    ) -> Arc<T> {
+        let mut providers = self.inner.retention.providers.lock();
+        if let Some((_, v)) = providers.iter().find(|(n, _)| *n == name) {
+            if let Ok(v) = Arc::clone(v).downcast::<T>() {
+                return v;
+            }
+        }
+        let value = Arc::new(make());
+        providers.push((
+            name,
+            Arc::clone(&value) as Arc<dyn std::any::Any + Send + Sync>,
+        ));
+        let held = Arc::clone(&value);
+        self.add_retention_floor(move || floor(&held));
+        value
     }
 }
 

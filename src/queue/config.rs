@@ -56,7 +56,10 @@ pub struct QueueConfig {
     /// (Earliest) Used when the queue is created.
     pub start: StartPosition,
     /// (true) Time and size retention of the log never delete records at or above
-    /// this open queue's ack floor.
+    /// this queue's ack floor, whether the queue is open or not: a closed queue
+    /// protects from the floor it last persisted (at open, snapshot or
+    /// [`Queue::flush`](super::Queue::flush)), which may be lower than its last ack.
+    /// Deleting the queue's directory lifts it.
     pub protect_unacked: bool,
     /// (64 MiB) Size of one state journal file; when full, a snapshot is written and
     /// a new journal started.
@@ -141,4 +144,21 @@ pub struct QueueStats {
     pub dead_lettered_total: u64,
     /// Records passed because they could not be read (corrupt).
     pub corrupt_skipped: u64,
+    /// Records passed without being done because the log's start offset moved above
+    /// them (an explicit [`Log::delete_records_before`](crate::Log::delete_records_before),
+    /// or retention without `protect_unacked`): never delivered, leased, waiting or
+    /// delayed records below the new start. Counted when the queue opens (from its
+    /// persisted state) and when `receive` finds the start above the floor; kept in
+    /// memory only, since this queue was opened (a reopen after a crash may count a
+    /// stretch again). Leases on such records become stale.
+    pub skipped_by_retention: u64,
+    /// Log end offset minus the ack floor: the records between the floor and the end
+    /// of the log, including those above the floor already done (as a Kafka
+    /// consumer's lag). The records not yet done are `backlog + in_flight`.
+    pub consumer_lag: u64,
+    /// Clock milliseconds since the timestamp of the oldest record not yet done (the
+    /// record at the ack floor, whether never delivered, leased, waiting or delayed);
+    /// `None` when every record in the log is done (or that record cannot be read).
+    /// The timestamp is the record's own, or the clock at append when none was given.
+    pub oldest_unacked_age_ms: Option<u64>,
 }

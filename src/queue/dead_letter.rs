@@ -14,10 +14,21 @@ pub const DLQ_ATTEMPTS: &str = "dlq.attempts";
 pub const DLQ_QUEUE: &str = "dlq.queue";
 /// Header saying why the record was dead-lettered.
 pub const DLQ_REASON: &str = "dlq.reason";
+/// Header set to `true` on the dead letter of a keyed record of an
+/// [`Ordering::PerKey`](super::Ordering::PerKey) queue: the key moved on to its next
+/// record, which the queue may deliver before this one is redriven.
+pub const DLQ_KEY_RELEASED: &str = "dlq.key_released";
 
 /// True for the headers a dead letter gets (removed again by redrive).
 pub(crate) fn is_dlq_header(key: &str) -> bool {
-    [DLQ_OFFSET, DLQ_ATTEMPTS, DLQ_QUEUE, DLQ_REASON].contains(&key)
+    [
+        DLQ_OFFSET,
+        DLQ_ATTEMPTS,
+        DLQ_QUEUE,
+        DLQ_REASON,
+        DLQ_KEY_RELEASED,
+    ]
+    .contains(&key)
 }
 
 /// Reason given when `max_deliveries` ran out.
@@ -41,8 +52,15 @@ pub(crate) fn open(parent: &Log, dir: &Path) -> Result<Log> {
 }
 
 /// The dead-letter copy of `record`: key, value, headers and timestamp kept, plus the
-/// `dlq.*` headers.
-pub(crate) fn letter(record: StoredRecord, queue: &str, attempts: u32, reason: &str) -> Record {
+/// `dlq.*` headers ([`DLQ_KEY_RELEASED`] when `per_key` and the record has a key).
+pub(crate) fn letter(
+    record: StoredRecord,
+    queue: &str,
+    attempts: u32,
+    reason: &str,
+    per_key: bool,
+) -> Record {
+    let key_released = per_key && record.key.is_some();
     let mut r = Record {
         key: record.key,
         value: record.value,
@@ -54,5 +72,8 @@ pub(crate) fn letter(record: StoredRecord, queue: &str, attempts: u32, reason: &
         .with_header(DLQ_ATTEMPTS, attempts.to_string())
         .with_header(DLQ_QUEUE, queue)
         .with_header(DLQ_REASON, reason);
+    if key_released {
+        r = r.with_header(DLQ_KEY_RELEASED, "true");
+    }
     r
 }

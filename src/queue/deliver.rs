@@ -32,7 +32,9 @@ impl QueueInner {
 
     pub(super) fn try_receive(&self, core: &mut Core, max: usize) -> Result<Vec<Delivery>> {
         self.check(core)?;
-        let r = self.collect(core, max);
+        let r = self
+            .jump_to_start(core)
+            .and_then(|()| self.collect(core, max));
         // Whatever was leased is written before anything is returned.
         let w = self.write_events(core);
         let out = self.poison_on_err(core, r)?;

@@ -158,8 +158,9 @@ pub(crate) fn journal_name(generation: u64) -> String {
 
 impl Journal {
     /// Reads the snapshot and the journal it names, keeping only what names offsets
-    /// in `log` (the log's start..end): state is never ahead of the log, and planted
-    /// offsets cannot make the window huge. `None` when there is no valid snapshot (a
+    /// in `log` (the queue passes `0..end`: state is never ahead of the log, and
+    /// planted offsets cannot make the window huge; what lies below the log's start is
+    /// kept so the caller can count what was skipped, see `AckState::clamp`). `None` when there is no valid snapshot (a
     /// new queue).
     pub fn load(fs: &dyn FileSystem, dir: &Path, log: Range<Offset>) -> Option<(u64, AckState)> {
         let bytes = checkpoint::read_small_unbounded(fs, &dir.join(SNAPSHOT))?;

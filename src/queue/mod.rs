@@ -2,13 +2,15 @@
 //! timeouts, fenced receipts and a dead-letter log.
 //!
 //! State lives in `<log dir>/queues/<name>/`: a snapshot, a journal of fixed-size
-//! events written through a memory map (see `journal.rs`), and the dead-letter log
-//! in `dead-letter/`. In memory: the ack floor, a 16-byte slot per offset between the
+//! events written through a memory map (see `journal.rs`), a `floor` file that lets
+//! the log's retention keep what the queue still needs while it is closed (see
+//! `floors.rs`), and the dead-letter log in `dead-letter/`. In memory: the ack floor, a 16-byte slot per offset between the
 //! floor and the delivery cursor, and a deadline heap (see `state.rs`).
 
 mod config;
 mod dead_letter;
 mod deliver;
+mod floors;
 mod journal;
 mod per_key;
 mod redrive;
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 pub use config::{Delivery, Ordering, QueueConfig, QueueStats, Receipt, StartPosition};
-pub use dead_letter::{DLQ_ATTEMPTS, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON};
+pub use dead_letter::{DLQ_ATTEMPTS, DLQ_KEY_RELEASED, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON};
 pub use redrive::REDRIVE_FROM;
 
 /// Header holding the clock time (milliseconds, UTF-8 decimal) before which no queue
@@ -65,8 +67,8 @@ struct QueueInner {
     config: QueueConfig,
     dlq: Log,
     core: Mutex<Core>,
-    /// Mirror of the ack floor, for retention.
-    floor: AtomicU64,
+    /// Mirror of the ack floor, for retention (see `floors.rs`).
+    floor: Arc<AtomicU64>,
     /// Bumped when a lease ends, to wake receivers blocked by `max_in_flight`.
     released: AtomicU64,
     /// Serialises [`Queue::redrive`].
@@ -96,6 +98,10 @@ struct Core {
     events: Vec<Event>,
     dir: PathBuf,
     poisoned: Option<String>,
+    /// The floor last written to the `floor` file.
+    floor_written: Offset,
+    /// Offset and timestamp of the record last read for `oldest_unacked_age_ms`.
+    oldest: Option<(Offset, i64)>,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -131,6 +137,12 @@ fn create_dirs(fs: &dyn crate::fs::FileSystem, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes `log`'s time and size retention keep the records that the queues under
+/// `<log dir>/queues/` with [`QueueConfig::protect_unacked`] have not done, open or not.
+pub(crate) fn install_retention_floors(log: &Log) {
+    floors::QueueFloors::of(log);
+}
+
 impl Queue {
     /// Opens (creating if needed) the queue `name` over `log`, with its state in
     /// `<log dir>/queues/<name>/`. Names are ASCII letters, digits, `.`, `_`, `-`.
@@ -147,8 +159,9 @@ impl Queue {
         create_dirs(&*fs, &dir)?;
         // The dead-letter log's lock is the queue's lock.
         let dlq = dead_letter::open(log, &dir.join("dead-letter"))?;
-        let live = log.start_offset()..log.end_offset();
-        let (generation, mut state) = match Journal::load(&*fs, &dir, live) {
+        // Loaded from offset 0, not the log's start: what was done below the start is
+        // known, so `clamp` counts only the records skipped without being done.
+        let (generation, mut state) = match Journal::load(&*fs, &dir, 0..log.end_offset()) {
             Some((g, mut s)) => {
                 s.recover_leases();
                 (g, s)
@@ -172,8 +185,10 @@ impl Queue {
         let capacity = usize::try_from(config.journal_bytes)
             .map_err(|_| Error::InvalidConfig("journal_bytes too large".into()))?;
         let journal = Journal::create(Arc::clone(&fs), &dir, generation + 1, capacity, &state)?;
+        floors::write(&*fs, &dir, state.floor, config.protect_unacked)?;
         let reader = log.reader(state.next())?;
-        let floor = AtomicU64::new(state.floor);
+        let floor_written = state.floor;
+        let floor = Arc::new(AtomicU64::new(state.floor));
         let inner = Arc::new(QueueInner {
             log: log.clone(),
             name: name.to_string(),
@@ -188,19 +203,15 @@ impl Queue {
                 events: Vec::with_capacity(256),
                 dir,
                 poisoned: None,
+                floor_written,
+                oldest: None,
             }),
             floor,
             released: AtomicU64::new(0),
             redriving: Mutex::new(()),
             config,
         });
-        if inner.config.protect_unacked {
-            let weak = Arc::downgrade(&inner);
-            log.add_retention_floor(move || {
-                weak.upgrade()
-                    .map(|q| q.floor.load(AtomicOrdering::Acquire))
-            });
-        }
+        floors::QueueFloors::of(log).register(name, &inner.floor, inner.config.protect_unacked);
         Ok(Queue { inner })
     }
 
@@ -334,8 +345,14 @@ impl Queue {
         })
     }
 
-    /// Appends the delivered record to the dead-letter log with `dlq.reason` =
-    /// `reason`, then counts it as done.
+    /// Appends the delivered record to the dead-letter log, then counts it as done.
+    /// The dead letter keeps the record's key, value, headers and timestamp, and gets
+    /// the headers [`DLQ_OFFSET`] (`dlq.offset`, its offset in the log),
+    /// [`DLQ_ATTEMPTS`] (`dlq.attempts`, deliveries so far), [`DLQ_QUEUE`]
+    /// (`dlq.queue`, this queue's name), [`DLQ_REASON`] (`dlq.reason` = `reason`;
+    /// `max_deliveries` when the queue dead-letters it itself) and, for a keyed record
+    /// of an [`Ordering::PerKey`] queue, [`DLQ_KEY_RELEASED`] (`dlq.key_released` =
+    /// `true`: the key moved on to its next record). Values are UTF-8.
     ///
     /// ```
     /// use std::time::Duration;
@@ -392,13 +409,18 @@ impl Queue {
         redrive::redrive(&inner.log, &inner.dlq, &dir, max)
     }
 
-    /// Counters and sizes.
+    /// Counters and sizes. O(1), except that `oldest_unacked_age_ms` reads the record
+    /// at the ack floor when the floor moved since the last call.
     pub fn stats(&self) -> QueueStats {
         let inner = &*self.inner;
-        let core = inner.core.lock();
-        let s = &core.state;
+        let mut core = inner.core.lock();
         let end = inner.log.end_offset();
+        let oldest = inner.oldest_timestamp(&mut core, end);
+        let now = inner.log.config().clock.now_ms();
+        let s = &core.state;
         QueueStats {
+            consumer_lag: end.saturating_sub(s.floor),
+            oldest_unacked_age_ms: oldest.map(|ts| now.saturating_sub(ts).max(0) as u64),
             ack_floor: s.floor,
             in_flight: s.leased() as u64,
             backlog: end.saturating_sub(s.next()) + s.waiting() as u64,
@@ -407,6 +429,7 @@ impl Queue {
             redelivered_total: s.totals.redelivered,
             dead_lettered_total: s.totals.dead_lettered,
             corrupt_skipped: s.totals.corrupt_skipped,
+            skipped_by_retention: s.skipped_by_retention,
         }
     }
 
@@ -425,12 +448,28 @@ impl Queue {
             .log
             .flush()
             .and_then(|()| inner.dlq.flush())
-            .and_then(|()| core.journal.sync());
+            .and_then(|()| core.journal.sync())
+            .and_then(|()| inner.write_floor(&mut core));
         inner.poison_on_err(&mut core, r)
     }
 }
 
 impl QueueInner {
+    /// Timestamp of the record at the ack floor (cached per floor), if it is not done.
+    fn oldest_timestamp(&self, core: &mut Core, end: Offset) -> Option<i64> {
+        let floor = core.state.floor.max(self.log.start_offset());
+        if floor >= end {
+            return None;
+        }
+        if let Some((o, ts)) = core.oldest.filter(|(o, _)| *o == floor) {
+            debug_assert_eq!(o, floor);
+            return Some(ts);
+        }
+        let ts = self.log.read(floor).ok().flatten()?.timestamp;
+        core.oldest = Some((floor, ts));
+        Some(ts)
+    }
+
     fn check(&self, core: &Core) -> Result<()> {
         self.log.inner.check_open()?;
         match &core.poisoned {
@@ -482,6 +521,22 @@ impl QueueInner {
         let fs = Arc::clone(core.journal.fs());
         let capacity = self.config.journal_bytes as usize;
         core.journal = Journal::create(fs, &core.dir, generation, capacity, &core.state)?;
+        self.write_floor(core)
+    }
+
+    /// Writes the `floor` file if the floor moved since it was last written. The
+    /// caller has made the state durable up to the floor.
+    fn write_floor(&self, core: &mut Core) -> Result<()> {
+        if core.state.floor != core.floor_written {
+            let fs = Arc::clone(core.journal.fs());
+            floors::write(
+                &*fs,
+                &core.dir,
+                core.state.floor,
+                self.config.protect_unacked,
+            )?;
+            core.floor_written = core.state.floor;
+        }
         Ok(())
     }
 
@@ -526,6 +581,32 @@ impl QueueInner {
         Ok(())
     }
 
+    /// The log's start offset passed the floor ([`Log::delete_records_before`]): the
+    /// records below it that were not done are counted in
+    /// [`QueueStats::skipped_by_retention`] and passed, their keys released.
+    fn jump_to_start(&self, core: &mut Core) -> Result<()> {
+        let start = self.log.start_offset();
+        if core.state.floor >= start {
+            return Ok(());
+        }
+        let skipped: Vec<Offset> = core
+            .state
+            .pending()
+            .map(|(o, _)| o)
+            .take_while(|&o| o < start)
+            .collect();
+        core.state.clamp(start, Offset::MAX);
+        for o in skipped {
+            self.finished(core, o);
+        }
+        let next = core.state.next();
+        if core.reader.position() < next {
+            core.ahead.clear();
+            core.reader.seek(next)?;
+        }
+        Ok(())
+    }
+
     /// `offset` is done: under `PerKey`, the next record of its key is unblocked.
     fn finished(&self, core: &mut Core, offset: Offset) {
         if let Some(pk) = &mut core.per_key {
@@ -543,10 +624,10 @@ impl QueueInner {
         attempts: u32,
         reason: &str,
     ) -> Result<bool> {
-        let _ = core;
+        let per_key = core.per_key.is_some();
         match self.log.read(offset) {
             Ok(Some(record)) => {
-                let letter = dead_letter::letter(record, &self.name, attempts, reason);
+                let letter = dead_letter::letter(record, &self.name, attempts, reason, per_key);
                 self.dlq.append(letter)?;
                 // Durable before the journal says done: a journal write can outlive
                 // an un-synced dead-letter append in a power loss.

@@ -102,6 +102,9 @@ pub(crate) struct AckState {
     /// slots blocked behind their key, deadline `i64::MAX`).
     delayed: usize,
     pub totals: Totals,
+    /// Records not done that [`AckState::clamp`] jumped over because they were below
+    /// the log's start offset (in memory only, since the queue was opened).
+    pub skipped_by_retention: u64,
 }
 
 impl AckState {
@@ -352,11 +355,13 @@ impl AckState {
     }
 
     /// Drops everything naming an offset at or past `end` and moves the floor up to
-    /// `start` (records below it are gone from the log).
+    /// `start` (records below it are gone from the log), counting the records not
+    /// done below `start` in `skipped_by_retention`.
     pub fn clamp(&mut self, start: Offset, end: Offset) {
         if self.floor > end {
             *self = AckState {
                 totals: self.totals,
+                skipped_by_retention: self.skipped_by_retention,
                 backoff: std::mem::take(&mut self.backoff),
                 ..AckState::new(end)
             };
@@ -367,9 +372,14 @@ impl AckState {
         }
         while self.floor < start {
             let Some(s) = self.window.pop_front().map(Packed::unpack) else {
+                // Never delivered.
+                self.skipped_by_retention += start - self.floor;
                 self.floor = start;
                 break;
             };
+            if s.state != SlotState::Done {
+                self.skipped_by_retention += 1;
+            }
             self.count(s, -1);
             self.floor += 1;
         }
@@ -421,6 +431,10 @@ mod tests {
         assert_eq!((s.floor, s.next(), s.leased()), (12, 14, 2));
         s.clamp(13, 14);
         assert_eq!((s.floor, s.next(), s.leased()), (13, 14, 1));
+        assert_eq!(s.skipped_by_retention, 1);
+        s.clamp(20, 30);
+        assert_eq!((s.floor, s.next(), s.leased()), (20, 20, 0));
+        assert_eq!(s.skipped_by_retention, 1 + 1 + 6);
         s.clamp(0, 5);
         assert_eq!((s.floor, s.next(), s.leased()), (5, 5, 0));
     }
