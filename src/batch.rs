@@ -445,16 +445,25 @@ impl<'a> Cursor<'a> {
     /// below 8 KiB, small deltas and counts) take a fast path.
     #[inline(always)]
     fn varlong(&mut self) -> Result<i64, BatchError> {
+        match self.short_varint() {
+            Some(v) => Ok(v),
+            None => self.varlong_slow(),
+        }
+    }
+
+    /// The one- and two-byte encodings; `None` for anything longer (or too short).
+    #[inline(always)]
+    fn short_varint(&mut self) -> Option<i64> {
         match *self.bytes {
             [b0, ref rest @ ..] if b0 < 0x80 => {
                 self.bytes = rest;
-                Ok(unzigzag(u64::from(b0)))
+                Some(unzigzag(u64::from(b0)))
             }
             [b0, b1, ref rest @ ..] if b1 < 0x80 => {
                 self.bytes = rest;
-                Ok(unzigzag(u64::from(b0 & 0x7f) | (u64::from(b1) << 7)))
+                Some(unzigzag(u64::from(b0 & 0x7f) | (u64::from(b1) << 7)))
             }
-            _ => self.varlong_slow(),
+            _ => None,
         }
     }
 
@@ -480,16 +489,9 @@ impl<'a> Cursor<'a> {
     /// range, so only the slow path checks the range.
     #[inline(always)]
     fn varint(&mut self) -> Result<i64, BatchError> {
-        match *self.bytes {
-            [b0, ref rest @ ..] if b0 < 0x80 => {
-                self.bytes = rest;
-                Ok(unzigzag(u64::from(b0)))
-            }
-            [b0, b1, ref rest @ ..] if b1 < 0x80 => {
-                self.bytes = rest;
-                Ok(unzigzag(u64::from(b0 & 0x7f) | (u64::from(b1) << 7)))
-            }
-            _ => self.varint_slow(),
+        match self.short_varint() {
+            Some(v) => Ok(v),
+            None => self.varint_slow(),
         }
     }
 

@@ -40,20 +40,23 @@ impl Segment {
         self.corrupt.lock().clone()
     }
 
+    /// Position of the last indexed batch at or before relative offset `rel`.
+    fn index_floor(&self, rel: u32) -> Result<usize> {
+        let guard = self.load()?;
+        Ok(guard
+            .as_ref()
+            .expect("load() fills the slot")
+            .indexes
+            .floor_position(rel) as usize)
+    }
+
     /// Finds the batch holding `offset`. `Ok(None)` when no batch holds it (a gap left
     /// by compaction, or past the end).
     pub fn find_batch(&self, offset: Offset) -> Result<Option<BatchRef>> {
         let Some(rel) = index::relative(self.base_offset, offset) else {
             return Ok(None);
         };
-        let start = {
-            let guard = self.load()?;
-            guard
-                .as_ref()
-                .expect("load() fills the slot")
-                .indexes
-                .floor_position(rel) as usize
-        };
+        let start = self.index_floor(rel)?;
         // The first batch whose last offset reaches `offset`; if it starts after
         // `offset`, the offset fell in a compaction gap and the caller finds no record.
         let found = self.scan_for(start, |_, last| last >= offset)?;
@@ -63,14 +66,7 @@ impl Segment {
     /// Finds the first batch at or after `offset` (for sequential readers).
     pub fn batch_at_or_after(&self, offset: Offset) -> Result<Option<BatchRef>> {
         let rel = index::relative(self.base_offset, offset).unwrap_or(0);
-        let start = {
-            let guard = self.load()?;
-            guard
-                .as_ref()
-                .expect("load() fills the slot")
-                .indexes
-                .floor_position(rel) as usize
-        };
+        let start = self.index_floor(rel)?;
         let found = self.scan_for(start, |_, last| last >= offset)?;
         self.check_gap(start, offset, found)
     }
