@@ -1,0 +1,192 @@
+//! The queue's internals behind its lock: writing events to the journal, rotating
+//! it, the floor file, settling a receipt, and dead-lettering.
+
+use super::*;
+
+impl QueueInner {
+    /// Timestamp of the record at the ack floor (cached per floor), if it is not done.
+    pub(super) fn oldest_timestamp(&self, core: &mut Core, end: Offset) -> Option<i64> {
+        let floor = core.state.floor.max(self.log.start_offset());
+        if floor >= end {
+            return None;
+        }
+        if let Some((o, ts)) = core.oldest.filter(|(o, _)| *o == floor) {
+            debug_assert_eq!(o, floor);
+            return Some(ts);
+        }
+        let ts = self.log.read(floor).ok().flatten()?.timestamp;
+        core.oldest = Some((floor, ts));
+        Some(ts)
+    }
+
+    pub(super) fn check(&self, core: &Core) -> Result<()> {
+        self.log.inner.check_open()?;
+        match &core.poisoned {
+            Some(reason) => Err(Error::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn poison_on_err<T>(&self, core: &mut Core, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            if !matches!(e, Error::Closed) && core.poisoned.is_none() {
+                core.poisoned = Some(e.to_string());
+            }
+        }
+        r
+    }
+
+    /// Writes `core.events` as one or more frames, rotating the journal when full.
+    pub(super) fn write_events(&self, core: &mut Core) -> Result<()> {
+        let mut events = std::mem::take(&mut core.events);
+        let r = (|| {
+            let mut rest = &events[..];
+            while !rest.is_empty() {
+                let n = rest.len().min(core.journal.max_events());
+                if !core.journal.fits(n) {
+                    self.rotate(core)?;
+                    continue;
+                }
+                core.journal.write(rest[..n].iter().copied())?;
+                rest = &rest[n..];
+            }
+            Ok(())
+        })();
+        events.clear();
+        core.events = events;
+        let r = self.poison_on_err(core, r);
+        self.floor.store(core.state.floor, AtomicOrdering::Release);
+        r
+    }
+
+    /// Snapshot of the current state and a new journal. The log (and dead-letter log)
+    /// are made durable first: the snapshot never names a record that is not.
+    pub(super) fn rotate(&self, core: &mut Core) -> Result<()> {
+        self.log.flush()?;
+        self.dlq.flush()?;
+        let generation = core.journal.generation() + 1;
+        let fs = Arc::clone(core.journal.fs());
+        let capacity = self.config.journal_bytes as usize;
+        core.journal = Journal::create(fs, &core.dir, generation, capacity, &core.state)?;
+        self.write_floor(core)
+    }
+
+    /// Writes the `floor` file if the floor moved since it was last written. The
+    /// caller has made the state durable up to the floor.
+    pub(super) fn write_floor(&self, core: &mut Core) -> Result<()> {
+        if core.state.floor != core.floor_written {
+            let fs = Arc::clone(core.journal.fs());
+            floors::write(
+                &*fs,
+                &core.dir,
+                core.state.floor,
+                self.config.protect_unacked,
+            )?;
+            core.floor_written = core.state.floor;
+        }
+        Ok(())
+    }
+
+    /// Checks `receipt` against the current lease, then runs `f` (which gives the
+    /// event to record) and records it.
+    pub(super) fn settle(
+        &self,
+        receipt: &Receipt,
+        f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
+    ) -> Result<()> {
+        let mut core = self.core.lock();
+        self.check(&core)?;
+        let current = core.state.slot(receipt.offset);
+        if !current.is_some_and(|s| s.state == SlotState::Leased && s.attempt == receipt.attempt) {
+            return Err(Error::StaleReceipt {
+                offset: receipt.offset,
+                attempt: receipt.attempt,
+            });
+        }
+        // Only nack and extend need the time: no clock read on the ack path.
+        let clock = &self.log.config().clock;
+        let (kind, deadline) = f(&|| clock.now_ms(), &mut core)?;
+        let was_at_cap = core.state.leased() >= self.config.max_in_flight;
+        let event = Event {
+            kind,
+            offset: receipt.offset,
+            attempt: receipt.attempt,
+            deadline,
+        };
+        core.events.push(event);
+        self.write_events(&mut core)?;
+        journal::apply(&mut core.state, event);
+        if matches!(kind, Kind::Ack | Kind::DeadLetter) {
+            self.finished(&mut core, receipt.offset);
+            self.write_events(&mut core)?;
+        }
+        if kind != Kind::Extend && was_at_cap {
+            self.released.fetch_add(1, AtomicOrdering::SeqCst);
+            drop(core);
+            self.log.inner.appended.notify();
+        }
+        Ok(())
+    }
+
+    /// The log's start offset passed the floor ([`Log::delete_records_before`]): the
+    /// records below it that were not done are counted in
+    /// [`QueueStats::skipped_by_retention`] and passed, their keys released.
+    pub(super) fn jump_to_start(&self, core: &mut Core) -> Result<()> {
+        let start = self.log.start_offset();
+        if core.state.floor >= start {
+            return Ok(());
+        }
+        let skipped: Vec<Offset> = core
+            .state
+            .pending()
+            .map(|(o, _)| o)
+            .take_while(|&o| o < start)
+            .collect();
+        core.state.clamp(start, Offset::MAX);
+        for o in skipped {
+            self.finished(core, o);
+        }
+        let next = core.state.next();
+        if core.reader.position() < next {
+            core.ahead.clear();
+            core.reader.seek(next)?;
+        }
+        Ok(())
+    }
+
+    /// `offset` is done: under `PerKey`, the next record of its key is unblocked.
+    pub(super) fn finished(&self, core: &mut Core, offset: Offset) {
+        if let Some(pk) = &mut core.per_key {
+            if let Some(e) = pk.done(offset) {
+                journal::apply(&mut core.state, e);
+                core.events.push(e);
+            }
+        }
+    }
+
+    pub(super) fn append_dead_letter(
+        &self,
+        core: &mut Core,
+        offset: Offset,
+        attempts: u32,
+        reason: &str,
+    ) -> Result<bool> {
+        let per_key = core.per_key.is_some();
+        match self.log.read(offset) {
+            Ok(Some(record)) => {
+                let letter = dead_letter::letter(record, &self.name, attempts, reason, per_key);
+                self.dlq.append(letter)?;
+                // Durable before the journal says done: a journal write can outlive
+                // an un-synced dead-letter append in a power loss.
+                self.dlq.flush()?;
+                Ok(true)
+            }
+            Ok(None) | Err(Error::OffsetOutOfRange { .. }) | Err(Error::Corrupt { .. }) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
