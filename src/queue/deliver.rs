@@ -184,25 +184,19 @@ impl QueueInner {
                     if offset < core.state.next() {
                         continue;
                     }
-                    if core.per_key.as_mut().is_some_and(|pk| pk.admit(&record)) {
-                        // Blocked behind an earlier record of its key.
+                    // Blocked behind an earlier record of its key, or held back by a
+                    // delay: waits (journaled, so it survives reopen), not delivered.
+                    let hold = if core.per_key.as_mut().is_some_and(|pk| pk.admit(&record)) {
+                        Some(BLOCKED)
+                    } else {
+                        delay_until(&record).filter(|&u| u > now)
+                    };
+                    if let Some(deadline) = hold {
                         let e = Event {
                             kind: Kind::Delay,
                             offset,
                             attempt: 0,
-                            deadline: BLOCKED,
-                        };
-                        journal::apply(&mut core.state, e);
-                        core.events.push(e);
-                        continue;
-                    }
-                    if let Some(until) = delay_until(&record).filter(|&u| u > now) {
-                        // Held back: waits, never delivered, until `until`.
-                        let e = Event {
-                            kind: Kind::Delay,
-                            offset,
-                            attempt: 0,
-                            deadline: until,
+                            deadline,
                         };
                         journal::apply(&mut core.state, e);
                         core.events.push(e);

@@ -144,36 +144,32 @@ pub(crate) fn redrive(log: &Log, dlq: &Log, dir: &Path, max: usize) -> Result<us
                     },
                 )?;
                 log.append_batch(one.into_iter().map(copy_of).collect())?;
-                log.flush()?;
-                cursor = pending_end;
-                save(
-                    fs,
-                    dir,
-                    Intent {
-                        cursor,
-                        pending_end: cursor,
-                        log_end: 0,
-                    },
-                )?;
+                cursor = commit(fs, dir, log, pending_end)?;
                 moved += 1;
                 continue;
             }
             Err(e) => return Err(e),
         }
-        log.flush()?;
-        cursor = pending_end;
-        save(
-            fs,
-            dir,
-            Intent {
-                cursor,
-                pending_end: cursor,
-                log_end: 0,
-            },
-        )?;
+        cursor = commit(fs, dir, log, pending_end)?;
         moved += n;
     }
     Ok(moved)
+}
+
+/// The appended records are made durable, then the intent moves past them (nothing
+/// pending); returns the new cursor.
+fn commit(fs: &dyn FileSystem, dir: &Path, log: &Log, done: Offset) -> Result<Offset> {
+    log.flush()?;
+    save(
+        fs,
+        dir,
+        Intent {
+            cursor: done,
+            pending_end: done,
+            log_end: 0,
+        },
+    )?;
+    Ok(done)
 }
 
 #[cfg(test)]
