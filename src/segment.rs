@@ -307,6 +307,15 @@ impl Segment {
         self.next_offset.store(next, Ordering::Release);
     }
 
+    /// The writable mapping of the active segment, if this is one.
+    pub fn writable_mapping(&self) -> Option<&Arc<dyn Mapping>> {
+        if self.is_mapped_writable() {
+            self.map.get()
+        } else {
+            None
+        }
+    }
+
     /// The mapping, created read-only at the published size on first use.
     pub fn mapping(&self) -> Result<&Arc<dyn Mapping>> {
         if let Some(m) = self.map.get() {

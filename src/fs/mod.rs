@@ -113,6 +113,11 @@ pub trait Mapping: Send + Sync + Debug {
     /// The caller guarantees that no reader reads `[pos, pos + data.len())` while this
     /// runs and that those bytes lie below the file's size.
     fn write(&self, pos: usize, data: &[u8]) -> io::Result<()>;
+
+    /// Hints that `[pos, pos + len)` (below the file's size) is about to be written, so
+    /// its pages can be mapped in one go instead of one fault at a time. A no-op by
+    /// default; failures are ignored (it is only a hint).
+    fn prefault(&self, _pos: usize, _len: usize) {}
 }
 
 impl dyn Mapping {
