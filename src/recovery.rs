@@ -415,6 +415,9 @@ pub(crate) fn verify_segment(seg: &Segment, report: &mut VerifyReport) -> Result
     let mut pos = 0;
     let mut last: Option<Offset> = None;
     let mut starts = Vec::new();
+    // Base offset of each batch -> the largest record timestamp before it.
+    let mut max_before = std::collections::HashMap::new();
+    let mut max_ts = i64::MIN;
     while pos < len {
         let checked = batch::decode(&bytes[pos..]).and_then(|b| {
             b.validate_records()?;
@@ -426,6 +429,8 @@ pub(crate) fn verify_segment(seg: &Segment, report: &mut VerifyReport) -> Result
                 report.batches += 1;
                 report.records += u64::from(b.record_count);
                 starts.push((pos as u32, b.base_offset));
+                max_before.insert(b.base_offset, max_ts);
+                max_ts = max_ts.max(b.max_timestamp);
                 last = Some(b.last_offset());
                 pos += b.len();
             }
@@ -446,6 +451,26 @@ pub(crate) fn verify_segment(seg: &Segment, report: &mut VerifyReport) -> Result
                 end_position: u64::from(position),
                 next_offset: None,
                 reason: format!("index entry for offset {want} does not point at its batch"),
+            });
+        }
+    }
+    // A time entry (T, o) promises every record before offset o is at most T; a lower
+    // T would make `offset_for_timestamp` skip records.
+    for (ts, rel) in seg.time_entries_list()? {
+        let at = seg.base_offset + u64::from(rel);
+        let bad = match max_before.get(&at) {
+            Some(&before) => ts < before,
+            None => true,
+        };
+        if bad {
+            report.corrupt.push(segment::CorruptRange {
+                segment: seg.base_offset,
+                start_position: 0,
+                end_position: 0,
+                next_offset: None,
+                reason: format!(
+                    "time index entry ({ts}, offset {at}) does not match the records before it"
+                ),
             });
         }
     }

@@ -224,6 +224,19 @@ impl Segment {
             .collect())
     }
 
+    /// `(timestamp, relative offset)` of every time-index entry (loads them).
+    pub fn time_entries_list(&self) -> Result<Vec<(i64, u32)>> {
+        let guard = self.load()?;
+        Ok(guard
+            .as_ref()
+            .expect("load() fills the slot")
+            .indexes
+            .times
+            .iter()
+            .map(|e| (e.timestamp, e.rel_offset))
+            .collect())
+    }
+
     /// Opens the segment's file for writing and maps `capacity` bytes of it; only for
     /// the active segment, before any read.
     pub fn map_writable(&self, capacity: u64) -> Result<()> {
