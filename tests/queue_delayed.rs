@@ -5,23 +5,14 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::small_config;
-use logqueue::{Log, LogConfig, ManualClock, Queue, QueueConfig, Record, DELAY_UNTIL};
+use logqueue::{Log, ManualClock, Queue, QueueConfig, Record, DELAY_UNTIL};
 
 const NO_WAIT: Duration = Duration::ZERO;
 
 fn open_log(dir: &Path, clock: &ManualClock) -> Log {
-    Log::open(
-        dir,
-        LogConfig {
-            clock: Arc::new(clock.clone()),
-            ..small_config(1 << 20)
-        },
-    )
-    .unwrap()
+    common::clocked_log(dir, clock, 1 << 20)
 }
 
 fn offsets(q: &Queue) -> Vec<(u64, u32)> {

@@ -3,25 +3,16 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::small_config;
-use logqueue::{Error, Log, LogConfig, ManualClock, Queue, QueueConfig, Receipt, Record};
+use logqueue::{Error, Log, ManualClock, Queue, QueueConfig, Receipt, Record};
 
 const NO_WAIT: Duration = Duration::ZERO;
 
 fn setup(config: QueueConfig) -> (tempfile::TempDir, ManualClock, Log, Queue) {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
-    let log = Log::open(
-        dir.path(),
-        LogConfig {
-            clock: Arc::new(clock.clone()),
-            ..small_config(1 << 20)
-        },
-    )
-    .unwrap();
+    let log = common::clocked_log(dir.path(), &clock, 1 << 20);
     let q = Queue::open(&log, "q", config).unwrap();
     (dir, clock, log, q)
 }

@@ -14,14 +14,7 @@ use logqueue::{Log, LogConfig, ManualClock, Queue, QueueConfig, Record, StartPos
 const NO_WAIT: Duration = Duration::ZERO;
 
 fn open_log(dir: &Path, clock: &ManualClock) -> Log {
-    Log::open(
-        dir,
-        LogConfig {
-            clock: Arc::new(clock.clone()),
-            ..small_config(64 << 10)
-        },
-    )
-    .unwrap()
+    common::clocked_log(dir, clock, 64 << 10)
 }
 
 fn cfg() -> QueueConfig {

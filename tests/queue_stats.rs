@@ -2,11 +2,9 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::small_config;
-use logqueue::{Log, LogConfig, ManualClock, Queue, QueueConfig, Record};
+use logqueue::{ManualClock, Queue, QueueConfig, Record};
 
 const NO_WAIT: Duration = Duration::ZERO;
 
@@ -14,14 +12,7 @@ const NO_WAIT: Duration = Duration::ZERO;
 fn lag_and_oldest_age_follow_the_floor() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000);
-    let log = Log::open(
-        dir.path(),
-        LogConfig {
-            clock: Arc::new(clock.clone()),
-            ..small_config(1 << 20)
-        },
-    )
-    .unwrap();
+    let log = common::clocked_log(dir.path(), &clock, 1 << 20);
     let q = Queue::open(&log, "q", QueueConfig::default()).unwrap();
     let s = q.stats();
     assert_eq!((s.consumer_lag, s.oldest_unacked_age_ms), (0, None));
@@ -70,14 +61,7 @@ fn lag_and_oldest_age_follow_the_floor() {
 fn given_timestamps_are_used() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(10_000);
-    let log = Log::open(
-        dir.path(),
-        LogConfig {
-            clock: Arc::new(clock.clone()),
-            ..small_config(1 << 20)
-        },
-    )
-    .unwrap();
+    let log = common::clocked_log(dir.path(), &clock, 1 << 20);
     let q = Queue::open(&log, "q", QueueConfig::default()).unwrap();
     q.send(Record::new("old").with_timestamp(4_000)).unwrap();
     assert_eq!(q.stats().oldest_unacked_age_ms, Some(6_000));

@@ -3,22 +3,13 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::small_config;
-use logqueue::{Log, LogConfig, ManualClock, Queue, QueueConfig, Record};
+use logqueue::{Log, ManualClock, Queue, QueueConfig, Record};
 
 fn setup(config: QueueConfig) -> (tempfile::TempDir, Log, Queue) {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(
-        dir.path(),
-        LogConfig {
-            clock: Arc::new(ManualClock::new(0)),
-            ..small_config(1 << 20)
-        },
-    )
-    .unwrap();
+    let log = common::clocked_log(dir.path(), &ManualClock::new(0), 1 << 20);
     let q = Queue::open(&log, "q", config).unwrap();
     (dir, log, q)
 }

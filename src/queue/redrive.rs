@@ -117,15 +117,7 @@ pub(crate) fn redrive(log: &Log, dlq: &Log, dir: &Path, max: usize) -> Result<us
         let pending_end = last.offset + 1;
         let first = chunk[0].offset;
         let log_end = log.end_offset();
-        save(
-            fs,
-            dir,
-            Intent {
-                cursor: first,
-                pending_end,
-                log_end,
-            },
-        )?;
+        intend(fs, dir, first, pending_end, log_end)?;
         let n = chunk.len();
         let records: Vec<Record> = chunk.into_iter().map(copy_of).collect();
         match log.append_batch(records) {
@@ -134,15 +126,7 @@ pub(crate) fn redrive(log: &Log, dlq: &Log, dir: &Path, max: usize) -> Result<us
                 // Retry one at a time: the intent is re-saved for the smaller chunk.
                 let one: Vec<StoredRecord> = dlq.reader(first)?.take(1).collect::<Result<_>>()?;
                 let pending_end = one[0].offset + 1;
-                save(
-                    fs,
-                    dir,
-                    Intent {
-                        cursor: first,
-                        pending_end,
-                        log_end,
-                    },
-                )?;
+                intend(fs, dir, first, pending_end, log_end)?;
                 log.append_batch(one.into_iter().map(copy_of).collect())?;
                 cursor = commit(fs, dir, log, pending_end)?;
                 moved += 1;
@@ -154,6 +138,26 @@ pub(crate) fn redrive(log: &Log, dlq: &Log, dir: &Path, max: usize) -> Result<us
         moved += n;
     }
     Ok(moved)
+}
+
+/// Durably records that dead letters `first..pending_end` are about to be appended to
+/// a log whose end is `log_end` (so a crash midway can tell whether they landed).
+fn intend(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    first: Offset,
+    pending_end: Offset,
+    log_end: Offset,
+) -> Result<()> {
+    save(
+        fs,
+        dir,
+        Intent {
+            cursor: first,
+            pending_end,
+            log_end,
+        },
+    )
 }
 
 /// The appended records are made durable, then the intent moves past them (nothing

@@ -22,6 +22,15 @@ pub fn small_config(segment_bytes: u64) -> LogConfig {
     }
 }
 
+/// A log in `dir` on the real file system with [`small_config`] and `clock` as its time.
+pub fn clocked_log(dir: &Path, clock: &ManualClock, segment_bytes: u64) -> Log {
+    let config = LogConfig {
+        clock: Arc::new(clock.clone()),
+        ..small_config(segment_bytes)
+    };
+    Log::open(dir, config).unwrap()
+}
+
 /// Like [`small_config`], on a SimFs with a manual clock.
 pub fn sim_config(fs: &SimFs, clock: &ManualClock, segment_bytes: u64) -> LogConfig {
     LogConfig {
