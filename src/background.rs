@@ -52,33 +52,68 @@ impl AppendSignal {
     }
 }
 
-/// Tells background threads to stop; shared with them apart from the log itself.
+/// Tells background threads to stop, and the roll syncer that a segment was sealed;
+/// shared with them apart from the log itself.
 #[derive(Debug, Default)]
 pub(crate) struct Shutdown {
-    stop: Mutex<bool>,
+    flags: Mutex<Flags>,
+    /// Wakes the periodic threads (on stop).
     cv: Condvar,
+    /// Wakes the roll syncer (on stop and on roll).
+    rolled_cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Flags {
+    stop: bool,
+    /// A roll sealed a segment the roll syncer has not picked up yet.
+    rolled: bool,
 }
 
 impl Shutdown {
     /// Tells every background thread to stop.
     pub(crate) fn signal(&self) {
-        *self.stop.lock() = true;
+        self.flags.lock().stop = true;
         self.cv.notify_all();
+        self.rolled_cv.notify_all();
+    }
+
+    /// Tells the roll syncer a segment was sealed.
+    pub(crate) fn notify_rolled(&self) {
+        self.flags.lock().rolled = true;
+        self.rolled_cv.notify_one();
     }
 
     /// Waits up to `every` for shutdown; true when shutting down.
     fn wait(&self, every: Duration) -> bool {
-        let mut stop = self.stop.lock();
-        if !*stop {
-            self.cv.wait_for(&mut stop, every);
+        let mut flags = self.flags.lock();
+        if !flags.stop {
+            self.cv.wait_for(&mut flags, every);
         }
-        *stop
+        flags.stop
+    }
+
+    /// Waits for a roll (true) or shutdown (false).
+    fn wait_rolled(&self) -> bool {
+        let mut flags = self.flags.lock();
+        loop {
+            if flags.stop {
+                return false;
+            }
+            if std::mem::take(&mut flags.rolled) {
+                return true;
+            }
+            self.rolled_cv.wait(&mut flags);
+        }
     }
 }
 
 /// Runs `work` every `every` until the log is closed or dropped. Holds only a weak
-/// reference between runs, so it never keeps the log open.
+/// reference between runs, so it never keeps the log open. A failure is recorded as
+/// the log's last background error ([`crate::LogStats::last_background_error`]);
+/// work that puts data at risk (a failed fsync or swap) has poisoned the log itself.
 pub(crate) fn background_loop(
+    task: &'static str,
     weak: Weak<LogInner>,
     shutdown: &Shutdown,
     every: Duration,
@@ -93,7 +128,23 @@ pub(crate) fn background_loop(
             return;
         }
         let log = Log::internal(inner);
-        // Errors poison the log; the next user call reports them.
-        let _ = work(&log);
+        if let Err(e) = work(&log) {
+            log.inner.record_background_error(task, &e);
+        }
+    }
+}
+
+/// The roll syncer: fsyncs the segments each roll seals, off the append path, and
+/// moves the recovery point past them (see [`LogInner::sync_sealed`]). A failure has
+/// poisoned the log; it is also recorded as the last background error.
+pub(crate) fn roll_sync_loop(weak: Weak<LogInner>, shutdown: &Shutdown) {
+    while shutdown.wait_rolled() {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.is_closed() {
+            return;
+        }
+        if let Err(e) = inner.sync_sealed() {
+            inner.record_background_error("roll sync", &e);
+        }
     }
 }

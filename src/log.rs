@@ -2,13 +2,13 @@
 //! `Arc` snapshot of the segment list and never block the writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::background::{background_loop, AppendSignal, Shutdown};
+use crate::background::{background_loop, roll_sync_loop, AppendSignal, Shutdown};
 use crate::checkpoint::{self};
 use crate::cleaner::CleanerState;
 use crate::config::{FlushPolicy, LogConfig};
@@ -86,6 +86,13 @@ pub(crate) struct LogInner {
     pub(crate) lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
     pub(crate) background: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) shutdown: Arc<Shutdown>,
+    /// The background roll syncer runs: rolls hand it their sealed segment.
+    pub(crate) roll_syncer: AtomicBool,
+    /// Clock reading at the start of the last full fsync round (or open): the
+    /// append path's `FlushPolicy::Interval` check without background threads.
+    pub(crate) last_sync_ms: AtomicI64,
+    /// The last failure of a background thread, `"<task>: <error>"`.
+    pub(crate) background_error: Mutex<Option<String>>,
     pub(crate) counters: Counters,
     pub(crate) retention: RetentionState,
     pub(crate) cleaner: CleanerState,
@@ -168,7 +175,9 @@ impl Log {
             index_entries: active_index_entries,
             scratch: Vec::with_capacity(4096),
             recovery_point: recovered.recovery_point_file,
+            shut_down: false,
         };
+        let opened_ms = config.clock.now_ms();
         let inner = Arc::new(LogInner {
             dir,
             segments: RwLock::new(Arc::new(recovered.segments)),
@@ -188,6 +197,9 @@ impl Log {
             lock: Mutex::new(Some(lock)),
             background: Mutex::new(Vec::new()),
             shutdown: Arc::new(Shutdown::default()),
+            roll_syncer: AtomicBool::new(false),
+            last_sync_ms: AtomicI64::new(opened_ms),
+            background_error: Mutex::new(None),
             counters: Counters::default(),
             retention: RetentionState::default(),
             cleaner: CleanerState::default(),
@@ -202,47 +214,54 @@ impl Log {
         };
         // Retention keeps what the queues under `queues/` still need, open or not.
         crate::queue::install_retention_floors(&log);
-        log.start_background();
+        log.start_background()?;
         Ok(log)
     }
 
-    fn start_background(&self) {
+    /// Starts the retention thread, the roll syncer, and (as configured) the cleaner
+    /// and the interval flusher. A thread that cannot be started fails the open: a
+    /// log without its flusher would silently never fsync.
+    fn start_background(&self) -> Result<()> {
         if !self.inner.config.background {
-            return;
+            return Ok(());
         }
-        let weak = Arc::downgrade(&self.inner);
-        let shutdown = Arc::clone(&self.inner.shutdown);
         let every = self.inner.config.retention_check_interval;
-        let handle = std::thread::Builder::new()
-            .name("logqueue-retention".into())
-            .spawn(move || {
-                background_loop(weak, &shutdown, every, |log| {
-                    log.enforce_retention().map(|_| ())
-                })
+        self.spawn("logqueue-retention", move |weak, shutdown| {
+            background_loop("retention", weak, shutdown, every, |log| {
+                log.enforce_retention().map(|_| ())
             })
-            .ok();
-        self.inner.background.lock().extend(handle);
+        })?;
+        self.spawn("logqueue-roll-sync", roll_sync_loop)?;
+        self.inner.roll_syncer.store(true, AtomicOrdering::Release);
         if self.inner.config.cleanup.compacts() {
-            let weak = Arc::downgrade(&self.inner);
-            let shutdown = Arc::clone(&self.inner.shutdown);
             let every = self.inner.config.compaction.check_interval;
-            let handle = std::thread::Builder::new()
-                .name("logqueue-cleaner".into())
-                .spawn(move || {
-                    background_loop(weak, &shutdown, every, |log| log.inner.maybe_clean())
+            self.spawn("logqueue-cleaner", move |weak, shutdown| {
+                background_loop("cleaner", weak, shutdown, every, |log| {
+                    log.inner.maybe_clean()
                 })
-                .ok();
-            self.inner.background.lock().extend(handle);
+            })?;
         }
         if let FlushPolicy::Interval(every) = self.inner.config.flush {
-            let weak = Arc::downgrade(&self.inner);
-            let shutdown = Arc::clone(&self.inner.shutdown);
-            let handle = std::thread::Builder::new()
-                .name("logqueue-flusher".into())
-                .spawn(move || background_loop(weak, &shutdown, every, |log| log.flush()))
-                .ok();
-            self.inner.background.lock().extend(handle);
+            self.spawn("logqueue-flusher", move |weak, shutdown| {
+                background_loop("flusher", weak, shutdown, every, |log| log.flush())
+            })?;
         }
+        Ok(())
+    }
+
+    fn spawn(
+        &self,
+        name: &str,
+        run: impl FnOnce(Weak<LogInner>, &Shutdown) + Send + 'static,
+    ) -> Result<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let shutdown = Arc::clone(&self.inner.shutdown);
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run(weak, &shutdown))
+            .map_err(|e| Error::io("spawn background thread", &self.inner.dir, e))?;
+        self.inner.background.lock().push(handle);
+        Ok(())
     }
 
     /// Reads the record at `offset`: `Ok(None)` when compaction removed it or it is at
@@ -490,6 +509,7 @@ impl Log {
             dirty_bytes: dirty.dirty_bytes,
             cleaner_offset: dirty.cleaner_offset,
             cleaner_runs: inner.cleaner.runs.load(AtomicOrdering::Relaxed),
+            last_background_error: inner.background_error.lock().clone(),
         }
     }
 
@@ -551,6 +571,14 @@ impl LogInner {
             *p = Some(err.to_string());
         }
         self.is_poisoned.store(true, AtomicOrdering::Release);
+    }
+
+    /// Keeps a background thread's failure visible in [`LogStats`]. `Closed` is not a
+    /// failure: the thread merely ran into the close.
+    pub(crate) fn record_background_error(&self, task: &str, err: &Error) {
+        if !matches!(err, Error::Closed) {
+            *self.background_error.lock() = Some(format!("{task}: {err}"));
+        }
     }
 
     pub fn snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
