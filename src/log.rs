@@ -8,10 +8,10 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::background::{background_loop, roll_sync_loop, AppendSignal, Shutdown};
+use crate::background::{AppendSignal, Shutdown};
 use crate::checkpoint::{self};
 use crate::cleaner::CleanerState;
-use crate::config::{FlushPolicy, LogConfig};
+use crate::config::LogConfig;
 use crate::flush::FlushState;
 use crate::reader::LogReader;
 use crate::recovery;
@@ -216,52 +216,6 @@ impl Log {
         crate::queue::install_retention_floors(&log);
         log.start_background()?;
         Ok(log)
-    }
-
-    /// Starts the retention thread, the roll syncer, and (as configured) the cleaner
-    /// and the interval flusher. A thread that cannot be started fails the open: a
-    /// log without its flusher would silently never fsync.
-    fn start_background(&self) -> Result<()> {
-        if !self.inner.config.background {
-            return Ok(());
-        }
-        let every = self.inner.config.retention_check_interval;
-        self.spawn("logqueue-retention", move |weak, shutdown| {
-            background_loop("retention", weak, shutdown, every, |log| {
-                log.enforce_retention().map(|_| ())
-            })
-        })?;
-        self.spawn("logqueue-roll-sync", roll_sync_loop)?;
-        self.inner.roll_syncer.store(true, AtomicOrdering::Release);
-        if self.inner.config.cleanup.compacts() {
-            let every = self.inner.config.compaction.check_interval;
-            self.spawn("logqueue-cleaner", move |weak, shutdown| {
-                background_loop("cleaner", weak, shutdown, every, |log| {
-                    log.inner.maybe_clean()
-                })
-            })?;
-        }
-        if let FlushPolicy::Interval(every) = self.inner.config.flush {
-            self.spawn("logqueue-flusher", move |weak, shutdown| {
-                background_loop("flusher", weak, shutdown, every, |log| log.flush())
-            })?;
-        }
-        Ok(())
-    }
-
-    fn spawn(
-        &self,
-        name: &str,
-        run: impl FnOnce(Weak<LogInner>, &Shutdown) + Send + 'static,
-    ) -> Result<()> {
-        let weak = Arc::downgrade(&self.inner);
-        let shutdown = Arc::clone(&self.inner.shutdown);
-        let handle = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || run(weak, &shutdown))
-            .map_err(|e| Error::io("spawn background thread", &self.inner.dir, e))?;
-        self.inner.background.lock().push(handle);
-        Ok(())
     }
 
     /// Reads the record at `offset`: `Ok(None)` when compaction removed it or it is at
@@ -605,6 +559,7 @@ impl Drop for LogInner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::FlushPolicy;
     use crate::sim::SimFs;
     use crate::Record;
 
