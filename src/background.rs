@@ -1,14 +1,16 @@
 //! Background work and wake-ups: the signal tailing readers and blocked receivers
-//! wait on, and the loop the flusher, retention and cleaner threads run.
+//! wait on, the background threads (retention, roll sync, cleaner, interval
+//! flusher) and the loops they run.
 
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::config::FlushPolicy;
 use crate::log::{Log, LogInner};
-use crate::Result;
+use crate::{Error, Result};
 
 /// Wakes tailing readers when records are appended, without a lock on the append
 /// path unless someone is waiting.
@@ -52,33 +54,116 @@ impl AppendSignal {
     }
 }
 
-/// Tells background threads to stop; shared with them apart from the log itself.
+/// Tells background threads to stop, and the roll syncer that a segment was sealed;
+/// shared with them apart from the log itself.
 #[derive(Debug, Default)]
 pub(crate) struct Shutdown {
-    stop: Mutex<bool>,
+    flags: Mutex<Flags>,
+    /// Wakes the periodic threads (on stop).
     cv: Condvar,
+    /// Wakes the roll syncer (on stop and on roll).
+    rolled_cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Flags {
+    stop: bool,
+    /// A roll sealed a segment the roll syncer has not picked up yet.
+    rolled: bool,
 }
 
 impl Shutdown {
     /// Tells every background thread to stop.
     pub(crate) fn signal(&self) {
-        *self.stop.lock() = true;
+        self.flags.lock().stop = true;
         self.cv.notify_all();
+        self.rolled_cv.notify_all();
+    }
+
+    /// Tells the roll syncer a segment was sealed.
+    pub(crate) fn notify_rolled(&self) {
+        self.flags.lock().rolled = true;
+        self.rolled_cv.notify_one();
     }
 
     /// Waits up to `every` for shutdown; true when shutting down.
     fn wait(&self, every: Duration) -> bool {
-        let mut stop = self.stop.lock();
-        if !*stop {
-            self.cv.wait_for(&mut stop, every);
+        let mut flags = self.flags.lock();
+        if !flags.stop {
+            self.cv.wait_for(&mut flags, every);
         }
-        *stop
+        flags.stop
+    }
+
+    /// Waits for a roll (true) or shutdown (false).
+    fn wait_rolled(&self) -> bool {
+        let mut flags = self.flags.lock();
+        loop {
+            if flags.stop {
+                return false;
+            }
+            if std::mem::take(&mut flags.rolled) {
+                return true;
+            }
+            self.rolled_cv.wait(&mut flags);
+        }
+    }
+}
+
+impl Log {
+    /// Starts the retention thread, the roll syncer, and (as configured) the cleaner
+    /// and the interval flusher. A thread that cannot be started fails the open: a
+    /// log without its flusher would silently never fsync.
+    pub(crate) fn start_background(&self) -> Result<()> {
+        if !self.inner.config.background {
+            return Ok(());
+        }
+        let every = self.inner.config.retention_check_interval;
+        self.spawn("logqueue-retention", move |weak, shutdown| {
+            background_loop("retention", weak, shutdown, every, |log| {
+                log.enforce_retention().map(|_| ())
+            })
+        })?;
+        self.spawn("logqueue-roll-sync", roll_sync_loop)?;
+        self.inner.roll_syncer.store(true, AtomicOrdering::Release);
+        if self.inner.config.cleanup.compacts() {
+            let every = self.inner.config.compaction.check_interval;
+            self.spawn("logqueue-cleaner", move |weak, shutdown| {
+                background_loop("cleaner", weak, shutdown, every, |log| {
+                    log.inner.maybe_clean()
+                })
+            })?;
+        }
+        if let FlushPolicy::Interval(every) = self.inner.config.flush {
+            self.spawn("logqueue-flusher", move |weak, shutdown| {
+                background_loop("flusher", weak, shutdown, every, |log| log.flush())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn spawn(
+        &self,
+        name: &str,
+        run: impl FnOnce(Weak<LogInner>, &Shutdown) + Send + 'static,
+    ) -> Result<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let shutdown = Arc::clone(&self.inner.shutdown);
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run(weak, &shutdown))
+            .map_err(|e| Error::io("spawn background thread", &self.inner.dir, e))?;
+        self.inner.background.lock().push(handle);
+        Ok(())
     }
 }
 
 /// Runs `work` every `every` until the log is closed or dropped. Holds only a weak
-/// reference between runs, so it never keeps the log open.
-pub(crate) fn background_loop(
+/// reference between runs, so it never keeps the log open. A failure is recorded as
+/// the log's last background error ([`crate::LogStats::last_background_error`]);
+/// work that puts data at risk (a failed fsync or swap) has poisoned the log itself.
+fn background_loop(
+    task: &'static str,
     weak: Weak<LogInner>,
     shutdown: &Shutdown,
     every: Duration,
@@ -93,7 +178,23 @@ pub(crate) fn background_loop(
             return;
         }
         let log = Log::internal(inner);
-        // Errors poison the log; the next user call reports them.
-        let _ = work(&log);
+        if let Err(e) = work(&log) {
+            log.inner.record_background_error(task, &e);
+        }
+    }
+}
+
+/// The roll syncer: fsyncs the segments each roll seals, off the append path, and
+/// moves the recovery point past them (see [`LogInner::sync_sealed`]). A failure has
+/// poisoned the log; it is also recorded as the last background error.
+fn roll_sync_loop(weak: Weak<LogInner>, shutdown: &Shutdown) {
+    while shutdown.wait_rolled() {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.is_closed() {
+            return;
+        }
+        if let Err(e) = inner.sync_sealed() {
+            inner.record_background_error("roll sync", &e);
+        }
     }
 }

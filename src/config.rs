@@ -11,16 +11,22 @@ use crate::{Error, Result};
 /// When appended records are made durable against power loss (fsync).
 ///
 /// Whatever the policy, a record survives a crash of the process (kill -9) as soon
-/// as `append` returns.
+/// as `append` returns, and each segment sealed by a roll is fsynced right after the
+/// roll, off the writer lock (by a background thread, or with `background` off by
+/// the appender that rolled), so sealed segments become durable and cleanable
+/// under every policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FlushPolicy {
     /// Every append waits for an fsync; concurrent appenders share one (group commit).
     Always,
     /// An fsync after every this many records.
     EveryRecords(u64),
-    /// A background thread fsyncs at this interval (needs `background`).
+    /// An fsync at this interval: from a background thread, or, with
+    /// `LogConfig::background` off, in the first append that finds the interval
+    /// passed since the last flush (an idle log is flushed by its next append or
+    /// close).
     Interval(Duration),
-    /// Only explicit [`crate::Log::flush`] calls fsync.
+    /// Only explicit [`crate::Log::flush`] calls fsync the active segment.
     Manual,
 }
 
@@ -111,7 +117,9 @@ pub struct LogConfig {
     pub compaction: CompactionConfig,
     /// Delay between retiring a segment (rename to `.deleted`) and unlinking it (60 s).
     pub file_delete_delay: Duration,
-    /// Run the flusher, retention and cleaner threads (true).
+    /// Run the flusher, retention, roll-sync and cleaner threads (true). Without them
+    /// retention and compaction run only when called, and appends do the interval
+    /// flush and the fsync after a roll themselves.
     pub background: bool,
     /// How often the background thread runs retention (5 s).
     pub retention_check_interval: Duration,

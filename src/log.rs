@@ -2,16 +2,16 @@
 //! `Arc` snapshot of the segment list and never block the writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::background::{background_loop, AppendSignal, Shutdown};
+use crate::background::{AppendSignal, Shutdown};
 use crate::checkpoint::{self};
 use crate::cleaner::CleanerState;
-use crate::config::{FlushPolicy, LogConfig};
+use crate::config::LogConfig;
 use crate::flush::FlushState;
 use crate::reader::LogReader;
 use crate::recovery;
@@ -86,6 +86,13 @@ pub(crate) struct LogInner {
     pub(crate) lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
     pub(crate) background: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) shutdown: Arc<Shutdown>,
+    /// The background roll syncer runs: rolls hand it their sealed segment.
+    pub(crate) roll_syncer: AtomicBool,
+    /// Clock reading at the start of the last full fsync round (or open): the
+    /// append path's `FlushPolicy::Interval` check without background threads.
+    pub(crate) last_sync_ms: AtomicI64,
+    /// The last failure of a background thread, `"<task>: <error>"`.
+    pub(crate) background_error: Mutex<Option<String>>,
     pub(crate) counters: Counters,
     pub(crate) retention: RetentionState,
     pub(crate) cleaner: CleanerState,
@@ -168,7 +175,9 @@ impl Log {
             index_entries: active_index_entries,
             scratch: Vec::with_capacity(4096),
             recovery_point: recovered.recovery_point_file,
+            shut_down: false,
         };
+        let opened_ms = config.clock.now_ms();
         let inner = Arc::new(LogInner {
             dir,
             segments: RwLock::new(Arc::new(recovered.segments)),
@@ -188,6 +197,9 @@ impl Log {
             lock: Mutex::new(Some(lock)),
             background: Mutex::new(Vec::new()),
             shutdown: Arc::new(Shutdown::default()),
+            roll_syncer: AtomicBool::new(false),
+            last_sync_ms: AtomicI64::new(opened_ms),
+            background_error: Mutex::new(None),
             counters: Counters::default(),
             retention: RetentionState::default(),
             cleaner: CleanerState::default(),
@@ -202,47 +214,8 @@ impl Log {
         };
         // Retention keeps what the queues under `queues/` still need, open or not.
         crate::queue::install_retention_floors(&log);
-        log.start_background();
+        log.start_background()?;
         Ok(log)
-    }
-
-    fn start_background(&self) {
-        if !self.inner.config.background {
-            return;
-        }
-        let weak = Arc::downgrade(&self.inner);
-        let shutdown = Arc::clone(&self.inner.shutdown);
-        let every = self.inner.config.retention_check_interval;
-        let handle = std::thread::Builder::new()
-            .name("logqueue-retention".into())
-            .spawn(move || {
-                background_loop(weak, &shutdown, every, |log| {
-                    log.enforce_retention().map(|_| ())
-                })
-            })
-            .ok();
-        self.inner.background.lock().extend(handle);
-        if self.inner.config.cleanup.compacts() {
-            let weak = Arc::downgrade(&self.inner);
-            let shutdown = Arc::clone(&self.inner.shutdown);
-            let every = self.inner.config.compaction.check_interval;
-            let handle = std::thread::Builder::new()
-                .name("logqueue-cleaner".into())
-                .spawn(move || {
-                    background_loop(weak, &shutdown, every, |log| log.inner.maybe_clean())
-                })
-                .ok();
-            self.inner.background.lock().extend(handle);
-        }
-        if let FlushPolicy::Interval(every) = self.inner.config.flush {
-            let weak = Arc::downgrade(&self.inner);
-            let shutdown = Arc::clone(&self.inner.shutdown);
-            let handle = std::thread::Builder::new()
-                .name("logqueue-flusher".into())
-                .spawn(move || background_loop(weak, &shutdown, every, |log| log.flush()))
-                .ok();
-            self.inner.background.lock().extend(handle);
-        }
     }
 
     /// Reads the record at `offset`: `Ok(None)` when compaction removed it or it is at
@@ -490,6 +463,7 @@ impl Log {
             dirty_bytes: dirty.dirty_bytes,
             cleaner_offset: dirty.cleaner_offset,
             cleaner_runs: inner.cleaner.runs.load(AtomicOrdering::Relaxed),
+            last_background_error: inner.background_error.lock().clone(),
         }
     }
 
@@ -553,6 +527,14 @@ impl LogInner {
         self.is_poisoned.store(true, AtomicOrdering::Release);
     }
 
+    /// Keeps a background thread's failure visible in [`LogStats`]. `Closed` is not a
+    /// failure: the thread merely ran into the close.
+    pub(crate) fn record_background_error(&self, task: &str, err: &Error) {
+        if !matches!(err, Error::Closed) {
+            *self.background_error.lock() = Some(format!("{task}: {err}"));
+        }
+    }
+
     pub fn snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
         Arc::clone(&self.segments.read())
     }
@@ -577,6 +559,7 @@ impl Drop for LogInner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::FlushPolicy;
     use crate::sim::SimFs;
     use crate::Record;
 

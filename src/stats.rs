@@ -57,6 +57,11 @@ pub struct LogStats {
     pub cleaner_offset: Offset,
     /// Compaction passes run since open (by [`crate::Log::compact`] or the cleaner).
     pub cleaner_runs: u64,
+    /// The last failure of a background thread since open, as `"<task>: <error>"`
+    /// (task: `retention`, `cleaner`, `flusher` or `roll sync`); `None` when none
+    /// failed. A failure that put data at risk (an fsync, a compaction swap) has
+    /// also poisoned the log; a failed retention pass has not (it is retried).
+    pub last_background_error: Option<String>,
 }
 
 impl LogStats {

@@ -36,6 +36,9 @@ pub(crate) struct Writer {
     pub index_entries: u64,
     pub scratch: Vec<u8>,
     pub recovery_point: RecoveryPointFile,
+    /// `close` has sealed the files and written (or failed to write) the clean-shutdown
+    /// marker: nothing may be written any more, not even the recovery point.
+    pub shut_down: bool,
 }
 
 impl Log {
@@ -108,8 +111,12 @@ impl Log {
             max: max_batch,
         })?;
         let now = inner.config.clock.now_ms();
-        let range = {
+        let (range, rolled) = {
             let mut w = inner.writer.lock();
+            // Again under the lock: `close` (and a failed roll's poisoning) may have
+            // happened since the lock-free check above, and after `close` sealed the
+            // files nothing may be written to them.
+            inner.check_writable()?;
             let base = w.next_offset;
             // The offset space is u64: a log whose end was planted near u64::MAX (a
             // checkpoint or file name) has no room left, which is an error, not a panic.
@@ -148,13 +155,16 @@ impl Log {
                 scratch = Vec::new(); // do not keep a refused giant's buffer
             }
             w.scratch = scratch;
-            result?;
+            let rolled = result?;
             w.records_since_flush += count as u64;
             w.records_appended += count as u64;
             w.batches_appended += 1;
-            base..base + count as u64
+            (base..base + count as u64, rolled)
         };
         inner.appended.notify();
+        if rolled {
+            inner.after_roll()?;
+        }
         match inner.config.flush {
             FlushPolicy::Always => self.flush_to(range.end)?,
             FlushPolicy::EveryRecords(n) => {
@@ -171,7 +181,12 @@ impl Log {
                     self.flush_to(range.end)?;
                 }
             }
-            FlushPolicy::Interval(_) | FlushPolicy::Manual => {}
+            FlushPolicy::Interval(every) => {
+                if !inner.config.background && inner.interval_flush_due(now, every) {
+                    self.flush_to(range.end)?;
+                }
+            }
+            FlushPolicy::Manual => {}
         }
         Ok(range)
     }
@@ -179,7 +194,7 @@ impl Log {
 
 impl LogInner {
     /// Writer only: puts one encoded batch at the end of the active segment, rolling
-    /// first when it must.
+    /// first when it must; true when it rolled.
     fn write_batch(
         &self,
         w: &mut Writer,
@@ -188,10 +203,11 @@ impl LogInner {
         last_delta: u32,
         max_ts: i64,
         now: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let len = bytes.len() as u64;
-        if self.must_roll(w, len, base + u64::from(last_delta), now) {
-            self.roll(w).inspect_err(|e| self.poison(e))?;
+        let rolled = self.must_roll(w, len, base + u64::from(last_delta), now);
+        if rolled {
+            self.roll(w)?;
         }
         let capacity = self.config.segment_capacity();
         let end = w.position + len;
@@ -235,7 +251,7 @@ impl LogInner {
             w.first_append_time = now;
         }
         self.end_offset.store(next, AtomicOrdering::SeqCst);
-        Ok(())
+        Ok(rolled)
     }
 
     fn must_roll(&self, w: &Writer, len: u64, last_offset: Offset, now: i64) -> bool {
@@ -260,8 +276,20 @@ impl LogInner {
         index::relative(w.active.base_offset, last_offset).is_none()
     }
 
-    /// Seals the active segment and starts a new one at the next offset.
+    /// Seals the active segment and starts a new one at the next offset. Any failure
+    /// poisons the log: the old segment may be sealed (its file cut to its data) with
+    /// no new one to write to, and the state on disk is unknown.
+    ///
+    /// The sealed segment joins `unsynced`; the caller arranges its fsync off the
+    /// writer lock ([`LogInner::after_roll`]).
     pub fn roll(&self, w: &mut Writer) -> Result<()> {
+        self.roll_unpoisoned(w).inspect_err(|e| self.poison(e))
+    }
+
+    fn roll_unpoisoned(&self, w: &mut Writer) -> Result<()> {
+        // From here on the old file may be cut to its data at any step: never count on
+        // the space allocated beyond it again.
+        w.allocated = w.position;
         w.active.seal()?;
         let fs = &self.config.fs;
         let capacity = self.config.segment_capacity();

@@ -111,7 +111,17 @@ pub trait Mapping: Send + Sync + Debug {
     /// Copies `data` into the mapping (and so into the file) at `pos`.
     ///
     /// The caller guarantees that no reader reads `[pos, pos + data.len())` while this
-    /// runs and that those bytes lie below the file's size.
+    /// runs.
+    ///
+    /// Bytes past the mapping's length are refused with an error. On a real memory
+    /// map a store past the end of the file is `SIGBUS`, which kills the process, so
+    /// [`OsFs`] refuses such a write with an error too: it bounds the mapping's writes
+    /// by the file's size as set through the handle the mapping was made from
+    /// (`set_len`, `allocate`, writes), asking the OS again before refusing. (Shrinking
+    /// a mapped file through another handle or process is outside this guard; the
+    /// engine never does.) [`crate::sim::SimFs`] instead does what an unguarded map
+    /// does, and aborts: a panic starting `SIGBUS: mapped write past end of file`,
+    /// so tests that hit this class of bug cannot miss it.
     fn write(&self, pos: usize, data: &[u8]) -> io::Result<()>;
 
     /// Hints that `[pos, pos + len)` (below the file's size) is about to be written, so

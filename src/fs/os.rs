@@ -6,6 +6,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -26,14 +27,19 @@ pub struct OsFs;
 
 #[derive(Debug)]
 struct OsFile {
-    file: File,
+    file: Arc<File>,
     writable: bool,
+    /// The file's size as last set through this handle (`set_len`, `allocate`,
+    /// writes past the end), read from the OS when a writable mapping is made:
+    /// the bound of that mapping's writes.
+    size: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
 struct OsMapping {
     map: MmapRaw,
-    writable: bool,
+    /// The file and the size its handle knows, for a writable mapping.
+    bound: Option<(Arc<File>, Arc<AtomicU64>)>,
 }
 
 impl FileSystem for OsFs {
@@ -55,8 +61,9 @@ impl FileSystem for OsFs {
         }
         let file = options.open(path)?;
         Ok(Arc::new(OsFile {
-            file,
+            file: Arc::new(file),
             writable: mode != OpenMode::Read,
+            size: Arc::new(AtomicU64::new(0)),
         }))
     }
 
@@ -112,11 +119,14 @@ impl FileSystem for OsFs {
 
 impl FileHandle for OsFile {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        FileExt::read_at(&self.file, buf, pos)
+        FileExt::read_at(&*self.file, buf, pos)
     }
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        FileExt::write_all_at(&self.file, buf, pos)
+        FileExt::write_all_at(&*self.file, buf, pos)?;
+        self.size
+            .fetch_max(pos.saturating_add(buf.len() as u64), Ordering::AcqRel);
+        Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -128,7 +138,9 @@ impl FileHandle for OsFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
+        self.file.set_len(len)?;
+        self.size.store(len, Ordering::Release);
+        Ok(())
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
@@ -143,27 +155,30 @@ impl FileHandle for OsFile {
         // SAFETY: plain syscall on an fd we own; no memory is passed.
         let rc = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), offset, grow) };
         match rc {
-            0 => Ok(()),
+            0 => {}
             // File systems without fallocate (some tmpfs/overlay setups): write zeros,
             // which allocates just the same, only slower.
-            libc::EOPNOTSUPP | libc::EINVAL => write_zeros(&self.file, current, len),
-            errno => Err(io::Error::from_raw_os_error(errno)),
+            libc::EOPNOTSUPP | libc::EINVAL => write_zeros(&self.file, current, len)?,
+            errno => return Err(io::Error::from_raw_os_error(errno)),
         }
+        self.size.fetch_max(len, Ordering::AcqRel);
+        Ok(())
     }
 
     fn map(&self, len: usize) -> io::Result<Arc<dyn Mapping>> {
         if len == 0 {
             return Ok(Arc::new(EmptyMapping));
         }
-        let map = if self.writable {
-            MmapOptions::new().len(len).map_raw(&self.file)?
+        let (map, bound) = if self.writable {
+            self.size
+                .store(self.file.metadata()?.len(), Ordering::Release);
+            let map = MmapOptions::new().len(len).map_raw(&*self.file)?;
+            (map, Some((Arc::clone(&self.file), Arc::clone(&self.size))))
         } else {
-            MmapOptions::new().len(len).map_raw_read_only(&self.file)?
+            let map = MmapOptions::new().len(len).map_raw_read_only(&*self.file)?;
+            (map, None)
         };
-        Ok(Arc::new(OsMapping {
-            map,
-            writable: self.writable,
-        }))
+        Ok(Arc::new(OsMapping { map, bound }))
     }
 }
 
@@ -187,7 +202,7 @@ impl Mapping for OsMapping {
         let page = 4096;
         let start = pos / page * page;
         let end = pos.saturating_add(len).min(self.map.len());
-        if !self.writable || start >= end {
+        if self.bound.is_none() || start >= end {
             return;
         }
         // SAFETY: the range lies inside our mapping; MADV_POPULATE_WRITE only faults
@@ -210,20 +225,31 @@ impl Mapping for OsMapping {
     }
 
     fn write(&self, pos: usize, data: &[u8]) -> io::Result<()> {
-        if !self.writable {
+        let Some((file, size)) = &self.bound else {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 "read-only mapping",
             ));
-        }
+        };
         let end = pos
             .checked_add(data.len())
             .filter(|&end| end <= self.map.len())
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past mapping"))?;
-        debug_assert!(end <= self.map.len());
-        // SAFETY: [pos, end) is inside the mapping (checked above); the caller
-        // guarantees no reader looks at these bytes while they are written and that
-        // they lie below the file's allocated size (so no SIGBUS).
+        if end as u64 > size.load(Ordering::Acquire) {
+            // Past the size known to the handle: a store there would be SIGBUS unless
+            // the file grew another way, so ask the OS before refusing.
+            let actual = file.metadata()?.len();
+            size.store(actual, Ordering::Release);
+            if end as u64 > actual {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("mapped write past the end of the file ({end} > {actual} bytes)"),
+                ));
+            }
+        }
+        // SAFETY: [pos, end) is inside the mapping and below the file's size (both
+        // checked above; the engine never shrinks a mapped file through another
+        // handle); the caller guarantees no reader looks at these bytes meanwhile.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 data.as_ptr(),
@@ -257,5 +283,36 @@ impl Mapping for EmptyMapping {
                 "write past mapping",
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mapping may be longer than its file; a write past the file's end (SIGBUS on
+    /// a real map) is refused with an error, also after the file was cut through the
+    /// same handle, and allowed again once the file grows (even through another one).
+    #[test]
+    fn mapped_writes_past_the_end_of_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let f = OsFs.open(&path, OpenMode::Create).unwrap();
+        f.allocate(8192).unwrap();
+        let m = f.map(1 << 20).unwrap();
+        m.write(0, b"inside").unwrap();
+        let past = m.write(8190, b"past").unwrap_err();
+        assert_eq!(past.kind(), io::ErrorKind::InvalidInput, "{past}");
+        f.set_len(6).unwrap();
+        assert!(m.write(6, b"x").is_err(), "cut through the handle");
+        let other = OsFs.open(&path, OpenMode::Write).unwrap();
+        other.allocate(4096).unwrap();
+        m.write(6, b"grown elsewhere").unwrap();
+        f.allocate(1 << 20).unwrap();
+        m.write((1 << 20) - 4, b"last").unwrap();
+        assert!(m.write(1 << 20, b"x").is_err(), "past the mapping");
+        let mut buf = [0u8; 21];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"insidegrown elsewhere");
     }
 }

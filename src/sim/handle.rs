@@ -190,11 +190,15 @@ impl Mapping for SimMapping {
             .checked_add(data.len())
             .filter(|&end| end <= self.len)
             .ok_or_else(|| error(ErrorKind::InvalidInput, "write past mapping"))?;
-        if end as u64 > state.file_mut(self.handle.node)?.current.len() {
-            return Err(error(
-                ErrorKind::InvalidInput,
-                "mapped write past end of file",
-            ));
+        let size = state.file_mut(self.handle.node)?.current.len();
+        if end as u64 > size {
+            // What the OS does to a store past the end of a mapped file. Released
+            // first, so the disk stays usable to whoever catches the panic.
+            drop(state);
+            panic!(
+                "SIGBUS: mapped write past end of file (node {}: bytes {pos}..{end}, file size {size})",
+                self.handle.node
+            );
         }
         state.begin_op()?;
         state.file_mut(self.handle.node)?.write(pos as u64, data)?;

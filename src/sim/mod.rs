@@ -28,6 +28,11 @@
 //! be made to fail ([`SimFs::fail_after`]) or to crash the disk instead of running
 //! ([`SimFs::crash_at_op`]). A failing operation has no effect.
 //!
+//! A mapping behaves like a raw memory map: a write through it past the end of the
+//! file (which the OS answers with `SIGBUS`) panics with a message starting
+//! `SIGBUS: mapped write past end of file`, rather than returning an error, so a
+//! crash suite cannot take an engine bug of that class for an injected I/O error.
+//!
 //! Paths are plain: `.` and `..` are resolved lexically, `/a` and `a` are the same
 //! file, there are no links.
 //!
