@@ -273,14 +273,12 @@ impl Log {
         }
         let segments = self.inner.snapshot();
         let i = segments.partition_point(|s| s.base_offset <= offset);
-        let Some(segment) = i.checked_sub(1).map(|i| Arc::clone(&segments[i])) else {
-            return match gaps::gap_at(&segments, start, offset)? {
-                Some(gap) => Err(gap.report(offset)),
-                None => Ok(None),
-            };
+        let found = match i.checked_sub(1).map(|i| &segments[i]) {
+            Some(segment) => segment.find_batch(offset)?.map(|f| (segment, f)),
+            None => None,
         };
-        let Some(found) = segment.find_batch(offset)? else {
-            // Not in a batch: removed by compaction, or missing (a lost file).
+        let Some((segment, found)) = found else {
+            // In no batch: removed by compaction, or missing (a lost or cut file).
             return match gaps::gap_at(&segments, start, offset)? {
                 Some(gap) => Err(gap.report(offset)),
                 None => Ok(None),

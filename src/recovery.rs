@@ -43,40 +43,15 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
     // brings deleted records back (too low) or hides live ones (too high).
     let start_checkpoint =
         checkpoint::read_offset_file(&**fs, &dir.join(checkpoint::LOG_START_OFFSET))?.unwrap_or(0);
-    let marker = dir.join(checkpoint::CLEAN_SHUTDOWN);
-    let clean = fs.exists(&marker);
-    if clean {
-        // From here on a crash must not be taken for a clean shutdown.
-        fs.remove_file(&marker)
-            .map_err(|e| Error::io("remove clean-shutdown marker", &marker, e))?;
-        fs.sync_dir(dir)
-            .map_err(|e| Error::io("sync directory", dir, e))?;
-    }
+    let clean = take_clean_shutdown_marker(&**fs, dir)?;
     let (mut rp_file, rp) = RecoveryPointFile::open(&**fs, dir)?;
-    let mut segments = Vec::with_capacity(bases.len() + 1);
-    for (i, &base) in bases.iter().enumerate() {
-        let path = segment::file_path(dir, base, LOG_SUFFIX);
-        let len = fs
-            .file_size(&path)
-            .map_err(|e| Error::io("stat segment", &path, e))?;
-        let next = bases.get(i + 1).copied().unwrap_or(base);
-        let seg = Segment::new(fs, dir, base, None, len, next);
-        seg.set_index_interval(config.index_interval_bytes);
-        segments.push(Arc::new(seg));
-    }
+    // With no segment file at all, start where the recovery point says records ended
+    // (an empty or new log: the start offset), so offsets it promised and that are
+    // now missing show as a gap below the first segment and are never handed out again.
+    let empty_base = start_checkpoint.max(rp.map_or(0, |rp| rp.offset));
+    let mut segments = open_segments(fs, dir, config, &bases, empty_base)?;
     let capacity = config.segment_capacity();
-    if segments.is_empty() {
-        // Every segment file gone while the recovery point says records were durable:
-        // start where they ended, so the missing offsets show as a gap below the
-        // first segment (never handed out again).
-        let base = start_checkpoint.max(rp.map_or(0, |rp| rp.offset));
-        segments.push(Arc::new(Segment::create(fs, dir, base, capacity, 0)?));
-    }
     let last = segments.len() - 1;
-    if !segments[last].is_mapped_writable() {
-        let active_len = segments[last].published();
-        segments[last].map_writable(capacity.max(active_len))?;
-    }
 
     if clean {
         let active = &segments[last];
@@ -110,27 +85,81 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
     // they read as corrupt, not as deleted.
     let start_offset = start_checkpoint;
 
-    // Everything recovered is made durable now, so the log opens with
-    // durable_offset == end_offset and a recovery point at the end.
-    let active = segments.last().expect("at least one segment");
-    for s in &segments {
+    make_durable(fs, dir, &segments, &mut rp_file)?;
+    Ok(Recovered {
+        segments,
+        start_offset,
+        recovery_point_file: rp_file,
+    })
+}
+
+/// Removes the clean-shutdown marker (durably) and says whether it was there: from
+/// here on a crash must not be taken for a clean shutdown.
+fn take_clean_shutdown_marker(fs: &dyn FileSystem, dir: &Path) -> Result<bool> {
+    let marker = dir.join(checkpoint::CLEAN_SHUTDOWN);
+    if !fs.exists(&marker) {
+        return Ok(false);
+    }
+    fs.remove_file(&marker)
+        .map_err(|e| Error::io("remove clean-shutdown marker", &marker, e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))?;
+    Ok(true)
+}
+
+/// The segments named by `bases` (a new one at `empty_base` when there is none), the
+/// last mapped for appends.
+fn open_segments(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    config: &LogConfig,
+    bases: &[Offset],
+    empty_base: Offset,
+) -> Result<Vec<Arc<Segment>>> {
+    let mut segments = Vec::with_capacity(bases.len() + 1);
+    for (i, &base) in bases.iter().enumerate() {
+        let path = segment::file_path(dir, base, LOG_SUFFIX);
+        let len = fs
+            .file_size(&path)
+            .map_err(|e| Error::io("stat segment", &path, e))?;
+        let next = bases.get(i + 1).copied().unwrap_or(base);
+        let seg = Segment::new(fs, dir, base, None, len, next);
+        seg.set_index_interval(config.index_interval_bytes);
+        segments.push(Arc::new(seg));
+    }
+    let capacity = config.segment_capacity();
+    if segments.is_empty() {
+        segments.push(Arc::new(Segment::create(fs, dir, empty_base, capacity, 0)?));
+    }
+    let last = segments.last().expect("at least one segment");
+    if !last.is_mapped_writable() {
+        last.map_writable(capacity.max(last.published()))?;
+    }
+    Ok(segments)
+}
+
+/// Makes everything recovered durable, so the log opens with
+/// `durable_offset == end_offset` and a recovery point at the end.
+fn make_durable(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    segments: &[Arc<Segment>],
+    rp_file: &mut RecoveryPointFile,
+) -> Result<()> {
+    for s in segments {
         if s.is_open() {
             s.sync()?;
         }
     }
     fs.sync_dir(dir)
         .map_err(|e| Error::io("sync directory", dir, e))?;
+    let active = segments.last().expect("at least one segment");
     rp_file.write(RecoveryPoint {
         segment: active.base_offset,
         position: active.published(),
         offset: active.next_offset(),
     })?;
-    rp_file.sync()?;
-    Ok(Recovered {
-        segments,
-        start_offset,
-        recovery_point_file: rp_file,
-    })
+    rp_file.sync()
 }
 
 /// The recovery point promised records up to `durable_end`, but the log ends before

@@ -284,7 +284,7 @@ fn a_cut_of_the_unflushed_tail_in_a_crash_image_is_a_torn_tail() {
 /// Keys that make compaction remove the last batches of most segments: every fifth
 /// record has a key of its own, the others share three keys.
 fn compacted_key(i: u64) -> String {
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         format!("own-{i}")
     } else {
         format!("shared-{}", i % 3)
