@@ -243,15 +243,6 @@ fn clean_leftovers(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
         fs.remove_file(&p)
             .map_err(|e| Error::io("remove leftover", &p, e))
     };
-    for name in &names {
-        if name.ends_with(DELETED_SUFFIX)
-            || name.ends_with(CLEANED_SUFFIX)
-            || name.ends_with(checkpoint::TMP_SUFFIX)
-        {
-            remove(name)?;
-            changed = true;
-        }
-    }
     // A `.swap` was fsynced before it was renamed to `.swap`: it is complete, and
     // replaces the segments whose offsets it covers. The cleaner names it
     // `<base>-<end>.log.swap` (it replaces every segment based in `base..end`, even
@@ -271,6 +262,17 @@ fn clean_leftovers(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
         };
         complete_swap(fs, dir, name, base, end)?;
         changed = true;
+    }
+    // After the swaps: a retired original (`.deleted`) tells a swap whether the
+    // originals it replaces are still whole.
+    for name in &names {
+        if name.ends_with(DELETED_SUFFIX)
+            || name.ends_with(CLEANED_SUFFIX)
+            || name.ends_with(checkpoint::TMP_SUFFIX)
+        {
+            remove(name)?;
+            changed = true;
+        }
     }
     let names = list(fs, dir)?;
     let has_log = |base| fs.exists(&segment::file_path(dir, base, LOG_SUFFIX));
@@ -307,18 +309,28 @@ fn complete_swap(
     end: Option<Offset>,
 ) -> Result<()> {
     let swap_path = dir.join(name);
-    // The last offset the swap file replaces.
+    let bytes = checkpoint::read_small_unbounded(fs, &swap_path)
+        .ok_or_else(|| Error::corrupt(&swap_path, 0, None, "unreadable swap file"))?;
+    // The last offset the swap file replaces, and whether every byte of it decodes.
     let mut last = base;
+    let mut pos = 0;
+    while let Ok(b) = batch::decode(&bytes[pos..]) {
+        if b.validate_records().is_err() {
+            break;
+        }
+        last = b.last_offset();
+        pos += b.len();
+    }
+    let whole = pos == bytes.len();
     if let Some(end) = end {
         last = end - 1;
-    } else {
-        let bytes = checkpoint::read_small_unbounded(fs, &swap_path)
-            .ok_or_else(|| Error::corrupt(&swap_path, 0, None, "unreadable swap file"))?;
-        let mut pos = 0;
-        while let Ok(b) = batch::decode(&bytes[pos..]) {
-            last = b.last_offset();
-            pos += b.len();
-        }
+    }
+    if !whole && originals_untouched(fs, dir, base, last)? {
+        // Damaged since it was fsynced, while the originals are all still in place:
+        // keep them (the next cleaning pass does the work again).
+        return fs
+            .remove_file(&swap_path)
+            .map_err(|e| Error::io("remove damaged swap file", &swap_path, e));
     }
     for other in list(fs, dir)? {
         if let Some(o) = segment::parse_file_name(&other, LOG_SUFFIX) {
@@ -340,6 +352,23 @@ fn complete_swap(
         &swap_path,
         &segment::file_path(dir, base, LOG_SUFFIX),
     )
+}
+
+/// True when `<base>.log` exists and no segment in `base..=last` has been retired
+/// (renamed `.deleted`): a swap of that range has not started replacing them.
+fn originals_untouched(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    base: Offset,
+    last: Offset,
+) -> Result<bool> {
+    if !fs.exists(&segment::file_path(dir, base, LOG_SUFFIX)) {
+        return Ok(false);
+    }
+    let retired = format!("{LOG_SUFFIX}{DELETED_SUFFIX}");
+    Ok(!list(fs, dir)?
+        .iter()
+        .any(|n| segment::parse_file_name(n, &retired).is_some_and(|o| (base..=last).contains(&o))))
 }
 
 pub(crate) fn remove_segment_files(fs: &dyn FileSystem, dir: &Path, base: Offset) -> Result<()> {

@@ -468,3 +468,54 @@ fn a_missing_log_start_offset_after_retention_leaves_a_reported_gap() {
     assert_eq!(log.start_offset(), second);
     assert!(log.verify().unwrap().corrupt.is_empty());
 }
+
+/// A cleaner swap file `<b0>-<b2>.log.swap` merging the first two segments of the
+/// template (their batches back to back), with one bit flipped in the middle.
+fn damaged_swap(dir: &Path) -> (u64, u64, common::BatchPos) {
+    let segs = segment_files(dir);
+    let (b0, b2) = (segs[0].0, segs[2].0);
+    let mut merged = std::fs::read(&segs[0].1).unwrap();
+    merged.extend(std::fs::read(&segs[1].1).unwrap());
+    let bad = batches_of(&merged)[batches_of(&merged).len() / 2];
+    let swap = dir.join(format!("{b0:020}-{b2:020}.log.swap"));
+    std::fs::write(&swap, &merged).unwrap();
+    flip_bit(&swap, bad.start + 70, 1);
+    (b0, segs[1].0, bad)
+}
+
+#[test]
+fn a_damaged_swap_file_never_replaces_whole_originals() {
+    let t = template();
+    for crashed in [false, true] {
+        let dir = copy_of(t.path(), crashed);
+        damaged_swap(dir.path());
+        let log = Log::open(dir.path(), config()).unwrap();
+        common::assert_dense_prefix(&log, TOTAL);
+        assert!(!std::fs::read_dir(dir.path()).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".swap")));
+    }
+}
+
+#[test]
+fn a_damaged_swap_file_whose_originals_are_retired_is_installed_and_reported() {
+    let t = template();
+    let dir = copy_of(t.path(), true);
+    let (_, b1, bad) = damaged_swap(dir.path());
+    // The swap had begun: one original is already retired.
+    let original = seg_path(dir.path(), b1, "log");
+    std::fs::rename(&original, original.with_extension("log.deleted")).unwrap();
+    let log = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(log.end_offset(), TOTAL);
+    for o in 0..TOTAL {
+        let r = log.read(o);
+        if (bad.base_offset..=bad.last_offset).contains(&o) {
+            assert!(matches!(r, Err(Error::Corrupt { .. })), "{o}: {r:?}");
+        } else {
+            assert_eq!(r.unwrap().unwrap().value.unwrap(), value_for(o));
+        }
+    }
+    assert_eq!(log.verify().unwrap().corrupt.len(), 1);
+}
