@@ -82,8 +82,14 @@ impl CleanedOut {
         if self.read_end <= kept_end {
             return Ok(());
         }
-        let last_offset_delta = u32::try_from(self.read_end - 1 - kept_end)
-            .expect("groups keep relative offsets in u32");
+        let last_offset_delta = u32::try_from(self.read_end - 1 - kept_end).map_err(|_| {
+            Error::corrupt(
+                path,
+                self.written,
+                None,
+                "batch offsets outside the segment",
+            )
+        })?;
         let start = self.bytes.len();
         batch::encode_empty(
             &mut self.bytes,
