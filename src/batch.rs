@@ -13,7 +13,7 @@ use crate::Offset;
 
 mod encode;
 
-pub(crate) use encode::{encode, BatchMeta, Encoded, RecordParts};
+pub(crate) use encode::{encode, encode_empty, BatchMeta, Encoded, RecordParts};
 
 /// Bytes of the fixed batch header.
 pub(crate) const HEADER_LEN: usize = 60;
@@ -23,7 +23,11 @@ pub(crate) const MAGIC: u8 = 1;
 pub(crate) const ATTR_COMPRESSION_MASK: u8 = 0b0000_0111;
 /// Attribute bit 3: the `delete_horizon_ms` field is set (KIP-534 style).
 pub(crate) const ATTR_HAS_DELETE_HORIZON: u8 = 0b0000_1000;
-const ATTR_KNOWN: u8 = ATTR_COMPRESSION_MASK | ATTR_HAS_DELETE_HORIZON;
+/// Attribute bit 4: an empty batch (record count 0). Compaction writes one where it
+/// removed every record up to the end of a segment, so the segment still says where
+/// its offsets end (a shorter segment would look like lost data).
+pub(crate) const ATTR_EMPTY: u8 = 0b0001_0000;
+const ATTR_KNOWN: u8 = ATTR_COMPRESSION_MASK | ATTR_HAS_DELETE_HORIZON | ATTR_EMPTY;
 
 // Field positions inside the header.
 const POS_LENGTH: usize = 0;
@@ -200,7 +204,8 @@ fn parse_header(bytes: &[u8]) -> Result<Batch<'_>, BatchError> {
     }
     let record_count = read_u32(bytes, POS_RECORD_COUNT);
     let last_offset_delta = read_u32(bytes, POS_LAST_OFFSET_DELTA);
-    if record_count == 0 || u64::from(record_count) > u64::from(last_offset_delta) + 1 {
+    let empty = attributes & ATTR_EMPTY != 0;
+    if (record_count == 0) != empty || u64::from(record_count) > u64::from(last_offset_delta) + 1 {
         return Err(BatchError::Invalid(
             "record count does not fit the offset range",
         ));
@@ -539,6 +544,32 @@ mod tests {
             .map(|(i, r)| RecordParts::from_record(r, i as u32, 5_000));
         encode(&mut out, meta(base, records.len() as u32 - 1), parts);
         out
+    }
+
+    /// An empty batch (compaction's end marker) decodes with no records; a record
+    /// count of 0 without the empty attribute, or the attribute with records, does not.
+    #[test]
+    fn empty_batches_need_their_attribute() {
+        let mut out = Vec::new();
+        encode(&mut out, meta(10, 4), std::iter::empty());
+        let b = decode(&out).unwrap();
+        assert_eq!(
+            (b.base_offset, b.last_offset(), b.record_count),
+            (10, 14, 0)
+        );
+        b.validate_records().unwrap();
+        assert_eq!(b.records().count(), 0);
+        let reseal = |mut bytes: Vec<u8>| {
+            let crc = crc32fast::hash(&bytes[POS_MAGIC..]);
+            bytes[POS_CRC..POS_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+            bytes
+        };
+        let mut no_attr = out.clone();
+        no_attr[POS_ATTRIBUTES] &= !ATTR_EMPTY;
+        assert!(decode(&reseal(no_attr)).is_err());
+        let mut with_records = encode_records(10, &[Record::new("x")]);
+        with_records[POS_ATTRIBUTES] |= ATTR_EMPTY;
+        assert!(decode(&reseal(with_records)).is_err());
     }
 
     #[test]

@@ -93,6 +93,34 @@ pub(crate) fn read_small_unbounded(fs: &dyn FileSystem, path: &Path) -> Option<V
     Some(buf)
 }
 
+/// The offset stored in the checkpoint file at `path` by [`durable_replace`] of
+/// [`encode_offset`] bytes: `None` when the file does not exist. A replace is atomic,
+/// so a file that exists but does not hold a valid offset was damaged:
+/// [`Error::Corrupt`] naming it.
+pub(crate) fn read_offset_file(fs: &dyn FileSystem, path: &Path) -> Result<Option<Offset>> {
+    if !fs.exists(path) {
+        return Ok(None);
+    }
+    let f = fs
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io("open checkpoint", path, e))?;
+    let len = f
+        .size()
+        .map_err(|e| Error::io("stat checkpoint", path, e))?;
+    let mut buf = vec![0u8; usize::try_from(len.min(64)).unwrap_or(64)];
+    f.read_exact_at(&mut buf, 0)
+        .map_err(|e| Error::io("read checkpoint", path, e))?;
+    match decode_offset(&buf) {
+        Some(o) if len == buf.len() as u64 => Ok(Some(o)),
+        _ => Err(Error::corrupt(
+            path,
+            0,
+            None,
+            format!("checkpoint of {len} bytes does not hold a valid offset and CRC"),
+        )),
+    }
+}
+
 /// A u64 with a CRC, as stored by [`encode_offset`].
 pub(crate) fn encode_offset(value: Offset) -> Vec<u8> {
     let mut out = value.to_le_bytes().to_vec();

@@ -47,7 +47,7 @@ use crate::{Error, Offset, Result};
 
 mod pass;
 
-use pass::{build_map, flush_out, judge_batch, min_opt, scan_tombstone_horizons};
+use pass::{build_map, judge_batch, min_opt, scan_tombstone_horizons, CleanedOut};
 
 /// Name of the cleaner-offset checkpoint: every record below it has been cleaned.
 pub(crate) const CLEANER_OFFSET: &str = "cleaner-offset";
@@ -387,7 +387,9 @@ impl LogInner {
         let interval = u64::from(self.config.index_interval_bytes).max(1);
         let mut bytes = segs[i].published();
         let mut j = i + 1;
-        while j < segs.len() {
+        // Offsets missing after a segment (a lost or cut file) must stay visible as a
+        // gap between segments: merged, they would look like compacted records.
+        while j < segs.len() && !segs[j - 1].has_gap_after() {
             let more = bytes + segs[j].published();
             let span = segs[j].next_offset() - base;
             if more > limit || span > u64::from(u32::MAX) || more / interval + 1 > index_limit {
@@ -420,12 +422,7 @@ impl LogInner {
             .map_err(|e| Error::io("create cleaned segment", &path, e))?;
         file.set_len(0)
             .map_err(|e| Error::io("truncate cleaned segment", &path, e))?;
-        let mut out: Vec<u8> = Vec::with_capacity(WRITE_CHUNK + (64 << 10));
-        let mut written: u64 = 0;
-        let mut indexes = Indexes::default();
-        let mut meta = SegmentMeta::EMPTY;
-        let interval = u64::from(self.config.index_interval_bytes);
-        let mut since_index = u64::MAX;
+        let mut out = CleanedOut::new(base, u64::from(self.config.index_interval_bytes));
         let mut keep: Vec<bool> = Vec::new();
         let result = (|| -> Result<bool> {
             for seg in group {
@@ -440,6 +437,11 @@ impl LogInner {
                     };
                     pos += b.len();
                     throttle.add(b.len() as u64)?;
+                    out.saw(&b);
+                    if b.record_count == 0 {
+                        // An end marker: written again at the end if still needed.
+                        continue;
+                    }
                     let Some(h) = judge_batch(&b, map, map_end, now, horizon, &mut keep, outcome)
                     else {
                         return Ok(false);
@@ -449,9 +451,9 @@ impl LogInner {
                         outcome.changed = true;
                         continue;
                     }
-                    let start = out.len();
+                    let start = out.bytes.len();
                     if kept == keep.len() && h == b.delete_horizon {
-                        out.extend_from_slice(b.bytes);
+                        out.bytes.extend_from_slice(b.bytes);
                     } else {
                         outcome.changed = true;
                         let parts = b
@@ -462,7 +464,7 @@ impl LogInner {
                             .map(|v| RecordParts::from_view(&v, b.base_offset))
                             .collect::<Vec<_>>();
                         batch::encode(
-                            &mut out,
+                            &mut out.bytes,
                             BatchMeta {
                                 base_offset: b.base_offset,
                                 last_offset_delta: b.last_offset_delta,
@@ -472,27 +474,15 @@ impl LogInner {
                             parts,
                         );
                     }
-                    let position = written + start as u64;
-                    let nb = batch::decode_checked(&out[start..])
-                        .map_err(|e| Error::corrupt(&path, position, None, e.to_string()))?;
-                    if since_index >= interval {
-                        let rel = index::relative(base, nb.base_offset)
-                            .expect("groups keep relative offsets in u32");
-                        let p = u32::try_from(position).expect("groups fit u32 positions");
-                        indexes.push(rel, p, meta.max_timestamp);
-                        since_index = 0;
-                    }
-                    since_index = since_index.saturating_add(nb.len() as u64);
-                    meta.add_batch(&nb);
-                    if nb.delete_horizon.is_some() {
-                        outcome.tombstone_due = min_opt(outcome.tombstone_due, nb.delete_horizon);
-                    }
-                    if out.len() >= WRITE_CHUNK {
-                        flush_out(&*file, &path, &mut out, &mut written)?;
+                    let horizon = out.wrote(start, &path)?;
+                    outcome.tombstone_due = min_opt(outcome.tombstone_due, horizon);
+                    if out.bytes.len() >= WRITE_CHUNK {
+                        out.flush(&*file, &path)?;
                     }
                 }
             }
-            flush_out(&*file, &path, &mut out, &mut written)?;
+            out.end_marker(&path)?;
+            out.flush(&*file, &path)?;
             Ok(true)
         })();
         let readable = match result {
@@ -508,6 +498,7 @@ impl LogInner {
             let _ = fs.remove_file(&path);
             return Ok(None);
         }
+        let written = out.written;
         if let Err(e) = throttle.add(written) {
             drop(file);
             let _ = fs.remove_file(&path);
@@ -518,8 +509,8 @@ impl LogInner {
         Ok(Some(Cleaned {
             path,
             len: written,
-            indexes,
-            meta,
+            indexes: out.indexes,
+            meta: out.meta,
         }))
     }
 

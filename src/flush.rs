@@ -263,6 +263,12 @@ impl LogInner {
                 f.sync_data().map_err(|e| Error::io("sync index", &p, e))?;
             }
         }
+        // The recovery point is about to name the active segment: its directory entry
+        // must be durable first, or a crash before the final directory fsync leaves a
+        // point naming a file that is not there (which open reports as lost records).
+        fs.sync_dir(&self.dir)
+            .map_err(|e| Error::io("sync directory", &self.dir, e))?;
+        w.dir_dirty = false;
         let offset = w.next_offset;
         w.recovery_point.write(RecoveryPoint {
             segment: active.base_offset,

@@ -25,6 +25,7 @@ mod config;
 mod error;
 mod flush;
 pub mod fs;
+mod gaps;
 mod index;
 mod log;
 mod offset_map;

@@ -13,6 +13,7 @@ use crate::checkpoint::{self};
 use crate::cleaner::CleanerState;
 use crate::config::LogConfig;
 use crate::flush::FlushState;
+use crate::gaps;
 use crate::reader::LogReader;
 use crate::recovery;
 use crate::retention::RetentionState;
@@ -219,7 +220,9 @@ impl Log {
     }
 
     /// Reads the record at `offset`: `Ok(None)` when compaction removed it or it is at
-    /// or past the end; [`Error::OffsetOutOfRange`] below the start offset.
+    /// or past the end; [`Error::OffsetOutOfRange`] below the start offset;
+    /// [`Error::Corrupt`] when its bytes are damaged or its segment file was lost or
+    /// cut short (offsets missing between segments).
     ///
     /// ```
     /// use logqueue::{Error, Log, LogConfig, Record};
@@ -241,11 +244,18 @@ impl Log {
         if offset >= end {
             return Ok(None);
         }
-        let Some(segment) = self.inner.segment_for(offset) else {
-            return Ok(None);
+        let segments = self.inner.snapshot();
+        let i = segments.partition_point(|s| s.base_offset <= offset);
+        let found = match i.checked_sub(1).map(|i| &segments[i]) {
+            Some(segment) => segment.find_batch(offset)?.map(|f| (segment, f)),
+            None => None,
         };
-        let Some(found) = segment.find_batch(offset)? else {
-            return Ok(None);
+        let Some((segment, found)) = found else {
+            // In no batch: removed by compaction, or missing (a lost or cut file).
+            return match gaps::gap_at(&segments, start, offset)? {
+                Some(gap) => Err(gap.report(offset)),
+                None => Ok(None),
+            };
         };
         let batch = found.batch();
         for record in batch.records() {
@@ -373,8 +383,10 @@ impl Log {
         Ok(())
     }
 
-    /// CRC-checks every batch, decodes every record and cross-checks the indexes.
-    /// Corrupt stretches are reported in the result, not as an error.
+    /// CRC-checks every batch, decodes every record, cross-checks the indexes and
+    /// checks that the segments cover every offset from the start to the end (a
+    /// segment file lost or cut short leaves offsets missing). Corrupt stretches and
+    /// missing offsets are reported in the result, not as an error.
     ///
     /// ```
     /// use logqueue::{Log, LogConfig, Record};
@@ -389,6 +401,7 @@ impl Log {
         self.inner.check_open()?;
         let segments = self.inner.snapshot();
         let mut report = VerifyReport::default();
+        gaps::note_all(&segments, self.start_offset())?;
         for segment in segments.iter() {
             recovery::verify_segment(segment, &mut report)?;
         }
@@ -537,13 +550,6 @@ impl LogInner {
 
     pub fn snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
         Arc::clone(&self.segments.read())
-    }
-
-    /// The segment that would hold `offset`: the last one based at or below it.
-    pub fn segment_for(&self, offset: Offset) -> Option<Arc<Segment>> {
-        let segments = self.snapshot();
-        let i = segments.partition_point(|s| s.base_offset <= offset);
-        i.checked_sub(1).map(|i| Arc::clone(&segments[i]))
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::batch::{self, RecordView};
+use crate::gaps;
 use crate::log::Log;
 use crate::segment::{BatchRef, Segment};
 use crate::{Error, Offset, Result, StoredRecord};
@@ -317,23 +318,43 @@ impl LogReader {
             if self.position >= self.log.end_offset() {
                 return Ok(None);
             }
-            let Some(segment) = inner.segment_for(self.position) else {
-                return Ok(None);
-            };
-            if let Some(b) = segment.batch_at_or_after(self.position)? {
-                return Ok(Some((segment, b)));
-            }
-            // Nothing left in this segment: jump to the next one.
             let segments = inner.snapshot();
-            match segments
-                .iter()
-                .find(|s| s.base_offset > segment.base_offset)
-            {
+            let i = segments.partition_point(|s| s.base_offset <= self.position);
+            let Some(i) = i.checked_sub(1) else {
+                // Below the first segment: offsets missing there are reported once.
+                return match segments.first().and_then(|f| gaps::leading_gap(f, start)) {
+                    Some(gap) => Err(self.step_over(&gap)),
+                    None => Ok(None),
+                };
+            };
+            let segment = &segments[i];
+            if let Some(b) = segment.batch_at_or_after(self.position)? {
+                return Ok(Some((Arc::clone(segment), b)));
+            }
+            // Nothing left in this segment: offsets missing before the next one are
+            // reported once; then on to the next one.
+            if let Some(gap) = gaps::gap_after(&segments, i, start)? {
+                if self.position < gap.to {
+                    return Err(self.step_over(&gap));
+                }
+            }
+            match segments.get(i + 1) {
                 Some(next) => self.position = self.position.max(next.base_offset),
                 None => return Ok(None),
             }
         }
         Ok(None)
+    }
+}
+
+impl LogReader {
+    /// Moves past a gap of missing offsets; the error reporting it.
+    fn step_over(&mut self, gap: &gaps::Gap) -> Error {
+        let err = gap.report(self.position.max(gap.from));
+        self.position = self.position.max(gap.to);
+        self.pending.clear();
+        self.last = None;
+        err
     }
 }
 

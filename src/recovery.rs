@@ -38,19 +38,84 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
         .filter_map(|n| segment::parse_file_name(n, LOG_SUFFIX))
         .collect();
     bases.sort_unstable();
-    let start_checkpoint = checkpoint::read_small(&**fs, &dir.join(checkpoint::LOG_START_OFFSET))
-        .and_then(|b| checkpoint::decode_offset(&b))
-        .unwrap_or(0);
-    let marker = dir.join(checkpoint::CLEAN_SHUTDOWN);
-    let clean = fs.exists(&marker);
-    if clean {
-        // From here on a crash must not be taken for a clean shutdown.
-        fs.remove_file(&marker)
-            .map_err(|e| Error::io("remove clean-shutdown marker", &marker, e))?;
-        fs.sync_dir(dir)
-            .map_err(|e| Error::io("sync directory", dir, e))?;
-    }
+    // Missing: nothing was ever deleted from the front (retention checkpoints the new
+    // start before it deletes a segment). Damaged: Corrupt, because any guess either
+    // brings deleted records back (too low) or hides live ones (too high).
+    let start_checkpoint =
+        checkpoint::read_offset_file(&**fs, &dir.join(checkpoint::LOG_START_OFFSET))?.unwrap_or(0);
+    let clean = take_clean_shutdown_marker(&**fs, dir)?;
     let (mut rp_file, rp) = RecoveryPointFile::open(&**fs, dir)?;
+    // With no segment file at all, start where the recovery point says records ended
+    // (an empty or new log: the start offset), so offsets it promised and that are
+    // now missing show as a gap below the first segment and are never handed out again.
+    let empty_base = start_checkpoint.max(rp.map_or(0, |rp| rp.offset));
+    let mut segments = open_segments(fs, dir, config, &bases, empty_base)?;
+    let capacity = config.segment_capacity();
+    let last = segments.len() - 1;
+
+    if clean {
+        let active = &segments[last];
+        let meta = active.meta()?;
+        active.set_next_offset(meta.last_offset.map_or(active.base_offset, |o| o + 1));
+    } else {
+        scan_tail(fs, dir, &mut segments, rp)?;
+    }
+    if let Some(rp) = rp {
+        continue_after_lost_durable_records(fs, dir, config, &mut segments, rp.offset)?;
+    }
+
+    let end = segments.last().expect("at least one segment").next_offset();
+    if start_checkpoint > end {
+        // Data above the start offset was lost with an un-flushed tail: start afresh
+        // at the start offset, so offsets are never handed out twice.
+        for s in segments.drain(..) {
+            remove_segment_files(&**fs, dir, s.base_offset)?;
+        }
+        segments.push(Arc::new(Segment::create(
+            fs,
+            dir,
+            start_checkpoint,
+            capacity,
+            0,
+        )?));
+    }
+    reopen_last_for_appends(fs, dir, config, &mut segments)?;
+    // Below the first segment's base and at or above the start offset, offsets are
+    // missing (a lost first segment): the start stays where the checkpoint says, so
+    // they read as corrupt, not as deleted.
+    let start_offset = start_checkpoint;
+
+    make_durable(fs, dir, &segments, &mut rp_file)?;
+    Ok(Recovered {
+        segments,
+        start_offset,
+        recovery_point_file: rp_file,
+    })
+}
+
+/// Removes the clean-shutdown marker (durably) and says whether it was there: from
+/// here on a crash must not be taken for a clean shutdown.
+fn take_clean_shutdown_marker(fs: &dyn FileSystem, dir: &Path) -> Result<bool> {
+    let marker = dir.join(checkpoint::CLEAN_SHUTDOWN);
+    if !fs.exists(&marker) {
+        return Ok(false);
+    }
+    fs.remove_file(&marker)
+        .map_err(|e| Error::io("remove clean-shutdown marker", &marker, e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))?;
+    Ok(true)
+}
+
+/// The segments named by `bases` (a new one at `empty_base` when there is none), the
+/// last mapped for appends.
+fn open_segments(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    config: &LogConfig,
+    bases: &[Offset],
+    empty_base: Offset,
+) -> Result<Vec<Arc<Segment>>> {
     let mut segments = Vec::with_capacity(bases.len() + 1);
     for (i, &base) in bases.iter().enumerate() {
         let path = segment::file_path(dir, base, LOG_SUFFIX);
@@ -64,85 +129,104 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
     }
     let capacity = config.segment_capacity();
     if segments.is_empty() {
-        segments.push(Arc::new(Segment::create(
-            fs,
-            dir,
-            start_checkpoint,
-            capacity,
-            0,
-        )?));
-    }
-    let last = segments.len() - 1;
-    if !segments[last].is_mapped_writable() {
-        let active_len = segments[last].published();
-        segments[last].map_writable(capacity.max(active_len))?;
-    }
-
-    if clean {
-        let active = &segments[last];
-        let meta = active.meta()?;
-        active.set_next_offset(meta.last_offset.map_or(active.base_offset, |o| o + 1));
-    } else {
-        scan_tail(fs, dir, &mut segments, rp)?;
-    }
-
-    let mut start_offset = start_checkpoint.max(segments[0].base_offset);
-    let end = segments.last().expect("at least one segment").next_offset();
-    if start_offset > end {
-        // Data above the start offset was lost with an un-flushed tail: start afresh
-        // at the start offset, so offsets are never handed out twice.
-        for s in segments.drain(..) {
-            remove_segment_files(&**fs, dir, s.base_offset)?;
-        }
-        segments.push(Arc::new(Segment::create(
-            fs,
-            dir,
-            start_offset,
-            capacity,
-            0,
-        )?));
+        segments.push(Arc::new(Segment::create(fs, dir, empty_base, capacity, 0)?));
     }
     let last = segments.last().expect("at least one segment");
     if !last.is_mapped_writable() {
-        // A cut made a sealed segment the last one: reopen it for appends.
-        let reopened = Segment::new(
-            fs,
-            dir,
-            last.base_offset,
-            None,
-            last.published(),
-            last.next_offset(),
-        );
-        reopened.set_index_interval(config.index_interval_bytes);
-        reopened.map_writable(capacity.max(last.published()))?;
-        if let Some((indexes, meta)) = last.loaded_clone() {
-            reopened.set_loaded(indexes, meta);
-        }
-        *segments.last_mut().expect("at least one segment") = Arc::new(reopened);
+        last.map_writable(capacity.max(last.published()))?;
     }
-    start_offset = start_offset.max(segments[0].base_offset);
+    Ok(segments)
+}
 
-    // Everything recovered is made durable now, so the log opens with
-    // durable_offset == end_offset and a recovery point at the end.
-    let active = segments.last().expect("at least one segment");
-    for s in &segments {
+/// Makes everything recovered durable, so the log opens with
+/// `durable_offset == end_offset` and a recovery point at the end.
+fn make_durable(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    segments: &[Arc<Segment>],
+    rp_file: &mut RecoveryPointFile,
+) -> Result<()> {
+    for s in segments {
         if s.is_open() {
             s.sync()?;
         }
     }
     fs.sync_dir(dir)
         .map_err(|e| Error::io("sync directory", dir, e))?;
+    let active = segments.last().expect("at least one segment");
     rp_file.write(RecoveryPoint {
         segment: active.base_offset,
         position: active.published(),
         offset: active.next_offset(),
     })?;
-    rp_file.sync()?;
-    Ok(Recovered {
-        segments,
-        start_offset,
-        recovery_point_file: rp_file,
-    })
+    rp_file.sync()
+}
+
+/// The recovery point promised records up to `durable_end`, but the log ends before
+/// it: fsynced records were lost (a cut or removed file, not a crash). The last
+/// segment is sealed as it is and a new one starts at `durable_end`, so the missing
+/// offsets stay a gap that `verify` and reads report, and are never handed out again.
+fn continue_after_lost_durable_records(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    config: &LogConfig,
+    segments: &mut Vec<Arc<Segment>>,
+    durable_end: Offset,
+) -> Result<()> {
+    let last = segments.last().expect("at least one segment");
+    if last.next_offset() >= durable_end {
+        return Ok(());
+    }
+    let sealed = sealed_copy(fs, dir, config, last, last.next_offset());
+    last.sync()?;
+    if let Some((indexes, _)) = sealed.loaded_clone() {
+        // A cache: validated on load, rebuilt if torn.
+        let _ = sealed.write_index_files(&indexes);
+    }
+    sealed.set_next_offset(durable_end);
+    *segments.last_mut().expect("at least one segment") = Arc::new(sealed);
+    let capacity = config.segment_capacity();
+    segments.push(Arc::new(Segment::create(
+        fs,
+        dir,
+        durable_end,
+        capacity,
+        0,
+    )?));
+    Ok(())
+}
+
+/// A read-only segment with `seg`'s files, data and loaded indexes.
+fn sealed_copy(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    config: &LogConfig,
+    seg: &Segment,
+    next_offset: Offset,
+) -> Segment {
+    let copy = Segment::new(fs, dir, seg.base_offset, None, seg.published(), next_offset);
+    copy.set_index_interval(config.index_interval_bytes);
+    if let Some((indexes, meta)) = seg.loaded_clone() {
+        copy.set_loaded(indexes, meta);
+    }
+    copy
+}
+
+/// A cut made a sealed segment the last one: reopen it for appends.
+fn reopen_last_for_appends(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    config: &LogConfig,
+    segments: &mut [Arc<Segment>],
+) -> Result<()> {
+    let last = segments.last().expect("at least one segment");
+    if last.is_mapped_writable() {
+        return Ok(());
+    }
+    let reopened = sealed_copy(fs, dir, config, last, last.next_offset());
+    reopened.map_writable(config.segment_capacity().max(last.published()))?;
+    *segments.last_mut().expect("at least one segment") = Arc::new(reopened);
+    Ok(())
 }
 
 fn list(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<String>> {
@@ -159,15 +243,6 @@ fn clean_leftovers(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
         fs.remove_file(&p)
             .map_err(|e| Error::io("remove leftover", &p, e))
     };
-    for name in &names {
-        if name.ends_with(DELETED_SUFFIX)
-            || name.ends_with(CLEANED_SUFFIX)
-            || name.ends_with(checkpoint::TMP_SUFFIX)
-        {
-            remove(name)?;
-            changed = true;
-        }
-    }
     // A `.swap` was fsynced before it was renamed to `.swap`: it is complete, and
     // replaces the segments whose offsets it covers. The cleaner names it
     // `<base>-<end>.log.swap` (it replaces every segment based in `base..end`, even
@@ -187,6 +262,17 @@ fn clean_leftovers(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
         };
         complete_swap(fs, dir, name, base, end)?;
         changed = true;
+    }
+    // After the swaps: a retired original (`.deleted`) tells a swap whether the
+    // originals it replaces are still whole.
+    for name in &names {
+        if name.ends_with(DELETED_SUFFIX)
+            || name.ends_with(CLEANED_SUFFIX)
+            || name.ends_with(checkpoint::TMP_SUFFIX)
+        {
+            remove(name)?;
+            changed = true;
+        }
     }
     let names = list(fs, dir)?;
     let has_log = |base| fs.exists(&segment::file_path(dir, base, LOG_SUFFIX));
@@ -223,18 +309,28 @@ fn complete_swap(
     end: Option<Offset>,
 ) -> Result<()> {
     let swap_path = dir.join(name);
-    // The last offset the swap file replaces.
+    let bytes = checkpoint::read_small_unbounded(fs, &swap_path)
+        .ok_or_else(|| Error::corrupt(&swap_path, 0, None, "unreadable swap file"))?;
+    // The last offset the swap file replaces, and whether every byte of it decodes.
     let mut last = base;
+    let mut pos = 0;
+    while let Ok(b) = batch::decode(&bytes[pos..]) {
+        if b.validate_records().is_err() {
+            break;
+        }
+        last = b.last_offset();
+        pos += b.len();
+    }
+    let whole = pos == bytes.len();
     if let Some(end) = end {
         last = end - 1;
-    } else {
-        let bytes = checkpoint::read_small_unbounded(fs, &swap_path)
-            .ok_or_else(|| Error::corrupt(&swap_path, 0, None, "unreadable swap file"))?;
-        let mut pos = 0;
-        while let Ok(b) = batch::decode(&bytes[pos..]) {
-            last = b.last_offset();
-            pos += b.len();
-        }
+    }
+    if !whole && originals_untouched(fs, dir, base, last)? {
+        // Damaged since it was fsynced, while the originals are all still in place:
+        // keep them (the next cleaning pass does the work again).
+        return fs
+            .remove_file(&swap_path)
+            .map_err(|e| Error::io("remove damaged swap file", &swap_path, e));
     }
     for other in list(fs, dir)? {
         if let Some(o) = segment::parse_file_name(&other, LOG_SUFFIX) {
@@ -258,6 +354,23 @@ fn complete_swap(
     )
 }
 
+/// True when `<base>.log` exists and no segment in `base..=last` has been retired
+/// (renamed `.deleted`): a swap of that range has not started replacing them.
+fn originals_untouched(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    base: Offset,
+    last: Offset,
+) -> Result<bool> {
+    if !fs.exists(&segment::file_path(dir, base, LOG_SUFFIX)) {
+        return Ok(false);
+    }
+    let retired = format!("{LOG_SUFFIX}{DELETED_SUFFIX}");
+    Ok(!list(fs, dir)?
+        .iter()
+        .any(|n| segment::parse_file_name(n, &retired).is_some_and(|o| (base..=last).contains(&o))))
+}
+
 pub(crate) fn remove_segment_files(fs: &dyn FileSystem, dir: &Path, base: Offset) -> Result<()> {
     for suffix in [LOG_SUFFIX, segment::INDEX_SUFFIX, segment::TIMEINDEX_SUFFIX] {
         let p = segment::file_path(dir, base, suffix);
@@ -269,8 +382,24 @@ pub(crate) fn remove_segment_files(fs: &dyn FileSystem, dir: &Path, base: Offset
     Ok(())
 }
 
-/// Scans from the segment holding the recovery point to the end, rebuilding indexes,
-/// recording corruption below the point and cutting the tail above it.
+/// Whether a roll fsyncs the segment it seals before the next segment is created. Not
+/// yet: sealed segments are fsynced by the next flush, before the recovery point moves
+/// past them, so a crash can tear a sealed segment at or after the recovery point's.
+/// Once rolls fsync, every sealed segment is durable whatever the recovery point says,
+/// and this becomes `true`.
+const ROLL_FSYNCS_SEALED: bool = false;
+
+/// Scans from the segment holding the recovery point to the end (from the first
+/// segment when there is no valid point), rebuilding indexes, recording corruption in
+/// durable data and cutting the torn tail a crash left.
+///
+/// Durable: every segment before the point's, the point's segment below its position,
+/// and (see [`ROLL_FSYNCS_SEALED`]) sealed segments after it. Without a valid point
+/// (both slots damaged) every sealed segment is taken as durable: damage there is
+/// reported, never cut, and only the active segment is scanned as a tail. Damage in
+/// durable data is recorded and skipped; offsets missing between durable segments are
+/// a gap that `verify` and reads report. The tail is cut at the first batch that does
+/// not decode or continue the offsets, with every segment after it.
 fn scan_tail(
     fs: &Arc<dyn FileSystem>,
     dir: &Path,
@@ -283,15 +412,18 @@ fn scan_tail(
             .saturating_sub(1),
         None => 0,
     };
+    let last = segments.len() - 1;
     let mut expected: Option<Offset> = None;
     let mut cut_after: Option<usize> = None;
     for (i, seg) in segments.iter().enumerate().skip(first) {
+        let sealed_durable = i < last && (rp.is_none() || ROLL_FSYNCS_SEALED);
         let durable_end = match rp {
+            _ if sealed_durable => u64::MAX,
             Some(rp) if seg.base_offset < rp.segment => u64::MAX,
             Some(rp) if seg.base_offset == rp.segment => rp.position,
             _ => 0,
         };
-        // Offsets continue exactly across the tail; a gap means lost data.
+        // Offsets continue exactly across the tail; a gap there is a torn roll.
         if let Some(e) = expected {
             if durable_end == 0 && seg.base_offset != e {
                 cut_after = Some(i - 1);
@@ -305,7 +437,9 @@ fn scan_tail(
         let next = scan.meta.last_offset.map_or(seg.base_offset, |o| o + 1);
         seg.set_next_offset(next);
         seg.set_loaded(scan.indexes, scan.meta);
-        expected = Some(next);
+        // After a durable segment, missing offsets are lost data (a gap reported by
+        // `verify` and reads), not a torn roll.
+        expected = (durable_end != u64::MAX).then_some(next);
         if scan.cut {
             cut_after = Some(i);
             break;
@@ -370,6 +504,7 @@ fn scan_segment(seg: &Segment, durable_end: u64) -> Result<SegmentScan> {
                     None => pos = durable_end,
                 }
             }
+            // The torn tail a crash left: cut here.
             Err(_) => {
                 cut = true;
                 break;

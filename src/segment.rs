@@ -399,6 +399,19 @@ impl Segment {
             .map_or(0, |l| l.indexes.offsets.len())
     }
 
+    /// The offset after the segment's last batch (its base when it has none): below
+    /// [`Segment::next_offset`] only when offsets are missing at its end.
+    pub fn content_end(&self) -> Result<Offset> {
+        Ok(self.meta()?.last_offset.map_or(self.base_offset, |o| o + 1))
+    }
+
+    /// True when offsets are missing between the segment's last batch and its end
+    /// (or its batches cannot be read to tell).
+    pub fn has_gap_after(&self) -> bool {
+        self.content_end()
+            .map_or(true, |end| end < self.next_offset())
+    }
+
     /// Largest record timestamp (loads the segment's metadata if needed).
     pub fn meta(&self) -> Result<SegmentMeta> {
         drop(self.load()?);

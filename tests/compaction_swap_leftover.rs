@@ -31,9 +31,11 @@ fn a_ranged_swap_replaces_its_whole_range() {
     );
     log.close().unwrap();
     // As if a pass merged segments 0 and 1 and removed every record of segment 1: the
-    // swap file holds segment 0's batches only.
+    // swap file holds segment 0's batches, then the empty batch the cleaner writes over
+    // the removed offsets so the segment still says where it ends.
     let files = segment_files(dir.path());
-    let seg0 = std::fs::read(&files[0].1).unwrap();
+    let mut seg0 = std::fs::read(&files[0].1).unwrap();
+    seg0.extend_from_slice(&empty_batch(b1, b2 - 1));
     std::fs::write(
         dir.path().join(format!("{b0:020}-{b2:020}.log.swap")),
         &seg0,
@@ -58,4 +60,19 @@ fn a_ranged_swap_replaces_its_whole_range() {
     }
     assert_eq!(log.end_offset(), 60);
     assert!(log.verify().unwrap().corrupt.is_empty());
+}
+
+/// An empty batch over `base..=last` as docs/format.md §2 lays it out: a bare 60-byte
+/// header with attribute bit 4 set and record count 0.
+fn empty_batch(base: u64, last: u64) -> Vec<u8> {
+    let mut b = vec![0u8; 60];
+    b[0..4].copy_from_slice(&56u32.to_le_bytes());
+    b[8] = 1; // magic
+    b[9] = 0x10; // attributes: empty batch
+    b[12..16].copy_from_slice(&u32::try_from(last - base).unwrap().to_le_bytes());
+    b[16..24].copy_from_slice(&base.to_le_bytes());
+    b[32..40].copy_from_slice(&i64::MIN.to_le_bytes()); // max timestamp
+    let crc = crc32fast::hash(&b[8..]);
+    b[4..8].copy_from_slice(&crc.to_le_bytes());
+    b
 }

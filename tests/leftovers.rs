@@ -1,7 +1,8 @@
 //! Open works, with the right data, on whatever maintenance and checkpointing leave
 //! behind: `.deleted`, `.cleaned` and `.tmp` files, orphan index files, a complete
-//! `.swap` segment, garbage `recovery-point` / `log-start-offset` / `clean-shutdown`
-//! files, and unknown files (left alone). Each case runs after a clean shutdown and
+//! `.swap` segment, garbage `recovery-point` / `clean-shutdown` files, and unknown
+//! files (left alone). A garbage `log-start-offset` is `Error::Corrupt`, and a recovery
+//! point past the data a reported gap. Each case runs after a clean shutdown and
 //! after a crash (no `clean-shutdown` marker).
 
 mod common;
@@ -263,13 +264,22 @@ fn garbage_checkpoints_and_marker() {
             |d| std::fs::write(d.join("recovery-point"), j).unwrap(),
             |_, _| {},
         );
-        check_case(
-            t.path(),
-            &format!("garbage log-start-offset #{i}"),
-            |d| std::fs::write(d.join("log-start-offset"), j).unwrap(),
-            // Unreadable, so no records are hidden: the log starts at its first segment.
-            |_, log| assert_eq!(log.start_offset(), 0),
-        );
+        // A durable replace never leaves a partial file: garbage is damage, and any
+        // guess at the start would either bring deleted records back or hide live ones.
+        for crashed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(t.path(), dir.path());
+            std::fs::write(dir.path().join("log-start-offset"), j).unwrap();
+            if crashed {
+                std::fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
+            }
+            match Log::open(dir.path(), config()) {
+                Err(logqueue::Error::Corrupt { path, .. }) => {
+                    assert!(path.ends_with("log-start-offset"), "#{i}: {path:?}")
+                }
+                other => panic!("garbage log-start-offset #{i}: {other:?}"),
+            }
+        }
     }
     let marker = rng.bytes(100);
     check_case(
@@ -279,15 +289,39 @@ fn garbage_checkpoints_and_marker() {
         |_, _| {},
     );
     // A recovery point beyond the data (pointing into a segment that is not there, or
-    // past the end of the last one): open must not trust it beyond the bytes present.
+    // past the end of the last one) says fsynced records are missing: the records
+    // present read back, the missing offsets are a reported gap, and appends go on
+    // after them (never reusing an offset the point promised).
     let last = segment_files(t.path()).last().unwrap().0;
     for (seg, pos, off) in [(last, 1 << 20, TOTAL + 100), (10_000, 64, 10_050)] {
-        check_case(
-            t.path(),
-            &format!("recovery point past the data ({seg}, {pos})"),
-            |d| common::write_recovery_point(d, seg, pos, off),
-            |_, _| {},
-        );
+        for crashed in [false, true] {
+            let what = format!("recovery point past the data ({seg}, {pos}, crashed {crashed})");
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(t.path(), dir.path());
+            common::write_recovery_point(dir.path(), seg, pos, off);
+            if crashed {
+                std::fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
+            }
+            let log = Log::open(dir.path(), config()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            for o in 0..TOTAL {
+                assert!(log.read(o).unwrap().is_some(), "{what}: read({o})");
+            }
+            assert!(
+                matches!(log.read(TOTAL), Err(logqueue::Error::Corrupt { .. })),
+                "{what}"
+            );
+            let gaps: Vec<_> = log.verify().unwrap().corrupt;
+            assert!(
+                gaps.len() == 1 && gaps[0].next_offset == Some(off),
+                "{what}: {gaps:?}"
+            );
+            assert_eq!(
+                log.append(Record::new(value_for(off))).unwrap(),
+                off,
+                "{what}"
+            );
+            log.close().unwrap();
+        }
     }
 }
 
@@ -338,7 +372,6 @@ fn everything_at_once() {
             std::fs::write(d.join(format!("{:020}.index", 77_777)), rng.bytes(8)).unwrap();
             std::fs::write(d.join("recovery-point"), rng.bytes(64)).unwrap();
             std::fs::write(d.join("recovery-point.tmp"), rng.bytes(64)).unwrap();
-            std::fs::write(d.join("log-start-offset"), rng.bytes(12)).unwrap();
             for (b, _) in &segs {
                 std::fs::write(seg_path(d, *b, "timeindex"), rng.bytes(36)).unwrap();
             }

@@ -3,7 +3,8 @@
 //! keeps exactly the batches wholly before the damage, appends continue at the next
 //! offset, a second crash-reopen is stable, and a multi-record batch is all-or-nothing.
 //!
-//! Every case removes `clean-shutdown` and `recovery-point`, so all data is tail.
+//! Every case removes `clean-shutdown` and moves the recovery point to byte 0 of the
+//! first segment, so all data is tail.
 //! Byte-by-byte sweeps run in [`common::sweep_tempdir`] (tmpfs when available); a
 //! spread of the same cases runs on the disk-backed temp directory.
 

@@ -1,8 +1,8 @@
 //! Encoding batches: the write side of the format in `super`.
 
 use super::{
-    varint_len, zigzag, HeaderIter, RecordView, ATTR_HAS_DELETE_HORIZON, HEADER_LEN, MAGIC,
-    POS_APPEND_TIME, POS_ATTRIBUTES, POS_BASE_OFFSET, POS_CRC, POS_DELETE_HORIZON,
+    varint_len, zigzag, HeaderIter, RecordView, ATTR_EMPTY, ATTR_HAS_DELETE_HORIZON, HEADER_LEN,
+    MAGIC, POS_APPEND_TIME, POS_ATTRIBUTES, POS_BASE_OFFSET, POS_CRC, POS_DELETE_HORIZON,
     POS_FIRST_TIMESTAMP, POS_LAST_OFFSET_DELTA, POS_LENGTH, POS_MAGIC, POS_MAX_TIMESTAMP,
     POS_RECORD_COUNT,
 };
@@ -77,7 +77,9 @@ pub(crate) struct BatchMeta {
     pub delete_horizon: Option<i64>,
 }
 
-/// Appends one batch holding `records` (at least one, offset deltas increasing) to `out`.
+/// Appends one batch holding `records` (offset deltas increasing) to `out`. With no
+/// records it is an empty batch (attribute [`ATTR_EMPTY`]): only compaction writes
+/// one, to mark where a segment's offsets end.
 pub(crate) fn encode<'r>(
     out: &mut Vec<u8>,
     meta: BatchMeta,
@@ -120,7 +122,6 @@ pub(crate) fn encode<'r>(
         }
         debug_assert_eq!(out.len() - body_start, body_len, "record length prediction");
     }
-    assert!(count > 0, "a batch holds at least one record");
     let len = out.len() - start;
     let header = &mut out[start..start + HEADER_LEN];
     let length = u32::try_from(len - 4).unwrap_or(u32::MAX);
@@ -130,7 +131,7 @@ pub(crate) fn encode<'r>(
         ATTR_HAS_DELETE_HORIZON
     } else {
         0
-    };
+    } | if count == 0 { ATTR_EMPTY } else { 0 };
     header[POS_LAST_OFFSET_DELTA..POS_LAST_OFFSET_DELTA + 4]
         .copy_from_slice(&meta.last_offset_delta.to_le_bytes());
     header[POS_BASE_OFFSET..POS_BASE_OFFSET + 8].copy_from_slice(&meta.base_offset.to_le_bytes());
@@ -146,6 +147,18 @@ pub(crate) fn encode<'r>(
     Encoded {
         max_timestamp: max_ts,
     }
+}
+
+/// Appends an empty batch (no records, attribute [`ATTR_EMPTY`]) over the offsets
+/// `meta.base_offset ..= base + last_offset_delta`, whose removed records' largest
+/// timestamp was `max_timestamp` (kept so time retention still sees their age).
+pub(crate) fn encode_empty(out: &mut Vec<u8>, meta: BatchMeta, max_timestamp: i64) {
+    let start = out.len();
+    encode(out, meta, std::iter::empty());
+    let header = &mut out[start..];
+    header[POS_MAX_TIMESTAMP..POS_MAX_TIMESTAMP + 8].copy_from_slice(&max_timestamp.to_le_bytes());
+    let crc = crc32fast::hash(&header[POS_MAGIC..]);
+    header[POS_CRC..POS_CRC + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Exact encoded length of a record after its length prefix.

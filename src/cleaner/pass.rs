@@ -4,26 +4,117 @@
 use std::sync::Arc;
 
 use super::{GroupOutcome, Throttle};
-use crate::batch::{self, Batch};
+use crate::batch::{self, Batch, BatchMeta};
 use crate::fs::FileHandle;
+use crate::index::{self, Indexes};
 use crate::offset_map::{KeyHash, OffsetMap};
 use crate::segment::Segment;
+use crate::segment::SegmentMeta;
 use crate::{Error, Offset, Result};
 
-pub(super) fn flush_out(
-    file: &dyn FileHandle,
-    path: &std::path::Path,
-    out: &mut Vec<u8>,
-    written: &mut u64,
-) -> Result<()> {
-    if out.is_empty() {
-        return Ok(());
+/// The cleaned segment being written: buffered bytes, their indexes and metadata, and
+/// how far the group's offsets reach.
+pub(super) struct CleanedOut {
+    base: Offset,
+    /// Batches not yet written to the file.
+    pub bytes: Vec<u8>,
+    /// Bytes already written to the file.
+    pub written: u64,
+    pub indexes: Indexes,
+    pub meta: SegmentMeta,
+    interval: u64,
+    since_index: u64,
+    /// Offset after the last batch read from the group, kept or not.
+    read_end: Offset,
+    /// Largest append time and record timestamp of the batches read after the last
+    /// one written.
+    dropped_append_time: i64,
+    dropped_max_timestamp: i64,
+}
+
+impl CleanedOut {
+    pub fn new(base: Offset, interval: u64) -> CleanedOut {
+        CleanedOut {
+            base,
+            bytes: Vec::with_capacity(super::WRITE_CHUNK + (64 << 10)),
+            written: 0,
+            indexes: Indexes::default(),
+            meta: SegmentMeta::EMPTY,
+            interval,
+            since_index: u64::MAX,
+            read_end: base,
+            dropped_append_time: i64::MIN,
+            dropped_max_timestamp: i64::MIN,
+        }
     }
-    file.write_all_at(out, *written)
-        .map_err(|e| Error::io("write cleaned segment", path, e))?;
-    *written += out.len() as u64;
-    out.clear();
-    Ok(())
+
+    /// Notes a batch read from the group (before deciding what of it stays).
+    pub fn saw(&mut self, b: &Batch<'_>) {
+        self.read_end = b.last_offset() + 1;
+        self.dropped_append_time = self.dropped_append_time.max(b.append_time);
+        self.dropped_max_timestamp = self.dropped_max_timestamp.max(b.max_timestamp);
+    }
+
+    /// Indexes the batch just appended at `bytes[start..]`; returns its delete horizon.
+    pub fn wrote(&mut self, start: usize, path: &std::path::Path) -> Result<Option<i64>> {
+        let position = self.written + start as u64;
+        let nb = batch::decode_checked(&self.bytes[start..])
+            .map_err(|e| Error::corrupt(path, position, None, e.to_string()))?;
+        if self.since_index >= self.interval {
+            let rel = index::relative(self.base, nb.base_offset)
+                .expect("groups keep relative offsets in u32");
+            let p = u32::try_from(position).expect("groups fit u32 positions");
+            self.indexes.push(rel, p, self.meta.max_timestamp);
+            self.since_index = 0;
+        }
+        self.since_index = self.since_index.saturating_add(nb.len() as u64);
+        self.meta.add_batch(&nb);
+        self.dropped_append_time = i64::MIN;
+        self.dropped_max_timestamp = i64::MIN;
+        Ok(nb.delete_horizon)
+    }
+
+    /// When the last batches read were all removed, writes an empty batch over their
+    /// offsets: the segment must still say where its offsets end, or the next open
+    /// and `verify` would take the missing tail for lost data.
+    pub fn end_marker(&mut self, path: &std::path::Path) -> Result<()> {
+        let kept_end = self.meta.last_offset.map_or(self.base, |o| o + 1);
+        if self.read_end <= kept_end {
+            return Ok(());
+        }
+        let last_offset_delta = u32::try_from(self.read_end - 1 - kept_end).map_err(|_| {
+            Error::corrupt(
+                path,
+                self.written,
+                None,
+                "batch offsets outside the segment",
+            )
+        })?;
+        let start = self.bytes.len();
+        batch::encode_empty(
+            &mut self.bytes,
+            BatchMeta {
+                base_offset: kept_end,
+                last_offset_delta,
+                append_time: self.dropped_append_time,
+                delete_horizon: None,
+            },
+            self.dropped_max_timestamp,
+        );
+        self.wrote(start, path).map(|_| ())
+    }
+
+    /// Writes the buffered bytes to the file.
+    pub fn flush(&mut self, file: &dyn FileHandle, path: &std::path::Path) -> Result<()> {
+        if self.bytes.is_empty() {
+            return Ok(());
+        }
+        file.write_all_at(&self.bytes, self.written)
+            .map_err(|e| Error::io("write cleaned segment", path, e))?;
+        self.written += self.bytes.len() as u64;
+        self.bytes.clear();
+        Ok(())
+    }
 }
 
 pub(super) fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {

@@ -28,11 +28,16 @@ impl Segment {
             next_offset: next.map(|(_, o)| o),
             reason: err.to_string(),
         };
+        self.note_corrupt(range);
+        next.map(|(p, _)| p)
+    }
+
+    /// Records a corrupt range (once).
+    pub fn note_corrupt(&self, range: CorruptRange) {
         let mut corrupt = self.corrupt.lock();
         if !corrupt.contains(&range) {
             corrupt.push(range);
         }
-        next.map(|(p, _)| p)
     }
 
     /// Corrupt ranges found so far in this segment.

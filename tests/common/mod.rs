@@ -253,14 +253,16 @@ pub fn batches_of(bytes: &[u8]) -> Vec<BatchPos> {
 }
 
 /// Makes a closed log look crashed with nothing promised: no clean-shutdown marker
-/// and no recovery point, so recovery treats every byte as un-promised tail.
+/// and a recovery point at byte 0 of the first segment, so recovery treats every byte
+/// as un-promised tail. (Without any valid recovery point, recovery takes every sealed
+/// segment as durable and reports damage there instead of cutting it.)
 pub fn forget_everything_durable(dir: &Path) {
-    for name in ["clean-shutdown", "recovery-point"] {
-        let p = dir.join(name);
-        if p.exists() {
-            std::fs::remove_file(p).unwrap();
-        }
+    let p = dir.join("clean-shutdown");
+    if p.exists() {
+        std::fs::remove_file(p).unwrap();
     }
+    let first = segment_files(dir).first().map_or(0, |(base, _)| *base);
+    write_recovery_point(dir, first, 0, first);
 }
 
 /// Every record of the log through a reader from the start offset; panics on an error.
