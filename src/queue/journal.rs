@@ -352,12 +352,25 @@ pub(crate) fn decode_frame(
     Ok(())
 }
 
+/// One frame holding `events`, as [`Journal::write`] writes it.
+#[cfg(test)]
+pub(crate) fn encode_frame(events: &[Event]) -> Vec<u8> {
+    let mut out = vec![0u8; FRAME_HEADER];
+    for e in events {
+        encode_event(&mut out, e.kind as u8, e.offset, e.attempt, e.deadline);
+    }
+    out[4..8].copy_from_slice(&(events.len() as u32).to_le_bytes());
+    let crc = crc32fast::hash(&out[4..]);
+    out[0..4].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
 /// Byte position of the slot that holds `sequence`.
-fn slot_position(sequence: u64) -> usize {
+pub(crate) fn slot_position(sequence: u64) -> usize {
     (sequence % 2) as usize * SLOT_SPACING
 }
 
-fn encode_slot(generation: u64, sequence: u64, synced: u64) -> [u8; SLOT_LEN] {
+pub(crate) fn encode_slot(generation: u64, sequence: u64, synced: u64) -> [u8; SLOT_LEN] {
     let mut slot = [0u8; SLOT_LEN];
     slot[0..4].copy_from_slice(SLOT_MAGIC);
     slot[4..12].copy_from_slice(&generation.to_le_bytes());

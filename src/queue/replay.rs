@@ -157,17 +157,18 @@ fn replay_journal(
     let path = dir.join(journal::journal_name(generation));
     let op = "read queue journal";
     let corrupt = |position: u64, reason: String| Error::corrupt(&path, position, None, reason);
-    let file =
-        match fs.open(&path, OpenMode::Read) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(corrupt(
+    let file = match fs.open(&path, OpenMode::Read) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(corrupt(
                 0,
                 format!(
                     "the queue journal named by {SNAPSHOT} (generation {generation}) is missing"
                 ),
-            )),
-            Err(e) => return Err(Error::io(op, &path, e)),
-        };
+            ))
+        }
+        Err(e) => return Err(Error::io(op, &path, e)),
+    };
     let len = file.size().map_err(|e| Error::io(op, &path, e))?;
     let mut reader = Chunks {
         file: &*file,
@@ -286,5 +287,179 @@ impl Chunks<'_> {
         }
         let from = (pos - self.buf_start) as usize;
         Ok(Some(&self.buf[from..from + n as usize]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::queue::journal::{
+        encode_frame, encode_slot, encode_snapshot, slot_position, Event, FRAMES_START,
+    };
+    use crate::queue::state::SlotState;
+    use crate::sim::SimFs;
+    use crate::LogConfig;
+
+    const DIR: &str = "/q";
+
+    fn acks(range: Range<Offset>) -> Vec<Event> {
+        range
+            .map(|offset| Event {
+                kind: Kind::Ack,
+                offset,
+                attempt: 1,
+                deadline: 0,
+            })
+            .collect()
+    }
+
+    /// A snapshot of generation 1 with `n` leased records, in `format`.
+    fn snapshot(n: Offset, format: Format) -> Vec<u8> {
+        let mut s = AckState::new(0);
+        for o in 0..n {
+            s.set(o, SlotState::Leased, 1, 0);
+        }
+        s.skip_to(n);
+        let mut bytes = encode_snapshot(1, &s);
+        if format == Format::V1 {
+            bytes[..4].copy_from_slice(b"LQS1");
+            let body = bytes.len() - 4;
+            let crc = crc32fast::hash(&bytes[..body]);
+            bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        }
+        bytes
+    }
+
+    /// Plants the snapshot and a journal of `frames` (format 2: synced up to the end
+    /// of the first `synced_frames` frames), padded with zeros; loads it.
+    fn load_planted(
+        n: Offset,
+        format: Format,
+        frames: &[Vec<u8>],
+        synced_frames: usize,
+        damage: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Option<(u64, AckState)>> {
+        let fs = SimFs::new(0);
+        fs.write_file(format!("{DIR}/snapshot"), &snapshot(n, format))
+            .unwrap();
+        let mut journal = vec![0u8; format.frames_start()];
+        for (i, f) in frames.iter().enumerate() {
+            journal.extend_from_slice(f);
+            if format == Format::V2 && i + 1 == synced_frames {
+                let at = slot_position(1);
+                let synced = journal.len() as u64;
+                journal[at..at + 32].copy_from_slice(&encode_slot(1, 1, synced));
+            }
+        }
+        journal.resize(journal.len() + 4096, 0);
+        damage(&mut journal);
+        fs.write_file(format!("{DIR}/{}", journal::journal_name(1)), &journal)
+            .unwrap();
+        let config = LogConfig {
+            fs: Arc::new(fs.clone()),
+            background: false,
+            ..LogConfig::default()
+        };
+        let dlq = Log::open(format!("{DIR}/dead-letter"), config).unwrap();
+        load(&fs, Path::new(DIR), 0..n, &dlq)
+    }
+
+    fn acked(r: Result<Option<(u64, AckState)>>) -> u64 {
+        r.unwrap().unwrap().1.totals.acked
+    }
+
+    #[test]
+    fn frames_across_chunks_and_larger_than_a_chunk() {
+        // 3,000 one-ack frames (96,000 bytes, crossing the first chunk boundary), one
+        // frame of 4,000 acks (96,008 bytes, larger than a chunk), then 100 more.
+        let mut frames: Vec<Vec<u8>> = (0..3000).map(|o| encode_frame(&acks(o..o + 1))).collect();
+        frames.push(encode_frame(&acks(3000..7000)));
+        frames.extend((7000..7100).map(|o| encode_frame(&acks(o..o + 1))));
+        assert_eq!(
+            acked(load_planted(7100, Format::V2, &frames, 3001, |_| ())),
+            7100
+        );
+        assert_eq!(
+            acked(load_planted(7100, Format::V2, &frames, 0, |_| ())),
+            7100
+        );
+        assert_eq!(
+            acked(load_planted(7100, Format::V1, &frames, 0, |_| ())),
+            7100
+        );
+    }
+
+    #[test]
+    fn damage_below_the_synced_length_is_corrupt_above_it_a_torn_tail() {
+        let frames: Vec<Vec<u8>> = (0..10).map(|o| encode_frame(&acks(o..o + 1))).collect();
+        let frame = frames[0].len();
+        let at = |i: usize| FRAMES_START + i * frame;
+        for i in 0..10 {
+            let r = load_planted(10, Format::V2, &frames, 6, |j| j[at(i) + 9] ^= 1);
+            if i < 6 {
+                assert!(matches!(r, Err(Error::Corrupt { .. })), "frame {i}: {r:?}");
+            } else {
+                assert_eq!(acked(r), i as u64, "frame {i}");
+            }
+        }
+        // A zeroed frame inside the synced region is damage too.
+        let r = load_planted(10, Format::V2, &frames, 6, |j| j[at(2)..at(3)].fill(0));
+        assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+        // A count grown so the frame crosses the synced length.
+        let r = load_planted(10, Format::V2, &frames, 6, |j| j[at(5) + 4] = 2);
+        assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+        // Format 1 knows nothing synced: it stops at the first bad frame, as before.
+        assert_eq!(
+            acked(load_planted(10, Format::V1, &frames, 0, |j| j
+                [3 * frame + 9] ^=
+                1)),
+            3
+        );
+    }
+
+    #[test]
+    fn a_slot_of_another_generation_is_corrupt() {
+        let frames = vec![encode_frame(&acks(0..1))];
+        let r = load_planted(1, Format::V2, &frames, 0, |j| {
+            j[..32].copy_from_slice(&encode_slot(9, 2, 1000));
+        });
+        assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn new_only_without_state_files() {
+        let fs = SimFs::new(0);
+        let config = LogConfig {
+            fs: Arc::new(fs.clone()),
+            background: false,
+            ..LogConfig::default()
+        };
+        let dlq = Log::open(format!("{DIR}/dead-letter"), config).unwrap();
+        let dir = Path::new(DIR);
+        let load = || load(&fs, dir, 0..10, &dlq);
+        fs.write_file(format!("{DIR}/{LOCK_FILE}"), b"").unwrap();
+        fs.write_file(format!("{DIR}/snapshot.tmp"), b"half")
+            .unwrap();
+        fs.write_file(format!("{DIR}/journal-00000000000000000001"), &[0u8; 8192])
+            .unwrap();
+        assert!(load().unwrap().is_none());
+        for planted in ["floor", "floor.tmp", "redrive", "unknown"] {
+            let path = format!("{DIR}/{planted}");
+            fs.write_file(&path, b"x").unwrap();
+            assert!(matches!(load(), Err(Error::Corrupt { .. })), "{planted}");
+            fs.remove_file(Path::new(&path)).unwrap();
+        }
+        let mut journal = vec![0u8; 8192];
+        journal[FRAMES_START + 3] = 1;
+        fs.write_file(format!("{DIR}/journal-00000000000000000001"), &journal)
+            .unwrap();
+        assert!(matches!(load(), Err(Error::Corrupt { .. })));
+        fs.write_file(format!("{DIR}/journal-00000000000000000001"), &[])
+            .unwrap();
+        assert!(load().unwrap().is_none());
+        dlq.append(crate::Record::new("dead")).unwrap();
+        assert!(matches!(load(), Err(Error::Corrupt { .. })));
     }
 }
