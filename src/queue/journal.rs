@@ -328,7 +328,7 @@ pub(crate) fn decode_frame(
     frame: &[u8],
     out: &mut Vec<Event>,
 ) -> std::result::Result<(), &'static str> {
-    if frame.len() < FRAME_HEADER || (frame.len() - FRAME_HEADER) % EVENT_LEN != 0 {
+    if frame.len() < FRAME_HEADER || !(frame.len() - FRAME_HEADER).is_multiple_of(EVENT_LEN) {
         return Err("frame length is not a whole number of events");
     }
     let crc = u32::from_le_bytes(frame[0..4].try_into().expect("4 bytes"));
