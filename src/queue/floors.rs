@@ -182,6 +182,53 @@ fn read_file(fs: &dyn FileSystem, path: &Path) -> std::io::Result<Option<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::SimFs;
+
+    fn floors(fs: &SimFs) -> QueueFloors {
+        QueueFloors {
+            fs: Arc::new(fs.clone()),
+            dir: PathBuf::from("/log/queues"),
+            open: Mutex::new(HashMap::new()),
+            damaged: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn unknown_floors_protect_everything_and_are_reported() {
+        let fs = SimFs::new(0);
+        let f = floors(&fs);
+        assert_eq!(f.lowest(), None, "no queues/ directory: nothing to protect");
+        fs.write_file("/log/queues/a/floor", &encode(40, true))
+            .unwrap();
+        fs.write_file("/log/queues/b/floor", &encode(10, false))
+            .unwrap();
+        // A stray file, and a queue whose creation never wrote its snapshot.
+        fs.write_file("/log/queues/stray", b"x").unwrap();
+        fs.write_file("/log/queues/c/queue.lock", b"").unwrap();
+        assert_eq!(f.lowest(), Some(40));
+        assert!(f.damaged.lock().is_empty());
+        // A queue with a snapshot and no floor file.
+        fs.write_file("/log/queues/d/snapshot", b"s").unwrap();
+        assert_eq!(f.lowest(), Some(0));
+        assert_eq!(
+            *f.damaged.lock(),
+            vec![PathBuf::from("/log/queues/d/floor")]
+        );
+        fs.write_file("/log/queues/d/floor", &encode(50, true))
+            .unwrap();
+        assert_eq!(f.lowest(), Some(40));
+        assert!(
+            f.damaged.lock().is_empty(),
+            "the report follows the last pass"
+        );
+        // Damaged: even a queue that did not protect now protects everything.
+        fs.corrupt_byte("/log/queues/b/floor", 5, 1).unwrap();
+        assert_eq!(f.lowest(), Some(0));
+        assert_eq!(
+            *f.damaged.lock(),
+            vec![PathBuf::from("/log/queues/b/floor")]
+        );
+    }
 
     #[test]
     fn floor_file_round_trips() {
