@@ -19,6 +19,7 @@ mod per_key;
 mod redrive;
 mod replay;
 mod state;
+mod synced;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};

@@ -24,8 +24,9 @@
 use std::ops::Range;
 use std::path::Path;
 
-use super::journal::{self, Format, Kind, Synced, FRAME_HEADER, SNAPSHOT};
+use super::journal::{self, Event, Format, Kind, FRAME_HEADER, SNAPSHOT};
 use super::state::AckState;
+use super::synced::{self, Synced};
 use crate::fs::{FileHandle, FileSystem, OpenMode};
 use crate::{Error, Log, Offset, Result};
 
@@ -33,7 +34,7 @@ use crate::{Error, Log, Offset, Result};
 const CHUNK: usize = 64 << 10;
 /// Bytes of a journal looked at to decide whether it holds anything: both header slots
 /// and the first frame header of format 2, the first frame header of format 1.
-pub(crate) const JOURNAL_DATA_PROBE: usize = journal::FRAMES_START + FRAME_HEADER;
+pub(crate) const JOURNAL_DATA_PROBE: usize = synced::FRAMES_START + FRAME_HEADER;
 /// Name of the queue's lock file (see `Queue::open`).
 pub(crate) const LOCK_FILE: &str = "queue.lock";
 
@@ -131,7 +132,7 @@ fn check_new(fs: &dyn FileSystem, dir: &Path, dead_letters: &Log) -> Result<()> 
 /// True when the journal at `path` has a non-zero byte among its first
 /// [`JOURNAL_DATA_PROBE`] bytes (a synced-length slot or a first frame).
 fn journal_has_data(fs: &dyn FileSystem, path: &Path) -> Result<bool> {
-    let op = "read queue journal";
+    let op = JOURNAL_READ;
     let f = fs
         .open(path, OpenMode::Read)
         .map_err(|e| Error::io(op, path, e))?;
@@ -155,106 +156,126 @@ fn replay_journal(
     state: &mut AckState,
 ) -> Result<()> {
     let path = dir.join(journal::journal_name(generation));
-    let op = "read queue journal";
-    let corrupt = |position: u64, reason: String| Error::corrupt(&path, position, None, reason);
     let file = match fs.open(&path, OpenMode::Read) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(corrupt(
-                0,
-                format!(
-                    "the queue journal named by {SNAPSHOT} (generation {generation}) is missing"
-                ),
-            ))
+            let why = format!(
+                "the queue journal named by {SNAPSHOT} (generation {generation}) is missing"
+            );
+            return Err(Error::corrupt(&path, 0, None, why));
         }
-        Err(e) => return Err(Error::io(op, &path, e)),
+        Err(e) => return Err(Error::io(JOURNAL_READ, &path, e)),
     };
-    let len = file.size().map_err(|e| Error::io(op, &path, e))?;
-    let mut reader = Chunks {
-        file: &*file,
-        len,
-        buf: Vec::new(),
-        buf_start: 0,
+    let len = file.size().map_err(|e| Error::io(JOURNAL_READ, &path, e))?;
+    let mut journal = JournalFile {
+        path: &path,
+        chunks: Chunks {
+            file: &*file,
+            len,
+            buf: Vec::new(),
+            buf_start: 0,
+        },
     };
-    let start = format.frames_start() as u64;
     let synced = match format {
         Format::V1 => 0,
-        Format::V2 => {
-            let header = reader
-                .get(0, start)
-                .map_err(|e| Error::io(op, &path, e))?
-                .ok_or_else(|| {
-                    corrupt(len, format!("{len} bytes: shorter than the journal header"))
-                })?;
-            match journal::read_synced(header, generation) {
-                Synced::Upto(synced) => synced,
-                Synced::WrongGeneration(g) => {
-                    return Err(corrupt(
-                        0,
-                        format!("journal header names generation {g}, not {generation}"),
-                    ))
-                }
-            }
-        }
+        Format::V2 => journal.synced_length(generation)?,
     };
-    if synced > len {
-        return Err(corrupt(
-            len,
-            format!("{len} bytes: shorter than its synced length {synced}"),
-        ));
-    }
-    let mut pos = start;
-    let mut events = Vec::new();
-    loop {
-        // Past the synced length, anything that does not check out is a torn tail.
-        let end_here = |why: String| {
-            if pos < synced {
-                Err(corrupt(
-                    pos,
-                    format!("{why}, below the synced length {synced}"),
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        let header = reader
-            .get(pos, FRAME_HEADER as u64)
-            .map_err(|e| Error::io(op, &path, e))?;
-        let Some(frame_len) = header.and_then(journal::frame_len) else {
-            return end_here(if header.is_none() {
-                "journal ends inside a frame header".into()
-            } else {
-                "zero frame (end of journal)".into()
-            });
-        };
-        let frame_end = pos.saturating_add(frame_len);
-        if pos < synced && frame_end > synced {
-            // Sync happens between frames: a frame crossing the synced length has a
-            // damaged count.
-            return end_here(format!(
-                "frame of {frame_len} bytes crosses the synced length"
-            ));
-        }
-        let Some(frame) = reader
-            .get(pos, frame_len)
-            .map_err(|e| Error::io(op, &path, e))?
-        else {
-            return end_here(format!("frame of {frame_len} bytes runs past the end"));
-        };
-        events.clear();
-        if let Err(why) = journal::decode_frame(frame, &mut events) {
-            return end_here(why.into());
-        }
-        for mut e in events.drain(..) {
-            if !log.contains(&e.offset) {
-                continue;
-            }
+    journal.replay_frames(format.frames_start() as u64, synced, |mut e| {
+        if log.contains(&e.offset) {
             if e.kind == Kind::CorruptRange {
                 e.deadline = e.deadline.clamp(0, log.end as i64);
             }
             journal::apply(state, e);
         }
-        pos = frame_end;
+    })
+}
+
+const JOURNAL_READ: &str = "read queue journal";
+
+/// A journal being replayed.
+struct JournalFile<'a> {
+    path: &'a Path,
+    chunks: Chunks<'a>,
+}
+
+impl JournalFile<'_> {
+    fn corrupt(&self, position: u64, reason: String) -> Error {
+        Error::corrupt(self.path, position, None, reason)
+    }
+
+    fn get(&mut self, pos: u64, n: u64) -> Result<Option<&[u8]>> {
+        let path = self.path;
+        self.chunks
+            .get(pos, n)
+            .map_err(|e| Error::io(JOURNAL_READ, path, e))
+    }
+
+    /// The synced length its header slots record (format 2).
+    fn synced_length(&mut self, generation: u64) -> Result<u64> {
+        let len = self.chunks.len;
+        let Some(header) = self.get(0, synced::FRAMES_START as u64)? else {
+            return Err(self.corrupt(len, format!("{len} bytes: shorter than its header")));
+        };
+        let synced = match synced::read_synced(header, generation) {
+            Synced::Upto(synced) => synced,
+            Synced::WrongGeneration(g) => {
+                let why = format!("journal header names generation {g}, not {generation}");
+                return Err(self.corrupt(0, why));
+            }
+        };
+        if synced > len {
+            let why = format!("{len} bytes: shorter than its synced length {synced}");
+            return Err(self.corrupt(len, why));
+        }
+        Ok(synced)
+    }
+
+    /// Hands every event of the frames from `start` to `apply`, in order, up to the
+    /// first frame that does not check out: `Corrupt` when that frame begins below
+    /// `synced`, the end of the journal (a torn tail) otherwise.
+    fn replay_frames(
+        &mut self,
+        start: u64,
+        synced: u64,
+        mut apply: impl FnMut(Event),
+    ) -> Result<()> {
+        let mut pos = start;
+        let mut events = Vec::new();
+        loop {
+            let end_here = |this: &Self, why: String| {
+                if pos < synced {
+                    Err(this.corrupt(pos, format!("{why}, below the synced length {synced}")))
+                } else {
+                    Ok(())
+                }
+            };
+            let header = self.get(pos, FRAME_HEADER as u64)?;
+            let Some(frame_len) = header.and_then(journal::frame_len) else {
+                let why = if header.is_none() {
+                    "journal ends inside a frame header"
+                } else {
+                    "zero frame (end of journal)"
+                };
+                return end_here(self, why.into());
+            };
+            let frame_end = pos.saturating_add(frame_len);
+            if pos < synced && frame_end > synced {
+                // Syncs happen between frames: one crossing the synced length has a
+                // damaged count.
+                let why = format!("frame of {frame_len} bytes crosses the synced length");
+                return end_here(self, why);
+            }
+            let Some(frame) = self.get(pos, frame_len)? else {
+                let why = format!("frame of {frame_len} bytes runs past the end");
+                return end_here(self, why);
+            };
+            events.clear();
+            if let Err(why) = journal::decode_frame(frame, &mut events) {
+                return end_here(self, why.into());
+            }
+            events.drain(..).for_each(&mut apply);
+            pos = frame_end;
+        }
     }
 }
 
@@ -295,10 +316,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::queue::journal::{
-        encode_frame, encode_slot, encode_snapshot, slot_position, Event, FRAMES_START,
-    };
+    use crate::queue::journal::{encode_frame, encode_snapshot};
     use crate::queue::state::SlotState;
+    use crate::queue::synced::{encode_slot, slot_position, FRAMES_START};
     use crate::sim::SimFs;
     use crate::LogConfig;
 
