@@ -713,3 +713,56 @@ fn queue_directories_of_earlier_versions_still_open() {
     let (_log, q) = open(&fs, &clock, cfg(StartPosition::Earliest)).unwrap();
     assert_eq!(q.stats().acked_total, 6);
 }
+
+#[test]
+fn a_queue_created_during_a_retention_pass_never_starts_below_what_it_deletes() {
+    // Time of check vs time of use: a queue created while a pass is between asking
+    // the floors and deleting must not start at the old log start (its records then
+    // deleted under it). The pass's own floor function opens the queue from another
+    // thread and gives it time; `Queue::open` must wait for the pass to finish.
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_bytes: Some(1),
+        ..common::small_config(1024)
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    for i in 0..200 {
+        log.append(Record::new(vec![i as u8; 64])).unwrap();
+    }
+    let handle: Arc<Mutex<Option<Log>>> = Arc::new(Mutex::new(Some(log.clone())));
+    let opener = Arc::new(Mutex::new(None));
+    {
+        let (handle, opener) = (Arc::clone(&handle), Arc::clone(&opener));
+        log.add_retention_floor(move || {
+            if let Some(log) = handle.lock().unwrap().take() {
+                let config = QueueConfig {
+                    journal_bytes: 4096,
+                    ..QueueConfig::default()
+                };
+                *opener.lock().unwrap() = Some(std::thread::spawn(move || {
+                    Queue::open(&log, "late", config).map(|q| (q, log))
+                }));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            None
+        });
+    }
+    let report = log.enforce_retention().unwrap();
+    assert!(report.segments_deleted > 0);
+    let opened = opener
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the pass ran the floor");
+    let (q, _log) = opened.join().unwrap().unwrap();
+    let start = log.start_offset();
+    assert!(start > 0);
+    let got = q.receive(1, NO_WAIT).unwrap();
+    assert_eq!(got[0].receipt.offset, start);
+    assert_eq!(
+        q.stats().skipped_by_retention,
+        0,
+        "records skipped under a new queue"
+    );
+    assert_eq!(q.stats().ack_floor, start);
+}
