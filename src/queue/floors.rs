@@ -113,6 +113,8 @@ impl QueueFloors {
         };
         let mut lowest = (!damaged.is_empty()).then_some(0);
         let open = self.open.lock();
+        let mut names = names;
+        names.sort();
         for name in names {
             if let Some((w, protect)) = open.get(&name) {
                 if let Some(floor) = w.upgrade() {
