@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the queue: receive+ack cycles (batch 1 and 100, 1 and 4
-//! consumer threads), plus a report of memory and disk state with 1,000,000 records
+//! consumer threads), ack+flush (the cost of making one ack durable), plus a report of memory and disk state with 1,000,000 records
 //! in flight.
 //!
 //! ```text
@@ -112,6 +112,26 @@ fn receive_ack(c: &mut Criterion) {
     g.finish();
 }
 
+/// One receive, one ack and one `Queue::flush` per iteration: the cost of a durable
+/// ack (the log has nothing new to sync, so this is the queue journal's sync).
+fn ack_flush(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ack_flush");
+    g.sampling_mode(SamplingMode::Flat);
+    let dir = bench_dir();
+    let log = filled_log(&dir, CHUNK);
+    let q = Queue::open(&log, "flushed", QueueConfig::default()).expect("queue");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("1_record", |b| {
+        b.iter(|| {
+            for d in q.receive(1, Duration::ZERO).expect("receive") {
+                q.ack(&d.receipt).expect("ack");
+            }
+            q.flush().expect("flush");
+        })
+    });
+    g.finish();
+}
+
 /// A log of `n` keyed records: `hot_percent` of them with key "hot", the rest spread
 /// over 10,000 keys.
 fn keyed_log(dir: &TempDir, n: u64, hot_percent: u64) -> Log {
@@ -220,6 +240,7 @@ fn main() {
         .nresamples(1000)
         .configure_from_args();
     receive_ack(&mut c);
+    ack_flush(&mut c);
     per_key(&mut c);
     c.final_summary();
 }

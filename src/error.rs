@@ -31,7 +31,8 @@ pub enum Error {
         /// What check failed.
         reason: String,
     },
-    /// The log directory is already open, in this process or another.
+    /// The log directory is already open, in this process or another; or, when `path`
+    /// is a queue's `queue.lock`, the queue is already open.
     Locked {
         /// The lock file.
         path: PathBuf,
@@ -69,6 +70,17 @@ pub enum Error {
     /// refuses further writes. Reopen the log to recover.
     Poisoned {
         /// The failure that poisoned the handle.
+        reason: String,
+    },
+    /// A write or sync of a queue's own files (journal, snapshot, floor) or a flush it
+    /// depends on failed, so the queue's state on disk may lag what it acknowledged in
+    /// memory; the queue refuses further changes. Drop every handle of the queue and
+    /// open it again ([`crate::Queue::open`]) to recover: open rebuilds the state
+    /// from what is on disk.
+    QueuePoisoned {
+        /// The queue's name.
+        queue: String,
+        /// The failure that poisoned the queue (operation and file).
         reason: String,
     },
 }
@@ -118,9 +130,14 @@ impl fmt::Display for Error {
                 }
                 write!(f, ": {reason}")
             }
-            Error::Locked { path } => {
-                write!(f, "log is already open (lock {} is held)", path.display())
-            }
+            Error::Locked { path } => match queue_of_lock(path) {
+                Some(queue) => write!(
+                    f,
+                    "queue {queue} is already open, in this process or another (lock {} is held)",
+                    path.display()
+                ),
+                None => write!(f, "log is already open (lock {} is held)", path.display()),
+            },
             Error::OffsetOutOfRange { offset, start, end } => write!(
                 f,
                 "offset {offset} is out of range (log holds [{start}, {end}))"
@@ -139,8 +156,22 @@ impl fmt::Display for Error {
                 f,
                 "the log refuses writes after an earlier failure ({reason}); reopen it"
             ),
+            Error::QueuePoisoned { queue, reason } => write!(
+                f,
+                "queue {queue} refuses changes after an earlier failure ({reason}); its state \
+                 on disk may lag what it acknowledged: drop the queue's handles and open it \
+                 again with Queue::open to recover"
+            ),
         }
     }
+}
+
+/// The queue name when `path` is a queue's lock file (`queues/<name>/queue.lock`).
+fn queue_of_lock(path: &std::path::Path) -> Option<String> {
+    if path.file_name()? != crate::queue::LOCK_FILE {
+        return None;
+    }
+    Some(path.parent()?.file_name()?.to_string_lossy().into_owned())
 }
 
 impl std::error::Error for Error {

@@ -472,6 +472,7 @@ impl Log {
                 .last_floor_plus_one
                 .load(AtomicOrdering::Relaxed)
                 .checked_sub(1),
+            damaged_floor_files: inner.retention.damaged_floors.lock().clone(),
             clean_bytes: dirty.clean_bytes,
             dirty_bytes: dirty.dirty_bytes,
             cleaner_offset: dirty.cleaner_offset,

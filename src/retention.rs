@@ -11,6 +11,22 @@
 //! but below the checkpointed start offset: open reads the start offset from the
 //! checkpoint and the next pass deletes them again. After 3, open deletes the
 //! `.deleted` files. At no point is a record at or above the start offset removed.
+//!
+//! Consumer floors are checked in the same critical section as the deletion they
+//! guard (time of check = time of use): a pass holds `RetentionState::pass` from
+//! asking the floors until the start offset and the segment list are updated, and
+//! everything that can make a floor go down takes the same lock. A queue's floor only
+//! goes down when a queue starts to count: a new queue (its start floor is the log's
+//! start) or a reopened one (its in-memory floor replaces its `floor` file's, which is
+//! never above it). `Queue::open` reads the start offset, builds the floor and
+//! registers it while holding `pass`, so a pass either sees that floor or finished
+//! deleting (and moved the start offset) before the queue read the start. Every other
+//! change of a queue floor raises it: acks move an open queue's floor up, a `floor`
+//! file is only rewritten with the floor of the open queue (at least the file's), and
+//! when a queue closes retention goes back to its file, which is at most the
+//! in-memory floor. Floors registered with [`Log::add_retention_floor`] are asked under
+//! the same lock; such a function must not return less than before for records a
+//! pass may already be deleting.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +48,9 @@ pub(crate) type FloorFn = Arc<dyn Fn() -> Option<Offset> + Send + Sync>;
 /// Retention's state inside a log.
 #[derive(Default)]
 pub(crate) struct RetentionState {
+    /// Held for a whole pass, from asking the floors to the deletion (see the module
+    /// docs), and by whatever lowers a floor.
+    pub pass: Mutex<()>,
     floors: Mutex<Vec<FloorFn>>,
     /// Shared values of floor providers registered once per log, by name.
     providers: Mutex<Vec<(&'static str, Arc<dyn std::any::Any + Send + Sync>)>>,
@@ -40,6 +59,9 @@ pub(crate) struct RetentionState {
     pub held_segments: AtomicU64,
     /// The lowest consumer floor at the last pass, plus one (0: none).
     pub last_floor_plus_one: AtomicU64,
+    /// Floor files the last pass could not read, which made it protect everything
+    /// (written by the queue floor provider, shown in `LogStats::damaged_floor_files`).
+    pub damaged_floors: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl std::fmt::Debug for RetentionState {
@@ -121,6 +143,9 @@ impl LogInner {
         self.check_open()?;
         let now = self.config.clock.now_ms();
         self.unlink_due(now, false);
+        // Until the segments below the floor are out of the list and the start offset
+        // moved: no floor can go down in between (see the module docs).
+        let _pass = self.retention.pass.lock();
         let floor = {
             let floors: Vec<FloorFn> = self.retention.floors.lock().clone();
             floors.iter().filter_map(|f| f()).min()

@@ -22,7 +22,8 @@ impl QueueInner {
     pub(super) fn check(&self, core: &Core) -> Result<()> {
         self.log.inner.check_open()?;
         match &core.poisoned {
-            Some(reason) => Err(Error::Poisoned {
+            Some(reason) => Err(Error::QueuePoisoned {
+                queue: self.name.clone(),
                 reason: reason.clone(),
             }),
             None => Ok(()),

@@ -1,31 +1,70 @@
 //! Queue state on disk: a snapshot (`snapshot`, replaced durably) naming a
 //! generation, and the journal of that generation (`journal-<gen>`), a preallocated
-//! file written through a memory map.
+//! file written through a memory map. Reading them back at open is `replay.rs`.
 //!
-//! Journal format: frames of `crc32 u32 | count u32` followed by `count` 24-byte
-//! events `offset u64 | deadline i64 | attempt u32 | kind u8 | 0 0 0`, the CRC
-//! covering the count and the events (little-endian). A zero count ends the journal
-//! (the file is zero-filled when created); so does a frame whose CRC fails (a torn
-//! tail, never fsynced). Each open starts a new generation, so a journal is never
-//! appended to after a torn tail.
+//! Journal format 2 (named by an `LQS2` snapshot): a 1024-byte header holding two
+//! synced-length slots, one per 512-byte sector (bytes 0 and 512), then frames from
+//! byte 1024. A slot is `"LQJS" | generation u64 | sequence u64 | synced u64 | crc32`
+//! (32 bytes, little-endian, the CRC covering the 28 bytes before it): every frame
+//! below byte `synced` was fsynced before the slot was written. [`Journal::sync`]
+//! fdatasyncs the frames, then writes the next sequence into the older slot and
+//! fdatasyncs again, so the newest valid slot never claims more than is durable and a
+//! torn slot write leaves the other slot (the previous sync) intact. No slot: nothing
+//! was synced (a journal is zero-filled when created).
 //!
-//! Snapshot format: `"LQS1" | generation u64 | floor u64 | next u64 | acked u64 |
+//! Frames (both formats): `crc32 u32 | count u32` followed by `count` 24-byte events
+//! `offset u64 | deadline i64 | attempt u32 | kind u8 | 0 0 0`, the CRC covering the
+//! count and the events (little-endian). A zero count ends the journal. Below the
+//! synced length a frame that fails its check is damage (`Error::Corrupt`); at or past
+//! it, it is a torn tail, never fsynced, and replay stops there. Each open starts a new
+//! generation, so a journal is never appended to after a torn tail.
+//!
+//! Journal format 1 (named by an `LQS1` snapshot, written by earlier versions): frames
+//! from byte 0, no header; nothing is known to be synced, so replay stops at the first
+//! bad frame, as those versions did. Opening such a queue starts a format-2 journal.
+//!
+//! Snapshot format: `"LQS2" | generation u64 | floor u64 | next u64 | acked u64 |
 //! redelivered u64 | dead_lettered u64 | corrupt_skipped u64 | count u64`, then
 //! `count` 24-byte slots as events (kind = slot state), then a CRC32 of all before.
+//! `"LQS1"` is the same layout naming a format-1 journal.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::state::{AckState, SlotState, Totals};
+pub(crate) use super::synced::FRAMES_START;
+use super::synced::{encode_slot, slot_position};
 use crate::checkpoint;
 use crate::fs::{FileHandle, FileSystem, Mapping, OpenMode};
 use crate::{Error, Offset, Result};
 
 pub(crate) const SNAPSHOT: &str = "snapshot";
-const MAGIC: &[u8; 4] = b"LQS1";
+/// Snapshot naming a format-1 journal (earlier versions; read, never written).
+const MAGIC_V1: &[u8; 4] = b"LQS1";
+/// Snapshot naming a format-2 journal.
+const MAGIC: &[u8; 4] = b"LQS2";
 pub(crate) const EVENT_LEN: usize = 24;
-const FRAME_HEADER: usize = 8;
+pub(crate) const FRAME_HEADER: usize = 8;
+
+/// The layout of a journal, named by the snapshot that names the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Frames from byte 0, no synced length (earlier versions).
+    V1,
+    /// Synced-length slots, then frames from [`FRAMES_START`].
+    V2,
+}
+
+impl Format {
+    /// Byte where the frames begin.
+    pub fn frames_start(self) -> usize {
+        match self {
+            Format::V1 => 0,
+            Format::V2 => FRAMES_START,
+        }
+    }
+}
 
 /// What one journal event records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +187,8 @@ pub(crate) struct Journal {
     position: usize,
     capacity: usize,
     buf: Vec<u8>,
+    /// Sequence of the synced-length slot last written (0: none yet).
+    sequence: u64,
     /// Events written since the last sync.
     pub dirty: bool,
 }
@@ -157,29 +198,6 @@ pub(crate) fn journal_name(generation: u64) -> String {
 }
 
 impl Journal {
-    /// Reads the snapshot and the journal it names, keeping only what names offsets
-    /// in `log` (the queue passes `0..end`: state is never ahead of the log, and
-    /// planted offsets cannot make the window huge; what lies below the log's start is
-    /// kept so the caller can count what was skipped, see `AckState::clamp`). `None` when there is no valid snapshot (a
-    /// new queue).
-    pub fn load(fs: &dyn FileSystem, dir: &Path, log: Range<Offset>) -> Option<(u64, AckState)> {
-        let bytes = checkpoint::read_small_unbounded(fs, &dir.join(SNAPSHOT))?;
-        let (generation, mut state) = decode_snapshot(&bytes, log.clone())?;
-        let path = dir.join(journal_name(generation));
-        if let Some(j) = checkpoint::read_small_unbounded(fs, &path) {
-            for mut e in decode_journal(&j) {
-                if !log.contains(&e.offset) {
-                    continue;
-                }
-                if e.kind == Kind::CorruptRange {
-                    e.deadline = e.deadline.clamp(0, log.end as i64);
-                }
-                apply(&mut state, e);
-            }
-        }
-        Some((generation, state))
-    }
-
     /// Starts generation `generation`: creates its zeroed journal, then durably
     /// replaces the snapshot with `state` naming it, then removes older journals.
     /// The caller has made the log durable up to `state.next()`.
@@ -212,9 +230,10 @@ impl Journal {
             generation,
             file,
             map,
-            position: 0,
+            position: FRAMES_START,
             capacity,
             buf: Vec::with_capacity(4096),
+            sequence: 0,
             dirty: false,
         })
     }
@@ -230,7 +249,7 @@ impl Journal {
 
     /// Largest number of events in one frame of an empty journal.
     pub fn max_events(&self) -> usize {
-        (self.capacity - FRAME_HEADER - 1) / EVENT_LEN
+        (self.capacity - FRAMES_START - FRAME_HEADER - 1) / EVENT_LEN
     }
 
     /// Writes one frame into the mapping (and so to the OS). The caller checked
@@ -257,12 +276,24 @@ impl Journal {
         Ok(())
     }
 
-    /// fsyncs the journal.
+    /// Makes every frame written so far durable and records how far that is: fsyncs
+    /// the frames, then writes the synced length into the older slot and fsyncs again.
+    /// Two fsyncs, so that the slot is written only once the frames it covers are
+    /// durable: a power loss can tear the slot being written (the other one still
+    /// holds the previous sync) or the frames past the last sync, never make a slot
+    /// claim frames that are not on disk. Replay can then tell damage below the
+    /// synced length (reported) from a torn tail (cut).
     pub fn sync(&mut self) -> Result<()> {
         if self.dirty {
-            self.file
-                .sync_data()
-                .map_err(|e| Error::io("sync queue journal", self.path(), e))?;
+            let io = |e| Error::io("sync queue journal", self.path(), e);
+            self.file.sync_data().map_err(io)?;
+            let sequence = self.sequence + 1;
+            let slot = encode_slot(self.generation, sequence, self.position as u64);
+            self.map
+                .write(slot_position(sequence), &slot)
+                .map_err(|e| Error::io("write queue journal synced length", self.path(), e))?;
+            self.file.sync_data().map_err(io)?;
+            self.sequence = sequence;
             self.dirty = false;
         }
         Ok(())
@@ -278,41 +309,53 @@ impl Journal {
     }
 }
 
-/// The valid frames of a journal, in order, up to the first zero or torn frame.
-pub(crate) fn decode_journal(bytes: &[u8]) -> Vec<Event> {
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    while pos + FRAME_HEADER <= bytes.len() {
-        let crc = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes"));
-        let count =
-            u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
-        let Some(end) = count
-            .checked_mul(EVENT_LEN)
-            .and_then(|n| n.checked_add(pos + FRAME_HEADER))
-            .filter(|&end| count > 0 && end <= bytes.len())
-        else {
-            break;
-        };
-        let body = &bytes[pos + FRAME_HEADER..end];
-        if crc32fast::hash(&bytes[pos + 4..end]) != crc {
-            break;
-        }
-        let before = out.len();
-        for chunk in body.chunks_exact(EVENT_LEN) {
-            let (kind, offset, attempt, deadline) = decode_event(chunk);
-            let Some(kind) = Kind::from_u8(kind) else {
-                out.truncate(before);
-                return out;
-            };
-            out.push(Event {
-                kind,
-                offset,
-                attempt,
-                deadline,
-            });
-        }
-        pos = end;
+/// The length of the frame whose 8-byte header is `header` (header included); `None`
+/// for a zero count, which ends the journal.
+pub(crate) fn frame_len(header: &[u8]) -> Option<u64> {
+    let count = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    (count > 0).then(|| FRAME_HEADER as u64 + u64::from(count) * EVENT_LEN as u64)
+}
+
+/// Appends the events of the whole frame `frame` (header included, its length given
+/// by [`frame_len`]) to `out`; on a failed check, appends nothing and says why.
+pub(crate) fn decode_frame(
+    frame: &[u8],
+    out: &mut Vec<Event>,
+) -> std::result::Result<(), &'static str> {
+    if frame.len() < FRAME_HEADER || !(frame.len() - FRAME_HEADER).is_multiple_of(EVENT_LEN) {
+        return Err("frame length is not a whole number of events");
     }
+    let crc = u32::from_le_bytes(frame[0..4].try_into().expect("4 bytes"));
+    if crc32fast::hash(&frame[4..]) != crc {
+        return Err("frame CRC mismatch");
+    }
+    let before = out.len();
+    for chunk in frame[FRAME_HEADER..].chunks_exact(EVENT_LEN) {
+        let (kind, offset, attempt, deadline) = decode_event(chunk);
+        let Some(kind) = Kind::from_u8(kind) else {
+            out.truncate(before);
+            return Err("unknown event kind");
+        };
+        out.push(Event {
+            kind,
+            offset,
+            attempt,
+            deadline,
+        });
+    }
+    Ok(())
+}
+
+/// One frame holding `events`, as [`Journal::write`] writes it.
+#[cfg(test)]
+pub(crate) fn encode_frame(events: &[Event]) -> Vec<u8> {
+    let mut out = vec![0u8; FRAME_HEADER];
+    for e in events {
+        encode_event(&mut out, e.kind as u8, e.offset, e.attempt, e.deadline);
+    }
+    out[4..8].copy_from_slice(&(events.len() as u32).to_le_bytes());
+    let crc = crc32fast::hash(&out[4..]);
+    out[0..4].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
@@ -341,13 +384,21 @@ pub(crate) fn encode_snapshot(generation: u64, state: &AckState) -> Vec<u8> {
     out
 }
 
-/// Decodes a snapshot, keeping only offsets in `log` (see [`Journal::load`]).
-pub(crate) fn decode_snapshot(bytes: &[u8], log: Range<Offset>) -> Option<(u64, AckState)> {
+/// Decodes a snapshot, keeping only offsets in `log` (see `replay::load`): the
+/// format of the journal it names, its generation and the state; `None` when it fails
+/// a check.
+pub(crate) fn decode_snapshot(bytes: &[u8], log: Range<Offset>) -> Option<(Format, u64, AckState)> {
     let (body, crc) = bytes.split_at(bytes.len().checked_sub(4)?);
-    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) || !body.starts_with(MAGIC)
-    {
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
         return None;
     }
+    let format = if body.starts_with(MAGIC) {
+        Format::V2
+    } else if body.starts_with(MAGIC_V1) {
+        Format::V1
+    } else {
+        return None;
+    };
     let u64_at = |i: usize| {
         body.get(4 + 8 * i..12 + 8 * i)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
@@ -385,7 +436,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8], log: Range<Offset>) -> Option<(u64, 
         }
     }
     state.skip_to(next);
-    Some((generation, state))
+    Some((format, generation, state))
 }
 
 #[cfg(test)]
@@ -400,8 +451,8 @@ mod tests {
         s.skip_to(12);
         s.totals.acked = 4;
         let bytes = encode_snapshot(3, &s);
-        let (g, d) = decode_snapshot(&bytes, 0..100).unwrap();
-        assert_eq!(g, 3);
+        let (f, g, d) = decode_snapshot(&bytes, 0..100).unwrap();
+        assert_eq!((f, g), (Format::V2, 3));
         assert_eq!((d.floor, d.next(), d.totals), (6, 12, s.totals));
         assert_eq!(
             d.pending().collect::<Vec<_>>(),
@@ -415,7 +466,7 @@ mod tests {
         assert!(decode_snapshot(&bytes[..bytes.len() - 1], 0..100).is_none());
         assert!(decode_snapshot(&[], 0..100).is_none());
         // Only what names offsets inside the log is kept.
-        let (_, d) = decode_snapshot(&bytes, 7..10).unwrap();
+        let (_, _, d) = decode_snapshot(&bytes, 7..10).unwrap();
         assert_eq!((d.floor, d.next()), (9, 10));
         assert_eq!(d.pending().map(|(o, _)| o).collect::<Vec<_>>(), vec![9]);
     }
@@ -429,30 +480,40 @@ mod tests {
         }
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
-        let (_, d) = decode_snapshot(&bytes, 0..5).unwrap();
+        let (_, _, d) = decode_snapshot(&bytes, 0..5).unwrap();
         assert_eq!((d.floor, d.next()), (5, 5));
     }
 
     #[test]
-    fn journal_stops_at_torn_frame() {
-        let mut bytes = Vec::new();
-        for (count, base) in [(1u32, 0u64), (2, 10), (1, 20)] {
-            let mut frame = vec![0u8; FRAME_HEADER];
-            for i in 0..count {
-                encode_event(&mut frame, Kind::Ack as u8, base + u64::from(i), 1, 0);
-            }
-            frame[4..8].copy_from_slice(&count.to_le_bytes());
-            let crc = crc32fast::hash(&frame[4..]);
-            frame[0..4].copy_from_slice(&crc.to_le_bytes());
-            bytes.extend_from_slice(&frame);
+    fn old_snapshots_name_format_1_journals() {
+        let mut bytes = encode_snapshot(4, &AckState::new(2));
+        bytes[..4].copy_from_slice(MAGIC_V1);
+        let n = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[..n]);
+        bytes[n..].copy_from_slice(&crc.to_le_bytes());
+        let (f, g, d) = decode_snapshot(&bytes, 0..10).unwrap();
+        assert_eq!((f, g, d.floor), (Format::V1, 4, 2));
+    }
+
+    #[test]
+    fn frames_decode_and_check() {
+        let mut frame = vec![0u8; FRAME_HEADER];
+        encode_event(&mut frame, Kind::Ack as u8, 5, 1, 0);
+        encode_event(&mut frame, Kind::Nack as u8, 6, 2, 9);
+        frame[4..8].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32fast::hash(&frame[4..]);
+        frame[0..4].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(frame_len(&frame), Some(frame.len() as u64));
+        let mut out = Vec::new();
+        decode_frame(&frame, &mut out).unwrap();
+        assert_eq!(out.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![5, 6]);
+        for i in 0..frame.len() {
+            let mut bad = frame.clone();
+            bad[i] ^= 0x40;
+            let mut out = Vec::new();
+            assert!(decode_frame(&bad, &mut out).is_err(), "flip at {i}");
+            assert!(out.is_empty());
         }
-        bytes.extend_from_slice(&[0u8; 100]);
-        let all: Vec<_> = decode_journal(&bytes).iter().map(|e| e.offset).collect();
-        assert_eq!(all, vec![0, 10, 11, 20]);
-        let mut torn = bytes.clone();
-        torn[FRAME_HEADER + EVENT_LEN + FRAME_HEADER + 3] ^= 1;
-        let some: Vec<_> = decode_journal(&torn).iter().map(|e| e.offset).collect();
-        assert_eq!(some, vec![0]);
-        assert!(decode_journal(&bytes[..5]).is_empty());
+        assert_eq!(frame_len(&[0u8; FRAME_HEADER]), None);
     }
 }

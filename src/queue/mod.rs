@@ -2,9 +2,11 @@
 //! timeouts, fenced receipts and a dead-letter log.
 //!
 //! State lives in `<log dir>/queues/<name>/`: a snapshot, a journal of fixed-size
-//! events written through a memory map (see `journal.rs`), a `floor` file that lets
-//! the log's retention keep what the queue still needs while it is closed (see
-//! `floors.rs`), and the dead-letter log in `dead-letter/`. In memory: the ack floor, a 16-byte slot per offset between the
+//! events written through a memory map (see `journal.rs`; read back at open by
+//! `replay.rs`, which also says when a queue directory is new), a `floor` file that
+//! lets the log's retention keep what the queue still needs while it is closed (see
+//! `floors.rs`), the dead-letter log in `dead-letter/`, and the lock file
+//! `queue.lock`. In memory: the ack floor, a 16-byte slot per offset between the
 //! floor and the delivery cursor, and a deadline heap (see `state.rs`).
 
 mod config;
@@ -15,7 +17,9 @@ mod inner;
 mod journal;
 mod per_key;
 mod redrive;
+mod replay;
 mod state;
+mod synced;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -32,6 +36,7 @@ pub use redrive::REDRIVE_FROM;
 /// delivers the record; set by [`Queue::send_delayed`].
 pub const DELAY_UNTIL: &str = "delay.until";
 use journal::{Event, Journal, Kind};
+pub(crate) use replay::LOCK_FILE;
 use state::{AckState, SlotState};
 
 use crate::reader::LogReader;
@@ -63,6 +68,8 @@ pub struct Queue {
 
 #[derive(Debug)]
 struct QueueInner {
+    /// The queue's lock file, held while the queue is open.
+    _lock: QueueLock,
     log: Log,
     name: String,
     config: QueueConfig,
@@ -74,6 +81,29 @@ struct QueueInner {
     released: AtomicU64,
     /// Serialises [`Queue::redrive`].
     redriving: Mutex<()>,
+}
+
+/// Directory of the dead-letter log inside the queue's directory.
+const DEAD_LETTER_DIR: &str = "dead-letter";
+
+/// A held lock on `queues/<name>/queue.lock`.
+struct QueueLock(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for QueueLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueueLock")
+    }
+}
+
+/// Takes the lock of the queue in `dir`: [`Error::Locked`] when the queue is open
+/// (in this process or another).
+fn lock_queue(fs: &dyn crate::fs::FileSystem, dir: &Path) -> Result<QueueLock> {
+    let path = dir.join(LOCK_FILE);
+    let lock = fs
+        .try_lock(&path)
+        .map_err(|e| Error::io("lock queue", &path, e))?
+        .ok_or(Error::Locked { path })?;
+    Ok(QueueLock(lock))
 }
 
 /// Records read ahead of the delivery cursor.
@@ -158,25 +188,36 @@ impl Queue {
         let fs = Arc::clone(&log.config().fs);
         let dir = log.dir().join("queues").join(name);
         create_dirs(&*fs, &dir)?;
-        // The dead-letter log's lock is the queue's lock.
-        let dlq = dead_letter::open(log, &dir.join("dead-letter"))?;
+        // The queue's own lock, before any of its files is read or written. (Queues
+        // of earlier versions used the dead-letter log's lock, taken just below too.)
+        let lock = lock_queue(&*fs, &dir)?;
+        let dlq = dead_letter::open(log, &dir.join(DEAD_LETTER_DIR))?;
         // Loaded from offset 0, not the log's start: what was done below the start is
         // known, so `clamp` counts only the records skipped without being done.
-        let (generation, mut state) = match Journal::load(&*fs, &dir, 0..log.end_offset()) {
-            Some((g, mut s)) => {
-                s.recover_leases();
-                (g, s)
-            }
-            None => {
-                let floor = match config.start {
+        let loaded = replay::load(&*fs, &dir, 0..log.end_offset(), &dlq)?;
+        let generation = loaded.as_ref().map_or(0, |(g, _)| *g);
+        let floor = Arc::new(AtomicU64::new(0));
+        let mut state = {
+            // The start floor is chosen and shown to retention in one critical
+            // section with retention's check-and-delete (see retention.rs): a pass
+            // either sees this floor or deleted before the start offset is read here.
+            let _retention = log.inner.retention.pass.lock();
+            let mut state = match loaded {
+                Some((_, mut s)) => {
+                    s.recover_leases();
+                    s
+                }
+                None => AckState::new(match config.start {
                     StartPosition::Earliest => log.start_offset(),
                     StartPosition::Latest => log.end_offset(),
-                };
-                (0, AckState::new(floor))
-            }
+                }),
+            };
+            state.clamp(log.start_offset(), log.end_offset());
+            floor.store(state.floor, AtomicOrdering::Release);
+            floors::QueueFloors::of(log).register(name, &floor, config.protect_unacked);
+            state
         };
         state.set_backoff(config.backoff.iter().map(|d| millis(*d)).collect());
-        state.clamp(log.start_offset(), log.end_offset());
         let per_key = match config.ordering {
             Ordering::PerKey => Some(per_key::PerKey::rebuild(log, &mut state)?),
             Ordering::Unordered => None,
@@ -189,8 +230,8 @@ impl Queue {
         floors::write(&*fs, &dir, state.floor, config.protect_unacked)?;
         let reader = log.reader(state.next())?;
         let floor_written = state.floor;
-        let floor = Arc::new(AtomicU64::new(state.floor));
         let inner = Arc::new(QueueInner {
+            _lock: lock,
             log: log.clone(),
             name: name.to_string(),
             dlq,
@@ -212,7 +253,6 @@ impl Queue {
             redriving: Mutex::new(()),
             config,
         });
-        floors::QueueFloors::of(log).register(name, &inner.floor, inner.config.protect_unacked);
         Ok(Queue { inner })
     }
 
