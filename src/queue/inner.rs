@@ -166,27 +166,39 @@ impl QueueInner {
         }
     }
 
+    /// Appends the dead letter of `offset` and makes it durable; returns the
+    /// dead-letter log's end after it, or `None` when the record cannot be read (gone
+    /// or corrupt: nothing to copy). A failure poisons the queue, naming the
+    /// dead-letter log: the letter may or may not be on disk, and only the
+    /// reconciliation at open can tell (issue 9, defects 3 and 14).
     pub(super) fn append_dead_letter(
         &self,
         core: &mut Core,
         offset: Offset,
         attempts: u32,
         reason: &str,
-    ) -> Result<bool> {
+    ) -> Result<Option<Offset>> {
         let per_key = core.per_key.is_some();
-        match self.log.read(offset) {
-            Ok(Some(record)) => {
-                let letter = dead_letter::letter(record, &self.name, attempts, reason, per_key);
-                self.dlq.append(letter)?;
-                // Durable before the journal says done: a journal write can outlive
-                // an un-synced dead-letter append in a power loss.
-                self.dlq.flush()?;
-                Ok(true)
-            }
+        let record = match self.log.read(offset) {
+            Ok(Some(record)) => record,
             Ok(None) | Err(Error::OffsetOutOfRange { .. }) | Err(Error::Corrupt { .. }) => {
-                Ok(false)
+                return Ok(None)
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
+        };
+        let letter = dead_letter::letter(record, &self.name, attempts, reason, per_key);
+        // Durable before the journal says done: a journal write can outlive an
+        // un-synced dead-letter append in a power loss.
+        let r = self
+            .dlq
+            .append(letter)
+            .and_then(|_| self.dlq.flush())
+            .map(|()| self.dlq.end_offset());
+        if let Err(e) = &r {
+            if core.poisoned.is_none() {
+                core.poisoned = Some(dead_letter::failure_message(self.dlq.dir(), e));
+            }
         }
+        r.map(Some)
     }
 }

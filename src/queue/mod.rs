@@ -177,12 +177,17 @@ impl Queue {
         };
         state.set_backoff(config.backoff.iter().map(|d| millis(*d)).collect());
         state.clamp(log.start_offset(), log.end_offset());
+        // Before the per-key table is rebuilt: a reconciled record releases its key.
+        dead_letter::reconcile(log, &dlq, name, &mut state)?;
+        redrive::create_if_new(&*fs, &dir, &dlq)?;
         let per_key = match config.ordering {
             Ordering::PerKey => Some(per_key::PerKey::rebuild(log, &mut state)?),
             Ordering::Unordered => None,
         };
-        // The snapshot is fsynced: the log must be durable up to what it names.
+        // The snapshot is fsynced: the log must be durable up to what it names, and
+        // the dead-letter log up to the end it accounts for.
         log.flush()?;
+        dlq.flush()?;
         let capacity = usize::try_from(config.journal_bytes)
             .map_err(|_| Error::InvalidConfig("journal_bytes too large".into()))?;
         let journal = Journal::create(Arc::clone(&fs), &dir, generation + 1, capacity, &state)?;
@@ -371,8 +376,9 @@ impl Queue {
     pub fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<()> {
         let inner = &*self.inner;
         inner.settle(receipt, |_, core| {
-            inner.append_dead_letter(core, receipt.offset, receipt.attempt, reason)?;
-            Ok((Kind::DeadLetter, 0))
+            let end = inner.append_dead_letter(core, receipt.offset, receipt.attempt, reason)?;
+            // The event carries the dead-letter log's end it accounts for.
+            Ok((Kind::DeadLetter, end.map_or(0, |e| e as i64)))
         })
     }
 
@@ -408,6 +414,30 @@ impl Queue {
         inner.log.inner.check_open()?;
         let dir = inner.core.lock().dir.clone();
         redrive::redrive(&inner.log, &inner.dlq, &dir, max)
+    }
+
+    /// Repairs the `redrive` intent file (`queues/<name>/redrive`) after
+    /// [`Queue::redrive`] reported it missing or damaged ([`Error::Corrupt`]): every
+    /// dead letter below `cursor` counts as redriven, the next redrive starts at
+    /// `cursor`. To choose it, look in the log for records carrying
+    /// [`REDRIVE_FROM`]: one past the highest value found never copies a dead letter
+    /// twice (dead letters in between that were never copied are then skipped; a
+    /// lower cursor copies them, and may copy some twice). A cursor past the
+    /// dead-letter log's end is [`Error::InvalidConfig`].
+    pub fn reset_redrive_cursor(&self, cursor: Offset) -> Result<()> {
+        let inner = &*self.inner;
+        let _one_at_a_time = inner.redriving.lock();
+        inner.log.inner.check_open()?;
+        let dir = inner.core.lock().dir.clone();
+        redrive::reset(&*inner.log.config().fs, &dir, &inner.dlq, cursor)
+    }
+
+    /// Why the queue refuses every call, if an earlier failure made its on-disk state
+    /// unknown (a failed journal, log or dead-letter write or fsync); `None` when it
+    /// is healthy. Every call then returns [`Error::Poisoned`] with this reason;
+    /// reopening the queue recovers (its open reconciles the files).
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner.core.lock().poisoned.clone()
     }
 
     /// Counters and sizes. O(1), except that `oldest_unacked_age_ms` reads the record
