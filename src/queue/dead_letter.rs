@@ -111,8 +111,9 @@ fn number(r: &StoredRecord, name: &str) -> Option<u64> {
 /// past `state.dead_letter_end` (the end the state accounts for) is therefore read
 /// here and its `dlq.offset` marked dead-lettered, unless already done: the record
 /// ends dead-lettered, exactly once, and is never delivered (or dead-lettered) again.
-/// A letter naming an offset at or past `log_end` is skipped: that record was lost
-/// from the log in a power loss and the offset may be reused by a new record.
+/// A letter naming an offset at or past the log's end is skipped: that record was lost
+/// from the log in a power loss and the offset may be reused by a new record; so is a
+/// letter whose record differs from the one now at its offset (key, value, timestamp).
 ///
 /// The state accounting for more letters than the log holds means letters that were
 /// durable are gone: `Error::Corrupt` naming the dead-letter log. State from a
@@ -149,6 +150,11 @@ pub(crate) fn reconcile(log: &Log, dlq: &Log, queue: &str, state: &mut AckState)
         {
             continue;
         }
+        if !same_record(log, offset, &r) {
+            // The offset holds another record (the lettered one was lost from the
+            // log and the offset reused by an append before this open).
+            continue;
+        }
         let attempt = match state.slot(offset) {
             Some(s) => s.attempt,
             None => {
@@ -177,6 +183,18 @@ pub(crate) fn reconcile(log: &Log, dlq: &Log, queue: &str, state: &mut AckState)
     Ok(marked)
 }
 
+/// False when the record at `offset` of `log` is readable and is not the one `letter`
+/// copied (key, value and timestamp differ). An unreadable record counts as the same:
+/// the letter is then the only copy left.
+fn same_record(log: &Log, offset: Offset, letter: &StoredRecord) -> bool {
+    match log.read(offset) {
+        Ok(Some(r)) => {
+            r.key == letter.key && r.value == letter.value && r.timestamp == letter.timestamp
+        }
+        _ => true,
+    }
+}
+
 /// Puts the records in `[state.next(), to)` in the window as never delivered
 /// (waiting, attempt 0, due at their `delay.until` or at once), so that marking `to`
 /// done does not mark them done too. A record that cannot be read here is due at
@@ -202,5 +220,42 @@ fn open_gap(log: &Log, state: &mut AckState, to: Offset) {
             _ => i64::MIN,
         };
         state.set(o, SlotState::Waiting, 0, at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_record_compares_key_value_and_timestamp() {
+        let fs = crate::sim::SimFs::new(0);
+        let config = LogConfig {
+            fs: std::sync::Arc::new(fs),
+            background: false,
+            ..LogConfig::default()
+        };
+        let log = Log::open("/log", config).unwrap();
+        log.append(Record::keyed("k", "v").with_timestamp(7))
+            .unwrap();
+        let stored = log.read(0).unwrap().unwrap();
+        let letter = |r: Record| StoredRecord {
+            offset: 3,
+            timestamp: r.timestamp.unwrap_or(7),
+            key: r.key,
+            value: r.value,
+            headers: Vec::new(),
+        };
+        assert!(same_record(&log, 0, &stored));
+        assert!(same_record(&log, 0, &letter(Record::keyed("k", "v"))));
+        assert!(!same_record(&log, 0, &letter(Record::keyed("k", "w"))));
+        assert!(!same_record(&log, 0, &letter(Record::keyed("j", "v"))));
+        assert!(!same_record(
+            &log,
+            0,
+            &letter(Record::keyed("k", "v").with_timestamp(8))
+        ));
+        // Nothing readable there: the letter is the only copy, counted as the record.
+        assert!(same_record(&log, 5, &letter(Record::keyed("x", "y"))));
     }
 }
