@@ -81,7 +81,7 @@ fn drive(q: &Queue) -> logqueue::Result<()> {
             }
             match generation(q, &d.record)? {
                 2 => q.ack(&d.receipt)?,
-                g if (u64::from(g) + i) % 2 == 0 => q.dead_letter(&d.receipt, "script")?,
+                g if (u64::from(g) + i).is_multiple_of(2) => q.dead_letter(&d.receipt, "script")?,
                 _ => q.nack(&d.receipt, NO_WAIT)?,
             }
         }

@@ -4,8 +4,10 @@
 //! State lives in `<log dir>/queues/<name>/`: a snapshot, a journal of fixed-size
 //! events written through a memory map (see `journal.rs`), a `floor` file that lets
 //! the log's retention keep what the queue still needs while it is closed (see
-//! `floors.rs`), and the dead-letter log in `dead-letter/`. In memory: the ack floor, a 16-byte slot per offset between the
-//! floor and the delivery cursor, and a deadline heap (see `state.rs`).
+//! `floors.rs`), the `redrive` intent file (see `redrive.rs`), and the dead-letter log
+//! in `dead-letter/`, reconciled with the state at open (see `dead_letter.rs`). In
+//! memory: the ack floor, a 12-byte slot per offset between the floor and the
+//! delivery cursor, and a deadline heap (see `state.rs`).
 
 mod config;
 mod dead_letter;
@@ -148,7 +150,11 @@ impl Queue {
     /// Opens (creating if needed) the queue `name` over `log`, with its state in
     /// `<log dir>/queues/<name>/`. Names are ASCII letters, digits, `.`, `_`, `-`.
     /// Records that were leased when the queue was last open are deliverable again at
-    /// once, their attempt counts kept. A queue already open is [`Error::Locked`].
+    /// once, their attempt counts kept, one per [`Queue::receive`] (any of them may be
+    /// what killed the process). Dead letters the state does not account for (the
+    /// process died between the dead-letter append and the journal) are counted as
+    /// done, so a record is never both dead-lettered and delivered again. A queue
+    /// already open is [`Error::Locked`].
     pub fn open(log: &Log, name: &str, config: QueueConfig) -> Result<Queue> {
         config.validate()?;
         if !valid_name(name) {
@@ -266,8 +272,9 @@ impl Queue {
 
     /// Hands out up to `max` records, waiting up to `wait` for at least one (woken
     /// by appends, not by polling). Records whose lease expired come first, with
-    /// `attempt + 1`; a record already delivered `max_deliveries` times goes to the
-    /// dead-letter log instead. The leases are written to the OS before this returns.
+    /// `attempt + 1`; a record already delivered `max_deliveries` times (`u32::MAX`
+    /// when `None`) goes to the dead-letter log instead. A lease recovered after a
+    /// crash comes alone, in a batch of its own. The leases are written to the OS before this returns.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -352,6 +359,8 @@ impl Queue {
     }
 
     /// Appends the delivered record to the dead-letter log, then counts it as done.
+    /// If the dead-letter append or fsync fails, the queue is poisoned (see
+    /// [`Queue::poisoned`]) until reopened.
     /// The dead letter keeps the record's key, value, headers and timestamp, and gets
     /// the headers [`DLQ_OFFSET`] (`dlq.offset`, its offset in the log),
     /// [`DLQ_ATTEMPTS`] (`dlq.attempts`, deliveries so far), [`DLQ_QUEUE`]
@@ -389,9 +398,12 @@ impl Queue {
 
     /// Moves up to `max` dead letters, oldest first, back into the log as new records:
     /// key, value and headers kept, the `dlq.*` headers removed, [`REDRIVE_FROM`]
-    /// (the dead-letter offset) added. A dead letter is never redriven twice, even
-    /// across crashes (a durable intent is resolved on the next call). Returns how
-    /// many were moved; they are durable in the log when this returns.
+    /// (the dead-letter offset) set, replacing one from an earlier cycle. A dead
+    /// letter is never redriven twice, even across crashes (a durable intent is
+    /// resolved on the next call). Returns how many were moved; they are durable in
+    /// the log when this returns. A missing or damaged intent file
+    /// (`queues/<name>/redrive`) is [`Error::Corrupt`] naming it, never a restart
+    /// from the first dead letter; see [`Queue::reset_redrive_cursor`].
     ///
     /// ```
     /// use std::time::Duration;
