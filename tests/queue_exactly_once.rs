@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{sim_config, with_context};
 use logqueue::sim::{FaultKind, FaultMode, SimFs};
-use logqueue::{Delivery, Error, Log, ManualClock, Offset, Queue, QueueConfig, Record};
+use logqueue::{Delivery, Error, Log, ManualClock, Offset, Ordering, Queue, QueueConfig, Record};
 
 const NO_WAIT: Duration = Duration::ZERO;
 
@@ -24,8 +24,16 @@ fn cfg() -> QueueConfig {
 }
 
 fn open(fs: &SimFs, clock: &ManualClock) -> logqueue::Result<(Log, Queue)> {
+    open_with(fs, clock, Ordering::Unordered)
+}
+
+fn open_with(
+    fs: &SimFs,
+    clock: &ManualClock,
+    ordering: Ordering,
+) -> logqueue::Result<(Log, Queue)> {
     let log = Log::open("/log", sim_config(fs, clock, 4096))?;
-    let q = Queue::open(&log, "q", cfg())?;
+    let q = Queue::open(&log, "q", QueueConfig { ordering, ..cfg() })?;
     Ok((log, q))
 }
 
@@ -93,7 +101,8 @@ const RECORDS: u64 = 4;
 
 fn setup(q: &Queue) {
     for i in 0..RECORDS {
-        q.send(Record::keyed(format!("k{i}"), format!("v{i}")).with_header("h", "x"))
+        // Two records per key, so that PerKey orders something.
+        q.send(Record::keyed(format!("k{}", i / 2), format!("v{i}")).with_header("h", "x"))
             .unwrap();
         q.send(Record::new(format!("a{i}"))).unwrap();
     }
@@ -101,8 +110,8 @@ fn setup(q: &Queue) {
 }
 
 /// Checks the end state of a completed workload (reopened after a clean close).
-fn check(fs: &SimFs, clock: &ManualClock, ctx: &str) {
-    let (log, q) = open(fs, clock).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+fn check(fs: &SimFs, clock: &ManualClock, ordering: Ordering, ctx: &str) {
+    let (log, q) = open_with(fs, clock, ordering).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
     let s = q.stats();
     assert_eq!(s.ack_floor, log.end_offset(), "{ctx}: not everything done");
     assert_eq!((s.in_flight, s.backlog), (0, 0), "{ctx}: {s:?}");
@@ -165,10 +174,10 @@ fn check(fs: &SimFs, clock: &ManualClock, ctx: &str) {
 }
 
 /// Counts the operations of the workload after setup.
-fn workload_ops() -> u64 {
+fn workload_ops(ordering: Ordering) -> u64 {
     let fs = SimFs::new(0);
     let clock = ManualClock::new(0);
-    let (_log, q) = open(&fs, &clock).unwrap();
+    let (_log, q) = open_with(&fs, &clock, ordering).unwrap();
     setup(&q);
     let before = fs.op_count();
     drive(&q).unwrap();
@@ -181,67 +190,95 @@ enum Fault {
     Kill,
     /// Power loss at the operation.
     PowerLoss,
+    /// The operation fails (EIO, once); the process goes on, then closes (drops)
+    /// the queue and reopens it.
+    Eio,
+    /// As `Eio` with ENOSPC.
+    NoSpace,
 }
 
-fn run_with_fault(k: u64, fault: Fault) {
-    let fs = SimFs::new(k);
+fn run_with_fault(k: u64, seed: u64, fault: Fault, ordering: Ordering) {
+    let fs = SimFs::new(seed);
     let clock = ManualClock::new(0);
     {
-        let (_log, q) = open(&fs, &clock).unwrap();
+        let (_log, q) = open_with(&fs, &clock, ordering).unwrap();
         setup(&q);
         match fault {
             Fault::Kill => fs.fail_after(k, FaultKind::Eio, FaultMode::Sticky),
             Fault::PowerLoss => fs.crash_at_op(fs.op_count() + k),
+            Fault::Eio => fs.fail_after(k, FaultKind::Eio, FaultMode::Once),
+            Fault::NoSpace => fs.fail_after(k, FaultKind::NoSpace, FaultMode::Once),
         }
         let _ = drive(&q);
         match fault {
             Fault::Kill => fs.kill(),
             Fault::PowerLoss => fs.crash(),
+            Fault::Eio | Fault::NoSpace => {}
         }
         fs.clear_faults();
     }
-    let ctx = format!("{fault:?} at op {k}");
+    let ctx = format!("{fault:?} at op {k}, SimFs seed {seed} ({ordering:?})");
     {
-        let (_log, q) = open(&fs, &clock).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+        let (_log, q) =
+            open_with(&fs, &clock, ordering).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
         drive(&q).unwrap_or_else(|e| panic!("{ctx}: drive after reopen: {e}"));
         q.flush().unwrap();
     }
-    check(&fs, &clock, &ctx);
+    check(&fs, &clock, ordering, &ctx);
+}
+
+fn sweep(fault: Fault, ordering: Ordering) {
+    let ops = workload_ops(ordering);
+    assert!(ops > 50, "{ops} ops");
+    println!("{fault:?} at each of {ops} operations ({ordering:?})");
+    // A power loss keeps, drops or tears each unsynced write as the SimFs seed says:
+    // several seeds per operation (LOGQUEUE_SEED picks one).
+    let seeds: Vec<u64> = match (fault, std::env::var("LOGQUEUE_SEED")) {
+        (Fault::PowerLoss, Ok(s)) => vec![s.parse().expect("LOGQUEUE_SEED must be a u64")],
+        (Fault::PowerLoss, Err(_)) => (0..4).collect(),
+        _ => vec![0],
+    };
+    for k in 1..=ops {
+        for &seed in &seeds {
+            let seed = seed * 1_000_003 + k;
+            with_context(
+                &format!("{fault:?} at op {k} of {ops}, seed {seed}"),
+                || run_with_fault(k, seed, fault, ordering),
+            );
+        }
+    }
 }
 
 #[test]
 fn workload_without_faults_ends_exactly_once() {
-    let fs = SimFs::new(0);
-    let clock = ManualClock::new(0);
-    {
-        let (_log, q) = open(&fs, &clock).unwrap();
-        setup(&q);
-        drive(&q).unwrap();
+    for ordering in [Ordering::Unordered, Ordering::PerKey] {
+        let fs = SimFs::new(0);
+        let clock = ManualClock::new(0);
+        {
+            let (_log, q) = open_with(&fs, &clock, ordering).unwrap();
+            setup(&q);
+            drive(&q).unwrap();
+        }
+        check(&fs, &clock, ordering, &format!("no fault ({ordering:?})"));
     }
-    check(&fs, &clock, "no fault");
 }
 
 #[test]
 fn kill_at_every_operation_ends_exactly_once() {
-    let ops = workload_ops();
-    assert!(ops > 50, "{ops} ops");
-    println!("kill at each of {ops} operations");
-    for k in 1..=ops {
-        with_context(&format!("kill at op {k} of {ops}"), || {
-            run_with_fault(k, Fault::Kill)
-        });
-    }
+    sweep(Fault::Kill, Ordering::Unordered);
+    sweep(Fault::Kill, Ordering::PerKey);
 }
 
 #[test]
 fn power_loss_at_every_operation_ends_exactly_once() {
-    let ops = workload_ops();
-    println!("power loss at each of {ops} operations");
-    for k in 1..=ops {
-        with_context(&format!("power loss at op {k} of {ops}"), || {
-            run_with_fault(k, Fault::PowerLoss)
-        });
-    }
+    sweep(Fault::PowerLoss, Ordering::Unordered);
+    sweep(Fault::PowerLoss, Ordering::PerKey);
+}
+
+#[test]
+fn io_errors_at_every_operation_end_exactly_once() {
+    sweep(Fault::Eio, Ordering::Unordered);
+    sweep(Fault::NoSpace, Ordering::PerKey);
 }
 
 /// A record received with 9 others, acked in order, kills the worker: after each
