@@ -239,12 +239,10 @@ fn sweep(fault: Fault, ordering: Ordering) {
         _ => vec![0],
     };
     for k in 1..=ops {
-        for &seed in &seeds {
-            let seed = seed * 1_000_003 + k;
-            with_context(
-                &format!("{fault:?} at op {k} of {ops}, seed {seed}"),
-                || run_with_fault(k, seed, fault, ordering),
-            );
+        for &base in &seeds {
+            let seed = base * 1_000_003 + k;
+            let ctx = format!("{fault:?} at op {k} of {ops}, LOGQUEUE_SEED={base}");
+            with_context(&ctx, || run_with_fault(k, seed, fault, ordering));
         }
     }
 }
