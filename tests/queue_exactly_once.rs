@@ -344,71 +344,93 @@ fn a_poison_record_does_not_take_its_batch_to_the_dead_letter_log() {
 /// a reopen the record ends exactly once (issue 9, defect 14).
 #[test]
 fn a_failed_dead_letter_poisons_the_queue_and_reopen_reconciles() {
-    let setup = |fs: &SimFs, clock: &ManualClock| {
+    // `max_path`: record 0 is nacked until `max_deliveries` runs out and the next
+    // receive dead-letters it; otherwise `dead_letter` does.
+    let setup = |fs: &SimFs, clock: &ManualClock, max_path: bool| {
         let (log, q) = open(fs, clock).unwrap();
         for i in 0..3 {
             q.send(Record::new(format!("r{i}"))).unwrap();
         }
         q.flush().unwrap();
-        let got = q.receive(3, NO_WAIT).unwrap();
+        let mut got = q.receive(3, NO_WAIT).unwrap();
+        if max_path {
+            for _ in 0..2 {
+                q.nack(&got[0].receipt, NO_WAIT).unwrap();
+                got[0] = q.receive(1, NO_WAIT).unwrap().remove(0);
+            }
+            q.nack(&got[0].receipt, NO_WAIT).unwrap();
+        }
         (log, q, got)
     };
-    let ops = {
-        let fs = SimFs::new(0);
-        let clock = ManualClock::new(0);
-        let (_log, q, got) = setup(&fs, &clock);
-        let before = fs.op_count();
-        q.dead_letter(&got[0].receipt, "bad").unwrap();
-        fs.op_count() - before
+    let act = |q: &Queue, got: &[Delivery], max_path: bool| -> logqueue::Result<()> {
+        if max_path {
+            assert!(q.receive(1, NO_WAIT)?.is_empty());
+            Ok(())
+        } else {
+            q.dead_letter(&got[0].receipt, "bad")
+        }
     };
     let mut dead_letter_log_failures = 0;
-    for k in 1..=ops {
-        for kind in [FaultKind::NoSpace, FaultKind::Eio] {
-            let ctx = format!("{kind:?} at op {k} of {ops} of dead_letter");
-            let fs = SimFs::new(k);
+    for max_path in [false, true] {
+        let ops = {
+            let fs = SimFs::new(0);
             let clock = ManualClock::new(0);
-            {
-                let (_log, q, got) = setup(&fs, &clock);
-                fs.fail_after(k, kind, FaultMode::Once);
-                let r = q.dead_letter(&got[0].receipt, "bad");
-                fs.clear_faults();
-                if r.is_ok() {
-                    continue;
+            let (_log, q, got) = setup(&fs, &clock, max_path);
+            let before = fs.op_count();
+            act(&q, &got, max_path).unwrap();
+            assert_eq!(q.stats().dead_lettered_total, 1);
+            fs.op_count() - before
+        };
+        for k in 1..=ops {
+            for kind in [FaultKind::NoSpace, FaultKind::Eio] {
+                let ctx = format!("{kind:?} at op {k} of {ops} (max_deliveries path: {max_path})");
+                let fs = SimFs::new(k);
+                let clock = ManualClock::new(0);
+                {
+                    let (_log, q, got) = setup(&fs, &clock, max_path);
+                    fs.fail_after(k, kind, FaultMode::Once);
+                    let r = act(&q, &got, max_path);
+                    fs.clear_faults();
+                    if r.is_ok() {
+                        continue;
+                    }
+                    let reason = q
+                        .poisoned()
+                        .unwrap_or_else(|| panic!("{ctx}: not poisoned"));
+                    assert!(
+                        matches!(q.ack(&got[1].receipt), Err(Error::Poisoned { .. })),
+                        "{ctx}: the queue acks on"
+                    );
+                    assert!(q.flush().is_err(), "{ctx}: flush");
+                    if reason.contains("dead-letter") {
+                        dead_letter_log_failures += 1;
+                        assert!(reason.contains("reopen"), "{ctx}: {reason}");
+                    }
+                    fs.kill();
                 }
-                let reason = q
-                    .poisoned()
-                    .unwrap_or_else(|| panic!("{ctx}: not poisoned"));
-                assert!(
-                    matches!(q.ack(&got[1].receipt), Err(Error::Poisoned { .. })),
-                    "{ctx}: the queue acks on"
-                );
-                assert!(q.flush().is_err(), "{ctx}: flush");
-                if reason.contains("dead-letter") {
-                    dead_letter_log_failures += 1;
-                    assert!(reason.contains("reopen"), "{ctx}: {reason}");
+                let (_log, q) = open(&fs, &clock).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+                let mut delivered = BTreeSet::new();
+                for _ in 0..4 {
+                    for d in q.receive(10, NO_WAIT).unwrap() {
+                        delivered.insert(d.receipt.offset);
+                        q.ack(&d.receipt).unwrap();
+                    }
                 }
-                fs.kill();
-            }
-            let (_log, q) = open(&fs, &clock).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
-            let letters = common::read_all(&q.dead_letters());
-            let mut delivered = BTreeSet::new();
-            for _ in 0..4 {
-                for d in q.receive(10, NO_WAIT).unwrap() {
-                    delivered.insert(d.receipt.offset);
-                    q.ack(&d.receipt).unwrap();
+                q.flush()
+                    .unwrap_or_else(|e| panic!("{ctx}: flush after reopen: {e}"));
+                // Read after the receives: on the max_deliveries path they dead-letter
+                // record 0 if the failed attempt did not.
+                let letters = common::read_all(&q.dead_letters());
+                match letters.len() {
+                    0 => assert!(delivered.contains(&0), "{ctx}: record 0 lost"),
+                    1 => assert!(
+                        !delivered.contains(&0),
+                        "{ctx}: dead letter delivered again"
+                    ),
+                    n => panic!("{ctx}: {n} dead letters"),
                 }
+                assert!(delivered.is_superset(&BTreeSet::from([1, 2])), "{ctx}");
             }
-            q.flush()
-                .unwrap_or_else(|e| panic!("{ctx}: flush after reopen: {e}"));
-            match letters.len() {
-                0 => assert!(delivered.contains(&0), "{ctx}: record 0 lost"),
-                1 => assert!(
-                    !delivered.contains(&0),
-                    "{ctx}: dead letter delivered again"
-                ),
-                n => panic!("{ctx}: {n} dead letters"),
-            }
-            assert!(delivered.is_superset(&BTreeSet::from([1, 2])), "{ctx}");
         }
     }
     assert!(

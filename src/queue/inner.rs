@@ -65,7 +65,7 @@ impl QueueInner {
     /// are made durable first: the snapshot never names a record that is not.
     pub(super) fn rotate(&self, core: &mut Core) -> Result<()> {
         self.log.flush()?;
-        self.dlq.flush()?;
+        self.flush_dead_letters(core)?;
         let generation = core.journal.generation() + 1;
         let fs = Arc::clone(core.journal.fs());
         let capacity = self.config.journal_bytes as usize;
@@ -189,16 +189,26 @@ impl QueueInner {
         let letter = dead_letter::letter(record, &self.name, attempts, reason, per_key);
         // Durable before the journal says done: a journal write can outlive an
         // un-synced dead-letter append in a power loss.
-        let r = self
-            .dlq
-            .append(letter)
-            .and_then(|_| self.dlq.flush())
-            .map(|()| self.dlq.end_offset());
+        let r = self.dlq.append(letter).map(|_| ());
+        self.dead_letter_failure(core, r)?;
+        self.flush_dead_letters(core)?;
+        Ok(Some(self.dlq.end_offset()))
+    }
+
+    /// fsyncs the dead-letter log; a failure poisons the queue naming it.
+    pub(super) fn flush_dead_letters(&self, core: &mut Core) -> Result<()> {
+        let r = self.dlq.flush();
+        self.dead_letter_failure(core, r)
+    }
+
+    /// A failed dead-letter write or fsync poisons the queue with a reason that names
+    /// the dead-letter log and says how to recover (issue 9, defect 14).
+    fn dead_letter_failure(&self, core: &mut Core, r: Result<()>) -> Result<()> {
         if let Err(e) = &r {
-            if core.poisoned.is_none() {
+            if core.poisoned.is_none() && !matches!(e, Error::Closed) {
                 core.poisoned = Some(dead_letter::failure_message(self.dlq.dir(), e));
             }
         }
-        r.map(Some)
+        r
     }
 }

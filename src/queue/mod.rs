@@ -490,7 +490,7 @@ impl Queue {
         let r = inner
             .log
             .flush()
-            .and_then(|()| inner.dlq.flush())
+            .and_then(|()| inner.flush_dead_letters(&mut core))
             .and_then(|()| core.journal.sync())
             .and_then(|()| inner.write_floor(&mut core));
         inner.poison_on_err(&mut core, r)
