@@ -274,7 +274,8 @@ impl Queue {
     /// by appends, not by polling). Records whose lease expired come first, with
     /// `attempt + 1`; a record already delivered `max_deliveries` times (`u32::MAX`
     /// when `None`) goes to the dead-letter log instead. A lease recovered after a
-    /// crash comes alone, in a batch of its own. The leases are written to the OS before this returns.
+    /// crash comes alone, in a batch of its own. The leases are written to the OS
+    /// before this returns.
     ///
     /// ```
     /// use std::sync::Arc;
