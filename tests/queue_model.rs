@@ -95,11 +95,19 @@ impl Model {
                 self.dead.push(o);
                 continue;
             }
+            // A lease recovered after a crash goes in a batch of its own.
+            let recovered = matches!(self.recs[o as usize], M::Waiting { attempt, at } if attempt > 0 && at == i64::MIN);
+            if recovered && !out.is_empty() {
+                break;
+            }
             self.recs[o as usize] = M::Leased {
                 attempt: attempt + 1,
                 deadline: self.now + VT,
             };
             out.push((o, attempt + 1));
+            if recovered {
+                return out;
+            }
         }
         for o in 0..self.recs.len() {
             if out.len() == max {

@@ -3,8 +3,10 @@
 
 use std::path::Path;
 
+use super::journal::{self, Event, Kind};
+use super::state::{AckState, SlotState};
 use crate::config::{FlushPolicy, LogConfig};
-use crate::{Log, Record, Result, StoredRecord};
+use crate::{Error, Log, Offset, Record, Result, StoredRecord};
 
 /// Header naming the offset the record had in the queue's log.
 pub const DLQ_OFFSET: &str = "dlq.offset";
@@ -29,6 +31,18 @@ pub(crate) fn is_dlq_header(key: &str) -> bool {
         DLQ_KEY_RELEASED,
     ]
     .contains(&key)
+}
+
+/// Why a queue whose dead-letter append or fsync failed refuses every call: the
+/// letter may or may not be on disk, so the record's state is unknown until
+/// [`super::Queue::open`] reconciles the dead-letter log with the queue state.
+pub(crate) fn failure_message(dir: &Path, e: &crate::Error) -> String {
+    format!(
+        "the dead-letter log {} failed ({e}); the queue refuses every call until it is \
+         reopened: Queue::open counts a dead letter that reached the disk as done and \
+         leaves the record deliverable otherwise (free space or fix the disk first)",
+        dir.display()
+    )
 }
 
 /// Reason given when `max_deliveries` ran out.
@@ -61,10 +75,16 @@ pub(crate) fn letter(
     per_key: bool,
 ) -> Record {
     let key_released = per_key && record.key.is_some();
+    // A record dead-lettered again (after a redrive, or sent with `dlq.*` headers
+    // of its own) keeps one header of each name: the new ones.
     let mut r = Record {
         key: record.key,
         value: record.value,
-        headers: record.headers,
+        headers: record
+            .headers
+            .into_iter()
+            .filter(|h| !is_dlq_header(&h.key))
+            .collect(),
         timestamp: Some(record.timestamp),
     };
     r = r
@@ -76,4 +96,166 @@ pub(crate) fn letter(
         r = r.with_header(DLQ_KEY_RELEASED, "true");
     }
     r
+}
+
+/// The UTF-8 decimal value of header `name` of `r`.
+fn number(r: &StoredRecord, name: &str) -> Option<u64> {
+    std::str::from_utf8(r.header(name)?).ok()?.parse().ok()
+}
+
+/// Reconciles the queue state with the dead-letter log at open (issue 9, defect 3).
+///
+/// Dead-lettering spans two files: the letter is appended to the dead-letter log and
+/// fsynced, then the journal says done. A process killed in between (or a power loss
+/// after the fsync) leaves a letter the state does not know about. Every letter at or
+/// past `state.dead_letter_end` (the end the state accounts for) is therefore read
+/// here and its `dlq.offset` marked dead-lettered, unless already done: the record
+/// ends dead-lettered, exactly once, and is never delivered (or dead-lettered) again.
+/// A letter naming an offset at or past the log's end is skipped: that record was lost
+/// from the log in a power loss and the offset may be reused by a new record; so is a
+/// letter whose record differs from the one now at its offset (key, value, timestamp).
+///
+/// The state accounting for more letters than the log holds means letters that were
+/// durable are gone: `Error::Corrupt` naming the dead-letter log. State from a
+/// snapshot without the field accounts for the whole log (the behaviour before).
+/// Returns how many records were marked.
+pub(crate) fn reconcile(log: &Log, dlq: &Log, queue: &str, state: &mut AckState) -> Result<u64> {
+    let log_end = log.end_offset();
+    let end = dlq.end_offset();
+    let accounted = state.dead_letter_end.unwrap_or(end);
+    if accounted > end {
+        return Err(Error::corrupt(
+            dlq.dir(),
+            0,
+            Some(end),
+            format!(
+                "the queue state accounts for dead letters up to offset {accounted} but the \
+                 dead-letter log ends at {end}: durable dead letters are missing"
+            ),
+        ));
+    }
+    let mut marked = 0;
+    for r in dlq.reader(accounted.max(dlq.start_offset()))? {
+        let r = r?;
+        if r.header(DLQ_QUEUE) != Some(queue.as_bytes()) {
+            continue;
+        }
+        let Some(offset) = number(&r, DLQ_OFFSET).filter(|&o| o < log_end) else {
+            continue;
+        };
+        if offset < state.floor
+            || state
+                .slot(offset)
+                .is_some_and(|s| s.state == SlotState::Done)
+        {
+            continue;
+        }
+        if !same_record(log, offset, &r) {
+            // The offset holds another record (the lettered one was lost from the
+            // log and the offset reused by an append before this open).
+            continue;
+        }
+        let attempt = match state.slot(offset) {
+            Some(s) => s.attempt,
+            None => {
+                // Its lease was lost with the journal's tail (a power loss): the
+                // records between the cursor and it were never delivered, as far as
+                // the state knows, and must stay deliverable, not be skipped.
+                open_gap(log, state, offset);
+                state.totals.dead_lettered += 1;
+                number(&r, DLQ_ATTEMPTS)
+                    .and_then(|a| u32::try_from(a).ok())
+                    .unwrap_or(0)
+            }
+        };
+        journal::apply(
+            state,
+            Event {
+                kind: Kind::DeadLetter,
+                offset,
+                attempt,
+                deadline: 0,
+            },
+        );
+        marked += 1;
+    }
+    state.dead_letter_end = Some(end);
+    Ok(marked)
+}
+
+/// False when the record at `offset` of `log` is readable and is not the one `letter`
+/// copied (key, value and timestamp differ). An unreadable record counts as the same:
+/// the letter is then the only copy left.
+fn same_record(log: &Log, offset: Offset, letter: &StoredRecord) -> bool {
+    match log.read(offset) {
+        Ok(Some(r)) => {
+            r.key == letter.key && r.value == letter.value && r.timestamp == letter.timestamp
+        }
+        _ => true,
+    }
+}
+
+/// Puts the records in `[state.next(), to)` in the window as never delivered
+/// (waiting, attempt 0, due at their `delay.until` or at once), so that marking `to`
+/// done does not mark them done too. A record that cannot be read here is due at
+/// once: delivery finds it gone or corrupt and passes it as it would have.
+fn open_gap(log: &Log, state: &mut AckState, to: Offset) {
+    let from = state.next();
+    let mut due: Vec<(Offset, i64)> = Vec::new();
+    if let Ok(reader) = log.reader(from) {
+        for r in reader.map_while(|r| r.ok()).take_while(|r| r.offset < to) {
+            due.push((
+                r.offset,
+                super::deliver::delay_until(&r).unwrap_or(i64::MIN),
+            ));
+        }
+    }
+    let mut known = due.into_iter().peekable();
+    for o in from..to {
+        let at = match known.peek() {
+            Some(&(k, at)) if k == o => {
+                known.next();
+                at
+            }
+            _ => i64::MIN,
+        };
+        state.set(o, SlotState::Waiting, 0, at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_record_compares_key_value_and_timestamp() {
+        let fs = crate::sim::SimFs::new(0);
+        let config = LogConfig {
+            fs: std::sync::Arc::new(fs),
+            background: false,
+            ..LogConfig::default()
+        };
+        let log = Log::open("/log", config).unwrap();
+        log.append(Record::keyed("k", "v").with_timestamp(7))
+            .unwrap();
+        let stored = log.read(0).unwrap().unwrap();
+        let letter = |r: Record| StoredRecord {
+            offset: 3,
+            timestamp: r.timestamp.unwrap_or(7),
+            key: r.key,
+            value: r.value,
+            headers: Vec::new(),
+        };
+        assert!(same_record(&log, 0, &stored));
+        assert!(same_record(&log, 0, &letter(Record::keyed("k", "v"))));
+        assert!(!same_record(&log, 0, &letter(Record::keyed("k", "w"))));
+        assert!(!same_record(&log, 0, &letter(Record::keyed("j", "v"))));
+        assert!(!same_record(
+            &log,
+            0,
+            &letter(Record::keyed("k", "v").with_timestamp(8))
+        ));
+        // Nothing readable there: the letter is the only copy, counted as the record.
+        assert!(same_record(&log, 5, &letter(Record::keyed("x", "y"))));
+    }
 }

@@ -115,27 +115,36 @@ impl QueueInner {
                     .set(offset, SlotState::Waiting, slot.attempt, slot.deadline);
                 break;
             }
-            if self
-                .config
-                .max_deliveries
-                .is_some_and(|m| slot.attempt >= m)
-            {
+            // Without `max_deliveries` a record still stops at `u32::MAX` deliveries:
+            // one more lease would need an attempt no receipt can carry.
+            let limit = self.config.max_deliveries.unwrap_or(u32::MAX);
+            if slot.attempt >= limit {
                 let reason = dead_letter::REASON_MAX_DELIVERIES;
-                let kind = if self.append_dead_letter(core, offset, slot.attempt, reason)? {
-                    Kind::DeadLetter
-                } else {
-                    Kind::Gone
-                };
+                let (kind, end) =
+                    match self.append_dead_letter(core, offset, slot.attempt, reason)? {
+                        Some(end) => (Kind::DeadLetter, end as i64),
+                        None => (Kind::Gone, 0),
+                    };
                 let e = Event {
                     kind,
                     offset,
                     attempt: slot.attempt,
-                    deadline: 0,
+                    deadline: end,
                 };
                 journal::apply(&mut core.state, e);
                 core.events.push(e);
                 self.finished(core, offset);
                 continue;
+            }
+            // A recovered lease goes alone: it may be the record that killed the
+            // process, and must not take its batch neighbours to `max_deliveries`
+            // with it (issue 9, defect 11). Once a batch has started it waits for
+            // the next call.
+            let alone = slot.is_recovered();
+            if alone && !out.is_empty() {
+                core.state
+                    .set(offset, SlotState::Waiting, slot.attempt, slot.deadline);
+                break;
             }
             match self.read_again(core, offset) {
                 Ok(Some(record)) => {
@@ -147,6 +156,9 @@ impl QueueInner {
                         attempt,
                         deadline_ms: deadline,
                     });
+                    if alone {
+                        return Ok(out);
+                    }
                 }
                 Ok(None) | Err(Error::OffsetOutOfRange { .. }) => {
                     let e = Event {

@@ -66,7 +66,7 @@ impl QueueInner {
     /// are made durable first: the snapshot never names a record that is not.
     pub(super) fn rotate(&self, core: &mut Core) -> Result<()> {
         self.log.flush()?;
-        self.dlq.flush()?;
+        self.flush_dead_letters(core)?;
         let generation = core.journal.generation() + 1;
         let fs = Arc::clone(core.journal.fs());
         let capacity = self.config.journal_bytes as usize;
@@ -167,27 +167,49 @@ impl QueueInner {
         }
     }
 
+    /// Appends the dead letter of `offset` and makes it durable; returns the
+    /// dead-letter log's end after it, or `None` when the record cannot be read (gone
+    /// or corrupt: nothing to copy). A failure poisons the queue, naming the
+    /// dead-letter log: the letter may or may not be on disk, and only the
+    /// reconciliation at open can tell (issue 9, defects 3 and 14).
     pub(super) fn append_dead_letter(
         &self,
         core: &mut Core,
         offset: Offset,
         attempts: u32,
         reason: &str,
-    ) -> Result<bool> {
+    ) -> Result<Option<Offset>> {
         let per_key = core.per_key.is_some();
-        match self.log.read(offset) {
-            Ok(Some(record)) => {
-                let letter = dead_letter::letter(record, &self.name, attempts, reason, per_key);
-                self.dlq.append(letter)?;
-                // Durable before the journal says done: a journal write can outlive
-                // an un-synced dead-letter append in a power loss.
-                self.dlq.flush()?;
-                Ok(true)
-            }
+        let record = match self.log.read(offset) {
+            Ok(Some(record)) => record,
             Ok(None) | Err(Error::OffsetOutOfRange { .. }) | Err(Error::Corrupt { .. }) => {
-                Ok(false)
+                return Ok(None)
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
+        };
+        let letter = dead_letter::letter(record, &self.name, attempts, reason, per_key);
+        // Durable before the journal says done: a journal write can outlive an
+        // un-synced dead-letter append in a power loss.
+        let r = self.dlq.append(letter).map(|_| ());
+        self.dead_letter_failure(core, r)?;
+        self.flush_dead_letters(core)?;
+        Ok(Some(self.dlq.end_offset()))
+    }
+
+    /// fsyncs the dead-letter log; a failure poisons the queue naming it.
+    pub(super) fn flush_dead_letters(&self, core: &mut Core) -> Result<()> {
+        let r = self.dlq.flush();
+        self.dead_letter_failure(core, r)
+    }
+
+    /// A failed dead-letter write or fsync poisons the queue with a reason that names
+    /// the dead-letter log and says how to recover (issue 9, defect 14).
+    fn dead_letter_failure(&self, core: &mut Core, r: Result<()>) -> Result<()> {
+        if let Err(e) = &r {
+            if core.poisoned.is_none() && !matches!(e, Error::Closed) {
+                core.poisoned = Some(dead_letter::failure_message(self.dlq.dir(), e));
+            }
         }
+        r
     }
 }

@@ -25,7 +25,8 @@
 //!
 //! Snapshot format: `"LQS2" | generation u64 | floor u64 | next u64 | acked u64 |
 //! redelivered u64 | dead_lettered u64 | corrupt_skipped u64 | count u64`, then
-//! `count` 24-byte slots as events (kind = slot state), then a CRC32 of all before.
+//! `count` 24-byte slots as events (kind = slot state), then (optional, absent in
+//! snapshots from before issue 9) `dead_letter_end u64`, then a CRC32 of all before.
 //! `"LQS1"` is the same layout naming a format-1 journal.
 
 use std::ops::Range;
@@ -78,7 +79,9 @@ pub(crate) enum Kind {
     Nack = 3,
     /// The lease now ends at `deadline`.
     Extend = 4,
-    /// Appended to the dead-letter log: done.
+    /// Appended to the dead-letter log: done. `deadline` holds the dead-letter log's
+    /// end offset after the append (0 when unknown, from older journals): every dead
+    /// letter below it is accounted for (see `AckState::dead_letter_end`).
     DeadLetter = 5,
     /// Gone from the log (compacted away or deleted by retention): done.
     Gone = 6,
@@ -140,6 +143,10 @@ pub(crate) fn apply(state: &mut AckState, e: Event) {
             state.set(e.offset, SlotState::Leased, e.attempt, e.deadline);
         }
         Kind::Ack | Kind::DeadLetter => {
+            if e.kind == Kind::DeadLetter && e.deadline > 0 {
+                let end = e.deadline as u64;
+                state.dead_letter_end = Some(state.dead_letter_end.map_or(end, |d| d.max(end)));
+            }
             if e.offset >= state.floor && e.offset < state.next() {
                 if e.kind == Kind::Ack {
                     state.totals.acked += 1;
@@ -379,6 +386,9 @@ pub(crate) fn encode_snapshot(generation: u64, state: &AckState) -> Vec<u8> {
     for (o, s) in pending {
         encode_event(&mut out, s.state as u8, o, s.attempt, s.deadline);
     }
+    if let Some(end) = state.dead_letter_end {
+        out.extend_from_slice(&end.to_le_bytes());
+    }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -407,14 +417,24 @@ pub(crate) fn decode_snapshot(bytes: &[u8], log: Range<Offset>) -> Option<(Forma
     let floor = u64_at(1)?;
     let next = u64_at(2)?;
     let count = usize::try_from(u64_at(7)?).ok()?;
-    let slots = body.get(68..)?;
-    if next < floor || slots.len() != count.checked_mul(EVENT_LEN)? || generation > u64::MAX / 2 {
+    let mut slots = body.get(68..)?;
+    let slot_bytes = count.checked_mul(EVENT_LEN)?;
+    // The optional trailer: the dead-letter log's end (`AckState::dead_letter_end`).
+    // Slot bytes are a multiple of 24, so 8 more bytes cannot be mistaken for slots.
+    let mut dead_letter_end = None;
+    if slots.len() == slot_bytes.checked_add(8)? {
+        let (s, end) = slots.split_at(slot_bytes);
+        dead_letter_end = Some(u64::from_le_bytes(end.try_into().ok()?));
+        slots = s;
+    }
+    if next < floor || slots.len() != slot_bytes || generation > u64::MAX / 2 {
         return None;
     }
     let (floor_in, next_in) = (floor, next);
     let floor = floor.clamp(log.start, log.end.max(log.start));
     let next = next.clamp(floor, log.end.max(floor));
     let mut state = AckState::new(floor);
+    state.dead_letter_end = dead_letter_end;
     state.totals = Totals {
         acked: u64_at(3)?,
         redelivered: u64_at(4)?,
@@ -450,10 +470,12 @@ mod tests {
         s.set(9, SlotState::Waiting, 1, -3);
         s.skip_to(12);
         s.totals.acked = 4;
+        s.dead_letter_end = Some(17);
         let bytes = encode_snapshot(3, &s);
         let (f, g, d) = decode_snapshot(&bytes, 0..100).unwrap();
         assert_eq!((f, g), (Format::V2, 3));
         assert_eq!((d.floor, d.next(), d.totals), (6, 12, s.totals));
+        assert_eq!(d.dead_letter_end, Some(17));
         assert_eq!(
             d.pending().collect::<Vec<_>>(),
             s.pending().collect::<Vec<_>>()

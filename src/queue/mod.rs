@@ -5,9 +5,10 @@
 //! events written through a memory map (see `journal.rs`; read back at open by
 //! `replay.rs`, which also says when a queue directory is new), a `floor` file that
 //! lets the log's retention keep what the queue still needs while it is closed (see
-//! `floors.rs`), the dead-letter log in `dead-letter/`, and the lock file
-//! `queue.lock`. In memory: the ack floor, a 16-byte slot per offset between the
-//! floor and the delivery cursor, and a deadline heap (see `state.rs`).
+//! `floors.rs`), the `redrive` intent file (see `redrive.rs`), the dead-letter log in
+//! `dead-letter/`, reconciled with the state at open (see `dead_letter.rs`), and the
+//! lock file `queue.lock`. In memory: the ack floor, a 12-byte slot per offset between
+//! the floor and the delivery cursor, and a deadline heap (see `state.rs`).
 
 mod config;
 mod dead_letter;
@@ -178,7 +179,11 @@ impl Queue {
     /// Opens (creating if needed) the queue `name` over `log`, with its state in
     /// `<log dir>/queues/<name>/`. Names are ASCII letters, digits, `.`, `_`, `-`.
     /// Records that were leased when the queue was last open are deliverable again at
-    /// once, their attempt counts kept. A queue already open is [`Error::Locked`].
+    /// once, their attempt counts kept, one per [`Queue::receive`] (any of them may be
+    /// what killed the process). Dead letters the state does not account for (the
+    /// process died between the dead-letter append and the journal) are counted as
+    /// done, so a record is never both dead-lettered and delivered again. A queue
+    /// already open is [`Error::Locked`].
     pub fn open(log: &Log, name: &str, config: QueueConfig) -> Result<Queue> {
         config.validate()?;
         if !valid_name(name) {
@@ -218,16 +223,23 @@ impl Queue {
             state
         };
         state.set_backoff(config.backoff.iter().map(|d| millis(*d)).collect());
+        // Before the per-key table is rebuilt: a reconciled record releases its key.
+        dead_letter::reconcile(log, &dlq, name, &mut state)?;
         let per_key = match config.ordering {
             Ordering::PerKey => Some(per_key::PerKey::rebuild(log, &mut state)?),
             Ordering::Unordered => None,
         };
-        // The snapshot is fsynced: the log must be durable up to what it names.
+        // The snapshot is fsynced: the log must be durable up to what it names, and
+        // the dead-letter log up to the end it accounts for.
         log.flush()?;
+        dlq.flush()?;
         let capacity = usize::try_from(config.journal_bytes)
             .map_err(|_| Error::InvalidConfig("journal_bytes too large".into()))?;
         let journal = Journal::create(Arc::clone(&fs), &dir, generation + 1, capacity, &state)?;
         floors::write(&*fs, &dir, state.floor, config.protect_unacked)?;
+        // After the snapshot: a crash during creation must leave no file that counts
+        // as queue state without a snapshot (see `replay.rs`, when a directory is new).
+        redrive::create_if_new(&*fs, &dir, &dlq)?;
         let reader = log.reader(state.next())?;
         let floor_written = state.floor;
         let inner = Arc::new(QueueInner {
@@ -301,8 +313,10 @@ impl Queue {
 
     /// Hands out up to `max` records, waiting up to `wait` for at least one (woken
     /// by appends, not by polling). Records whose lease expired come first, with
-    /// `attempt + 1`; a record already delivered `max_deliveries` times goes to the
-    /// dead-letter log instead. The leases are written to the OS before this returns.
+    /// `attempt + 1`; a record already delivered `max_deliveries` times (`u32::MAX`
+    /// when `None`) goes to the dead-letter log instead. A lease recovered after a
+    /// crash comes alone, in a batch of its own. The leases are written to the OS
+    /// before this returns.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -387,6 +401,8 @@ impl Queue {
     }
 
     /// Appends the delivered record to the dead-letter log, then counts it as done.
+    /// If the dead-letter append or fsync fails, the queue is poisoned (see
+    /// [`Queue::poisoned`]) until reopened.
     /// The dead letter keeps the record's key, value, headers and timestamp, and gets
     /// the headers [`DLQ_OFFSET`] (`dlq.offset`, its offset in the log),
     /// [`DLQ_ATTEMPTS`] (`dlq.attempts`, deliveries so far), [`DLQ_QUEUE`]
@@ -411,8 +427,9 @@ impl Queue {
     pub fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<()> {
         let inner = &*self.inner;
         inner.settle(receipt, |_, core| {
-            inner.append_dead_letter(core, receipt.offset, receipt.attempt, reason)?;
-            Ok((Kind::DeadLetter, 0))
+            let end = inner.append_dead_letter(core, receipt.offset, receipt.attempt, reason)?;
+            // The event carries the dead-letter log's end it accounts for.
+            Ok((Kind::DeadLetter, end.map_or(0, |e| e as i64)))
         })
     }
 
@@ -423,9 +440,12 @@ impl Queue {
 
     /// Moves up to `max` dead letters, oldest first, back into the log as new records:
     /// key, value and headers kept, the `dlq.*` headers removed, [`REDRIVE_FROM`]
-    /// (the dead-letter offset) added. A dead letter is never redriven twice, even
-    /// across crashes (a durable intent is resolved on the next call). Returns how
-    /// many were moved; they are durable in the log when this returns.
+    /// (the dead-letter offset) set, replacing one from an earlier cycle. A dead
+    /// letter is never redriven twice, even across crashes (a durable intent is
+    /// resolved on the next call). Returns how many were moved; they are durable in
+    /// the log when this returns. A missing or damaged intent file
+    /// (`queues/<name>/redrive`) is [`Error::Corrupt`] naming it, never a restart
+    /// from the first dead letter; see [`Queue::reset_redrive_cursor`].
     ///
     /// ```
     /// use std::time::Duration;
@@ -448,6 +468,30 @@ impl Queue {
         inner.log.inner.check_open()?;
         let dir = inner.core.lock().dir.clone();
         redrive::redrive(&inner.log, &inner.dlq, &dir, max)
+    }
+
+    /// Repairs the `redrive` intent file (`queues/<name>/redrive`) after
+    /// [`Queue::redrive`] reported it missing or damaged ([`Error::Corrupt`]): every
+    /// dead letter below `cursor` counts as redriven, the next redrive starts at
+    /// `cursor`. To choose it, look in the log for records carrying
+    /// [`REDRIVE_FROM`]: one past the highest value found never copies a dead letter
+    /// twice (dead letters in between that were never copied are then skipped; a
+    /// lower cursor copies them, and may copy some twice). A cursor past the
+    /// dead-letter log's end is [`Error::InvalidConfig`].
+    pub fn reset_redrive_cursor(&self, cursor: Offset) -> Result<()> {
+        let inner = &*self.inner;
+        let _one_at_a_time = inner.redriving.lock();
+        inner.log.inner.check_open()?;
+        let dir = inner.core.lock().dir.clone();
+        redrive::reset(&*inner.log.config().fs, &dir, &inner.dlq, cursor)
+    }
+
+    /// Why the queue refuses every call, if an earlier failure made its on-disk state
+    /// unknown (a failed journal, log or dead-letter write or fsync); `None` when it
+    /// is healthy. Every call then returns [`Error::QueuePoisoned`] with this reason;
+    /// reopening the queue recovers (its open reconciles the files).
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner.core.lock().poisoned.clone()
     }
 
     /// Counters and sizes. O(1), except that `oldest_unacked_age_ms` reads the record
@@ -488,7 +532,7 @@ impl Queue {
         let r = inner
             .log
             .flush()
-            .and_then(|()| inner.dlq.flush())
+            .and_then(|()| inner.flush_dead_letters(&mut core))
             .and_then(|()| core.journal.sync())
             .and_then(|()| inner.write_floor(&mut core));
         inner.poison_on_err(&mut core, r)
@@ -505,6 +549,69 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a b", "é"] {
             assert!(!valid_name(bad), "{bad}");
         }
+    }
+
+    /// A queue on a SimFs whose record 0 is leased (expired) at `attempt`.
+    fn leased_at(attempt: u32) -> (crate::ManualClock, Log, Queue) {
+        let fs = crate::sim::SimFs::new(0);
+        let clock = crate::ManualClock::new(0);
+        let config = crate::LogConfig {
+            fs: Arc::new(fs),
+            clock: Arc::new(clock.clone()),
+            flush: crate::FlushPolicy::Manual,
+            background: false,
+            ..crate::LogConfig::default()
+        };
+        let log = Log::open("/log", config).unwrap();
+        let q = Queue::open(
+            &log,
+            "q",
+            QueueConfig {
+                max_deliveries: None,
+                ..QueueConfig::default()
+            },
+        )
+        .unwrap();
+        q.send(Record::new("r")).unwrap();
+        q.receive(1, Duration::ZERO).unwrap();
+        q.inner
+            .core
+            .lock()
+            .state
+            .set(0, SlotState::Leased, attempt, 0);
+        (clock, log, q)
+    }
+
+    #[test]
+    fn a_record_past_2_pow_24_attempts_stays_settleable() {
+        // Issue 9, defect 12: attempts saturated at 2^24 in the slot, so from then on
+        // every receipt was stale and the record was redelivered forever.
+        let (clock, _log, q) = leased_at((1 << 24) - 1);
+        clock.advance(Duration::from_secs(30));
+        let d = q.receive(1, Duration::ZERO).unwrap();
+        assert_eq!(d[0].attempt, 1 << 24);
+        q.nack(&d[0].receipt, Duration::ZERO).unwrap();
+        let d = q.receive(1, Duration::ZERO).unwrap();
+        assert_eq!(d[0].attempt, (1 << 24) + 1);
+        q.ack(&d[0].receipt).unwrap();
+        assert_eq!(q.stats().ack_floor, 1);
+    }
+
+    #[test]
+    fn a_record_at_u32_max_attempts_is_dead_lettered_not_redelivered() {
+        // One more lease would need attempt u32::MAX + 1: no receipt could carry it.
+        let (clock, _log, q) = leased_at(u32::MAX - 1);
+        clock.advance(Duration::from_secs(30));
+        let d = q.receive(1, Duration::ZERO).unwrap();
+        assert_eq!(d[0].attempt, u32::MAX);
+        q.nack(&d[0].receipt, Duration::ZERO).unwrap();
+        assert!(q.receive(1, Duration::ZERO).unwrap().is_empty());
+        let letter = q.dead_letters().read(0).unwrap().unwrap();
+        assert_eq!(
+            letter.header(DLQ_ATTEMPTS),
+            Some(u32::MAX.to_string().as_bytes())
+        );
+        assert_eq!(q.stats().ack_floor, 1);
     }
 
     #[test]

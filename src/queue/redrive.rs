@@ -7,6 +7,8 @@
 //! made durable with the main log's end at that time; after the append is flushed the
 //! cursor moves. An intent found pending is resolved by looking for the chunk's first
 //! record (its `redrive.from` header, key and value) in the main log from `log_end`.
+//! The file is created with the queue; missing, unreadable or damaged it is
+//! `Error::Corrupt` (see [`load`]).
 
 use std::path::Path;
 
@@ -62,9 +64,71 @@ fn is_copy(r: &StoredRecord, from: Offset, dl: &StoredRecord) -> bool {
         && r.value == dl.value
 }
 
+/// The intent file, checked against the dead-letter log: missing, unreadable,
+/// damaged, or naming dead letters past the log's end is `Error::Corrupt` naming the
+/// file (issue 9, defect 5). Never a restart from the first dead letter: that would
+/// copy every dead letter again. The file is created with the queue (see
+/// [`create_if_new`]), so a missing one was lost. Repair:
+/// [`super::Queue::reset_redrive_cursor`].
+fn load(fs: &dyn FileSystem, dir: &Path, dlq: &Log) -> Result<Intent> {
+    let path = dir.join(FILE);
+    let corrupt = |why: String| Error::corrupt(&path, 0, None, why);
+    if !fs.exists(&path) {
+        return Err(corrupt(
+            "redrive intent missing (it is created with the queue); set the cursor \
+             with Queue::reset_redrive_cursor"
+                .into(),
+        ));
+    }
+    let Some(bytes) = checkpoint::read_small(fs, &path) else {
+        return Err(corrupt("redrive intent unreadable".into()));
+    };
+    let Some(i) = decode(&bytes) else {
+        return Err(corrupt("redrive intent damaged (length or CRC)".into()));
+    };
+    let end = dlq.end_offset();
+    if i.pending_end < i.cursor || i.pending_end > end {
+        return Err(corrupt(format!(
+            "redrive intent names dead letters [{}, {}) but the dead-letter log ends at {end}",
+            i.cursor, i.pending_end
+        )));
+    }
+    Ok(i)
+}
+
+/// Creates the intent file (cursor 0) for a queue whose dead-letter log never held
+/// a letter; called by `Queue::open` before anything can be dead-lettered. Once a
+/// letter exists, the file must exist: [`load`] reports a missing one.
+pub(crate) fn create_if_new(fs: &dyn FileSystem, dir: &Path, dlq: &Log) -> Result<()> {
+    if dlq.end_offset() == 0 && !fs.exists(&dir.join(FILE)) {
+        save(fs, dir, Intent::default())?;
+    }
+    Ok(())
+}
+
+/// Sets the cursor (nothing pending): the repair for a damaged or missing intent.
+/// `cursor` may not pass the dead-letter log's end.
+pub(crate) fn reset(fs: &dyn FileSystem, dir: &Path, dlq: &Log, cursor: Offset) -> Result<()> {
+    let end = dlq.end_offset();
+    if cursor > end {
+        return Err(Error::InvalidConfig(format!(
+            "redrive cursor {cursor} is past the dead-letter log's end {end}"
+        )));
+    }
+    save(
+        fs,
+        dir,
+        Intent {
+            cursor,
+            pending_end: cursor,
+            log_end: 0,
+        },
+    )
+}
+
 /// The cursor after resolving a pending intent.
 fn resolve(log: &Log, dlq: &Log, i: Intent) -> Result<Offset> {
-    if i.pending_end <= i.cursor {
+    if i.pending_end <= i.cursor || i.cursor < dlq.start_offset() {
         return Ok(i.cursor);
     }
     let Some(first) = dlq.read(i.cursor)? else {
@@ -78,7 +142,10 @@ fn resolve(log: &Log, dlq: &Log, i: Intent) -> Result<Offset> {
     Ok(i.cursor)
 }
 
-/// The main-log copy of a dead letter.
+/// The main-log copy of a dead letter: one `redrive.from` header, naming this dead
+/// letter. A record dead-lettered again after a redrive carries the `redrive.from`
+/// of its previous cycle; it is replaced, not added to, so `header("redrive.from")`
+/// and the resolver see the current cycle (issue 9, defect 4).
 fn copy_of(dl: StoredRecord) -> Record {
     let from = dl.offset;
     Record {
@@ -87,7 +154,7 @@ fn copy_of(dl: StoredRecord) -> Record {
         headers: dl
             .headers
             .into_iter()
-            .filter(|h| !is_dlq_header(&h.key))
+            .filter(|h| !is_dlq_header(&h.key) && h.key != REDRIVE_FROM)
             .collect(),
         timestamp: None,
     }
@@ -100,11 +167,9 @@ pub(crate) fn redrive(log: &Log, dlq: &Log, dir: &Path, max: usize) -> Result<us
     let fs = &*log.config().fs;
     // Dead letters read below must stay: the cursor will pass them durably.
     dlq.flush()?;
-    let stored = checkpoint::read_small(fs, &dir.join(FILE)).and_then(|b| decode(&b));
-    let mut cursor = match stored {
-        Some(i) => resolve(log, dlq, i)?,
-        None => dlq.start_offset(),
-    };
+    let intent = load(fs, dir, dlq)?;
+    // Dead letters deleted from the dead-letter log are not redriven.
+    let mut cursor = resolve(log, dlq, intent)?.max(dlq.start_offset());
     let end = dlq.end_offset();
     let mut moved = 0usize;
     while moved < max && cursor < end {

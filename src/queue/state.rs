@@ -38,31 +38,56 @@ pub(crate) struct Slot {
     pub state: SlotState,
 }
 
-/// A [`Slot`] as stored: 12 bytes, 4-byte aligned (deadline low and high halves,
-/// then the attempt in the low 24 bits and the state in the high 8; attempts saturate
-/// at 2^24 - 1).
+/// A [`Slot`] as stored: 12 bytes, 4-byte aligned: the deadline in the low 62 bits
+/// of the first two words (sign-extended; see [`pack_deadline`]) with the state in
+/// their top 2 bits, then the full 32-bit attempt. The attempt is never narrowed: a
+/// receipt carries a `u32` attempt, and a stored attempt that saturated below it
+/// would fence off every later receipt (issue 9, defect 12).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Packed([u32; 3]);
 
-const MAX_ATTEMPT: u32 = (1 << 24) - 1;
+/// Largest deadline stored as itself; `i64::MAX` (a blocked slot) is stored as one
+/// more, so deadlines above this are clamped to it (2^61 ms: 73 million years).
+const DEADLINE_HIGH: i64 = (1 << 61) - 2;
+/// Smallest deadline stored as itself; `i64::MIN` (deliverable at once, a recovered
+/// lease) is stored as one less.
+const DEADLINE_LOW: i64 = -(1 << 61) + 1;
+const DEADLINE_BITS: u64 = (1 << 62) - 1;
 const DONE: Packed = Packed([0, 0, 0]);
+
+/// The 62-bit form of a deadline: `i64::MIN` and `i64::MAX` are kept exactly (they
+/// mean "at once" and "blocked"), everything else is clamped into 62 bits.
+fn pack_deadline(d: i64) -> u64 {
+    let v = match d {
+        i64::MIN => DEADLINE_LOW - 1,
+        i64::MAX => DEADLINE_HIGH + 1,
+        d => d.clamp(DEADLINE_LOW, DEADLINE_HIGH),
+    };
+    v as u64 & DEADLINE_BITS
+}
+
+fn unpack_deadline(bits: u64) -> i64 {
+    // Sign-extend the 62 bits.
+    match ((bits << 2) as i64) >> 2 {
+        v if v < DEADLINE_LOW => i64::MIN,
+        v if v > DEADLINE_HIGH => i64::MAX,
+        v => v,
+    }
+}
 
 impl Packed {
     fn pack(s: Slot) -> Packed {
-        let d = s.deadline as u64;
-        Packed([
-            d as u32,
-            (d >> 32) as u32,
-            s.attempt.min(MAX_ATTEMPT) | (s.state as u32) << 24,
-        ])
+        let bits = pack_deadline(s.deadline) | (s.state as u64) << 62;
+        Packed([bits as u32, (bits >> 32) as u32, s.attempt])
     }
 
     fn unpack(self) -> Slot {
-        let [lo, hi, meta] = self.0;
+        let [lo, hi, attempt] = self.0;
+        let bits = u64::from(lo) | u64::from(hi) << 32;
         Slot {
-            deadline: (u64::from(lo) | u64::from(hi) << 32) as i64,
-            attempt: meta & MAX_ATTEMPT,
-            state: match meta >> 24 {
+            deadline: unpack_deadline(bits & DEADLINE_BITS),
+            attempt,
+            state: match bits >> 62 {
                 1 => SlotState::Leased,
                 2 => SlotState::Waiting,
                 _ => SlotState::Done,
@@ -71,7 +96,16 @@ impl Packed {
     }
 
     fn is_done(self) -> bool {
-        self.0[2] >> 24 == 0
+        self.0[1] >> 30 == 0
+    }
+}
+
+impl Slot {
+    /// A lease that was outstanding when the process last died and has not been
+    /// delivered since (see [`AckState::recover_leases`]): it may be what killed the
+    /// process, so it is delivered in a batch of its own (issue 9, defect 11).
+    pub fn is_recovered(&self) -> bool {
+        self.state == SlotState::Waiting && self.deadline == i64::MIN && self.attempt > 0
     }
 }
 
@@ -102,6 +136,11 @@ pub(crate) struct AckState {
     /// slots blocked behind their key, deadline `i64::MAX`).
     delayed: usize,
     pub totals: Totals,
+    /// The dead-letter log's end offset this state accounts for: every dead letter
+    /// below it is done here (journaled in the `deadline` field of `DeadLetter`
+    /// events, kept in snapshots). `None` for state from a snapshot written before
+    /// the field existed. See `Queue::open`'s reconciliation (issue 9, defect 3).
+    pub dead_letter_end: Option<Offset>,
     /// Records not done that [`AckState::clamp`] jumped over because they were below
     /// the log's start offset (in memory only, since the queue was opened).
     pub skipped_by_retention: u64,
@@ -216,35 +255,24 @@ impl AckState {
             self.skip_to(offset);
             self.window.push_back(DONE);
         }
+        // The order entry is computed from the slot as stored (deadlines clamp), so
+        // that `live` recognises it.
+        let packed = Packed::pack(Slot {
+            deadline,
+            attempt,
+            state,
+        });
+        let new = packed.unpack();
         let slot = self.slot_mut(offset).expect("inside the window");
-        let old = std::mem::replace(
-            slot,
-            Packed::pack(Slot {
-                deadline,
-                attempt,
-                state,
-            }),
-        )
-        .unpack();
+        let old = std::mem::replace(slot, packed).unpack();
         self.count(old, -1);
-        self.count(
-            Slot {
-                deadline,
-                attempt,
-                state,
-            },
-            1,
-        );
+        self.count(new, 1);
         if state == SlotState::Done {
             self.advance_floor();
         } else {
             // Leases handed out by receive mostly come in (due, offset) order: those
             // go to a FIFO (O(1)), the rest to the heap.
-            let due = self.due(Slot {
-                deadline,
-                attempt,
-                state,
-            });
+            let due = self.due(new);
             if self.fifo.back().is_none_or(|&b| b < (due, offset)) {
                 self.fifo.push_back((due, offset));
             } else {
@@ -343,7 +371,9 @@ impl AckState {
             .map(move |(i, s)| (floor + i as u64, s.unpack()))
     }
 
-    /// After a restart: every lease becomes deliverable at once, attempts kept.
+    /// After a restart: every lease becomes deliverable at once, attempts kept, and
+    /// is marked recovered ([`Slot::is_recovered`]: waiting, deadline `i64::MIN`,
+    /// attempt > 0; no other path makes such a slot).
     pub fn recover_leases(&mut self) {
         let leased: Vec<(Offset, Slot)> = self
             .pending()
@@ -362,6 +392,7 @@ impl AckState {
             *self = AckState {
                 totals: self.totals,
                 skipped_by_retention: self.skipped_by_retention,
+                dead_letter_end: self.dead_letter_end,
                 backoff: std::mem::take(&mut self.backoff),
                 ..AckState::new(end)
             };
@@ -398,8 +429,12 @@ mod tests {
         for (deadline, attempt, state) in [
             (i64::MIN, 0, SlotState::Waiting),
             (-5, 7, SlotState::Leased),
-            (i64::MAX, MAX_ATTEMPT, SlotState::Leased),
+            (i64::MAX, u32::MAX, SlotState::Leased),
             (1 << 40, 1, SlotState::Waiting),
+            (0, 1 << 24, SlotState::Leased),
+            (DEADLINE_HIGH, (1 << 24) + 1, SlotState::Waiting),
+            (DEADLINE_LOW, u32::MAX - 1, SlotState::Leased),
+            (-1, 3, SlotState::Done),
         ] {
             let s = Slot {
                 deadline,
@@ -409,6 +444,43 @@ mod tests {
             assert_eq!(Packed::pack(s).unpack(), s);
         }
         assert!(DONE.is_done());
+        // Out-of-range deadlines clamp, keeping their order and the two sentinels.
+        let far = Packed::pack(Slot {
+            deadline: i64::MAX - 1,
+            attempt: 1,
+            state: SlotState::Leased,
+        });
+        assert_eq!(far.unpack().deadline, DEADLINE_HIGH);
+        let past = Packed::pack(Slot {
+            deadline: i64::MIN + 1,
+            attempt: 1,
+            state: SlotState::Waiting,
+        });
+        assert_eq!(past.unpack().deadline, DEADLINE_LOW);
+    }
+
+    #[test]
+    fn attempts_past_2_pow_24_keep_the_fence() {
+        // Issue 9, defect 12: attempts used to saturate at 2^24 - 1 in the slot, so a
+        // receipt with attempt 2^24 never matched its own lease.
+        let mut s = AckState::new(0);
+        s.set(0, SlotState::Leased, 1 << 24, 100);
+        assert_eq!(s.slot(0).unwrap().attempt, 1 << 24);
+        s.set(0, SlotState::Leased, u32::MAX, 100);
+        assert_eq!(s.slot(0).unwrap().attempt, u32::MAX);
+        assert_eq!(
+            s.pop_due(100).map(|(o, sl)| (o, sl.attempt)),
+            Some((0, u32::MAX))
+        );
+    }
+
+    #[test]
+    fn clamped_deadlines_stay_in_the_order() {
+        let mut s = AckState::new(0);
+        s.set(0, SlotState::Leased, 1, i64::MAX - 1);
+        s.set(1, SlotState::Waiting, 1, i64::MIN + 1);
+        assert_eq!(s.pop_due(DEADLINE_LOW).map(|(o, _)| o), Some(1));
+        assert_eq!(s.pop_due(i64::MAX - 1).map(|(o, _)| o), Some(0));
     }
 
     #[test]
