@@ -199,7 +199,7 @@ fn same_record(log: &Log, offset: Offset, letter: &StoredRecord) -> bool {
 /// (waiting, attempt 0, due at their `delay.until` or at once), so that marking `to`
 /// done does not mark them done too. A record that cannot be read here is due at
 /// once: delivery finds it gone or corrupt and passes it as it would have.
-fn open_gap(log: &Log, state: &mut AckState, to: Offset) {
+pub(super) fn open_gap(log: &Log, state: &mut AckState, to: Offset) {
     let from = state.next();
     let mut due: Vec<(Offset, i64)> = Vec::new();
     if let Ok(reader) = log.reader(from) {

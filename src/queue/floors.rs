@@ -56,6 +56,11 @@ fn decode(bytes: &[u8]) -> Option<(Offset, bool)> {
     Some((floor, bytes[12] == 1))
 }
 
+/// The floor and protect flag the `floor` file in `dir` holds, if it checks out.
+pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Option<(Offset, bool)> {
+    decode(&checkpoint::read_small(fs, &dir.join(FLOOR_FILE))?)
+}
+
 /// Durably records the queue's floor and whether it protects its unacked records.
 pub(crate) fn write(fs: &dyn FileSystem, dir: &Path, floor: Offset, protect: bool) -> Result<()> {
     checkpoint::durable_replace(fs, dir, FLOOR_FILE, &encode(floor, protect))

@@ -18,6 +18,7 @@ mod inner;
 mod journal;
 mod per_key;
 mod redrive;
+mod repair;
 mod replay;
 mod state;
 mod synced;
@@ -32,6 +33,7 @@ use parking_lot::Mutex;
 pub use config::{Delivery, Ordering, QueueConfig, QueueStats, Receipt, StartPosition};
 pub use dead_letter::{DLQ_ATTEMPTS, DLQ_KEY_RELEASED, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON};
 pub use redrive::REDRIVE_FROM;
+pub use repair::RepairReport;
 
 /// Header holding the clock time (milliseconds, UTF-8 decimal) before which no queue
 /// delivers the record; set by [`Queue::send_delayed`].
@@ -484,6 +486,40 @@ impl Queue {
         inner.log.inner.check_open()?;
         let dir = inner.core.lock().dir.clone();
         redrive::reset(&*inner.log.config().fs, &dir, &inner.dlq, cursor)
+    }
+
+    /// Repairs the state of queue `name` of `log` after [`Queue::open`] refused it as
+    /// [`Error::Corrupt`] (a damaged or missing snapshot, a journal damaged below its
+    /// synced length, a dead-letter log that disagrees with the state). The queue must
+    /// not be open ([`Error::Locked`] otherwise). Never done implicitly.
+    ///
+    /// The rule is *redeliver rather than lose*: what the damage hid counts as not
+    /// done, so records may be delivered again, but none that was not acked or
+    /// dead-lettered is skipped. It keeps the snapshot if it checks out and replays
+    /// its journal up to the first damaged frame; otherwise it starts from the
+    /// `floor` file (or the log's start when that is damaged too) and the newest
+    /// journal. Every dead letter is reconciled again. Copies of the replaced files
+    /// are saved in `queues/<name>/damaged-<clock ms>/`; the new state is written
+    /// with a durable replace, so a crash during a repair leaves either the old files
+    /// (repair again) or the repaired ones. The report says what was kept and lost.
+    ///
+    /// ```
+    /// use logqueue::{Log, LogConfig, Queue, QueueConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// q.send(Record::new("a")).unwrap();
+    /// q.flush().unwrap();
+    /// drop(q);
+    /// std::fs::remove_file(dir.path().join("queues/jobs/snapshot")).unwrap();
+    /// assert!(Queue::open(&log, "jobs", QueueConfig::default()).is_err()); // Corrupt
+    /// let report = Queue::repair(&log, "jobs").unwrap();
+    /// assert!(!report.snapshot_kept);
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// assert_eq!(q.receive(10, std::time::Duration::ZERO).unwrap().len(), 1);
+    /// ```
+    pub fn repair(log: &Log, name: &str) -> Result<RepairReport> {
+        repair::repair(log, name)
     }
 
     /// Why the queue refuses every call, if an earlier failure made its on-disk state

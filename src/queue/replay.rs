@@ -69,7 +69,11 @@ pub(crate) fn load(
 }
 
 /// Reads a whole file; `None` when it does not exist.
-fn read_whole(fs: &dyn FileSystem, path: &Path, op: &'static str) -> Result<Option<Vec<u8>>> {
+pub(super) fn read_whole(
+    fs: &dyn FileSystem,
+    path: &Path,
+    op: &'static str,
+) -> Result<Option<Vec<u8>>> {
     let f = match fs.open(path, OpenMode::Read) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
