@@ -119,8 +119,8 @@ pub struct Promises {
     /// Value written at each offset of the main log whose append returned (sends and
     /// redrive copies).
     pub values: BTreeMap<Offset, Vec<u8>>,
-    /// Values of appends that were called but did not return: they may or may not be
-    /// in the log, at an offset not known.
+    /// Values of appends that were called (returned or not), and of every dead letter
+    /// a redrive may have copied: a record at an offset not in `values` must hold one.
     pub maybe_values: BTreeSet<Vec<u8>>,
     /// Offsets below this were appended (returned).
     pub returned_end: Offset,
@@ -157,7 +157,6 @@ impl Promises {
 
     /// Records an append of `value` that returned `offset`.
     pub fn appended(&mut self, offset: Offset, value: Vec<u8>) {
-        self.maybe_values.remove(&value);
         self.values.insert(offset, value);
         self.returned_end = self.returned_end.max(offset + 1);
     }
