@@ -232,12 +232,55 @@ impl Tally {
         for (k, (n, r, v)) in &self.rows {
             println!("{k:<40} {n:>7} {r:>9} {v:>10}");
         }
-        println!("violations: {}", self.violations.len());
-        for v in self.violations.iter().take(max_listed) {
-            println!("  {v}");
+        print_violations(&self.violations, max_listed);
+    }
+}
+
+/// Violations grouped by their text with every number replaced by `#`: how many of
+/// each kind, with the first one as the example.
+pub fn summarize(violations: &[String]) -> Vec<(usize, String, String)> {
+    let mut kinds: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    for v in violations {
+        let mut shape = String::new();
+        let mut in_number = false;
+        // The text before the first ": " names the case or round.
+        let what = v.split_once(": ").map_or(v.as_str(), |(_, w)| w);
+        for c in what.chars() {
+            if c.is_ascii_digit() {
+                if !in_number {
+                    shape.push('#');
+                }
+                in_number = true;
+            } else {
+                shape.push(c);
+                in_number = false;
+            }
         }
-        if self.violations.len() > max_listed {
-            println!("  ... and {} more", self.violations.len() - max_listed);
-        }
+        let e = kinds.entry(shape).or_insert((0, v.clone()));
+        e.0 += 1;
+    }
+    let mut out: Vec<(usize, String, String)> = kinds
+        .into_iter()
+        .map(|(k, (n, first))| (n, k, first))
+        .collect();
+    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out
+}
+
+/// Prints [`summarize`] and the first `max_listed` violations.
+pub fn print_violations(violations: &[String], max_listed: usize) {
+    println!("violations: {}", violations.len());
+    if violations.is_empty() {
+        return;
+    }
+    println!("violations by kind (numbers as #):");
+    for (n, _, first) in summarize(violations) {
+        println!("  {n:>6} x  e.g. {first}");
+    }
+    for v in violations.iter().take(max_listed) {
+        println!("  {v}");
+    }
+    if violations.len() > max_listed {
+        println!("  ... and {} more", violations.len() - max_listed);
     }
 }
