@@ -211,15 +211,17 @@ fn check_compacted(fs: &SimFs, clock: &ManualClock, p: &Promises) -> Outcome {
             Err(e) if corrupt(&e) => out.report(format!("reader: {e}")),
             Err(e) => out.violation(format!("reader failed: {e}")),
         }
-        if !out.was_reported() {
-            for (k, o) in &newest {
-                if !found.contains_key(o) {
-                    out.violation(format!(
-                        "newest value of {} (offset {o}) lost (round {round})",
-                        String::from_utf8_lossy(k)
-                    ));
-                }
-            }
+        let lost: Vec<String> = newest
+            .iter()
+            .filter(|(_, o)| !found.contains_key(o))
+            .map(|(k, o)| format!("{}@{o}", String::from_utf8_lossy(k)))
+            .collect();
+        if !lost.is_empty() && !out.was_reported() {
+            out.violation(format!(
+                "newest durable value of {} keys lost, nothing reported (round {round}): {}",
+                lost.len(),
+                lost.join(", ")
+            ));
         }
         if round == 0 {
             match log.compact() {

@@ -170,7 +170,7 @@ fn maintenance(q: &Queue, mut ledger: Ledger, mut rng: Rng, until: Instant) {
     while Instant::now() < until {
         std::thread::sleep(Duration::from_millis(rng.range(10, 40)));
         i += 1;
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             let max = rng.range(1, 10) as usize;
             ledger.line(&format!("redrive-begin max={max}"));
             match q.redrive(max) {

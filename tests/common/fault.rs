@@ -263,7 +263,7 @@ pub fn summarize(violations: &[String]) -> Vec<(usize, String, String)> {
         .into_iter()
         .map(|(k, (n, first))| (n, k, first))
         .collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|k| std::cmp::Reverse(k.0));
     out
 }
 

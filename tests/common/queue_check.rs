@@ -70,6 +70,9 @@ fn is_corrupt(e: &Error) -> bool {
 /// The promised sets for `level`.
 struct Promised<'a> {
     end: Offset,
+    /// The log's end when it opened: offsets at or past it are new records (a log
+    /// that lost its tail reuses them), judged by the log checks alone.
+    log_end: Offset,
     acked: &'a BTreeSet<Offset>,
     dead: &'a BTreeSet<Offset>,
     attempts: &'a BTreeMap<Offset, u32>,
@@ -79,12 +82,14 @@ fn promised(p: &Promises, level: Survives) -> Promised<'_> {
     match level {
         Survives::Kill => Promised {
             end: p.returned_end,
+            log_end: Offset::MAX,
             acked: &p.acked_returned,
             dead: &p.dead_returned,
             attempts: &p.attempts_returned,
         },
         Survives::PowerLoss => Promised {
             end: p.flushed_end,
+            log_end: Offset::MAX,
             acked: &p.acked_flushed,
             dead: &p.dead_flushed,
             attempts: &p.attempts_flushed,
@@ -118,7 +123,7 @@ pub fn check_queue(
     level: Survives,
 ) -> Outcome {
     let mut out = Outcome::default();
-    let want = promised(p, level);
+    let mut want = promised(p, level);
     let log = match Log::open(&setup.dir, setup.log_config(fs, clock)) {
         Ok(l) => l,
         Err(e) if is_corrupt(&e) => {
@@ -130,6 +135,7 @@ pub fn check_queue(
             return out;
         }
     };
+    want.log_end = log.end_offset();
     let settled = |o: &Offset| want.acked.contains(o) || want.dead.contains(o);
     if setup.retention_check {
         match log.enforce_retention() {
@@ -346,13 +352,14 @@ fn drain_into(
                     } else {
                         check_value(p, o, d.record.value.as_deref(), "delivery", out);
                     }
-                    if want.acked.contains(&o) {
+                    let old = o < want.log_end;
+                    if old && want.acked.contains(&o) {
                         again.acked.push(o);
                     }
-                    if want.dead.contains(&o) {
+                    if old && want.dead.contains(&o) {
                         again.dead.push(o);
                     }
-                    if want.attempts.get(&o).is_some_and(|a| d.attempt <= *a) {
+                    if old && want.attempts.get(&o).is_some_and(|a| d.attempt <= *a) {
                         again.attempt_down.push(o);
                     }
                     if delivered.insert(o, d.attempt).is_some() {
