@@ -273,7 +273,7 @@ enum Damage {
 /// Positions spread over the file and over its written (non-zero) prefix: start,
 /// middle, end of each.
 fn positions(bytes: &[u8]) -> Vec<usize> {
-    let n = if long() { 32 } else { 8 };
+    let n = if long() { 96 } else { 8 };
     let used = bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
     let mut out = Vec::new();
     for span in [bytes.len(), used] {

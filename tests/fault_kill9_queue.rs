@@ -10,7 +10,7 @@
 //! record ends exactly one of acked or dead-lettered, once; redrive copies are unique;
 //! per-key order holds under `Ordering::PerKey`.
 //!
-//! `LOGQUEUE_FAULT_ROUNDS` (default 20) sets the rounds per variant, `LOGQUEUE_SEED`
+//! `LOGQUEUE_FAULT_ROUNDS` (default 30) sets the rounds per variant, `LOGQUEUE_SEED`
 //! replays the kill timings and the children's choices (thread timing is not replayed).
 
 mod common;
@@ -532,13 +532,26 @@ fn check_per_key(
 /// dead letters left and receives the copies; then every record must be exactly one
 /// of acked or dead-lettered.
 fn final_drain(base: &Path, per_key: bool, h: &mut History, round: u64) {
-    let log = Log::open(log_dir(base), log_config()).unwrap();
-    let q = Queue::open(&log, "q", queue_config(per_key)).unwrap();
+    let opened = Log::open(log_dir(base), log_config())
+        .and_then(|log| Queue::open(&log, "q", queue_config(per_key)).map(|q| (log, q)));
+    let (log, q) = match opened {
+        Ok(lq) => lq,
+        Err(e) => {
+            h.violation(format!("drain: open failed: {e}"));
+            return;
+        }
+    };
     for pass in 0..2 {
         let until = Instant::now() + Duration::from_secs(40);
         let mut empty = 0;
         while empty < 3 && Instant::now() < until {
-            let got = q.receive(256, Duration::from_millis(300)).unwrap();
+            let got = match q.receive(256, Duration::from_millis(300)) {
+                Ok(g) => g,
+                Err(e) => {
+                    h.violation(format!("drain: receive failed: {e}"));
+                    return;
+                }
+            };
             if got.is_empty() {
                 empty += 1;
                 continue;
@@ -557,10 +570,14 @@ fn final_drain(base: &Path, per_key: bool, h: &mut History, round: u64) {
             }
         }
         if pass == 0 {
-            q.redrive(usize::MAX).unwrap();
+            if let Err(e) = q.redrive(usize::MAX) {
+                h.violation(format!("drain: redrive failed: {e}"));
+            }
         }
     }
-    q.flush().unwrap();
+    if let Err(e) = q.flush() {
+        h.violation(format!("drain: flush failed: {e}"));
+    }
     let stats = q.stats();
     let (letters, _) = dead_letter_offsets(&q.dead_letters());
     let dead: BTreeSet<Offset> = letters.iter().map(|(o, _)| *o).collect();
@@ -580,7 +597,9 @@ fn final_drain(base: &Path, per_key: bool, h: &mut History, round: u64) {
         ));
     }
     drop(q);
-    log.close().unwrap();
+    if let Err(e) = log.close() {
+        h.violation(format!("drain: close failed: {e}"));
+    }
 }
 
 fn run_child(base: &Path, round: u64, per_key: bool, seed: u64, rng: &mut Rng) {
@@ -612,7 +631,7 @@ fn run_child(base: &Path, round: u64, per_key: bool, seed: u64, rng: &mut Rng) {
 }
 
 fn kill9_rounds(per_key: bool) {
-    let rounds: u64 = std::env::var("LOGQUEUE_FAULT_ROUNDS").map_or(20, |s| s.parse().unwrap());
+    let rounds: u64 = std::env::var("LOGQUEUE_FAULT_ROUNDS").map_or(30, |s| s.parse().unwrap());
     let seed = std::env::var("LOGQUEUE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -9,8 +9,8 @@
 //! loss): no durable ack or dead letter undone, every record exactly one of acked or
 //! dead-lettered, no record dead-lettered twice, unique redrive copies, no wrong data.
 //!
-//! `LOGQUEUE_FAULT_LONG=1` runs a larger workload. `LOGQUEUE_SEED` picks another seed
-//! for the crash outcomes.
+//! `LOGQUEUE_FAULT_LONG=1` runs a larger workload, and its faults with four seeds of
+//! power-loss outcomes. `LOGQUEUE_SEED` picks another seed for the crash outcomes.
 
 mod common;
 
@@ -148,15 +148,26 @@ fn faults_at_every_queue_file_operation() {
     let step = 1;
     println!("workload: {total} file operations, a fault at each");
     let mut tally = Tally::default();
+    // The long form draws other power-loss outcomes (kept, dropped or torn writes)
+    // from more seeds.
+    let crash_seeds: Vec<u64> = if long() {
+        (0..4).map(|i| seed + i).collect()
+    } else {
+        vec![seed]
+    };
     quiet_panics(|| {
-        for fault in [Fault::PowerLoss, Fault::Kill, Fault::Eio, Fault::NoSpace] {
-            let mut n = 1;
-            while n <= total + 1 {
-                let mut outcome =
-                    run_case(Duration::from_secs(60), move || run_fault(fault, n, seed));
-                outcome.violations.retain(|v| !clean.violations.contains(v));
-                tally.add(fault.name(), &format!("op {n} of {total}"), &outcome);
-                n += step;
+        for &crash_seed in &crash_seeds {
+            for fault in [Fault::PowerLoss, Fault::Kill, Fault::Eio, Fault::NoSpace] {
+                let mut n = 1;
+                while n <= total + 1 {
+                    let mut outcome = run_case(Duration::from_secs(60), move || {
+                        run_fault(fault, n, crash_seed)
+                    });
+                    outcome.violations.retain(|v| !clean.violations.contains(v));
+                    let case = format!("seed {crash_seed} op {n} of {total}");
+                    tally.add(fault.name(), &case, &outcome);
+                    n += step;
+                }
             }
         }
     });
