@@ -1,7 +1,8 @@
 //! Writes seed inputs for the `decode_batch` and `open_dir` targets into
 //! `corpus/<target>/`: directories the real engine leaves behind (closed cleanly,
-//! killed, crashed), so the fuzzer starts from valid batches, indexes and checkpoints
-//! instead of having to find CRCs by itself.
+//! killed, crashed), with the files of a queue (snapshot, journal, floor, redrive
+//! intent, dead-letter log), so the fuzzer starts from valid batches, indexes,
+//! checkpoints and queue state instead of having to find CRCs by itself.
 //!
 //! `cargo run --example gen_seeds` (from `fuzz/`).
 
@@ -10,7 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use logqueue::sim::SimFs;
-use logqueue::{FlushPolicy, Log, LogConfig, ManualClock, Record};
+use std::time::Duration;
+
+use logqueue::{FlushPolicy, Log, LogConfig, ManualClock, Queue, QueueConfig, Record};
 
 #[path = "../fuzz_targets/common/dir_input.rs"]
 mod dir_input;
@@ -67,8 +70,33 @@ fn scenario(seed: u64, interval_flag: u8, end: End, start_before: Option<u64>) -
     if let Some(o) = start_before {
         log.delete_records_before(o).unwrap();
     }
+    // The queue `q`: acks, a nack, dead letters, a redrive, a flush, then an
+    // unflushed ack.
+    let config = QueueConfig {
+        journal_bytes: 4096,
+        max_deliveries: Some(2),
+        ..QueueConfig::default()
+    };
+    let q = Queue::open(&log, dir_input::QUEUE, config).unwrap();
+    let got = q.receive(6, Duration::ZERO).unwrap();
+    for (i, d) in got.iter().enumerate().take(5) {
+        match i {
+            0 => q.ack(&d.receipt).unwrap(),
+            1 => q.nack(&d.receipt, Duration::ZERO).unwrap(),
+            2 | 3 => q.dead_letter(&d.receipt, "seed").unwrap(),
+            _ => {}
+        }
+    }
+    q.redrive(1).unwrap();
+    q.flush().unwrap();
+    if let Some(d) = got.get(4) {
+        q.ack(&d.receipt).unwrap();
+    }
     match end {
-        End::Close => log.close().unwrap(),
+        End::Close => {
+            drop(q);
+            log.close().unwrap();
+        }
         End::Kill => fs.kill(),
         End::Crash => fs.crash(),
     }

@@ -1,14 +1,19 @@
-//! A directory of arbitrary files (chosen from plausible names) opened as a log on
-//! the simulated disk: open either works or returns an error, and once open, every
-//! read, a reader, verify, an append and a reopen must not panic. An append that
-//! succeeds must be readable at once and after a clean close and reopen.
+//! A directory of arbitrary files (chosen from plausible names, the queue `q`'s files
+//! among them) opened as a log on the simulated disk: open either works or returns an
+//! error, and once open, every read, a reader, verify, an append and a reopen must
+//! not panic. An append that succeeds must be readable at once and after a clean
+//! close and reopen. The queue `q` is opened over the log: open works or returns an
+//! error, and receive, ack, nack, dead_letter, flush, redrive, stats and the
+//! dead-letter log must not panic; every delivery holds the log's record at its
+//! offset.
 #![no_main]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use logqueue::sim::SimFs;
-use logqueue::{FlushPolicy, Log, LogConfig, Record};
+use logqueue::{FlushPolicy, Log, LogConfig, Queue, QueueConfig, Record};
 
 #[path = "common/dir_input.rs"]
 mod dir_input;
@@ -64,6 +69,47 @@ fn exercise(log: &Log) {
     let _ = log.stats();
 }
 
+/// Opens the queue over `log` and runs a few operations on it.
+fn exercise_queue(log: &Log) {
+    let config = QueueConfig {
+        journal_bytes: 4096,
+        max_deliveries: Some(2),
+        ..QueueConfig::default()
+    };
+    let Ok(q) = Queue::open(log, dir_input::QUEUE, config) else {
+        return;
+    };
+    let _ = q.stats();
+    for round in 0..3 {
+        let Ok(got) = q.receive(8, Duration::ZERO) else {
+            break;
+        };
+        for (i, d) in got.iter().enumerate() {
+            if let Ok(Some(r)) = log.read(d.receipt.offset) {
+                assert_eq!(r.value, d.record.value, "delivery differs from the log");
+            }
+            let _ = match (i + round) % 4 {
+                0 => q.ack(&d.receipt),
+                1 => q.nack(&d.receipt, Duration::ZERO),
+                2 => q.dead_letter(&d.receipt, "fuzz"),
+                _ => q.extend(&d.receipt, Duration::from_secs(1)),
+            };
+        }
+        let _ = q.flush();
+        let _ = q.redrive(4);
+    }
+    let dlq = q.dead_letters();
+    if let Ok(reader) = dlq.reader(dlq.start_offset()) {
+        for r in reader.take(MAX_READS as usize) {
+            if r.is_err() {
+                break;
+            }
+        }
+    }
+    let _ = dlq.verify();
+    let _ = q.stats();
+}
+
 fuzz_target!(|data: &[u8]| {
     let (interval, files) = dir_input::parse(data);
     let fs = SimFs::new(0);
@@ -75,6 +121,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     exercise(&log);
+    exercise_queue(&log);
     let appended = log.append(Record::keyed("fuzz-key", "fuzz-value"));
     if let Ok(offset) = appended {
         assert_eq!(offset + 1, log.end_offset(), "append not at the end");

@@ -1,6 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod fault;
+pub mod queue_check;
+pub mod queue_workload;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

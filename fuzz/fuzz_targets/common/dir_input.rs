@@ -7,7 +7,8 @@
 //!   len:  u16 little-endian      file length (cut to what is left of the input)
 //!   data: [u8; len]
 //! ```
-//! A later file with the same name replaces an earlier one.
+//! A later file with the same name replaces an earlier one. Names with a `/` plant
+//! files in subdirectories (the queue `q` under `queues/`).
 
 #![allow(dead_code)]
 
@@ -34,7 +35,26 @@ pub const NAMES: &[&str] = &[
     "LOCK",
     // Near the top of the offset space: offsets in it overflow easily.
     "18446744073709551000.log",
+    // The files of the queue `q` (see `Queue::open`): state, journals of three
+    // generations, retention floor, redrive intent, the dead-letter log.
+    "queues/q/snapshot",
+    "queues/q/journal-00000000000000000001",
+    "queues/q/journal-00000000000000000002",
+    "queues/q/journal-00000000000000000003",
+    "queues/q/floor",
+    "queues/q/redrive",
+    "queues/q/snapshot.tmp",
+    "queues/q/dead-letter/00000000000000000000.log",
+    "queues/q/dead-letter/00000000000000000000.index",
+    "queues/q/dead-letter/00000000000000000000.timeindex",
+    "queues/q/dead-letter/00000000000000000002.log",
+    "queues/q/dead-letter/recovery-point",
+    "queues/q/dead-letter/clean-shutdown",
+    "queues/q/dead-letter/log-start-offset",
 ];
+
+/// The queue whose files [`NAMES`] holds.
+pub const QUEUE: &str = "q";
 
 /// Index intervals the flags byte chooses from.
 pub const INTERVALS: [u32; 4] = [4096, 1, 100, 1000];
