@@ -404,7 +404,10 @@ impl Iterator for LogReader {
             }
             self.pending_end = b.last_offset() + 1;
             if self.pending.is_empty() {
-                self.position = self.pending_end;
+                // Never backwards: a damaged segment can hold a batch of earlier
+                // offsets after later ones (`verify` reports it); its records were
+                // all below the position and none was taken.
+                self.position = self.position.max(self.pending_end);
             }
             self.last = Some((segment, found));
         }

@@ -202,6 +202,13 @@ impl AckState {
 
     /// Marks `[next, to)` done (never delivered: compacted away, corrupt, deleted).
     pub fn skip_to(&mut self, to: Offset) {
+        self.advance_floor();
+        if self.window.is_empty() && to > self.floor {
+            // Nothing pending below: the floor jumps, whatever the gap's size (a
+            // compacted stretch or a planted offset costs no memory).
+            self.floor = to;
+            return;
+        }
         while self.next() < to {
             self.window.push_back(DONE);
         }
@@ -472,6 +479,22 @@ mod tests {
             s.pop_due(100).map(|(o, sl)| (o, sl.attempt)),
             Some((0, u32::MAX))
         );
+    }
+
+    #[test]
+    fn a_huge_gap_with_nothing_pending_costs_no_memory() {
+        // A compacted stretch or an offset planted near u64::MAX once asked for one
+        // slot per skipped offset (the open_dir fuzz target: a 3 GiB allocation).
+        let mut s = AckState::new(0);
+        s.skip_to(1 << 40);
+        assert_eq!((s.floor, s.next()), (1 << 40, 1 << 40));
+        // `set` past `next`: the offsets in between are done, the floor moves up.
+        s.set((1 << 40) + 5, SlotState::Leased, 1, 10);
+        assert_eq!((s.floor, s.next()), ((1 << 40) + 5, (1 << 40) + 6));
+        assert!(s.memory_bytes() < 1 << 20, "{} bytes", s.memory_bytes());
+        s.set((1 << 40) + 5, SlotState::Done, 1, 0);
+        s.skip_to(u64::MAX - 1);
+        assert_eq!(s.floor, u64::MAX - 1);
     }
 
     #[test]
