@@ -22,6 +22,7 @@ mod checkpoint;
 mod cleaner;
 mod clock;
 mod config;
+mod crash_history;
 mod error;
 mod flush;
 pub mod fs;

@@ -95,6 +95,8 @@ pub(crate) struct LogInner {
     /// The last failure of a background thread, `"<task>: <error>"`.
     pub(crate) background_error: Mutex<Option<String>>,
     pub(crate) counters: Counters,
+    /// The crash recoveries of this log, read (and extended) at open.
+    pub(crate) crash_history: crate::crash_history::CrashHistory,
     pub(crate) retention: RetentionState,
     pub(crate) cleaner: CleanerState,
 }
@@ -198,6 +200,7 @@ impl Log {
             lock: Mutex::new(Some(lock)),
             background: Mutex::new(Vec::new()),
             shutdown: Arc::new(Shutdown::default()),
+            crash_history: recovered.crash_history,
             roll_syncer: AtomicBool::new(false),
             last_sync_ms: AtomicI64::new(opened_ms),
             background_error: Mutex::new(None),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::batch::{self, Batch};
 use crate::checkpoint::{self, RecoveryPoint, RecoveryPointFile};
 use crate::config::LogConfig;
+use crate::crash_history::CrashHistory;
 use crate::fs::FileSystem;
 use crate::index::{self, Indexes};
 use crate::segment::{self, Segment, SegmentMeta, LOG_SUFFIX};
@@ -26,6 +27,7 @@ pub(crate) const SWAP_SUFFIX: &str = ".swap";
 
 pub(crate) struct Recovered {
     pub segments: Vec<Arc<Segment>>,
+    pub crash_history: CrashHistory,
     pub start_offset: Offset,
     pub recovery_point_file: RecoveryPointFile,
 }
@@ -43,6 +45,8 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
     // brings deleted records back (too low) or hides live ones (too high).
     let start_checkpoint =
         checkpoint::read_offset_file(&**fs, &dir.join(checkpoint::LOG_START_OFFSET))?.unwrap_or(0);
+    // Read before anything changes: damaged is Corrupt (see crash_history.rs).
+    let mut crash_history = CrashHistory::load(&**fs, dir)?;
     let clean = take_clean_shutdown_marker(&**fs, dir)?;
     let (mut rp_file, rp) = RecoveryPointFile::open(&**fs, dir)?;
     // With no segment file at all, start where the recovery point says records ended
@@ -86,8 +90,15 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
     let start_offset = start_checkpoint;
 
     make_durable(fs, dir, &segments, &mut rp_file)?;
+    if !clean && !bases.is_empty() {
+        // (A directory without segments is a new log, not a crash.) Before any append: offsets from this end on may be handed out again, and
+        // state kept outside the log (a queue's journal) must be able to tell.
+        let end = segments.last().expect("at least one segment").next_offset();
+        crash_history.record(&**fs, dir, end)?;
+    }
     Ok(Recovered {
         segments,
+        crash_history,
         start_offset,
         recovery_point_file: rp_file,
     })

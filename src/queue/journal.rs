@@ -386,8 +386,15 @@ pub(crate) fn encode_snapshot(generation: u64, state: &AckState) -> Vec<u8> {
     for (o, s) in pending {
         encode_event(&mut out, s.state as u8, o, s.attempt, s.deadline);
     }
-    if let Some(end) = state.dead_letter_end {
-        out.extend_from_slice(&end.to_le_bytes());
+    // The optional trailer: 8 bytes, the dead-letter log's end; 16 bytes, that end
+    // (u64::MAX: none) and the log's crash epoch.
+    match (state.dead_letter_end, state.log_epoch) {
+        (end, Some(epoch)) => {
+            out.extend_from_slice(&end.unwrap_or(u64::MAX).to_le_bytes());
+            out.extend_from_slice(&epoch.to_le_bytes());
+        }
+        (Some(end), None) => out.extend_from_slice(&end.to_le_bytes()),
+        (None, None) => {}
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -419,12 +426,21 @@ pub(crate) fn decode_snapshot(bytes: &[u8], log: Range<Offset>) -> Option<(Forma
     let count = usize::try_from(u64_at(7)?).ok()?;
     let mut slots = body.get(68..)?;
     let slot_bytes = count.checked_mul(EVENT_LEN)?;
-    // The optional trailer: the dead-letter log's end (`AckState::dead_letter_end`).
-    // Slot bytes are a multiple of 24, so 8 more bytes cannot be mistaken for slots.
+    // The optional trailer: the dead-letter log's end (`AckState::dead_letter_end`),
+    // then the log's crash epoch (`AckState::log_epoch`). Slot bytes are a multiple
+    // of 24, so 8 or 16 more bytes cannot be mistaken for slots.
     let mut dead_letter_end = None;
-    if slots.len() == slot_bytes.checked_add(8)? {
-        let (s, end) = slots.split_at(slot_bytes);
-        dead_letter_end = Some(u64::from_le_bytes(end.try_into().ok()?));
+    let mut log_epoch = None;
+    let trailer = slots.len().checked_sub(slot_bytes)?;
+    if trailer == 8 || trailer == 16 {
+        let (s, t) = slots.split_at(slot_bytes);
+        let end = u64::from_le_bytes(t[..8].try_into().ok()?);
+        if trailer == 16 {
+            dead_letter_end = (end != u64::MAX).then_some(end);
+            log_epoch = Some(u64::from_le_bytes(t[8..].try_into().ok()?));
+        } else {
+            dead_letter_end = Some(end);
+        }
         slots = s;
     }
     if next < floor || slots.len() != slot_bytes || generation > u64::MAX / 2 {
@@ -435,6 +451,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8], log: Range<Offset>) -> Option<(Forma
     let next = next.clamp(floor, log.end.max(floor));
     let mut state = AckState::new(floor);
     state.dead_letter_end = dead_letter_end;
+    state.log_epoch = log_epoch;
     state.totals = Totals {
         acked: u64_at(3)?,
         redelivered: u64_at(4)?,
@@ -471,11 +488,21 @@ mod tests {
         s.skip_to(12);
         s.totals.acked = 4;
         s.dead_letter_end = Some(17);
+        s.log_epoch = Some(2);
         let bytes = encode_snapshot(3, &s);
         let (f, g, d) = decode_snapshot(&bytes, 0..100).unwrap();
         assert_eq!((f, g), (Format::V2, 3));
         assert_eq!((d.floor, d.next(), d.totals), (6, 12, s.totals));
-        assert_eq!(d.dead_letter_end, Some(17));
+        assert_eq!((d.dead_letter_end, d.log_epoch), (Some(17), Some(2)));
+        // Each trailer form round-trips.
+        for (end, epoch) in [(None, None), (Some(4), None), (None, Some(9))] {
+            s.dead_letter_end = end;
+            s.log_epoch = epoch;
+            let (_, _, d) = decode_snapshot(&encode_snapshot(3, &s), 0..100).unwrap();
+            assert_eq!((d.dead_letter_end, d.log_epoch), (end, epoch));
+        }
+        s.dead_letter_end = Some(17);
+        s.log_epoch = Some(2);
         assert_eq!(
             d.pending().collect::<Vec<_>>(),
             s.pending().collect::<Vec<_>>()

@@ -219,7 +219,9 @@ impl Queue {
                     StartPosition::Latest => log.end_offset(),
                 }),
             };
-            state.clamp(log.start_offset(), log.end_offset());
+            let end = replay::usable_end(log, &state)?;
+            state.clamp(log.start_offset(), end);
+            state.log_epoch = Some(log.inner.crash_history.epoch());
             floor.store(state.floor, AtomicOrdering::Release);
             floors::QueueFloors::of(log).register(name, &floor, config.protect_unacked);
             state

@@ -91,7 +91,15 @@ pub(crate) fn repair(log: &Log, name: &str) -> Result<RepairReport> {
     let state = &mut salvage.state;
     state.dead_letter_end = Some(0);
     state.recover_leases();
-    state.clamp(log.start_offset(), end);
+    // Offsets a crash recovery of the log may have handed out again since the state
+    // was written are dropped; when the history cannot tell, everything is.
+    let usable = match replay::usable_end(log, state) {
+        Ok(usable) => usable,
+        Err(Error::Corrupt { .. }) => log.start_offset(),
+        Err(e) => return Err(e),
+    };
+    state.clamp(log.start_offset(), usable.min(end));
+    state.log_epoch = Some(log.inner.crash_history.epoch());
     let reconciled = dead_letter::reconcile(log, &dlq, name, state)?;
     let saved_to = dir.join(format!("damaged-{}", log.config().clock.now_ms()));
     save_copies(&*fs, &dir, &saved_to)?;
@@ -160,6 +168,9 @@ fn salvage_state(fs: &dyn FileSystem, dir: &Path, log: &Log) -> Result<Salvage> 
         None => (log.start_offset().min(end), "log start"),
     };
     let mut state = AckState::new(floor);
+    // When the files were written is unknown: whatever any crash recovery of the log
+    // may have handed out again is dropped (see `usable_end`).
+    state.log_epoch = Some(0);
     let generation = newest_journal(fs, dir)?;
     let (mut events, mut damage) = (0, None);
     if let Some(generation) = generation {

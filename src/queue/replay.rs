@@ -68,6 +68,35 @@ pub(crate) fn load(
     Ok(Some((generation, state)))
 }
 
+/// How far into the log `state` may still be trusted: the log's end, or lower when a
+/// crash recovery of the log since `state` was written left the log ending below
+/// what `state` may name (those offsets may hold new records now: promise 4, see
+/// `crash_history.rs`). State from before the epoch was kept trusts the log's end
+/// (the old behaviour). A history that does not reach back to the state's epoch is
+/// `Corrupt` naming it (way back: `Queue::repair`).
+pub(crate) fn usable_end(log: &Log, state: &AckState) -> Result<Offset> {
+    use crate::crash_history::{LostSince, CRASH_HISTORY};
+    let end = log.end_offset();
+    let Some(epoch) = state.log_epoch else {
+        return Ok(end);
+    };
+    match log.inner.crash_history.lost_since(epoch) {
+        LostSince::Nothing => Ok(end),
+        LostSince::From(lost) => Ok(lost.min(end)),
+        LostSince::Unknown => Err(Error::corrupt(
+            log.dir().join(CRASH_HISTORY),
+            0,
+            None,
+            format!(
+                "the queue state was written at crash epoch {epoch}, which the log's crash \
+                 history does not reach (it is at epoch {}): which of its offsets were \
+                 reused cannot be told",
+                log.inner.crash_history.epoch()
+            ),
+        )),
+    }
+}
+
 /// Reads a whole file; `None` when it does not exist.
 pub(super) fn read_whole(
     fs: &dyn FileSystem,

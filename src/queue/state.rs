@@ -141,6 +141,11 @@ pub(crate) struct AckState {
     /// events, kept in snapshots). `None` for state from a snapshot written before
     /// the field existed. See `Queue::open`'s reconciliation (issue 9, defect 3).
     pub dead_letter_end: Option<Offset>,
+    /// The log's crash-recovery epoch when this state's journal generation began
+    /// (`crash_history.rs`): at open, what it names at or above the lowest end a
+    /// crash recovery left since then is dropped (those offsets may hold other
+    /// records now). `None` for state from before the field existed.
+    pub log_epoch: Option<u64>,
     /// Records not done that [`AckState::clamp`] jumped over because they were below
     /// the log's start offset (in memory only, since the queue was opened).
     pub skipped_by_retention: u64,
@@ -400,6 +405,7 @@ impl AckState {
                 totals: self.totals,
                 skipped_by_retention: self.skipped_by_retention,
                 dead_letter_end: self.dead_letter_end,
+                log_epoch: self.log_epoch,
                 backoff: std::mem::take(&mut self.backoff),
                 ..AckState::new(end)
             };
