@@ -19,8 +19,17 @@ impl QueueInner {
         Some(ts)
     }
 
-    pub(super) fn check(&self, core: &Core) -> Result<()> {
+    /// `Closed` when the log or this queue was closed.
+    pub(super) fn check_open(&self) -> Result<()> {
         self.log.inner.check_open()?;
+        if self.closed.load(AtomicOrdering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    pub(super) fn check(&self, core: &Core) -> Result<()> {
+        self.check_open()?;
         match &core.poisoned {
             Some(reason) => Err(Error::QueuePoisoned {
                 queue: self.name.clone(),

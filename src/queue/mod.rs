@@ -16,6 +16,8 @@ mod deliver;
 mod floors;
 mod inner;
 mod journal;
+mod lifecycle;
+mod peek;
 mod per_key;
 mod redrive;
 mod replay;
@@ -29,14 +31,21 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-pub use config::{Delivery, Ordering, QueueConfig, QueueStats, Receipt, StartPosition};
+pub use config::{
+    Delivery, Ordering, QueueConfig, QueueStats, Receipt, ReceiveOptions, StartPosition,
+};
 pub use dead_letter::{DLQ_ATTEMPTS, DLQ_KEY_RELEASED, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON};
 pub use redrive::REDRIVE_FROM;
 
 /// Header holding the clock time (milliseconds, UTF-8 decimal) before which no queue
 /// delivers the record; set by [`Queue::send_delayed`].
 pub const DELAY_UNTIL: &str = "delay.until";
+/// Header holding the clock time (milliseconds, UTF-8 decimal) from which no queue
+/// delivers the record any more; set by [`Record::with_ttl`]. See
+/// [`QueueConfig::dead_letter_expired`].
+pub const EXPIRES_AT: &str = "expires.at";
 use journal::{Event, Journal, Kind};
+pub(crate) use lifecycle::OpenQueues;
 pub(crate) use replay::LOCK_FILE;
 use state::{AckState, SlotState};
 
@@ -69,8 +78,10 @@ pub struct Queue {
 
 #[derive(Debug)]
 struct QueueInner {
-    /// The queue's lock file, held while the queue is open.
-    _lock: QueueLock,
+    /// The queue's lock file, held until [`Queue::close`] (or the last clone drops).
+    lock: Mutex<Option<QueueLock>>,
+    /// Set by [`Queue::close`], under the core lock: every call then is `Closed`.
+    closed: std::sync::atomic::AtomicBool,
     log: Log,
     name: String,
     config: QueueConfig,
@@ -134,6 +145,15 @@ struct Core {
     floor_written: Offset,
     /// Offset and timestamp of the record last read for `oldest_unacked_age_ms`.
     oldest: Option<(Offset, i64)>,
+    /// Counters kept in memory since open.
+    counts: Counts,
+}
+
+/// [`QueueStats`] counters kept in memory only, since the queue was opened.
+#[derive(Debug, Default)]
+struct Counts {
+    tombstones_skipped: u64,
+    expired: u64,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -192,6 +212,7 @@ impl Queue {
         log.inner.check_open()?;
         let fs = Arc::clone(&log.config().fs);
         let dir = log.dir().join("queues").join(name);
+        lifecycle::finish_deletes_quietly(log);
         create_dirs(&*fs, &dir)?;
         // The queue's own lock, before any of its files is read or written. (Queues
         // of earlier versions used the dead-letter log's lock, taken just below too.)
@@ -243,7 +264,8 @@ impl Queue {
         let reader = log.reader(state.next())?;
         let floor_written = state.floor;
         let inner = Arc::new(QueueInner {
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
+            closed: std::sync::atomic::AtomicBool::new(false),
             log: log.clone(),
             name: name.to_string(),
             dlq,
@@ -259,12 +281,14 @@ impl Queue {
                 poisoned: None,
                 floor_written,
                 oldest: None,
+                counts: Counts::default(),
             }),
             floor,
             released: AtomicU64::new(0),
             redriving: Mutex::new(()),
             config,
         });
+        log.inner.queues.add(&inner);
         Ok(Queue { inner })
     }
 
@@ -365,10 +389,11 @@ impl Queue {
             let log = &inner.log;
             log.inner.appended.wait_until(wake, || {
                 log.inner.is_closed()
+                    || inner.closed.load(AtomicOrdering::Acquire)
                     || inner.released.load(AtomicOrdering::SeqCst) != released
                     || (!at_cap && log.end_offset() > cursor)
             });
-            log.inner.check_open()?;
+            inner.check_open()?;
         }
     }
 
@@ -465,7 +490,7 @@ impl Queue {
     pub fn redrive(&self, max: usize) -> Result<usize> {
         let inner = &*self.inner;
         let _one_at_a_time = inner.redriving.lock();
-        inner.log.inner.check_open()?;
+        inner.check_open()?;
         let dir = inner.core.lock().dir.clone();
         redrive::redrive(&inner.log, &inner.dlq, &dir, max)
     }
@@ -481,7 +506,7 @@ impl Queue {
     pub fn reset_redrive_cursor(&self, cursor: Offset) -> Result<()> {
         let inner = &*self.inner;
         let _one_at_a_time = inner.redriving.lock();
-        inner.log.inner.check_open()?;
+        inner.check_open()?;
         let dir = inner.core.lock().dir.clone();
         redrive::reset(&*inner.log.config().fs, &dir, &inner.dlq, cursor)
     }
@@ -515,6 +540,8 @@ impl Queue {
             dead_lettered_total: s.totals.dead_lettered,
             corrupt_skipped: s.totals.corrupt_skipped,
             skipped_by_retention: s.skipped_by_retention,
+            tombstones_skipped: core.counts.tombstones_skipped,
+            expired_total: core.counts.expired,
         }
     }
 
