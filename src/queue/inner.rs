@@ -28,6 +28,18 @@ impl QueueInner {
         Ok(())
     }
 
+    /// [`Error::InvalidArgument`] for a lease or delay beyond `max_visibility`: a
+    /// slot held that long holds the ack floor, and with it retention, that long.
+    pub(super) fn check_visibility(&self, what: &str, d: Duration) -> Result<()> {
+        if d > self.config.max_visibility {
+            return Err(Error::InvalidArgument(format!(
+                "{what} {d:?} exceeds max_visibility {:?}",
+                self.config.max_visibility
+            )));
+        }
+        Ok(())
+    }
+
     pub(super) fn check(&self, core: &Core) -> Result<()> {
         self.check_open()?;
         match &core.poisoned {

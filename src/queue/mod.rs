@@ -17,6 +17,7 @@ mod floors;
 mod inner;
 mod journal;
 mod lifecycle;
+mod many;
 mod peek;
 mod per_key;
 mod redrive;
