@@ -30,11 +30,16 @@ impl QueueInner {
         core.events.push(e);
     }
 
-    pub(super) fn try_receive(&self, core: &mut Core, max: usize) -> Result<Vec<Delivery>> {
+    pub(super) fn try_receive(
+        &self,
+        core: &mut Core,
+        max: usize,
+        visibility: std::time::Duration,
+    ) -> Result<Vec<Delivery>> {
         self.check(core)?;
         let r = self
             .jump_to_start(core)
-            .and_then(|()| self.collect(core, max));
+            .and_then(|()| self.collect(core, max, visibility));
         // Whatever was leased is written before anything is returned.
         let w = self.write_events(core);
         let out = self.poison_on_err(core, r)?;
@@ -99,9 +104,14 @@ impl QueueInner {
         Ok(found)
     }
 
-    fn collect(&self, core: &mut Core, max: usize) -> Result<Vec<Delivery>> {
+    fn collect(
+        &self,
+        core: &mut Core,
+        max: usize,
+        visibility: std::time::Duration,
+    ) -> Result<Vec<Delivery>> {
         let now = self.log.config().clock.now_ms();
-        let deadline = now.saturating_add(millis(self.config.visibility_timeout));
+        let deadline = now.saturating_add(millis(visibility));
         let cap = self.config.max_in_flight;
         let mut out = Vec::with_capacity(max.min(1024));
         // Expired leases and nacked records first.

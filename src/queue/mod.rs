@@ -364,13 +364,55 @@ impl Queue {
     /// q.ack(&again[0].receipt).unwrap();
     /// ```
     pub fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        self.receive_with(max, wait, &ReceiveOptions::default())
+    }
+
+    /// [`Queue::receive`] with per-call options: `options.visibility_timeout` leases
+    /// the records of this call for that long instead of the queue's
+    /// [`QueueConfig::visibility_timeout`] (a worker that knows its jobs are long).
+    /// A timeout below 1 ms or beyond [`QueueConfig::max_visibility`] is
+    /// [`Error::InvalidArgument`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use logqueue::{Log, LogConfig, ManualClock, Queue, QueueConfig, ReceiveOptions, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let clock = ManualClock::new(0);
+    /// let config = LogConfig { clock: Arc::new(clock.clone()), ..LogConfig::default() };
+    /// let log = Log::open(dir.path(), config).unwrap();
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// q.send(Record::new("long job")).unwrap();
+    /// let mut options = ReceiveOptions::default();
+    /// options.visibility_timeout = Some(Duration::from_secs(600));
+    /// let d = q.receive_with(1, Duration::ZERO, &options).unwrap();
+    /// assert_eq!(d[0].deadline_ms, 600_000);
+    /// ```
+    pub fn receive_with(
+        &self,
+        max: usize,
+        wait: Duration,
+        options: &ReceiveOptions,
+    ) -> Result<Vec<Delivery>> {
         let inner = &*self.inner;
+        let visibility = match options.visibility_timeout {
+            None => inner.config.visibility_timeout,
+            Some(v) if v < Duration::from_millis(1) => {
+                return Err(Error::InvalidArgument(format!(
+                    "visibility_timeout {v:?} is below 1 ms"
+                )))
+            }
+            Some(v) => {
+                inner.check_visibility("visibility_timeout", v)?;
+                v
+            }
+        };
         let until = Instant::now() + wait;
         loop {
             let released = inner.released.load(AtomicOrdering::SeqCst);
             let (got, cursor, at_cap, next_due) = {
                 let mut core = inner.core.lock();
-                let got = inner.try_receive(&mut core, max)?;
+                let got = inner.try_receive(&mut core, max, visibility)?;
                 let at_cap = core.state.leased() >= inner.config.max_in_flight;
                 let due = core.state.next_deadline();
                 (got, core.state.next(), at_cap, due)
@@ -407,7 +449,12 @@ impl Queue {
     /// Gives a delivery back: the record is delivered again (with `attempt + 1`) once
     /// `delay` has passed. A zero `delay` means the [`QueueConfig::backoff`] delay for
     /// this attempt (none when the schedule is empty).
+    ///
+    /// A `delay` beyond [`QueueConfig::max_visibility`] is [`Error::InvalidArgument`]
+    /// and changes nothing: the record would hold the ack floor (and so retention)
+    /// that long.
     pub fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
+        self.inner.check_visibility("nack delay", delay)?;
         self.inner.settle(receipt, |now, core| {
             let delay = if delay.is_zero() {
                 core.state.backoff_ms(receipt.attempt)
@@ -418,9 +465,11 @@ impl Queue {
         })
     }
 
-    /// Moves the lease's deadline to now + `timeout` (at most `max_visibility`).
+    /// Moves the lease's deadline to now + `timeout`. A `timeout` beyond
+    /// [`QueueConfig::max_visibility`] is [`Error::InvalidArgument`] and changes
+    /// nothing (it used to be clamped silently).
     pub fn extend(&self, receipt: &Receipt, timeout: Duration) -> Result<()> {
-        let timeout = timeout.min(self.inner.config.max_visibility);
+        self.inner.check_visibility("extend timeout", timeout)?;
         self.inner.settle(receipt, |now, _| {
             Ok((Kind::Extend, now().saturating_add(millis(timeout))))
         })
