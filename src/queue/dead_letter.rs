@@ -47,6 +47,8 @@ pub(crate) fn failure_message(dir: &Path, e: &crate::Error) -> String {
 
 /// Reason given when `max_deliveries` ran out.
 pub(crate) const REASON_MAX_DELIVERIES: &str = "max_deliveries";
+/// Reason given when a record was found past its `expires.at` time.
+pub(crate) const REASON_EXPIRED: &str = "expired";
 
 pub(crate) fn open(parent: &Log, dir: &Path) -> Result<Log> {
     let p = parent.config();

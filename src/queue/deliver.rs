@@ -5,7 +5,8 @@ use super::journal::{self, Event, Kind};
 use super::per_key::BLOCKED;
 use super::state::SlotState;
 use super::{
-    dead_letter, millis, Core, Delivery, QueueInner, Receipt, Unread, DELAY_UNTIL, READ_AHEAD,
+    dead_letter, millis, Core, Delivery, QueueInner, Receipt, Unread, DELAY_UNTIL, EXPIRES_AT,
+    READ_AHEAD,
 };
 use crate::reader::LogReader;
 use crate::{Error, Offset, Result, StoredRecord};
@@ -18,7 +19,70 @@ pub(super) fn delay_until(record: &StoredRecord) -> Option<i64> {
         .ok()
 }
 
+/// The time from which a record is no longer delivered, from its [`EXPIRES_AT`] header.
+pub(super) fn expires_at(record: &StoredRecord) -> Option<i64> {
+    std::str::from_utf8(record.header(EXPIRES_AT)?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
 impl QueueInner {
+    /// Settles `record` instead of delivering it, when it must not be delivered: a
+    /// tombstone (unless [`QueueConfig::deliver_tombstones`](super::QueueConfig)) or
+    /// a record at or past its [`EXPIRES_AT`] time (dead-lettered with reason
+    /// `expired`, or settled, per `dead_letter_expired`). `attempt` is its deliveries
+    /// so far (0 for a record at the cursor, never delivered). True when settled.
+    fn settle_undeliverable(
+        &self,
+        core: &mut Core,
+        record: &StoredRecord,
+        attempt: u32,
+        now: i64,
+    ) -> Result<bool> {
+        let offset = record.offset;
+        let expired = expires_at(record).is_some_and(|at| at <= now);
+        let tombstone = record.value.is_none() && !self.config.deliver_tombstones;
+        if !expired && !tombstone {
+            return Ok(false);
+        }
+        if offset >= core.state.next() {
+            // Give it a slot first, so that the event below counts it like any
+            // record the queue had read.
+            self.push(core, Kind::Delay, offset, 0, now);
+        }
+        if expired {
+            core.counts.expired += 1;
+            let end = if self.config.dead_letter_expired {
+                let reason = dead_letter::REASON_EXPIRED;
+                self.append_dead_letter(core, offset, attempt, reason)?
+            } else {
+                None
+            };
+            match end {
+                Some(end) => self.push(core, Kind::DeadLetter, offset, attempt, end as i64),
+                None => self.push(core, Kind::Gone, offset, attempt, 0),
+            }
+        } else {
+            core.counts.tombstones_skipped += 1;
+            self.push(core, Kind::Gone, offset, attempt, 0);
+        }
+        self.finished(core, offset);
+        Ok(true)
+    }
+
+    /// Applies an event and queues it for the journal.
+    fn push(&self, core: &mut Core, kind: Kind, offset: Offset, attempt: u32, deadline: i64) {
+        let e = Event {
+            kind,
+            offset,
+            attempt,
+            deadline,
+        };
+        journal::apply(&mut core.state, e);
+        core.events.push(e);
+    }
+
     fn lease(&self, core: &mut Core, offset: Offset, attempt: u32, deadline: i64) {
         let e = Event {
             kind: Kind::Lease,
@@ -157,6 +221,10 @@ impl QueueInner {
                 break;
             }
             match self.read_again(core, offset) {
+                // Settled without delivery: no lease, nothing that could kill the
+                // process, so the batch goes on even after a recovered lease.
+                Ok(Some(record))
+                    if self.settle_undeliverable(core, &record, slot.attempt, now)? => {}
                 Ok(Some(record)) => {
                     let attempt = slot.attempt + 1;
                     self.lease(core, offset, attempt, deadline);
@@ -222,6 +290,9 @@ impl QueueInner {
                         };
                         journal::apply(&mut core.state, e);
                         core.events.push(e);
+                        continue;
+                    }
+                    if self.settle_undeliverable(core, &record, 0, now)? {
                         continue;
                     }
                     self.lease(core, offset, 1, deadline);
