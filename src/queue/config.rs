@@ -64,9 +64,14 @@ pub struct QueueConfig {
     /// (64 MiB) Size of one state journal file; when full, a snapshot is written and
     /// a new journal started.
     pub journal_bytes: u64,
-    /// (None: forever) Time retention of the dead-letter log: dead letters older
-    /// than this (by the time they were dead-lettered) are deleted, whole segments at
-    /// a time, by the dead-letter log's retention. See also
+    /// (None: forever) Time retention of the dead-letter log, as
+    /// [`LogConfig::retention_ms`](crate::LogConfig::retention_ms) of that log: whole
+    /// sealed segments whose newest letter is older than this are deleted. A letter
+    /// keeps its record's timestamp, so its age counts from when the record was
+    /// written (never from later than when it was dead-lettered): a letter lives at
+    /// most this long after it was dead-lettered. Applied when the queue's state is
+    /// durable: at open, [`Queue::flush`](super::Queue::flush) and
+    /// [`Queue::close`](super::Queue::close) (no thread runs it). See also
     /// [`Queue::purge_dead_letters`](super::Queue::purge_dead_letters).
     pub dead_letter_retention: Option<Duration>,
     /// (false) Deliver tombstones (records without a value) like any record. When

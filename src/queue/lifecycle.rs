@@ -65,7 +65,8 @@ impl QueueInner {
                     .flush()
                     .and_then(|()| self.flush_dead_letters(&mut core))
                     .and_then(|()| core.journal.sync())
-                    .and_then(|()| self.write_floor(&mut core));
+                    .and_then(|()| self.write_floor(&mut core))
+                    .and_then(|()| self.dead_letter_retention());
                 self.poison_on_err(&mut core, r)
             }
             Err(e) => Err(e),

@@ -14,6 +14,7 @@ mod config;
 mod dead_letter;
 mod deliver;
 mod floors;
+mod housekeeping;
 mod inner;
 mod journal;
 mod lifecycle;
@@ -218,7 +219,11 @@ impl Queue {
         // The queue's own lock, before any of its files is read or written. (Queues
         // of earlier versions used the dead-letter log's lock, taken just below too.)
         let lock = lock_queue(&*fs, &dir)?;
-        let dlq = dead_letter::open(log, &dir.join(DEAD_LETTER_DIR))?;
+        let dlq = dead_letter::open(
+            log,
+            &dir.join(DEAD_LETTER_DIR),
+            config.dead_letter_retention,
+        )?;
         // Loaded from offset 0, not the log's start: what was done below the start is
         // known, so `clamp` counts only the records skipped without being done.
         let loaded = replay::load(&*fs, &dir, 0..log.end_offset(), &dlq)?;
@@ -262,6 +267,10 @@ impl Queue {
         // After the snapshot: a crash during creation must leave no file that counts
         // as queue state without a snapshot (see `replay.rs`, when a directory is new).
         redrive::create_if_new(&*fs, &dir, &dlq)?;
+        // The snapshot just written accounts for every dead letter.
+        if config.dead_letter_retention.is_some() {
+            dlq.enforce_retention()?;
+        }
         let reader = log.reader(state.next())?;
         let floor_written = state.floor;
         let inner = Arc::new(QueueInner {
@@ -542,7 +551,7 @@ impl Queue {
         let _one_at_a_time = inner.redriving.lock();
         inner.check_open()?;
         let dir = inner.core.lock().dir.clone();
-        redrive::redrive(&inner.log, &inner.dlq, &dir, max)
+        redrive::redrive(&inner.log, &inner.dlq, &dir, max, &|_| true)
     }
 
     /// Repairs the `redrive` intent file (`queues/<name>/redrive`) after
@@ -612,7 +621,8 @@ impl Queue {
             .and_then(|()| inner.flush_dead_letters(&mut core))
             .and_then(|()| core.journal.sync())
             .and_then(|()| inner.write_floor(&mut core));
-        inner.poison_on_err(&mut core, r)
+        inner.poison_on_err(&mut core, r)?;
+        inner.dead_letter_retention()
     }
 }
 
