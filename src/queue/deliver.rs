@@ -5,8 +5,8 @@ use super::journal::{self, Event, Kind};
 use super::per_key::BLOCKED;
 use super::state::SlotState;
 use super::{
-    dead_letter, millis, Core, Delivery, QueueInner, Receipt, Unread, DELAY_UNTIL, EXPIRES_AT,
-    READ_AHEAD,
+    dead_letter, millis, Core, Delivery, QueueInner, ReadAhead, Receipt, Unread, DELAY_UNTIL,
+    EXPIRES_AT, READ_AHEAD,
 };
 use crate::reader::LogReader;
 use crate::{Error, Offset, Result, StoredRecord};
@@ -97,13 +97,14 @@ impl QueueInner {
     pub(super) fn try_receive(
         &self,
         core: &mut Core,
+        unread: &mut ReadAhead,
         max: usize,
         visibility: std::time::Duration,
     ) -> Result<Vec<Delivery>> {
         self.check(core)?;
         let r = self
-            .jump_to_start(core)
-            .and_then(|()| self.collect(core, max, visibility));
+            .jump_to_start(core, unread)
+            .and_then(|()| self.collect(core, unread, max, visibility));
         // Whatever was leased is written before anything is returned.
         let w = self.write_events(core);
         let out = self.poison_on_err(core, r)?;
@@ -111,15 +112,18 @@ impl QueueInner {
         Ok(out)
     }
 
-    /// The next record past the delivery cursor, from the read-ahead buffer, which is
-    /// refilled from the log a few hundred records at a time (resuming a reader
-    /// mid-batch costs a scan of the batch, so it is not done per record).
-    fn next_unread(&self, core: &mut Core) -> Result<Option<Unread>> {
-        if let Some(u) = core.ahead.pop_front() {
-            return Ok(Some(u));
+    /// Fills the read-ahead buffer when it holds fewer than `want` records, a few
+    /// hundred records at a time (resuming a reader mid-batch costs a scan of the
+    /// batch, so it is not done per record). Called without the core lock.
+    pub(super) fn read_ahead(&self, unread: &mut ReadAhead, want: usize) -> Result<()> {
+        if unread.ahead.len() >= want.min(READ_AHEAD) {
+            return Ok(());
         }
-        let Core { reader, ahead, .. } = core;
+        let ReadAhead { reader, ahead } = unread;
         let before = LogReader::position(reader);
+        if before >= self.log.end_offset() {
+            return Ok(());
+        }
         let r = reader.read_views(READ_AHEAD, |v| {
             ahead.push_back(Unread::Record(v.to_owned_record()))
         });
@@ -140,7 +144,16 @@ impl QueueInner {
             }
             Err(e) => return Err(e),
         }
-        Ok(ahead.pop_front())
+        Ok(())
+    }
+
+    /// The next record past the delivery cursor, from the read-ahead buffer
+    /// (refilled here, under the core lock, only when a receive drains it).
+    fn next_unread(&self, unread: &mut ReadAhead) -> Result<Option<Unread>> {
+        if unread.ahead.is_empty() {
+            self.read_ahead(unread, 1)?;
+        }
+        Ok(unread.ahead.pop_front())
     }
 
     /// Reads a record to deliver again. The rest of its batch is kept decoded, so
@@ -171,6 +184,7 @@ impl QueueInner {
     fn collect(
         &self,
         core: &mut Core,
+        unread: &mut ReadAhead,
         max: usize,
         visibility: std::time::Duration,
     ) -> Result<Vec<Delivery>> {
@@ -265,7 +279,7 @@ impl QueueInner {
         }
         // Then records never delivered, read in place from the log ahead of need.
         while out.len() < max && core.state.leased() < cap {
-            let Some(item) = self.next_unread(core)? else {
+            let Some(item) = self.next_unread(unread)? else {
                 break;
             };
             match item {

@@ -155,7 +155,7 @@ impl QueueInner {
     /// The log's start offset passed the floor ([`Log::delete_records_before`]): the
     /// records below it that were not done are counted in
     /// [`QueueStats::skipped_by_retention`] and passed, their keys released.
-    pub(super) fn jump_to_start(&self, core: &mut Core) -> Result<()> {
+    pub(super) fn jump_to_start(&self, core: &mut Core, unread: &mut ReadAhead) -> Result<()> {
         let start = self.log.start_offset();
         if core.state.floor >= start {
             return Ok(());
@@ -171,9 +171,9 @@ impl QueueInner {
             self.finished(core, o);
         }
         let next = core.state.next();
-        if core.reader.position() < next {
-            core.ahead.clear();
-            core.reader.seek(next)?;
+        if unread.reader.position() < next {
+            unread.ahead.clear();
+            unread.reader.seek(next)?;
         }
         Ok(())
     }

@@ -255,6 +255,7 @@ impl Queue {
     /// ```
     pub fn purge(&self) -> Result<u64> {
         let inner = &*self.inner;
+        let mut unread = inner.unread.lock();
         let mut core = inner.core.lock();
         inner.check(&core)?;
         let end = inner.log.end_offset();
@@ -272,9 +273,9 @@ impl Queue {
         core.events.push(event);
         inner.write_events(&mut core)?;
         let settled = core.state.purge(end);
-        core.ahead.clear();
+        unread.ahead.clear();
         core.reread.clear();
-        let r = core.reader.seek(end).and_then(|()| {
+        let r = unread.reader.seek(end).and_then(|()| {
             if core.per_key.is_some() {
                 core.per_key = Some(per_key::PerKey::rebuild(&inner.log, &mut core.state)?);
             }

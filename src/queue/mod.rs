@@ -88,6 +88,8 @@ struct QueueInner {
     name: String,
     config: QueueConfig,
     dlq: Log,
+    /// Lock order: `unread`, then `core`.
+    unread: Mutex<ReadAhead>,
     core: Mutex<Core>,
     /// Mirror of the ack floor, for retention (see `floors.rs`).
     floor: Arc<AtomicU64>,
@@ -131,15 +133,22 @@ enum Unread {
     Corrupt(Offset),
 }
 
+/// The records past the delivery cursor, read ahead of need: behind their own lock,
+/// taken before the core lock (never after), so that decoding records from the log
+/// happens while acks and other calls run under the core lock.
+#[derive(Debug)]
+struct ReadAhead {
+    reader: LogReader,
+    ahead: std::collections::VecDeque<Unread>,
+}
+
 #[derive(Debug)]
 struct Core {
     state: AckState,
     journal: Journal,
-    reader: LogReader,
     per_key: Option<per_key::PerKey>,
     /// Decoded records of the batch last read for a redelivery.
     reread: Vec<StoredRecord>,
-    ahead: std::collections::VecDeque<Unread>,
     events: Vec<Event>,
     dir: PathBuf,
     poisoned: Option<String>,
@@ -279,13 +288,15 @@ impl Queue {
             log: log.clone(),
             name: name.to_string(),
             dlq,
+            unread: Mutex::new(ReadAhead {
+                reader,
+                ahead: std::collections::VecDeque::with_capacity(READ_AHEAD),
+            }),
             core: Mutex::new(Core {
                 state,
                 journal,
-                reader,
                 per_key,
                 reread: Vec::new(),
-                ahead: std::collections::VecDeque::with_capacity(READ_AHEAD),
                 events: Vec::with_capacity(256),
                 dir,
                 poisoned: None,
@@ -420,8 +431,12 @@ impl Queue {
         loop {
             let released = inner.released.load(AtomicOrdering::SeqCst);
             let (got, cursor, at_cap, next_due) = {
+                let mut unread = inner.unread.lock();
+                // Decoded before the core lock is taken. A failure here (the start
+                // moved past the reader, say) is met again, and handled, under it.
+                let _ = inner.read_ahead(&mut unread, max);
                 let mut core = inner.core.lock();
-                let got = inner.try_receive(&mut core, max, visibility)?;
+                let got = inner.try_receive(&mut core, &mut unread, max, visibility)?;
                 let at_cap = core.state.leased() >= inner.config.max_in_flight;
                 let due = core.state.next_deadline();
                 (got, core.state.next(), at_cap, due)

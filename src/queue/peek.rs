@@ -33,6 +33,7 @@ impl Queue {
         let inner = &*self.inner;
         let now = inner.log.config().clock.now_ms();
         let (due, cursor, mut out) = {
+            let unread = inner.unread.lock();
             let core = inner.core.lock();
             inner.check(&core)?;
             let due = core.state.due_offsets(now, max);
@@ -40,8 +41,8 @@ impl Queue {
             let next = core.state.next();
             // The read-ahead buffer holds the first records past the cursor; the log
             // reader resumes after it.
-            let mut cursor = Some(core.reader.position().max(next));
-            for u in &core.ahead {
+            let mut cursor = Some(unread.reader.position().max(next));
+            for u in &unread.ahead {
                 if out.len() + due.len() >= max {
                     cursor = None;
                     break;
