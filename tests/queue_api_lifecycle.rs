@@ -417,3 +417,23 @@ fn a_crash_at_every_operation_of_purge_keeps_all_or_nothing() {
         }
     }
 }
+
+#[test]
+fn close_releases_the_lock_even_when_its_flush_fails() {
+    let (fs, _clock, log) = sim();
+    let q = Queue::open(&log, "q", cfg()).unwrap();
+    send(&q, 1);
+    let d = q.receive(1, NO_WAIT).unwrap();
+    log.flush().unwrap();
+    q.ack(&d[0].receipt).unwrap();
+    let other = q.clone();
+    // The log has nothing to sync: the first fsync is the journal's.
+    fs.fail_after(1, FaultKind::Eio, FaultMode::Once);
+    assert!(q.close().is_err(), "the failed flush is reported");
+    fs.clear_faults();
+    assert!(matches!(other.receive(1, NO_WAIT), Err(Error::Closed)));
+    // Released anyway, while a clone still lives: it opens again on the same log.
+    let again = Queue::open(&log, "q", cfg()).unwrap();
+    assert!(again.stats().ack_floor <= 1);
+    drop(other);
+}

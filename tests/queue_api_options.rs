@@ -129,3 +129,10 @@ fn a_visibility_timeout_beyond_max_visibility_is_invalid_config() {
         Err(Error::InvalidConfig(_))
     ));
 }
+
+#[test]
+fn the_new_errors_say_what_they_are() {
+    let e = Error::InvalidArgument("extend timeout 2h exceeds max_visibility 1h".into());
+    assert!(e.to_string().contains("invalid argument: extend timeout"));
+    assert!(Error::ReadOnly.to_string().contains("read-only"));
+}
