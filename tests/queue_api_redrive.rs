@@ -40,7 +40,7 @@ fn dead_letter_n(q: &Queue, n: usize) {
                 .unwrap()
                 .parse()
                 .unwrap();
-            let reason = if i % 2 == 0 { "a" } else { "b" };
+            let reason = if i.is_multiple_of(2) { "a" } else { "b" };
             q.dead_letter(&d.receipt, reason).unwrap();
             left -= 1;
         }

@@ -426,7 +426,10 @@ mod tests {
         assert_eq!((i.cursor, i.done.clone()), (0, vec![2..4, 5..6]));
         assert!(i.is_done(3) && !i.is_done(4) && !i.is_done(1));
         i.mark_done(&[0, 1]);
-        assert_eq!((i.cursor, i.done.clone()), (4, vec![5..6]));
+        assert_eq!(
+            (i.cursor, i.done.clone()),
+            (4, vec![Range { start: 5, end: 6 }])
+        );
         i.mark_done(&[4]);
         assert_eq!((i.cursor, i.done.clone()), (6, vec![]));
         i.mark_done(&[9]);
