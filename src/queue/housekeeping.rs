@@ -1,4 +1,5 @@
-//! Dead-letter housekeeping: [`Queue::redrive_where`], [`Queue::purge_dead_letters`]
+//! Dead-letter housekeeping: [`Queue::redrive`], [`Queue::redrive_where`],
+//! [`Queue::reset_redrive_cursor`], [`Queue::purge_dead_letters`]
 //! and the dead-letter log's time retention ([`QueueConfig::dead_letter_retention`]).
 
 use super::*;
@@ -16,6 +17,54 @@ impl QueueInner {
 }
 
 impl Queue {
+    /// Moves up to `max` dead letters, oldest first, back into the log as new records:
+    /// key, value and headers kept, the `dlq.*` headers removed, [`REDRIVE_FROM`]
+    /// (the dead-letter offset) set, replacing one from an earlier cycle. A dead
+    /// letter is never redriven twice, even across crashes (a durable intent is
+    /// resolved on the next call). Returns how many were moved; they are durable in
+    /// the log when this returns. A missing or damaged intent file
+    /// (`queues/<name>/redrive`) is [`Error::Corrupt`] naming it, never a restart
+    /// from the first dead letter; see [`Queue::reset_redrive_cursor`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logqueue::{Log, LogConfig, Queue, QueueConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// q.send(Record::new("retry me")).unwrap();
+    /// let d = q.receive(1, Duration::ZERO).unwrap();
+    /// q.dead_letter(&d[0].receipt, "downstream was down").unwrap();
+    /// assert_eq!(q.redrive(10).unwrap(), 1);
+    /// assert_eq!(q.redrive(10).unwrap(), 0);
+    /// let again = q.receive(1, Duration::ZERO).unwrap();
+    /// assert_eq!(again[0].record.header("redrive.from"), Some(&b"0"[..]));
+    /// assert_eq!(again[0].record.header("dlq.reason"), None);
+    /// ```
+    pub fn redrive(&self, max: usize) -> Result<usize> {
+        let inner = &*self.inner;
+        let _one_at_a_time = inner.redriving.lock();
+        inner.check_open()?;
+        let dir = inner.core.lock().dir.clone();
+        redrive::redrive(&inner.log, &inner.dlq, &dir, max, &|_| true)
+    }
+
+    /// Repairs the `redrive` intent file (`queues/<name>/redrive`) after
+    /// [`Queue::redrive`] reported it missing or damaged ([`Error::Corrupt`]): every
+    /// dead letter below `cursor` counts as redriven, the next redrive starts at
+    /// `cursor`. To choose it, look in the log for records carrying
+    /// [`REDRIVE_FROM`]: one past the highest value found never copies a dead letter
+    /// twice (dead letters in between that were never copied are then skipped; a
+    /// lower cursor copies them, and may copy some twice). A cursor past the
+    /// dead-letter log's end is [`Error::InvalidConfig`].
+    pub fn reset_redrive_cursor(&self, cursor: Offset) -> Result<()> {
+        let inner = &*self.inner;
+        let _one_at_a_time = inner.redriving.lock();
+        inner.check_open()?;
+        let dir = inner.core.lock().dir.clone();
+        redrive::reset(&*inner.log.config().fs, &dir, &inner.dlq, cursor)
+    }
+
     /// Like [`Queue::redrive`], but only the dead letters `filter` accepts go back
     /// (it sees each letter as stored, `dlq.*` headers included: filter on
     /// [`DLQ_REASON`], for example); the others stay in the dead-letter log, where a
