@@ -437,3 +437,29 @@ fn close_releases_the_lock_even_when_its_flush_fails() {
     assert!(again.stats().ack_floor <= 1);
     drop(other);
 }
+
+#[test]
+fn a_half_removed_tombstone_is_never_a_queue_and_is_cleaned_up() {
+    // On a real file system removing a directory tree is not atomic: a crash can
+    // leave any part of a tombstone. None of it is a queue, and the next call
+    // removes it.
+    let (fs, _clock, log) = sim();
+    let q = Queue::open(&log, "q", cfg()).unwrap();
+    q.close().unwrap();
+    for leftover in ["floor", "journal-00000000000000000002", "dead-letter/LOCK"] {
+        fs.write_file(format!("/log/queues/old~deleted/{leftover}"), b"x")
+            .unwrap();
+    }
+    assert_eq!(Queue::names(&log).unwrap(), vec!["q"]);
+    assert!(!fs.exists(std::path::Path::new("/log/queues/old~deleted")));
+    // Opening any queue cleans up too.
+    fs.write_file("/log/queues/x~deleted/snapshot", b"x")
+        .unwrap();
+    let _q = Queue::open(&log, "q", cfg()).unwrap();
+    assert!(!fs.exists(std::path::Path::new("/log/queues/x~deleted")));
+    // A tombstone is not a name a queue can have.
+    assert!(matches!(
+        Queue::open(&log, "x~deleted", cfg()),
+        Err(Error::InvalidConfig(_))
+    ));
+}
