@@ -1,9 +1,11 @@
-//! Criterion benchmarks of the queue: receive+ack cycles (batch 1 and 100, 1 and 4
-//! consumer threads), ack+flush (the cost of making one ack durable), plus a report of memory and disk state with 1,000,000 records
-//! in flight.
+//! Criterion benchmarks of the queue: receive+ack cycles (batch 1 and 100; 1, 2 and 4
+//! consumer threads; acking one by one or with `ack_many`), ack+flush (the cost of
+//! making one ack durable), plus a report of memory and disk state with 1,000,000
+//! records in flight.
 //!
 //! ```text
-//! cargo bench --bench queue
+//! cargo bench --bench queue                 # everything
+//! cargo bench --bench queue -- receive_ack  # the consumer grid only (no report)
 //! ```
 //!
 //! Logs live in temporary directories (`$LOGQUEUE_BENCH_DIR`, default the system temp
@@ -44,8 +46,17 @@ fn filled_log(dir: &TempDir, n: u64) -> Log {
     log
 }
 
+/// How a consumer acks what it received.
+#[derive(Clone, Copy, Debug)]
+enum Acks {
+    /// `Queue::ack` per record.
+    OneByOne,
+    /// One `Queue::ack_many` per receive.
+    Many,
+}
+
 /// Receives and acks `total` records on `threads` threads, `batch` per receive.
-fn cycle(queue: &Queue, total: u64, batch: usize, threads: usize) -> Duration {
+fn cycle(queue: &Queue, total: u64, batch: usize, threads: usize, acks: Acks) -> Duration {
     let barrier = Arc::new(Barrier::new(threads + 1));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -53,13 +64,24 @@ fn cycle(queue: &Queue, total: u64, batch: usize, threads: usize) -> Duration {
             let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
                 barrier.wait();
+                let mut receipts = Vec::with_capacity(batch);
                 loop {
                     let got = q.receive(batch, Duration::ZERO).expect("receive");
                     if got.is_empty() {
                         return;
                     }
-                    for d in &got {
-                        q.ack(&d.receipt).expect("ack");
+                    match acks {
+                        Acks::OneByOne => {
+                            for d in &got {
+                                q.ack(&d.receipt).expect("ack");
+                            }
+                        }
+                        Acks::Many => {
+                            receipts.clear();
+                            receipts.extend(got.iter().map(|d| d.receipt));
+                            let stale = q.ack_many(&receipts).expect("ack_many");
+                            assert!(stale.is_empty());
+                        }
                     }
                 }
             })
@@ -76,7 +98,7 @@ fn cycle(queue: &Queue, total: u64, batch: usize, threads: usize) -> Duration {
 }
 
 /// Records one benchmark iteration receives and acks.
-const CHUNK: u64 = 200_000;
+const CHUNK: u64 = 100_000;
 
 fn receive_ack(c: &mut Criterion) {
     let mut g = c.benchmark_group("receive_ack");
@@ -84,30 +106,93 @@ fn receive_ack(c: &mut Criterion) {
     let dir = bench_dir();
     let log = filled_log(&dir, CHUNK);
     let mut n = 0u64;
-    for threads in [1usize, 4] {
+    for acks in [Acks::OneByOne, Acks::Many] {
         for batch in [1usize, 100] {
-            g.throughput(Throughput::Elements(CHUNK));
-            let id = BenchmarkId::new(format!("{threads}_consumers"), format!("batch_{batch}"));
-            g.bench_function(id, |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        // A fresh queue over the same records each time (untimed).
-                        n += 1;
-                        let name = format!("b{n}");
-                        let config = QueueConfig {
-                            journal_bytes: 16 << 20,
-                            ..QueueConfig::default()
-                        };
-                        let q = Queue::open(&log, &name, config).expect("queue");
-                        total += cycle(&q, CHUNK, batch, threads);
-                        drop(q);
-                        let _ = std::fs::remove_dir_all(dir.path().join("queues").join(&name));
-                    }
-                    total
-                })
-            });
+            if batch == 1 && matches!(acks, Acks::Many) {
+                continue; // the same calls as one by one
+            }
+            for threads in [1usize, 2, 4] {
+                g.throughput(Throughput::Elements(CHUNK));
+                let ack = match acks {
+                    Acks::OneByOne => "ack",
+                    Acks::Many => "ack_many",
+                };
+                let id = BenchmarkId::new(
+                    format!("{ack}/batch_{batch}"),
+                    format!("{threads}_consumers"),
+                );
+                g.bench_function(id, |b| {
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            // A fresh queue over the same records each time (untimed).
+                            n += 1;
+                            let name = format!("b{n}");
+                            let config = QueueConfig {
+                                journal_bytes: 16 << 20,
+                                ..QueueConfig::default()
+                            };
+                            let q = Queue::open(&log, &name, config).expect("queue");
+                            total += cycle(&q, CHUNK, batch, threads, acks);
+                            q.close().expect("close");
+                            Queue::delete(&log, &name).expect("delete");
+                        }
+                        total
+                    })
+                });
+            }
         }
+    }
+    g.finish();
+}
+
+/// Acking 100 receipts: 100 `Queue::ack` calls against one `Queue::ack_many` (the
+/// receive before is not timed).
+fn ack_100(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ack_100");
+    g.sampling_mode(SamplingMode::Flat);
+    let dir = bench_dir();
+    let log = filled_log(&dir, CHUNK);
+    for acks in [Acks::OneByOne, Acks::Many] {
+        let name = format!("{acks:?}");
+        let config = QueueConfig {
+            journal_bytes: 16 << 20,
+            ..QueueConfig::default()
+        };
+        let q = Queue::open(&log, &name, config).expect("queue");
+        g.throughput(Throughput::Elements(100));
+        g.bench_function(name.as_str(), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut got = q.receive(100, Duration::ZERO).expect("receive");
+                    if got.len() < 100 {
+                        // Out of records (untimed): 10,000 more.
+                        q.purge().expect("purge");
+                        for _ in 0..10 {
+                            let more = (0..1000).map(|_| Record::new(vec![0x5Au8; 64]));
+                            log.append_batch(more.collect()).expect("append");
+                        }
+                        got = q.receive(100, Duration::ZERO).expect("receive");
+                    }
+                    let receipts: Vec<_> = got.iter().map(|d| d.receipt).collect();
+                    let start = Instant::now();
+                    match acks {
+                        Acks::OneByOne => {
+                            for r in &receipts {
+                                q.ack(r).expect("ack");
+                            }
+                        }
+                        Acks::Many => {
+                            q.ack_many(&receipts).expect("ack_many");
+                        }
+                    }
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+        q.close().expect("close");
     }
     g.finish();
 }
@@ -180,7 +265,7 @@ fn per_key(c: &mut Criterion) {
                         ..QueueConfig::default()
                     };
                     let q = Queue::open(&log, &qname, config).expect("queue");
-                    total += cycle(&q, N, 100, 1);
+                    total += cycle(&q, N, 100, 1, Acks::OneByOne);
                     drop(q);
                     let _ = std::fs::remove_dir_all(dir.path().join("queues").join(&qname));
                 }
@@ -232,7 +317,11 @@ fn in_flight_report() {
 }
 
 fn main() {
-    in_flight_report();
+    // A filter that does not name the report skips it (it takes a while).
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.is_none_or(|f| "in_flight".contains(f.as_str())) {
+        in_flight_report();
+    }
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
@@ -240,6 +329,7 @@ fn main() {
         .nresamples(1000)
         .configure_from_args();
     receive_ack(&mut c);
+    ack_100(&mut c);
     ack_flush(&mut c);
     per_key(&mut c);
     c.final_summary();

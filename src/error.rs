@@ -83,6 +83,12 @@ pub enum Error {
         /// The failure that poisoned the queue (operation and file).
         reason: String,
     },
+    /// An argument of a call is out of range (a visibility timeout beyond
+    /// `QueueConfig::max_visibility`, a queue name that names no queue, ...); the call
+    /// changed nothing. The text says which argument and why.
+    InvalidArgument(String),
+    /// A write through a handle opened read-only.
+    ReadOnly,
 }
 
 /// `Result` with [`Error`].
@@ -162,6 +168,8 @@ impl fmt::Display for Error {
                  on disk may lag what it acknowledged: drop the queue's handles and open it \
                  again with Queue::open to recover"
             ),
+            Error::InvalidArgument(why) => write!(f, "invalid argument: {why}"),
+            Error::ReadOnly => write!(f, "the handle is read-only"),
         }
     }
 }

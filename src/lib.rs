@@ -46,8 +46,9 @@ pub use config::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig};
 pub use error::{Error, Result};
 pub use log::Log;
 pub use queue::{
-    Delivery, Ordering, Queue, QueueConfig, QueueStats, Receipt, RepairReport, StartPosition,
-    DELAY_UNTIL, DLQ_ATTEMPTS, DLQ_KEY_RELEASED, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON, REDRIVE_FROM,
+    Delivery, Ordering, Queue, QueueConfig, QueueStats, Receipt, ReceiveOptions, RepairReport,
+    StartPosition, DELAY_UNTIL, DLQ_ATTEMPTS, DLQ_KEY_RELEASED, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON,
+    EXPIRES_AT, REDRIVE_FROM,
 };
 pub use reader::{fuzz_decode_batch, LogReader, RecordBatch};
 pub use record::{Header, Record, StoredRecord};

@@ -99,6 +99,8 @@ pub(crate) struct LogInner {
     pub(crate) crash_history: crate::crash_history::CrashHistory,
     pub(crate) retention: RetentionState,
     pub(crate) cleaner: CleanerState,
+    /// The queues open over this log, closed by [`Log::close`] before the log.
+    pub(crate) queues: crate::queue::OpenQueues,
 }
 
 /// Running totals for [`LogStats`] (append counts live in [`Writer`]).
@@ -207,6 +209,7 @@ impl Log {
             counters: Counters::default(),
             retention: RetentionState::default(),
             cleaner: CleanerState::default(),
+            queues: crate::queue::OpenQueues::default(),
             config,
         });
         let handle = Some(Arc::new(UserHandle {
@@ -484,9 +487,11 @@ impl Log {
         }
     }
 
-    /// Flushes, trims the active segment and its indexes, writes the clean-shutdown
-    /// marker and releases the directory lock. Every other handle of this log then
-    /// gets [`Error::Closed`].
+    /// Closes the queues open over this log ([`crate::Queue::close`]: their state
+    /// flushed, their locks released), then flushes, trims the active segment and its
+    /// indexes, writes the clean-shutdown marker and releases the directory lock.
+    /// Every other handle of this log and of its queues then gets [`Error::Closed`].
+    /// The first failure is returned; everything is closed either way.
     ///
     /// ```
     /// use logqueue::{Error, Log, LogConfig, Record};
@@ -499,7 +504,11 @@ impl Log {
     /// assert_eq!(reopened.end_offset(), 0);
     /// ```
     pub fn close(self) -> Result<()> {
-        self.inner.close()
+        // The queues first, while the log is open: each flushes its state and
+        // releases its lock, so it can be opened again (see `Queue::close`).
+        let queues = self.inner.queues.close_all();
+        let log = self.inner.close();
+        log.and(queues)
     }
 
     /// The directory of the log.

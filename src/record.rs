@@ -1,5 +1,7 @@
 //! The records users append and read back.
 
+use std::time::Duration;
+
 use crate::Offset;
 
 /// A record to append. `value: None` is a tombstone (deletes the key in a compacted log).
@@ -63,6 +65,34 @@ impl Record {
     pub fn with_timestamp(mut self, ms: i64) -> Record {
         self.timestamp = Some(ms);
         self
+    }
+
+    /// Makes the record expire `ttl` after now (the system clock; see below): it gets
+    /// the header [`EXPIRES_AT`](crate::queue::EXPIRES_AT) (`expires.at`, clock
+    /// milliseconds, UTF-8 decimal, like `delay.until`), replacing one set before. No
+    /// queue delivers it at or after that time: it goes to the dead-letter log with
+    /// `dlq.reason = expired`, or is settled silently when
+    /// [`QueueConfig::dead_letter_expired`](crate::QueueConfig::dead_letter_expired)
+    /// is false. The log itself keeps it like any record.
+    ///
+    /// The deadline is computed here, from [`SystemClock`](crate::SystemClock): a
+    /// record is built before the log that will hold it is known. With another clock
+    /// (a [`ManualClock`](crate::ManualClock) in tests), set the header yourself:
+    /// `record.with_header("expires.at", deadline_ms.to_string())`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logqueue::Record;
+    /// let r = Record::new("offer").with_ttl(Duration::from_secs(60));
+    /// let at: i64 = std::str::from_utf8(&r.headers[0].value).unwrap().parse().unwrap();
+    /// assert_eq!(r.headers[0].key, "expires.at");
+    /// assert!(at > 0);
+    /// ```
+    pub fn with_ttl(mut self, ttl: Duration) -> Record {
+        let now = crate::clock::Clock::now_ms(&crate::SystemClock);
+        let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.headers.retain(|h| h.key != crate::queue::EXPIRES_AT);
+        self.with_header(crate::queue::EXPIRES_AT, now.saturating_add(ms).to_string())
     }
 }
 

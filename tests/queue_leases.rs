@@ -119,7 +119,7 @@ fn extend_and_nack_delays() {
     q.send(Record::new("b")).unwrap();
     let got = q.receive(2, NO_WAIT).unwrap();
     let (a, b) = (got[0].receipt, got[1].receipt);
-    // Extend a by 30 s from now (t+5 s): deadline t+35 s. Capped at max_visibility.
+    // Extend a by 30 s from now (t+5 s): deadline t+35 s.
     clock.advance(Duration::from_secs(5));
     q.extend(&a, Duration::from_secs(30)).unwrap();
     // Nack b with a 2 s delay.
@@ -135,7 +135,17 @@ fn extend_and_nack_delays() {
     // a is still leased at t+34.999 s, not at t+35 s.
     clock.set(1_000_000 + 34_999);
     assert!(q.receive(10, NO_WAIT).unwrap().is_empty());
-    q.extend(&a, Duration::from_secs(3600)).unwrap(); // capped to 60 s
+    // Beyond max_visibility (60 s): refused, not clamped (issue 11); the lease is
+    // unchanged.
+    assert!(matches!(
+        q.extend(&a, Duration::from_secs(3600)),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        q.nack(&a, Duration::MAX),
+        Err(Error::InvalidArgument(_))
+    ));
+    q.extend(&a, Duration::from_secs(60)).unwrap();
     clock.advance(Duration::from_secs(60) - Duration::from_millis(1));
     assert!(q.receive(10, NO_WAIT).unwrap().is_empty());
     clock.advance(Duration::from_millis(1));

@@ -207,6 +207,12 @@ fn run(ops: Vec<Op>, backoff: Vec<i64>) {
                     Op::Extend(_, d) => q.extend(&r, Duration::from_millis(d.into())),
                     _ => unreachable!(),
                 };
+                // Beyond max_visibility (2 s): refused whatever the receipt, nothing
+                // changes (issue 11; it used to be clamped).
+                if matches!(op, Op::Nack(_, d) | Op::Extend(_, d) if d > 2000) {
+                    assert!(matches!(res, Err(Error::InvalidArgument(_))), "{res:?}");
+                    continue;
+                }
                 if ok {
                     res.unwrap();
                     let o = r.offset as usize;
@@ -227,7 +233,7 @@ fn run(ops: Vec<Op>, backoff: Vec<i64>) {
                         },
                         Op::Extend(_, d) => M::Leased {
                             attempt: r.attempt,
-                            deadline: m.now + i64::from(d).min(2000),
+                            deadline: m.now + i64::from(d),
                         },
                         _ => unreachable!(),
                     };

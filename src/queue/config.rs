@@ -64,6 +64,25 @@ pub struct QueueConfig {
     /// (64 MiB) Size of one state journal file; when full, a snapshot is written and
     /// a new journal started.
     pub journal_bytes: u64,
+    /// (None: forever) Time retention of the dead-letter log, as
+    /// [`LogConfig::retention_ms`](crate::LogConfig::retention_ms) of that log: whole
+    /// sealed segments whose newest letter is older than this are deleted. A letter
+    /// keeps its record's timestamp, so its age counts from when the record was
+    /// written (never from later than when it was dead-lettered): a letter lives at
+    /// most this long after it was dead-lettered. Applied when the queue's state is
+    /// durable: at open, [`Queue::flush`](super::Queue::flush) and
+    /// [`Queue::close`](super::Queue::close) (no thread runs it). See also
+    /// [`Queue::purge_dead_letters`](super::Queue::purge_dead_letters).
+    pub dead_letter_retention: Option<Duration>,
+    /// (false) Deliver tombstones (records without a value) like any record. When
+    /// false, `receive` settles them without delivering them, counted in
+    /// [`QueueStats::tombstones_skipped`].
+    pub deliver_tombstones: bool,
+    /// (true) A record found past its [`EXPIRES_AT`](super::EXPIRES_AT) time
+    /// ([`Record::with_ttl`](crate::Record::with_ttl)) goes to the dead-letter log
+    /// with `dlq.reason = expired`; when false it is settled without a trace but the
+    /// count [`QueueStats::expired_total`]. Either way it is never delivered.
+    pub dead_letter_expired: bool,
 }
 
 impl Default for QueueConfig {
@@ -78,6 +97,9 @@ impl Default for QueueConfig {
             start: StartPosition::Earliest,
             protect_unacked: true,
             journal_bytes: 64 << 20,
+            dead_letter_retention: None,
+            deliver_tombstones: false,
+            dead_letter_expired: true,
         }
     }
 }
@@ -87,6 +109,15 @@ impl QueueConfig {
         let bad = |m: &str| Err(Error::InvalidConfig(m.to_string()));
         if self.visibility_timeout < Duration::from_millis(1) {
             return bad("visibility_timeout must be at least 1 ms");
+        }
+        if self.visibility_timeout > self.max_visibility {
+            return Err(Error::InvalidConfig(format!(
+                "visibility_timeout ({:?}) exceeds max_visibility ({:?})",
+                self.visibility_timeout, self.max_visibility
+            )));
+        }
+        if self.dead_letter_retention == Some(Duration::ZERO) {
+            return bad("dead_letter_retention must be at least 1 ms (None keeps forever)");
         }
         if self.max_in_flight == 0 {
             return bad("max_in_flight must be at least 1");
@@ -99,6 +130,24 @@ impl QueueConfig {
         }
         Ok(())
     }
+}
+
+/// Options of one [`Queue::receive_with`](super::Queue::receive_with) call.
+/// `Default` gives the queue's own settings. Non-exhaustive (filters may come): build
+/// it with `ReceiveOptions::default()` and set fields.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut options = logqueue::ReceiveOptions::default();
+/// options.visibility_timeout = Some(Duration::from_secs(600));
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReceiveOptions {
+    /// The lease of the records handed out by this call, instead of the queue's
+    /// [`QueueConfig::visibility_timeout`]. At least 1 ms and at most
+    /// [`QueueConfig::max_visibility`], else [`Error::InvalidArgument`].
+    pub visibility_timeout: Option<Duration>,
 }
 
 /// A fenced handle on one delivery: `(offset, attempt)`. Only the current lease's
@@ -161,4 +210,11 @@ pub struct QueueStats {
     /// `None` when every record in the log is done (or that record cannot be read).
     /// The timestamp is the record's own, or the clock at append when none was given.
     pub oldest_unacked_age_ms: Option<u64>,
+    /// Tombstones (records without a value) settled without being delivered, since
+    /// this queue was opened (see [`QueueConfig::deliver_tombstones`]).
+    pub tombstones_skipped: u64,
+    /// Records not delivered because their [`EXPIRES_AT`](super::EXPIRES_AT) time had
+    /// passed (dead-lettered or settled, see [`QueueConfig::dead_letter_expired`]),
+    /// since this queue was opened.
+    pub expired_total: u64,
 }

@@ -47,15 +47,24 @@ pub(crate) fn failure_message(dir: &Path, e: &crate::Error) -> String {
 
 /// Reason given when `max_deliveries` ran out.
 pub(crate) const REASON_MAX_DELIVERIES: &str = "max_deliveries";
+/// Reason given when a record was found past its `expires.at` time.
+pub(crate) const REASON_EXPIRED: &str = "expired";
 
-pub(crate) fn open(parent: &Log, dir: &Path) -> Result<Log> {
+/// Opens the dead-letter log in `dir`. `retention` is
+/// [`QueueConfig::dead_letter_retention`](super::QueueConfig::dead_letter_retention):
+/// no background thread runs it; the queue applies it when its state is durable.
+pub(crate) fn open(
+    parent: &Log,
+    dir: &Path,
+    retention: Option<std::time::Duration>,
+) -> Result<Log> {
     let p = parent.config();
     let config = LogConfig {
         fs: p.fs.clone(),
         clock: p.clock.clone(),
         flush: FlushPolicy::Manual,
         background: false,
-        retention_ms: None,
+        retention_ms: retention,
         retention_bytes: None,
         segment_ms: None,
         segment_bytes: p.segment_bytes.min(64 << 20).max(p.max_batch_bytes.into()),

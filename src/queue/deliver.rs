@@ -5,7 +5,8 @@ use super::journal::{self, Event, Kind};
 use super::per_key::BLOCKED;
 use super::state::SlotState;
 use super::{
-    dead_letter, millis, Core, Delivery, QueueInner, Receipt, Unread, DELAY_UNTIL, READ_AHEAD,
+    dead_letter, millis, Core, Delivery, QueueInner, ReadAhead, Receipt, Unread, DELAY_UNTIL,
+    EXPIRES_AT, READ_AHEAD,
 };
 use crate::reader::LogReader;
 use crate::{Error, Offset, Result, StoredRecord};
@@ -18,7 +19,70 @@ pub(super) fn delay_until(record: &StoredRecord) -> Option<i64> {
         .ok()
 }
 
+/// The time from which a record is no longer delivered, from its [`EXPIRES_AT`] header.
+pub(super) fn expires_at(record: &StoredRecord) -> Option<i64> {
+    std::str::from_utf8(record.header(EXPIRES_AT)?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
 impl QueueInner {
+    /// Settles `record` instead of delivering it, when it must not be delivered: a
+    /// tombstone (unless [`QueueConfig::deliver_tombstones`](super::QueueConfig)) or
+    /// a record at or past its [`EXPIRES_AT`] time (dead-lettered with reason
+    /// `expired`, or settled, per `dead_letter_expired`). `attempt` is its deliveries
+    /// so far (0 for a record at the cursor, never delivered). True when settled.
+    fn settle_undeliverable(
+        &self,
+        core: &mut Core,
+        record: &StoredRecord,
+        attempt: u32,
+        now: i64,
+    ) -> Result<bool> {
+        let offset = record.offset;
+        let expired = expires_at(record).is_some_and(|at| at <= now);
+        let tombstone = record.value.is_none() && !self.config.deliver_tombstones;
+        if !expired && !tombstone {
+            return Ok(false);
+        }
+        if offset >= core.state.next() {
+            // Give it a slot first, so that the event below counts it like any
+            // record the queue had read.
+            self.push(core, Kind::Delay, offset, 0, now);
+        }
+        if expired {
+            core.counts.expired += 1;
+            let end = if self.config.dead_letter_expired {
+                let reason = dead_letter::REASON_EXPIRED;
+                self.append_dead_letter(core, offset, attempt, reason)?
+            } else {
+                None
+            };
+            match end {
+                Some(end) => self.push(core, Kind::DeadLetter, offset, attempt, end as i64),
+                None => self.push(core, Kind::Gone, offset, attempt, 0),
+            }
+        } else {
+            core.counts.tombstones_skipped += 1;
+            self.push(core, Kind::Gone, offset, attempt, 0);
+        }
+        self.finished(core, offset);
+        Ok(true)
+    }
+
+    /// Applies an event and queues it for the journal.
+    fn push(&self, core: &mut Core, kind: Kind, offset: Offset, attempt: u32, deadline: i64) {
+        let e = Event {
+            kind,
+            offset,
+            attempt,
+            deadline,
+        };
+        journal::apply(&mut core.state, e);
+        core.events.push(e);
+    }
+
     fn lease(&self, core: &mut Core, offset: Offset, attempt: u32, deadline: i64) {
         let e = Event {
             kind: Kind::Lease,
@@ -30,11 +94,17 @@ impl QueueInner {
         core.events.push(e);
     }
 
-    pub(super) fn try_receive(&self, core: &mut Core, max: usize) -> Result<Vec<Delivery>> {
+    pub(super) fn try_receive(
+        &self,
+        core: &mut Core,
+        unread: &mut ReadAhead,
+        max: usize,
+        visibility: std::time::Duration,
+    ) -> Result<Vec<Delivery>> {
         self.check(core)?;
         let r = self
-            .jump_to_start(core)
-            .and_then(|()| self.collect(core, max));
+            .jump_to_start(core, unread)
+            .and_then(|()| self.collect(core, unread, max, visibility));
         // Whatever was leased is written before anything is returned.
         let w = self.write_events(core);
         let out = self.poison_on_err(core, r)?;
@@ -42,15 +112,18 @@ impl QueueInner {
         Ok(out)
     }
 
-    /// The next record past the delivery cursor, from the read-ahead buffer, which is
-    /// refilled from the log a few hundred records at a time (resuming a reader
-    /// mid-batch costs a scan of the batch, so it is not done per record).
-    fn next_unread(&self, core: &mut Core) -> Result<Option<Unread>> {
-        if let Some(u) = core.ahead.pop_front() {
-            return Ok(Some(u));
+    /// Fills the read-ahead buffer when it holds fewer than `want` records, a few
+    /// hundred records at a time (resuming a reader mid-batch costs a scan of the
+    /// batch, so it is not done per record). Called without the core lock.
+    pub(super) fn read_ahead(&self, unread: &mut ReadAhead, want: usize) -> Result<()> {
+        if unread.ahead.len() >= want.min(READ_AHEAD) {
+            return Ok(());
         }
-        let Core { reader, ahead, .. } = core;
+        let ReadAhead { reader, ahead } = unread;
         let before = LogReader::position(reader);
+        if before >= self.log.end_offset() {
+            return Ok(());
+        }
         let r = reader.read_views(READ_AHEAD, |v| {
             ahead.push_back(Unread::Record(v.to_owned_record()))
         });
@@ -71,7 +144,16 @@ impl QueueInner {
             }
             Err(e) => return Err(e),
         }
-        Ok(ahead.pop_front())
+        Ok(())
+    }
+
+    /// The next record past the delivery cursor, from the read-ahead buffer
+    /// (refilled here, under the core lock, only when a receive drains it).
+    fn next_unread(&self, unread: &mut ReadAhead) -> Result<Option<Unread>> {
+        if unread.ahead.is_empty() {
+            self.read_ahead(unread, 1)?;
+        }
+        Ok(unread.ahead.pop_front())
     }
 
     /// Reads a record to deliver again. The rest of its batch is kept decoded, so
@@ -99,9 +181,15 @@ impl QueueInner {
         Ok(found)
     }
 
-    fn collect(&self, core: &mut Core, max: usize) -> Result<Vec<Delivery>> {
+    fn collect(
+        &self,
+        core: &mut Core,
+        unread: &mut ReadAhead,
+        max: usize,
+        visibility: std::time::Duration,
+    ) -> Result<Vec<Delivery>> {
         let now = self.log.config().clock.now_ms();
-        let deadline = now.saturating_add(millis(self.config.visibility_timeout));
+        let deadline = now.saturating_add(millis(visibility));
         let cap = self.config.max_in_flight;
         let mut out = Vec::with_capacity(max.min(1024));
         // Expired leases and nacked records first.
@@ -147,6 +235,10 @@ impl QueueInner {
                 break;
             }
             match self.read_again(core, offset) {
+                // Settled without delivery: no lease, nothing that could kill the
+                // process, so the batch goes on even after a recovered lease.
+                Ok(Some(record))
+                    if self.settle_undeliverable(core, &record, slot.attempt, now)? => {}
                 Ok(Some(record)) => {
                     let attempt = slot.attempt + 1;
                     self.lease(core, offset, attempt, deadline);
@@ -187,7 +279,7 @@ impl QueueInner {
         }
         // Then records never delivered, read in place from the log ahead of need.
         while out.len() < max && core.state.leased() < cap {
-            let Some(item) = self.next_unread(core)? else {
+            let Some(item) = self.next_unread(unread)? else {
                 break;
             };
             match item {
@@ -212,6 +304,9 @@ impl QueueInner {
                         };
                         journal::apply(&mut core.state, e);
                         core.events.push(e);
+                        continue;
+                    }
+                    if self.settle_undeliverable(core, &record, 0, now)? {
                         continue;
                     }
                     self.lease(core, offset, 1, deadline);

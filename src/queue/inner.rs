@@ -19,8 +19,29 @@ impl QueueInner {
         Some(ts)
     }
 
-    pub(super) fn check(&self, core: &Core) -> Result<()> {
+    /// `Closed` when the log or this queue was closed.
+    pub(super) fn check_open(&self) -> Result<()> {
         self.log.inner.check_open()?;
+        if self.closed.load(AtomicOrdering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// [`Error::InvalidArgument`] for a lease or delay beyond `max_visibility`: a
+    /// slot held that long holds the ack floor, and with it retention, that long.
+    pub(super) fn check_visibility(&self, what: &str, d: Duration) -> Result<()> {
+        if d > self.config.max_visibility {
+            return Err(Error::InvalidArgument(format!(
+                "{what} {d:?} exceeds max_visibility {:?}",
+                self.config.max_visibility
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) fn check(&self, core: &Core) -> Result<()> {
+        self.check_open()?;
         match &core.poisoned {
             Some(reason) => Err(Error::QueuePoisoned {
                 queue: self.name.clone(),
@@ -134,7 +155,7 @@ impl QueueInner {
     /// The log's start offset passed the floor ([`Log::delete_records_before`]): the
     /// records below it that were not done are counted in
     /// [`QueueStats::skipped_by_retention`] and passed, their keys released.
-    pub(super) fn jump_to_start(&self, core: &mut Core) -> Result<()> {
+    pub(super) fn jump_to_start(&self, core: &mut Core, unread: &mut ReadAhead) -> Result<()> {
         let start = self.log.start_offset();
         if core.state.floor >= start {
             return Ok(());
@@ -150,9 +171,9 @@ impl QueueInner {
             self.finished(core, o);
         }
         let next = core.state.next();
-        if core.reader.position() < next {
-            core.ahead.clear();
-            core.reader.seek(next)?;
+        if unread.reader.position() < next {
+            unread.ahead.clear();
+            unread.reader.seek(next)?;
         }
         Ok(())
     }

@@ -89,6 +89,9 @@ pub(crate) enum Kind {
     CorruptRange = 7,
     /// Never delivered, held back until `deadline` (delayed delivery).
     Delay = 8,
+    /// [`Queue::purge`](super::Queue::purge): every offset up to and including
+    /// `offset` is done.
+    Purge = 9,
 }
 
 impl Kind {
@@ -102,6 +105,7 @@ impl Kind {
             6 => Kind::Gone,
             7 => Kind::CorruptRange,
             8 => Kind::Delay,
+            9 => Kind::Purge,
             _ => return None,
         })
     }
@@ -179,6 +183,9 @@ pub(crate) fn apply(state: &mut AckState, e: Event) {
             if let Some(s) = state.slot(e.offset) {
                 state.set(e.offset, s.state, s.attempt, e.deadline);
             }
+        }
+        Kind::Purge => {
+            state.purge(e.offset.saturating_add(1));
         }
     }
 }

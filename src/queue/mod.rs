@@ -14,8 +14,12 @@ mod config;
 mod dead_letter;
 mod deliver;
 mod floors;
+mod housekeeping;
 mod inner;
 mod journal;
+mod lifecycle;
+mod many;
+mod peek;
 mod per_key;
 mod redrive;
 mod repair;
@@ -30,7 +34,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-pub use config::{Delivery, Ordering, QueueConfig, QueueStats, Receipt, StartPosition};
+pub use config::{
+    Delivery, Ordering, QueueConfig, QueueStats, Receipt, ReceiveOptions, StartPosition,
+};
 pub use dead_letter::{DLQ_ATTEMPTS, DLQ_KEY_RELEASED, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON};
 pub use redrive::REDRIVE_FROM;
 pub use repair::RepairReport;
@@ -38,7 +44,12 @@ pub use repair::RepairReport;
 /// Header holding the clock time (milliseconds, UTF-8 decimal) before which no queue
 /// delivers the record; set by [`Queue::send_delayed`].
 pub const DELAY_UNTIL: &str = "delay.until";
+/// Header holding the clock time (milliseconds, UTF-8 decimal) from which no queue
+/// delivers the record any more; set by [`Record::with_ttl`]. See
+/// [`QueueConfig::dead_letter_expired`].
+pub const EXPIRES_AT: &str = "expires.at";
 use journal::{Event, Journal, Kind};
+pub(crate) use lifecycle::OpenQueues;
 pub(crate) use replay::LOCK_FILE;
 use state::{AckState, SlotState};
 
@@ -71,12 +82,16 @@ pub struct Queue {
 
 #[derive(Debug)]
 struct QueueInner {
-    /// The queue's lock file, held while the queue is open.
-    _lock: QueueLock,
+    /// The queue's lock file, held until [`Queue::close`] (or the last clone drops).
+    lock: Mutex<Option<QueueLock>>,
+    /// Set by [`Queue::close`], under the core lock: every call then is `Closed`.
+    closed: std::sync::atomic::AtomicBool,
     log: Log,
     name: String,
     config: QueueConfig,
     dlq: Log,
+    /// Lock order: `unread`, then `core`.
+    unread: Mutex<ReadAhead>,
     core: Mutex<Core>,
     /// Mirror of the ack floor, for retention (see `floors.rs`).
     floor: Arc<AtomicU64>,
@@ -120,15 +135,22 @@ enum Unread {
     Corrupt(Offset),
 }
 
+/// The records past the delivery cursor, read ahead of need: behind their own lock,
+/// taken before the core lock (never after), so that decoding records from the log
+/// happens while acks and other calls run under the core lock.
+#[derive(Debug)]
+struct ReadAhead {
+    reader: LogReader,
+    ahead: std::collections::VecDeque<Unread>,
+}
+
 #[derive(Debug)]
 struct Core {
     state: AckState,
     journal: Journal,
-    reader: LogReader,
     per_key: Option<per_key::PerKey>,
     /// Decoded records of the batch last read for a redelivery.
     reread: Vec<StoredRecord>,
-    ahead: std::collections::VecDeque<Unread>,
     events: Vec<Event>,
     dir: PathBuf,
     poisoned: Option<String>,
@@ -136,6 +158,15 @@ struct Core {
     floor_written: Offset,
     /// Offset and timestamp of the record last read for `oldest_unacked_age_ms`.
     oldest: Option<(Offset, i64)>,
+    /// Counters kept in memory since open.
+    counts: Counts,
+}
+
+/// [`QueueStats`] counters kept in memory only, since the queue was opened.
+#[derive(Debug, Default)]
+struct Counts {
+    tombstones_skipped: u64,
+    expired: u64,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -194,11 +225,16 @@ impl Queue {
         log.inner.check_open()?;
         let fs = Arc::clone(&log.config().fs);
         let dir = log.dir().join("queues").join(name);
+        lifecycle::finish_deletes_quietly(log);
         create_dirs(&*fs, &dir)?;
         // The queue's own lock, before any of its files is read or written. (Queues
         // of earlier versions used the dead-letter log's lock, taken just below too.)
         let lock = lock_queue(&*fs, &dir)?;
-        let dlq = dead_letter::open(log, &dir.join(DEAD_LETTER_DIR))?;
+        let dlq = dead_letter::open(
+            log,
+            &dir.join(DEAD_LETTER_DIR),
+            config.dead_letter_retention,
+        )?;
         // Loaded from offset 0, not the log's start: what was done below the start is
         // known, so `clamp` counts only the records skipped without being done.
         let loaded = replay::load(&*fs, &dir, 0..log.end_offset(), &dlq)?;
@@ -244,31 +280,40 @@ impl Queue {
         // After the snapshot: a crash during creation must leave no file that counts
         // as queue state without a snapshot (see `replay.rs`, when a directory is new).
         redrive::create_if_new(&*fs, &dir, &dlq)?;
+        // The snapshot just written accounts for every dead letter.
+        if config.dead_letter_retention.is_some() {
+            dlq.enforce_retention()?;
+        }
         let reader = log.reader(state.next())?;
         let floor_written = state.floor;
         let inner = Arc::new(QueueInner {
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
+            closed: std::sync::atomic::AtomicBool::new(false),
             log: log.clone(),
             name: name.to_string(),
             dlq,
+            unread: Mutex::new(ReadAhead {
+                reader,
+                ahead: std::collections::VecDeque::with_capacity(READ_AHEAD),
+            }),
             core: Mutex::new(Core {
                 state,
                 journal,
-                reader,
                 per_key,
                 reread: Vec::new(),
-                ahead: std::collections::VecDeque::with_capacity(READ_AHEAD),
                 events: Vec::with_capacity(256),
                 dir,
                 poisoned: None,
                 floor_written,
                 oldest: None,
+                counts: Counts::default(),
             }),
             floor,
             released: AtomicU64::new(0),
             redriving: Mutex::new(()),
             config,
         });
+        log.inner.queues.add(&inner);
         Ok(Queue { inner })
     }
 
@@ -343,13 +388,59 @@ impl Queue {
     /// q.ack(&again[0].receipt).unwrap();
     /// ```
     pub fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        self.receive_with(max, wait, &ReceiveOptions::default())
+    }
+
+    /// [`Queue::receive`] with per-call options: `options.visibility_timeout` leases
+    /// the records of this call for that long instead of the queue's
+    /// [`QueueConfig::visibility_timeout`] (a worker that knows its jobs are long).
+    /// A timeout below 1 ms or beyond [`QueueConfig::max_visibility`] is
+    /// [`Error::InvalidArgument`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use logqueue::{Log, LogConfig, ManualClock, Queue, QueueConfig, ReceiveOptions, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let clock = ManualClock::new(0);
+    /// let config = LogConfig { clock: Arc::new(clock.clone()), ..LogConfig::default() };
+    /// let log = Log::open(dir.path(), config).unwrap();
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// q.send(Record::new("long job")).unwrap();
+    /// let mut options = ReceiveOptions::default();
+    /// options.visibility_timeout = Some(Duration::from_secs(600));
+    /// let d = q.receive_with(1, Duration::ZERO, &options).unwrap();
+    /// assert_eq!(d[0].deadline_ms, 600_000);
+    /// ```
+    pub fn receive_with(
+        &self,
+        max: usize,
+        wait: Duration,
+        options: &ReceiveOptions,
+    ) -> Result<Vec<Delivery>> {
         let inner = &*self.inner;
+        let visibility = match options.visibility_timeout {
+            None => inner.config.visibility_timeout,
+            Some(v) if v < Duration::from_millis(1) => {
+                return Err(Error::InvalidArgument(format!(
+                    "visibility_timeout {v:?} is below 1 ms"
+                )))
+            }
+            Some(v) => {
+                inner.check_visibility("visibility_timeout", v)?;
+                v
+            }
+        };
         let until = Instant::now() + wait;
         loop {
             let released = inner.released.load(AtomicOrdering::SeqCst);
             let (got, cursor, at_cap, next_due) = {
+                let mut unread = inner.unread.lock();
+                // Decoded before the core lock is taken. A failure here (the start
+                // moved past the reader, say) is met again, and handled, under it.
+                let _ = inner.read_ahead(&mut unread, max);
                 let mut core = inner.core.lock();
-                let got = inner.try_receive(&mut core, max)?;
+                let got = inner.try_receive(&mut core, &mut unread, max, visibility)?;
                 let at_cap = core.state.leased() >= inner.config.max_in_flight;
                 let due = core.state.next_deadline();
                 (got, core.state.next(), at_cap, due)
@@ -369,10 +460,11 @@ impl Queue {
             let log = &inner.log;
             log.inner.appended.wait_until(wake, || {
                 log.inner.is_closed()
+                    || inner.closed.load(AtomicOrdering::Acquire)
                     || inner.released.load(AtomicOrdering::SeqCst) != released
                     || (!at_cap && log.end_offset() > cursor)
             });
-            log.inner.check_open()?;
+            inner.check_open()?;
         }
     }
 
@@ -385,7 +477,12 @@ impl Queue {
     /// Gives a delivery back: the record is delivered again (with `attempt + 1`) once
     /// `delay` has passed. A zero `delay` means the [`QueueConfig::backoff`] delay for
     /// this attempt (none when the schedule is empty).
+    ///
+    /// A `delay` beyond [`QueueConfig::max_visibility`] is [`Error::InvalidArgument`]
+    /// and changes nothing: the record would hold the ack floor (and so retention)
+    /// that long.
     pub fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
+        self.inner.check_visibility("nack delay", delay)?;
         self.inner.settle(receipt, |now, core| {
             let delay = if delay.is_zero() {
                 core.state.backoff_ms(receipt.attempt)
@@ -396,9 +493,11 @@ impl Queue {
         })
     }
 
-    /// Moves the lease's deadline to now + `timeout` (at most `max_visibility`).
+    /// Moves the lease's deadline to now + `timeout`. A `timeout` beyond
+    /// [`QueueConfig::max_visibility`] is [`Error::InvalidArgument`] and changes
+    /// nothing (it used to be clamped silently).
     pub fn extend(&self, receipt: &Receipt, timeout: Duration) -> Result<()> {
-        let timeout = timeout.min(self.inner.config.max_visibility);
+        self.inner.check_visibility("extend timeout", timeout)?;
         self.inner.settle(receipt, |now, _| {
             Ok((Kind::Extend, now().saturating_add(millis(timeout))))
         })
@@ -442,88 +541,6 @@ impl Queue {
         self.inner.dlq.clone()
     }
 
-    /// Moves up to `max` dead letters, oldest first, back into the log as new records:
-    /// key, value and headers kept, the `dlq.*` headers removed, [`REDRIVE_FROM`]
-    /// (the dead-letter offset) set, replacing one from an earlier cycle. A dead
-    /// letter is never redriven twice, even across crashes (a durable intent is
-    /// resolved on the next call). Returns how many were moved; they are durable in
-    /// the log when this returns. A missing or damaged intent file
-    /// (`queues/<name>/redrive`) is [`Error::Corrupt`] naming it, never a restart
-    /// from the first dead letter; see [`Queue::reset_redrive_cursor`].
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use logqueue::{Log, LogConfig, Queue, QueueConfig, Record};
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
-    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
-    /// q.send(Record::new("retry me")).unwrap();
-    /// let d = q.receive(1, Duration::ZERO).unwrap();
-    /// q.dead_letter(&d[0].receipt, "downstream was down").unwrap();
-    /// assert_eq!(q.redrive(10).unwrap(), 1);
-    /// assert_eq!(q.redrive(10).unwrap(), 0);
-    /// let again = q.receive(1, Duration::ZERO).unwrap();
-    /// assert_eq!(again[0].record.header("redrive.from"), Some(&b"0"[..]));
-    /// assert_eq!(again[0].record.header("dlq.reason"), None);
-    /// ```
-    pub fn redrive(&self, max: usize) -> Result<usize> {
-        let inner = &*self.inner;
-        let _one_at_a_time = inner.redriving.lock();
-        inner.log.inner.check_open()?;
-        let dir = inner.core.lock().dir.clone();
-        redrive::redrive(&inner.log, &inner.dlq, &dir, max)
-    }
-
-    /// Repairs the `redrive` intent file (`queues/<name>/redrive`) after
-    /// [`Queue::redrive`] reported it missing or damaged ([`Error::Corrupt`]): every
-    /// dead letter below `cursor` counts as redriven, the next redrive starts at
-    /// `cursor`. To choose it, look in the log for records carrying
-    /// [`REDRIVE_FROM`]: one past the highest value found never copies a dead letter
-    /// twice (dead letters in between that were never copied are then skipped; a
-    /// lower cursor copies them, and may copy some twice). A cursor past the
-    /// dead-letter log's end is [`Error::InvalidConfig`].
-    pub fn reset_redrive_cursor(&self, cursor: Offset) -> Result<()> {
-        let inner = &*self.inner;
-        let _one_at_a_time = inner.redriving.lock();
-        inner.log.inner.check_open()?;
-        let dir = inner.core.lock().dir.clone();
-        redrive::reset(&*inner.log.config().fs, &dir, &inner.dlq, cursor)
-    }
-
-    /// Repairs the state of queue `name` of `log` after [`Queue::open`] refused it as
-    /// [`Error::Corrupt`] (a damaged or missing snapshot, a journal damaged below its
-    /// synced length, a dead-letter log that disagrees with the state). The queue must
-    /// not be open ([`Error::Locked`] otherwise). Never done implicitly.
-    ///
-    /// The rule is *redeliver rather than lose*: what the damage hid counts as not
-    /// done, so records may be delivered again, but none that was not acked or
-    /// dead-lettered is skipped. It keeps the snapshot if it checks out and replays
-    /// its journal up to the first damaged frame; otherwise it starts from the
-    /// `floor` file (or the log's start when that is damaged too) and the newest
-    /// journal. Every dead letter is reconciled again. Copies of the replaced files
-    /// are saved in `queues/<name>/damaged-<clock ms>/`; the new state is written
-    /// with a durable replace, so a crash during a repair leaves either the old files
-    /// (repair again) or the repaired ones. The report says what was kept and lost.
-    ///
-    /// ```
-    /// use logqueue::{Log, LogConfig, Queue, QueueConfig, Record};
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
-    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
-    /// q.send(Record::new("a")).unwrap();
-    /// q.flush().unwrap();
-    /// drop(q);
-    /// std::fs::remove_file(dir.path().join("queues/jobs/snapshot")).unwrap();
-    /// assert!(Queue::open(&log, "jobs", QueueConfig::default()).is_err()); // Corrupt
-    /// let report = Queue::repair(&log, "jobs").unwrap();
-    /// assert!(!report.snapshot_kept);
-    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
-    /// assert_eq!(q.receive(10, std::time::Duration::ZERO).unwrap().len(), 1);
-    /// ```
-    pub fn repair(log: &Log, name: &str) -> Result<RepairReport> {
-        repair::repair(log, name)
-    }
-
     /// Why the queue refuses every call, if an earlier failure made its on-disk state
     /// unknown (a failed journal, log or dead-letter write or fsync); `None` when it
     /// is healthy. Every call then returns [`Error::QueuePoisoned`] with this reason;
@@ -553,6 +570,8 @@ impl Queue {
             dead_lettered_total: s.totals.dead_lettered,
             corrupt_skipped: s.totals.corrupt_skipped,
             skipped_by_retention: s.skipped_by_retention,
+            tombstones_skipped: core.counts.tombstones_skipped,
+            expired_total: core.counts.expired,
         }
     }
 
@@ -573,94 +592,10 @@ impl Queue {
             .and_then(|()| inner.flush_dead_letters(&mut core))
             .and_then(|()| core.journal.sync())
             .and_then(|()| inner.write_floor(&mut core));
-        inner.poison_on_err(&mut core, r)
+        inner.poison_on_err(&mut core, r)?;
+        inner.dead_letter_retention()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_checked() {
-        assert!(valid_name("orders-1.v2_x"));
-        for bad in ["", ".", "..", "a/b", "a b", "é"] {
-            assert!(!valid_name(bad), "{bad}");
-        }
-    }
-
-    /// A queue on a SimFs whose record 0 is leased (expired) at `attempt`.
-    fn leased_at(attempt: u32) -> (crate::ManualClock, Log, Queue) {
-        let fs = crate::sim::SimFs::new(0);
-        let clock = crate::ManualClock::new(0);
-        let config = crate::LogConfig {
-            fs: Arc::new(fs),
-            clock: Arc::new(clock.clone()),
-            flush: crate::FlushPolicy::Manual,
-            background: false,
-            ..crate::LogConfig::default()
-        };
-        let log = Log::open("/log", config).unwrap();
-        let q = Queue::open(
-            &log,
-            "q",
-            QueueConfig {
-                max_deliveries: None,
-                ..QueueConfig::default()
-            },
-        )
-        .unwrap();
-        q.send(Record::new("r")).unwrap();
-        q.receive(1, Duration::ZERO).unwrap();
-        q.inner
-            .core
-            .lock()
-            .state
-            .set(0, SlotState::Leased, attempt, 0);
-        (clock, log, q)
-    }
-
-    #[test]
-    fn a_record_past_2_pow_24_attempts_stays_settleable() {
-        // Issue 9, defect 12: attempts saturated at 2^24 in the slot, so from then on
-        // every receipt was stale and the record was redelivered forever.
-        let (clock, _log, q) = leased_at((1 << 24) - 1);
-        clock.advance(Duration::from_secs(30));
-        let d = q.receive(1, Duration::ZERO).unwrap();
-        assert_eq!(d[0].attempt, 1 << 24);
-        q.nack(&d[0].receipt, Duration::ZERO).unwrap();
-        let d = q.receive(1, Duration::ZERO).unwrap();
-        assert_eq!(d[0].attempt, (1 << 24) + 1);
-        q.ack(&d[0].receipt).unwrap();
-        assert_eq!(q.stats().ack_floor, 1);
-    }
-
-    #[test]
-    fn a_record_at_u32_max_attempts_is_dead_lettered_not_redelivered() {
-        // One more lease would need attempt u32::MAX + 1: no receipt could carry it.
-        let (clock, _log, q) = leased_at(u32::MAX - 1);
-        clock.advance(Duration::from_secs(30));
-        let d = q.receive(1, Duration::ZERO).unwrap();
-        assert_eq!(d[0].attempt, u32::MAX);
-        q.nack(&d[0].receipt, Duration::ZERO).unwrap();
-        assert!(q.receive(1, Duration::ZERO).unwrap().is_empty());
-        let letter = q.dead_letters().read(0).unwrap().unwrap();
-        assert_eq!(
-            letter.header(DLQ_ATTEMPTS),
-            Some(u32::MAX.to_string().as_bytes())
-        );
-        assert_eq!(q.stats().ack_floor, 1);
-    }
-
-    #[test]
-    fn in_flight_memory_is_small() {
-        // 12-byte slot + 16-byte heap entry; 120,000 leases fill most of the
-        // power-of-two capacities the collections grow to.
-        let mut s = AckState::new(0);
-        for o in 0..120_000 {
-            s.set(o, SlotState::Leased, 1, o as i64);
-        }
-        let per = s.memory_bytes() as f64 / 120_000.0;
-        assert!(per <= 32.0, "{per} bytes per in-flight record");
-    }
-}
+mod tests;

@@ -70,6 +70,42 @@ pub struct RepairReport {
     pub saved_to: PathBuf,
 }
 
+impl super::Queue {
+    /// Repairs the state of queue `name` of `log` after [`Queue::open`] refused it as
+    /// [`Error::Corrupt`] (a damaged or missing snapshot, a journal damaged below its
+    /// synced length, a dead-letter log that disagrees with the state). The queue must
+    /// not be open ([`Error::Locked`] otherwise). Never done implicitly.
+    ///
+    /// The rule is *redeliver rather than lose*: what the damage hid counts as not
+    /// done, so records may be delivered again, but none that was not acked or
+    /// dead-lettered is skipped. It keeps the snapshot if it checks out and replays
+    /// its journal up to the first damaged frame; otherwise it starts from the
+    /// `floor` file (or the log's start when that is damaged too) and the newest
+    /// journal. Every dead letter is reconciled again. Copies of the replaced files
+    /// are saved in `queues/<name>/damaged-<clock ms>/`; the new state is written
+    /// with a durable replace, so a crash during a repair leaves either the old files
+    /// (repair again) or the repaired ones. The report says what was kept and lost.
+    ///
+    /// ```
+    /// use logqueue::{Log, LogConfig, Queue, QueueConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// q.send(Record::new("a")).unwrap();
+    /// q.flush().unwrap();
+    /// drop(q);
+    /// std::fs::remove_file(dir.path().join("queues/jobs/snapshot")).unwrap();
+    /// assert!(Queue::open(&log, "jobs", QueueConfig::default()).is_err()); // Corrupt
+    /// let report = Queue::repair(&log, "jobs").unwrap();
+    /// assert!(!report.snapshot_kept);
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// assert_eq!(q.receive(10, std::time::Duration::ZERO).unwrap().len(), 1);
+    /// ```
+    pub fn repair(log: &Log, name: &str) -> Result<RepairReport> {
+        repair(log, name)
+    }
+}
+
 /// Repairs queue `name` of `log` (see the module docs). The queue must not be open.
 pub(crate) fn repair(log: &Log, name: &str) -> Result<RepairReport> {
     if !super::valid_name(name) {
@@ -85,7 +121,8 @@ pub(crate) fn repair(log: &Log, name: &str) -> Result<RepairReport> {
         )));
     }
     let _lock = super::lock_queue(&*fs, &dir)?;
-    let dlq = dead_letter::open(log, &dir.join(DEAD_LETTER_DIR))?;
+    // No retention: a repair applies none (the next open applies the configured one).
+    let dlq = dead_letter::open(log, &dir.join(DEAD_LETTER_DIR), None)?;
     let end = log.end_offset();
     let mut salvage = salvage_state(&*fs, &dir, log)?;
     let state = &mut salvage.state;

@@ -368,6 +368,18 @@ impl AckState {
         self.live(deadline, offset).map(|s| (offset, s))
     }
 
+    /// Up to `max` offsets that are due at `now` (what [`AckState::pop_due`] would
+    /// pop), in the order it pops them. O(window): for inspection, not delivery.
+    pub fn due_offsets(&self, now: i64, max: usize) -> Vec<Offset> {
+        let mut due: Vec<(i64, Offset)> = self
+            .pending()
+            .map(|(o, s)| (self.due(s), o))
+            .filter(|&(d, _)| d <= now)
+            .collect();
+        due.sort_unstable();
+        due.into_iter().take(max).map(|(_, o)| o).collect()
+    }
+
     /// The earliest live deadline, if any.
     pub fn next_deadline(&mut self) -> Option<i64> {
         self.earliest().map(|((d, _), _)| d)
@@ -414,21 +426,29 @@ impl AckState {
             let s = self.window.pop_back().expect("window above end").unpack();
             self.count(s, -1);
         }
-        while self.floor < start {
+        self.skipped_by_retention += self.purge(start);
+    }
+
+    /// Moves the floor up to `to`: every offset below it is done. Returns how many of
+    /// them were not done before (never delivered, leased, waiting or delayed).
+    pub fn purge(&mut self, to: Offset) -> u64 {
+        let mut settled = 0;
+        while self.floor < to {
             let Some(s) = self.window.pop_front().map(Packed::unpack) else {
                 // Never delivered.
-                self.skipped_by_retention += start - self.floor;
-                self.floor = start;
+                settled += to - self.floor;
+                self.floor = to;
                 break;
             };
             if s.state != SlotState::Done {
-                self.skipped_by_retention += 1;
+                settled += 1;
             }
             self.count(s, -1);
             self.floor += 1;
         }
         self.advance_floor();
         self.maybe_rebuild();
+        settled
     }
 }
 

@@ -1,0 +1,113 @@
+//! [`Queue::ack_many`] and [`Queue::nack_many`]: many receipts under one lock
+//! acquisition, written as one journal frame.
+//!
+//! All or none: the events of one call go into one frame with one CRC (see
+//! `journal.rs`), written to the OS by one write through the journal's mapping. A
+//! process killed during the write leaves a frame whose CRC fails, past the synced
+//! length: replay cuts it, with every ack of the call. A power loss before the next
+//! sync keeps or tears the frame likewise. So after any crash, either every ack of a
+//! call that was accepted is in the state or none is. The limit is one frame's size:
+//! a call with more receipts than a journal frame holds
+//! ((`journal_bytes` - 1033) / 24: 2.8 million with the default 64 MiB) is written
+//! as several frames, each all or none.
+
+use std::collections::HashSet;
+
+use super::*;
+
+impl QueueInner {
+    /// Checks every receipt, writes one event per current one in one frame, applies
+    /// them; returns the stale receipts (including a second copy of one receipt).
+    fn settle_many(
+        &self,
+        receipts: &[Receipt],
+        event: impl Fn(&Core, &Receipt, i64) -> (Kind, i64),
+    ) -> Result<Vec<Receipt>> {
+        let mut core = self.core.lock();
+        self.check(&core)?;
+        let now = self.log.config().clock.now_ms();
+        let mut stale = Vec::new();
+        let mut seen = HashSet::with_capacity(receipts.len());
+        for r in receipts {
+            let current = core
+                .state
+                .slot(r.offset)
+                .is_some_and(|s| s.state == SlotState::Leased && s.attempt == r.attempt);
+            if !current || !seen.insert(r.offset) {
+                stale.push(*r);
+                continue;
+            }
+            let (kind, deadline) = event(&core, r, now);
+            core.events.push(Event {
+                kind,
+                offset: r.offset,
+                attempt: r.attempt,
+                deadline,
+            });
+        }
+        if core.events.is_empty() {
+            return Ok(stale);
+        }
+        let was_at_cap = core.state.leased() >= self.config.max_in_flight;
+        let events = core.events.clone();
+        self.write_events(&mut core)?;
+        for e in events {
+            journal::apply(&mut core.state, e);
+            if e.kind == Kind::Ack {
+                self.finished(&mut core, e.offset);
+            }
+        }
+        // Keys released under `PerKey` (rebuilt at open if this frame is lost).
+        self.write_events(&mut core)?;
+        if was_at_cap {
+            self.released.fetch_add(1, AtomicOrdering::SeqCst);
+            drop(core);
+            self.log.inner.appended.notify();
+        }
+        Ok(stale)
+    }
+}
+
+impl Queue {
+    /// Acknowledges many deliveries at once: one lock acquisition and one journal
+    /// write for the whole call. Returns the receipts that were stale (not the
+    /// record's current lease, or given twice), which changed nothing; every other
+    /// one is acked. After a crash, either all of a call's acks survive or none does
+    /// (they are one journal frame; see `docs/queue.md`); durable against a process
+    /// crash once this returns, against power loss once flushed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logqueue::{Log, LogConfig, Queue, QueueConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// for i in 0..3 {
+    ///     q.send(Record::new(format!("job {i}"))).unwrap();
+    /// }
+    /// let got = q.receive(10, Duration::ZERO).unwrap();
+    /// let receipts: Vec<_> = got.iter().map(|d| d.receipt).collect();
+    /// assert!(q.ack_many(&receipts).unwrap().is_empty());
+    /// assert_eq!(q.ack_many(&receipts[..1]).unwrap(), receipts[..1]); // stale now
+    /// ```
+    pub fn ack_many(&self, receipts: &[Receipt]) -> Result<Vec<Receipt>> {
+        self.inner.settle_many(receipts, |_, _, _| (Kind::Ack, 0))
+    }
+
+    /// Gives many deliveries back at once, each visible again after `delay` (zero:
+    /// the [`QueueConfig::backoff`] delay for its attempt), like [`Queue::nack`];
+    /// one lock acquisition and one journal write. Returns the stale receipts. A
+    /// `delay` beyond [`QueueConfig::max_visibility`] is [`Error::InvalidArgument`]
+    /// and changes nothing.
+    pub fn nack_many(&self, receipts: &[Receipt], delay: Duration) -> Result<Vec<Receipt>> {
+        self.inner.check_visibility("nack delay", delay)?;
+        self.inner.settle_many(receipts, |core, r, now| {
+            let delay = if delay.is_zero() {
+                core.state.backoff_ms(r.attempt)
+            } else {
+                millis(delay)
+            };
+            (Kind::Nack, now.saturating_add(delay))
+        })
+    }
+}
