@@ -38,7 +38,9 @@ impl Log {
     /// Concurrent callers share one fsync (group commit).
     pub fn flush(&self) -> Result<()> {
         self.inner.check_open()?;
-        self.flush_to(self.end_offset())
+        self.flush_to(self.end_offset())?;
+        // Cursor commits made so far survive power loss from here on.
+        self.inner.cursors.sync()
     }
 
     pub(crate) fn flush_to(&self, target: Offset) -> Result<()> {

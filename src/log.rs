@@ -12,6 +12,7 @@ use crate::background::{AppendSignal, Shutdown};
 use crate::checkpoint::{self};
 use crate::cleaner::CleanerState;
 use crate::config::LogConfig;
+use crate::cursor::Cursors;
 use crate::flush::FlushState;
 use crate::gaps;
 use crate::reader::LogReader;
@@ -51,6 +52,7 @@ impl Drop for UserHandle {
         if let Some(inner) = self.inner.upgrade() {
             if !inner.is_closed() {
                 // Best effort, never panicking: the data is already safe against a crash.
+                let _ = inner.cursors.sync();
                 let _ = inner.close();
             }
         }
@@ -96,6 +98,8 @@ pub(crate) struct LogInner {
     pub(crate) background_error: Mutex<Option<String>>,
     pub(crate) counters: Counters,
     pub(crate) retention: RetentionState,
+    /// The durable named cursors (see cursor.rs), all known from open on.
+    pub(crate) cursors: Cursors,
     pub(crate) cleaner: CleanerState,
 }
 
@@ -146,6 +150,7 @@ impl Log {
             .map_err(|e| Error::io("lock", &lock_path, e))?
             .ok_or(Error::Locked { path: lock_path })?;
         let recovered = recovery::recover(&dir, &config)?;
+        let cursors = Cursors::load(&*fs, &dir)?;
         let active = Arc::clone(
             recovered
                 .segments
@@ -203,6 +208,7 @@ impl Log {
             background_error: Mutex::new(None),
             counters: Counters::default(),
             retention: RetentionState::default(),
+            cursors,
             cleaner: CleanerState::default(),
             config,
         });
@@ -213,8 +219,11 @@ impl Log {
             inner,
             _handle: handle,
         };
-        // Retention keeps what the queues under `queues/` still need, open or not.
-        crate::queue::install_retention_floors(&log);
+        // Upgrades by the layers above (the log knows none of them), before retention
+        // can run: e.g. queue floors of earlier versions become cursors.
+        for hook in crate::LOG_OPEN_HOOKS {
+            hook(&log)?;
+        }
         log.start_background()?;
         Ok(log)
     }
@@ -472,7 +481,7 @@ impl Log {
                 .last_floor_plus_one
                 .load(AtomicOrdering::Relaxed)
                 .checked_sub(1),
-            damaged_floor_files: inner.retention.damaged_floors.lock().clone(),
+            damaged_floor_files: inner.cursors.damaged(),
             clean_bytes: dirty.clean_bytes,
             dirty_bytes: dirty.dirty_bytes,
             cleaner_offset: dirty.cleaner_offset,
@@ -496,6 +505,7 @@ impl Log {
     /// assert_eq!(reopened.end_offset(), 0);
     /// ```
     pub fn close(self) -> Result<()> {
+        self.inner.cursors.sync()?;
         self.inner.close()
     }
 
