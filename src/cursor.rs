@@ -126,7 +126,10 @@ struct SlotFile {
 enum Entry {
     Good(Arc<CursorState>),
     /// Unreadable: protects everything, reported; `cursor()`/`cursors()` fail.
-    Damaged { path: PathBuf, reason: String },
+    Damaged {
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 /// Every cursor of a log, plus holds the open hooks placed for floors they could not
@@ -331,7 +334,13 @@ impl SlotFile {
     }
 
     /// Writes `(position, protect)` into the slot that is not the fsynced one.
-    fn write(&mut self, fs: &dyn FileSystem, path: &Path, position: Offset, protect: bool) -> Result<()> {
+    fn write(
+        &mut self,
+        fs: &dyn FileSystem,
+        path: &Path,
+        position: Offset,
+        protect: bool,
+    ) -> Result<()> {
         if self.handle.is_none() {
             let h = fs
                 .open(path, OpenMode::Write)

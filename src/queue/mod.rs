@@ -36,8 +36,8 @@ pub use redrive::REDRIVE_FROM;
 /// Header holding the clock time (milliseconds, UTF-8 decimal) before which no queue
 /// delivers the record; set by [`Queue::send_delayed`].
 pub const DELAY_UNTIL: &str = "delay.until";
-use journal::{Event, Journal, Kind};
 pub(crate) use floors::migrate_floors;
+use journal::{Event, Journal, Kind};
 pub(crate) use replay::LOCK_FILE;
 use state::{AckState, SlotState};
 
