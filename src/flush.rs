@@ -66,7 +66,12 @@ impl LogInner {
         if self.config.flush == FlushPolicy::Always {
             return Ok(());
         }
-        if self.roll_syncer.load(AtomicOrdering::Acquire) {
+        // A sealed segment stays open until its fsync (see segment/cache.rs): when the
+        // syncer falls behind by `max_open_segments`, the appender syncs, so open
+        // files stay bounded.
+        let backlog = self.writer.lock().unsynced.len();
+        if self.roll_syncer.load(AtomicOrdering::Acquire) && backlog < self.config.max_open_segments
+        {
             self.shutdown.notify_rolled();
             Ok(())
         } else {

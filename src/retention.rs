@@ -204,8 +204,9 @@ impl LogInner {
         }
         let mut paths = Vec::new();
         for seg in &retired {
-            // Map before renaming, so readers holding the segment keep reading it.
-            let _ = seg.mapping();
+            // Open and map for good before renaming, so readers holding the segment
+            // keep reading it (the cache of open segments must not release it).
+            let _ = seg.keep_open();
             seg.retired.store(true, Ordering::Release);
             report.segments_deleted += 1;
             report.bytes_deleted += seg.published();
