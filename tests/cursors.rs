@@ -466,3 +466,16 @@ fn commit_costs_no_fsync() {
     // One counted operation (the write) per commit: no fsync, no rename.
     assert_eq!(fs.op_count() - before, 998);
 }
+
+#[test]
+fn a_legacy_floor_without_snapshot_stays_so_the_queue_still_reports_lost_state() {
+    let fs = SimFs::new(0);
+    let clock = ManualClock::new(0);
+    legacy_queue(&fs, &clock, &legacy_floor(40, true));
+    fs.remove_file(Path::new("/log/queues/q/snapshot")).unwrap();
+    let log = sim_log(&fs, &clock).unwrap();
+    assert_eq!(log.cursors().unwrap()[0].position, 40, "still protects");
+    assert!(fs.exists(Path::new("/log/queues/q/floor")));
+    let e = Queue::open(&log, "q", QueueConfig::default()).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+}

@@ -16,7 +16,8 @@
 //! [`Log::open`] (wired in `lib.rs`), before retention can run:
 //! - a readable `floor` file becomes the cursor (created durably unless it exists),
 //!   then the file is removed and the directory fsynced (a crash in between leaves
-//!   both, and the next open only removes the file);
+//!   both, and the next open only removes the file); kept when the queue has no
+//!   snapshot, where it is what makes the queue's open report the lost state;
 //! - a damaged or unreadable `floor` file, and a queue with a snapshot but neither a
 //!   `floor` file nor a cursor (its floor is unknown: the cursor is created before the
 //!   snapshot, so no crash leaves this), hold back everything and are listed in
@@ -109,7 +110,7 @@ pub(super) fn commit(cursor: &Cursor, floor: Offset) -> Result<()> {
 /// For `Queue::delete`, after the queue's directory is durably gone: deletes its
 /// cursor (the queue no longer holds back retention) and ends its holds. A crash
 /// between the two is finished by the next [`Log::open`] (see the module docs).
-#[allow(dead_code)]
+#[allow(dead_code)] // for `Queue::delete`
 pub(crate) fn forget(log: &Log, name: &str) -> Result<()> {
     let cname = cursor_name(name);
     log.delete_cursor(&cname)?;
@@ -166,7 +167,11 @@ fn migrate_one(log: &Log, dir: &Path, name: &str) -> Result<()> {
                     let _pass = log.inner.retention.pass.lock();
                     log.reset_cursor_under_pass(&cname, floor, protect)?;
                 }
-                remove_durably(fs, dir, &legacy)?;
+                // Without a snapshot the `floor` file is what tells the queue's open
+                // that state was lost (`Corrupt`, not a new queue): it stays.
+                if fs.exists(&dir.join(super::journal::SNAPSHOT)) {
+                    remove_durably(fs, dir, &legacy)?;
+                }
             }
             None => log.hold_unknown_floor(legacy),
         },
@@ -200,6 +205,28 @@ fn read_file(fs: &dyn FileSystem, path: &Path) -> std::io::Result<Option<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forget_deletes_the_queue_cursor_and_its_holds() {
+        use crate::sim::SimFs;
+        use crate::{FlushPolicy, LogConfig, Queue, QueueConfig};
+        let fs = SimFs::new(0);
+        let config = LogConfig {
+            fs: std::sync::Arc::new(fs.clone()),
+            background: false,
+            flush: FlushPolicy::Manual,
+            ..LogConfig::default()
+        };
+        let log = Log::open("/log", config).unwrap();
+        drop(Queue::open(&log, "q", QueueConfig::default()).unwrap());
+        assert_eq!(log.cursors().unwrap()[0].name, "queue.q");
+        log.hold_unknown_floor(Path::new("/log/queues/q").join(FLOOR_FILE));
+        fs.remove_dir_all(Path::new("/log/queues/q")).unwrap();
+        forget(&log, "q").unwrap();
+        assert!(log.cursors().unwrap().is_empty());
+        assert!(log.stats().damaged_floor_files.is_empty());
+        forget(&log, "q").unwrap();
+    }
 
     #[test]
     fn floor_file_round_trips() {
