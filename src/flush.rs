@@ -34,8 +34,9 @@ enum Round {
 }
 
 impl Log {
-    /// Makes every record below [`Log::end_offset`] (at the time of the call) durable.
-    /// Concurrent callers share one fsync (group commit).
+    /// Makes every record below [`Log::end_offset`] (at the time of the call) and every
+    /// cursor commit made before the call durable. Concurrent callers share one fsync
+    /// (group commit).
     pub fn flush(&self) -> Result<()> {
         self.inner.check_open()?;
         self.flush_to(self.end_offset())?;
