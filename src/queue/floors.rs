@@ -27,6 +27,10 @@
 //!   `Queue::delete`, which removes the directory before the cursor. (The `queue.`
 //!   prefix of cursor names belongs to queues.)
 //!
+//! A queue whose creation failed or crashed before its snapshot keeps its cursor (at
+//! the floor it would have started from) until it is opened or deleted: over-
+//! protection, visible in [`Log::cursors`].
+//!
 //! Floor 0 rather than the snapshot's floor for an unknown floor: the snapshot does not
 //! say whether the queue protects its records at all. An unreadable `queues/` directory
 //! holds back everything too.

@@ -57,9 +57,7 @@ impl QueueInner {
         })();
         events.clear();
         core.events = events;
-        let r = self.poison_on_err(core, r);
-        self.floor.store(core.state.floor, AtomicOrdering::Release);
-        r
+        self.poison_on_err(core, r)
     }
 
     /// Snapshot of the current state and a new journal. The log (and dead-letter log)

@@ -77,8 +77,6 @@ struct QueueInner {
     config: QueueConfig,
     dlq: Log,
     core: Mutex<Core>,
-    /// Mirror of the ack floor, for retention (see `floors.rs`).
-    floor: Arc<AtomicU64>,
     /// Bumped when a lease ends, to wake receivers blocked by `max_in_flight`.
     released: AtomicU64,
     /// Serialises [`Queue::redrive`].
@@ -196,7 +194,6 @@ impl Queue {
         // known, so `clamp` counts only the records skipped without being done.
         let loaded = replay::load(&*fs, &dir, 0..log.end_offset(), &dlq)?;
         let generation = loaded.as_ref().map_or(0, |(g, _)| *g);
-        let floor = Arc::new(AtomicU64::new(0));
         let (mut state, floor_cursor) = {
             // The start floor is chosen and shown to retention (the queue's cursor,
             // see floors.rs) in one critical section with retention's
@@ -214,7 +211,6 @@ impl Queue {
                 }),
             };
             state.clamp(log.start_offset(), log.end_offset());
-            floor.store(state.floor, AtomicOrdering::Release);
             let cursor = floors::attach(log, name, &dir, state.floor, config.protect_unacked)?;
             (state, cursor)
         };
@@ -255,7 +251,6 @@ impl Queue {
                 floor_cursor,
                 oldest: None,
             }),
-            floor,
             released: AtomicU64::new(0),
             redriving: Mutex::new(()),
             config,
