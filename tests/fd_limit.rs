@@ -32,6 +32,12 @@ fn thousands_of_segments_under_a_low_fd_limit() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("child done"), "{stdout}\n{stderr}");
+    for line in stdout
+        .lines()
+        .filter(|l| l.contains("reopen of") || l.contains("child done"))
+    {
+        println!("{line}");
+    }
 }
 
 fn value(i: u32) -> Vec<u8> {
@@ -74,7 +80,9 @@ fn child() {
     read_all(&log, RECORDS / 2);
     log.close().unwrap();
     // Reopen the thousands of segments, roll through thousands more, read it all.
+    let started = std::time::Instant::now();
     let log = Log::open(dir.path(), config()).unwrap();
+    println!("reopen of {segments} segments: {:?}", started.elapsed());
     for i in RECORDS / 2..RECORDS {
         log.append(Record::new(value(i))).unwrap();
     }
