@@ -426,7 +426,7 @@ impl LogInner {
         let mut keep: Vec<bool> = Vec::new();
         let result = (|| -> Result<bool> {
             for seg in group {
-                let m = Arc::clone(seg.mapping()?);
+                let m = seg.mapping()?;
                 let len = usize::try_from(seg.published()).expect("mapped, so it fits usize");
                 let bytes = m.bytes(0, len);
                 outcome.bytes_before += len as u64;
@@ -547,7 +547,7 @@ impl LogInner {
             // Readers holding the old segments keep reading them: map and index them
             // now, before their files are renamed away.
             for s in group {
-                s.mapping()?;
+                s.keep_open()?;
                 s.meta()?;
             }
             let swap = self
@@ -583,7 +583,15 @@ impl LogInner {
                 return Err(e);
             }
         };
-        let seg = Segment::new(&self.config.fs, &self.dir, base, None, cleaned.len, end);
+        let seg = Segment::new(
+            &self.config.fs,
+            &self.segment_cache,
+            &self.dir,
+            base,
+            None,
+            cleaned.len,
+            end,
+        );
         seg.set_index_interval(self.config.index_interval_bytes);
         // A cache: validated on load, rebuilt if torn.
         let _ = seg.write_index_files(&cleaned.indexes);

@@ -121,6 +121,13 @@ pub struct LogConfig {
     /// retention and compaction run only when called, and appends do the interval
     /// flush and the fsync after a roll themselves.
     pub background: bool,
+    /// Most sealed segments kept open (a file descriptor) or mapped at once; others are
+    /// opened and mapped on use, the least recently used released past the limit
+    /// (default: a quarter of the process's soft file-descriptor limit at the time
+    /// `LogConfig::default()` runs, between 16 and 4096; 256 where that limit is not
+    /// known). Per log; the active segment and a few segments in transit (waiting for
+    /// their post-roll fsync, or retired while readers hold them) come on top.
+    pub max_open_segments: usize,
     /// How often the background thread runs retention (5 s).
     pub retention_check_interval: Duration,
     /// The source of time (the system clock).
@@ -145,10 +152,30 @@ impl Default for LogConfig {
             file_delete_delay: Duration::from_secs(60),
             background: true,
             retention_check_interval: Duration::from_secs(5),
+            max_open_segments: default_max_open_segments(),
             clock: Arc::new(SystemClock),
             fs: Arc::new(OsFs),
         }
     }
+}
+
+/// A quarter of the soft `RLIMIT_NOFILE`, in `[16, 4096]`: room for the other files of
+/// the log (indexes while loading, checkpoints, queues) and of the program. 4096 also
+/// keeps a handful of logs well below Linux's default `vm.max_map_count` (65530).
+fn default_max_open_segments() -> usize {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass and nothing else.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            let soft = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
+            return (soft / 4).clamp(16, 4096);
+        }
+    }
+    256
 }
 
 /// Largest segment: positions in the offset index are u32.
@@ -179,6 +206,9 @@ impl LogConfig {
             if d.is_zero() {
                 return bad("FlushPolicy::Interval needs a positive interval".into());
             }
+        }
+        if self.max_open_segments == 0 {
+            return bad("max_open_segments must be positive".into());
         }
         if self.retention_check_interval.is_zero() {
             return bad("retention_check_interval must be positive".into());

@@ -34,11 +34,14 @@ enum Round {
 }
 
 impl Log {
-    /// Makes every record below [`Log::end_offset`] (at the time of the call) durable.
-    /// Concurrent callers share one fsync (group commit).
+    /// Makes every record below [`Log::end_offset`] (at the time of the call) and every
+    /// cursor commit made before the call durable. Concurrent callers share one fsync
+    /// (group commit).
     pub fn flush(&self) -> Result<()> {
         self.inner.check_open()?;
-        self.flush_to(self.end_offset())
+        self.flush_to(self.end_offset())?;
+        // Cursor commits made so far survive power loss from here on.
+        self.inner.cursors.sync()
     }
 
     pub(crate) fn flush_to(&self, target: Offset) -> Result<()> {
@@ -64,7 +67,12 @@ impl LogInner {
         if self.config.flush == FlushPolicy::Always {
             return Ok(());
         }
-        if self.roll_syncer.load(AtomicOrdering::Acquire) {
+        // A sealed segment stays open until its fsync (see segment/cache.rs): when the
+        // syncer falls behind by `max_open_segments`, the appender syncs, so open
+        // files stay bounded.
+        let backlog = self.writer.lock().unsynced.len();
+        if self.roll_syncer.load(AtomicOrdering::Acquire) && backlog < self.config.max_open_segments
+        {
             self.shutdown.notify_rolled();
             Ok(())
         } else {

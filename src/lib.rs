@@ -23,6 +23,7 @@ mod cleaner;
 mod clock;
 mod config;
 mod crash_history;
+mod cursor;
 mod error;
 mod flush;
 pub mod fs;
@@ -43,6 +44,7 @@ mod writer;
 pub use batch::{HeaderIter, RecordView};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig};
+pub use cursor::{Cursor, CursorConfig, CursorInfo};
 pub use error::{Error, Result};
 pub use log::Log;
 pub use queue::{
@@ -54,6 +56,11 @@ pub use reader::{fuzz_decode_batch, LogReader, RecordBatch};
 pub use record::{Header, Record, StoredRecord};
 pub use segment::CorruptRange;
 pub use stats::{CompactionReport, LogStats, RetentionReport, SegmentInfo, VerifyReport};
+
+/// Run by [`Log::open`] after recovery, before background work starts: one-time
+/// upgrades of state that layers above the log keep in its directory. The crate root
+/// wires them so that the log itself imports none of those layers.
+pub(crate) const LOG_OPEN_HOOKS: &[fn(&Log) -> Result<()>] = &[queue::migrate_floors];
 
 /// Position of a record in a log.
 pub type Offset = u64;

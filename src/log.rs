@@ -12,12 +12,13 @@ use crate::background::{AppendSignal, Shutdown};
 use crate::checkpoint::{self};
 use crate::cleaner::CleanerState;
 use crate::config::LogConfig;
+use crate::cursor::Cursors;
 use crate::flush::FlushState;
 use crate::gaps;
 use crate::reader::LogReader;
 use crate::recovery;
 use crate::retention::RetentionState;
-use crate::segment::Segment;
+use crate::segment::{Segment, SegmentCache};
 use crate::stats::{LogStats, SegmentInfo, VerifyReport};
 use crate::writer::Writer;
 use crate::{Error, Offset, Result, StoredRecord};
@@ -51,6 +52,7 @@ impl Drop for UserHandle {
         if let Some(inner) = self.inner.upgrade() {
             if !inner.is_closed() {
                 // Best effort, never panicking: the data is already safe against a crash.
+                let _ = inner.cursors.sync();
                 let _ = inner.close();
             }
         }
@@ -71,6 +73,8 @@ impl Log {
 pub(crate) struct LogInner {
     pub(crate) dir: PathBuf,
     pub(crate) config: LogConfig,
+    /// The bounded set of sealed segments with an open file or mapping.
+    pub(crate) segment_cache: Arc<SegmentCache>,
     /// Snapshot of the segments, oldest first; the last is the active one.
     pub(crate) segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     pub(crate) writer: Mutex<Writer>,
@@ -98,6 +102,8 @@ pub(crate) struct LogInner {
     /// The crash recoveries of this log, read (and extended) at open.
     pub(crate) crash_history: crate::crash_history::CrashHistory,
     pub(crate) retention: RetentionState,
+    /// The durable named cursors (see cursor.rs), all known from open on.
+    pub(crate) cursors: Cursors,
     pub(crate) cleaner: CleanerState,
     /// The queues open over this log, closed by [`Log::close`] before the log.
     pub(crate) queues: crate::queue::OpenQueues,
@@ -150,6 +156,7 @@ impl Log {
             .map_err(|e| Error::io("lock", &lock_path, e))?
             .ok_or(Error::Locked { path: lock_path })?;
         let recovered = recovery::recover(&dir, &config)?;
+        let cursors = Cursors::load(&*fs, &dir)?;
         let active = Arc::clone(
             recovered
                 .segments
@@ -185,6 +192,7 @@ impl Log {
         let opened_ms = config.clock.now_ms();
         let inner = Arc::new(LogInner {
             dir,
+            segment_cache: Arc::clone(&recovered.cache),
             segments: RwLock::new(Arc::new(recovered.segments)),
             writer: Mutex::new(writer),
             end_offset: AtomicU64::new(next_offset),
@@ -208,6 +216,7 @@ impl Log {
             background_error: Mutex::new(None),
             counters: Counters::default(),
             retention: RetentionState::default(),
+            cursors,
             cleaner: CleanerState::default(),
             queues: crate::queue::OpenQueues::default(),
             config,
@@ -219,8 +228,11 @@ impl Log {
             inner,
             _handle: handle,
         };
-        // Retention keeps what the queues under `queues/` still need, open or not.
-        crate::queue::install_retention_floors(&log);
+        // Upgrades by the layers above (the log knows none of them), before retention
+        // can run: e.g. queue floors of earlier versions become cursors.
+        for hook in crate::LOG_OPEN_HOOKS {
+            hook(&log)?;
+        }
         log.start_background()?;
         Ok(log)
     }
@@ -478,7 +490,7 @@ impl Log {
                 .last_floor_plus_one
                 .load(AtomicOrdering::Relaxed)
                 .checked_sub(1),
-            damaged_floor_files: inner.retention.damaged_floors.lock().clone(),
+            damaged_floor_files: inner.cursors.damaged(),
             clean_bytes: dirty.clean_bytes,
             dirty_bytes: dirty.dirty_bytes,
             cleaner_offset: dirty.cleaner_offset,
@@ -507,8 +519,9 @@ impl Log {
         // The queues first, while the log is open: each flushes its state and
         // releases its lock, so it can be opened again (see `Queue::close`).
         let queues = self.inner.queues.close_all();
+        let cursors = self.inner.cursors.sync();
         let log = self.inner.close();
-        log.and(queues)
+        log.and(queues).and(cursors)
     }
 
     /// The directory of the log.
@@ -621,5 +634,92 @@ mod tests {
             Some(&b"last"[..])
         );
         log.close().unwrap();
+    }
+
+    /// Sealed segments holding an open file or a mapping.
+    fn sealed_with_handles(log: &Log) -> usize {
+        let segments = log.inner.snapshot();
+        segments[..segments.len() - 1]
+            .iter()
+            .filter(|s| s.holds_handles())
+            .count()
+    }
+
+    fn many_segments(fs: &SimFs, max_open: usize) -> LogConfig {
+        LogConfig {
+            segment_bytes: 512,
+            max_open_segments: max_open,
+            ..sim_config(fs)
+        }
+    }
+
+    #[test]
+    fn open_does_not_open_or_map_sealed_segments() {
+        let fs = SimFs::new(0);
+        let log = Log::open("/log", many_segments(&fs, 8)).unwrap();
+        for i in 0..2000u32 {
+            log.append(Record::new(i.to_le_bytes().repeat(20))).unwrap();
+        }
+        let sealed = log.segments().len() - 1;
+        assert!(sealed > 100, "{sealed}");
+        log.close().unwrap();
+        // After a clean close, and after a crash (recovery scans from the recovery
+        // point: the tail only).
+        for crash in [false, true] {
+            let log = Log::open("/log", many_segments(&fs, 8)).unwrap();
+            assert_eq!(sealed_with_handles(&log), 0, "crash {crash}");
+            // Listing the segments loads every segment's metadata, keeping at most
+            // the limit open (earlier versions kept every one mapped from then on).
+            assert!(log.segments().len() > sealed);
+            log.stats();
+            assert!(sealed_with_handles(&log) <= 8, "crash {crash}");
+            if crash {
+                log.append(Record::new("tail")).unwrap();
+                fs.crash();
+            } else {
+                log.close().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn rolls_with_the_background_roll_syncer_release_sealed_segments() {
+        let fs = SimFs::new(0);
+        let config = LogConfig {
+            background: true,
+            ..many_segments(&fs, 4)
+        };
+        let log = Log::open("/log", config).unwrap();
+        for i in 0..3000u32 {
+            log.append(Record::new(i.to_le_bytes().repeat(20))).unwrap();
+        }
+        log.flush().unwrap();
+        assert!(
+            sealed_with_handles(&log) <= 4,
+            "{}",
+            sealed_with_handles(&log)
+        );
+    }
+
+    #[test]
+    fn reads_and_rolls_keep_at_most_max_open_segments_open() {
+        let fs = SimFs::new(0);
+        let log = Log::open("/log", many_segments(&fs, 4)).unwrap();
+        for i in 0..3000u32 {
+            log.append(Record::new(i.to_le_bytes().repeat(20))).unwrap();
+            // Sealed segments waiting for their fsync are pinned on top of the limit.
+            assert!(sealed_with_handles(&log) <= 4 + 1, "append {i}");
+        }
+        for (i, r) in log.reader(0).unwrap().enumerate() {
+            let value = r.unwrap().value.unwrap();
+            assert_eq!(value, (i as u32).to_le_bytes().repeat(20));
+            assert!(sealed_with_handles(&log) <= 4, "read {i}");
+        }
+        for o in (0..3000).rev().step_by(7) {
+            assert!(log.read(o).unwrap().is_some());
+        }
+        assert!(sealed_with_handles(&log) <= 4);
+        assert!(log.inner.segment_cache.released() > 100);
+        assert!(log.verify().unwrap().corrupt.is_empty());
     }
 }

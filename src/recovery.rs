@@ -14,7 +14,7 @@ use crate::config::LogConfig;
 use crate::crash_history::CrashHistory;
 use crate::fs::FileSystem;
 use crate::index::{self, Indexes};
-use crate::segment::{self, Segment, SegmentMeta, LOG_SUFFIX};
+use crate::segment::{self, Segment, SegmentCache, SegmentMeta, LOG_SUFFIX};
 use crate::stats::VerifyReport;
 use crate::{Error, Offset, Result};
 
@@ -30,10 +30,13 @@ pub(crate) struct Recovered {
     pub crash_history: CrashHistory,
     pub start_offset: Offset,
     pub recovery_point_file: RecoveryPointFile,
+    /// The bounded set of open sealed segments the segments share.
+    pub cache: Arc<SegmentCache>,
 }
 
 pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
     let fs = &config.fs;
+    let cache = &SegmentCache::new(config.max_open_segments);
     clean_leftovers(&**fs, dir)?;
     let mut bases: Vec<Offset> = list(&**fs, dir)?
         .iter()
@@ -53,7 +56,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
     // (an empty or new log: the start offset), so offsets it promised and that are
     // now missing show as a gap below the first segment and are never handed out again.
     let empty_base = start_checkpoint.max(rp.map_or(0, |rp| rp.offset));
-    let mut segments = open_segments(fs, dir, config, &bases, empty_base)?;
+    let mut segments = open_segments(fs, cache, dir, config, &bases, empty_base)?;
     let capacity = config.segment_capacity();
     let last = segments.len() - 1;
 
@@ -65,7 +68,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
         scan_tail(fs, dir, &mut segments, rp)?;
     }
     if let Some(rp) = rp {
-        continue_after_lost_durable_records(fs, dir, config, &mut segments, rp.offset)?;
+        continue_after_lost_durable_records(fs, cache, dir, config, &mut segments, rp.offset)?;
     }
 
     let end = segments.last().expect("at least one segment").next_offset();
@@ -77,13 +80,14 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
         }
         segments.push(Arc::new(Segment::create(
             fs,
+            cache,
             dir,
             start_checkpoint,
             capacity,
             0,
         )?));
     }
-    reopen_last_for_appends(fs, dir, config, &mut segments)?;
+    reopen_last_for_appends(fs, cache, dir, config, &mut segments)?;
     // Below the first segment's base and at or above the start offset, offsets are
     // missing (a lost first segment): the start stays where the checkpoint says, so
     // they read as corrupt, not as deleted.
@@ -101,6 +105,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
         crash_history,
         start_offset,
         recovery_point_file: rp_file,
+        cache: Arc::clone(cache),
     })
 }
 
@@ -122,6 +127,7 @@ fn take_clean_shutdown_marker(fs: &dyn FileSystem, dir: &Path) -> Result<bool> {
 /// last mapped for appends.
 fn open_segments(
     fs: &Arc<dyn FileSystem>,
+    cache: &Arc<SegmentCache>,
     dir: &Path,
     config: &LogConfig,
     bases: &[Offset],
@@ -134,13 +140,15 @@ fn open_segments(
             .file_size(&path)
             .map_err(|e| Error::io("stat segment", &path, e))?;
         let next = bases.get(i + 1).copied().unwrap_or(base);
-        let seg = Segment::new(fs, dir, base, None, len, next);
+        let seg = Segment::new(fs, cache, dir, base, None, len, next);
         seg.set_index_interval(config.index_interval_bytes);
         segments.push(Arc::new(seg));
     }
     let capacity = config.segment_capacity();
     if segments.is_empty() {
-        segments.push(Arc::new(Segment::create(fs, dir, empty_base, capacity, 0)?));
+        segments.push(Arc::new(Segment::create(
+            fs, cache, dir, empty_base, capacity, 0,
+        )?));
     }
     let last = segments.last().expect("at least one segment");
     if !last.is_mapped_writable() {
@@ -158,7 +166,7 @@ fn make_durable(
     rp_file: &mut RecoveryPointFile,
 ) -> Result<()> {
     for s in segments {
-        if s.is_open() {
+        if s.was_opened() {
             s.sync()?;
         }
     }
@@ -179,6 +187,7 @@ fn make_durable(
 /// offsets stay a gap that `verify` and reads report, and are never handed out again.
 fn continue_after_lost_durable_records(
     fs: &Arc<dyn FileSystem>,
+    cache: &Arc<SegmentCache>,
     dir: &Path,
     config: &LogConfig,
     segments: &mut Vec<Arc<Segment>>,
@@ -188,7 +197,7 @@ fn continue_after_lost_durable_records(
     if last.next_offset() >= durable_end {
         return Ok(());
     }
-    let sealed = sealed_copy(fs, dir, config, last, last.next_offset());
+    let sealed = sealed_copy(fs, cache, dir, config, last, last.next_offset());
     last.sync()?;
     if let Some((indexes, _)) = sealed.loaded_clone() {
         // A cache: validated on load, rebuilt if torn.
@@ -199,6 +208,7 @@ fn continue_after_lost_durable_records(
     let capacity = config.segment_capacity();
     segments.push(Arc::new(Segment::create(
         fs,
+        cache,
         dir,
         durable_end,
         capacity,
@@ -210,12 +220,21 @@ fn continue_after_lost_durable_records(
 /// A read-only segment with `seg`'s files, data and loaded indexes.
 fn sealed_copy(
     fs: &Arc<dyn FileSystem>,
+    cache: &Arc<SegmentCache>,
     dir: &Path,
     config: &LogConfig,
     seg: &Segment,
     next_offset: Offset,
 ) -> Segment {
-    let copy = Segment::new(fs, dir, seg.base_offset, None, seg.published(), next_offset);
+    let copy = Segment::new(
+        fs,
+        cache,
+        dir,
+        seg.base_offset,
+        None,
+        seg.published(),
+        next_offset,
+    );
     copy.set_index_interval(config.index_interval_bytes);
     if let Some((indexes, meta)) = seg.loaded_clone() {
         copy.set_loaded(indexes, meta);
@@ -226,6 +245,7 @@ fn sealed_copy(
 /// A cut made a sealed segment the last one: reopen it for appends.
 fn reopen_last_for_appends(
     fs: &Arc<dyn FileSystem>,
+    cache: &Arc<SegmentCache>,
     dir: &Path,
     config: &LogConfig,
     segments: &mut [Arc<Segment>],
@@ -234,7 +254,7 @@ fn reopen_last_for_appends(
     if last.is_mapped_writable() {
         return Ok(());
     }
-    let reopened = sealed_copy(fs, dir, config, last, last.next_offset());
+    let reopened = sealed_copy(fs, cache, dir, config, last, last.next_offset());
     reopened.map_writable(config.segment_capacity().max(last.published()))?;
     *segments.last_mut().expect("at least one segment") = Arc::new(reopened);
     Ok(())

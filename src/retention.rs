@@ -15,18 +15,15 @@
 //! Consumer floors are checked in the same critical section as the deletion they
 //! guard (time of check = time of use): a pass holds `RetentionState::pass` from
 //! asking the floors until the start offset and the segment list are updated, and
-//! everything that can make a floor go down takes the same lock. A queue's floor only
-//! goes down when a queue starts to count: a new queue (its start floor is the log's
-//! start) or a reopened one (its in-memory floor replaces its `floor` file's, which is
-//! never above it). `Queue::open` reads the start offset, builds the floor and
-//! registers it while holding `pass`, so a pass either sees that floor or finished
-//! deleting (and moved the start offset) before the queue read the start. Every other
-//! change of a queue floor raises it: acks move an open queue's floor up, a `floor`
-//! file is only rewritten with the floor of the open queue (at least the file's), and
-//! when a queue closes retention goes back to its file, which is at most the
-//! in-memory floor. Floors registered with [`Log::add_retention_floor`] are asked under
-//! the same lock; such a function must not return less than before for records a
-//! pass may already be deleting.
+//! everything that can make a floor go down takes the same lock. The floors are the
+//! positions of the protecting cursors (see cursor.rs: known in memory, no file read
+//! per pass), the holds open hooks place for floors they cannot know, and the
+//! functions registered with [`Log::add_retention_floor`]. A cursor's floor goes down
+//! when it is created (at the start offset or below a position), when a commit moves
+//! it down, and when `protect` is switched on: each of these holds `pass`. Every other
+//! change raises it. A function registered with [`Log::add_retention_floor`] is asked
+//! under the same lock; it must not return less than before for records a pass may
+//! already be deleting.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,16 +49,11 @@ pub(crate) struct RetentionState {
     /// docs), and by whatever lowers a floor.
     pub pass: Mutex<()>,
     floors: Mutex<Vec<FloorFn>>,
-    /// Shared values of floor providers registered once per log, by name.
-    providers: Mutex<Vec<(&'static str, Arc<dyn std::any::Any + Send + Sync>)>>,
     pending: Mutex<Vec<PendingDelete>>,
     /// Segments the last pass kept only because a consumer floor protected them.
     pub held_segments: AtomicU64,
     /// The lowest consumer floor at the last pass, plus one (0: none).
     pub last_floor_plus_one: AtomicU64,
-    /// Floor files the last pass could not read, which made it protect everything
-    /// (written by the queue floor provider, shown in `LogStats::damaged_floor_files`).
-    pub damaged_floors: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl std::fmt::Debug for RetentionState {
@@ -88,8 +80,10 @@ fn retention_timestamp(meta: &SegmentMeta) -> i64 {
 impl Log {
     /// Deletes the oldest whole segments that retention rules allow: older than
     /// `retention_ms`, beyond `retention_bytes`, or wholly below the start offset.
-    /// Consumer floors (see [`Log::add_retention_floor`]) hold back time and size
-    /// retention, never an explicit [`Log::delete_records_before`].
+    /// Protecting cursors ([`Log::cursor`]) and consumer floors (see
+    /// [`Log::add_retention_floor`]) hold back time and size retention, never an
+    /// explicit [`Log::delete_records_before`]; a damaged cursor file holds back
+    /// everything (see [`crate::LogStats::damaged_floor_files`]).
     ///
     /// ```
     /// use logqueue::{Log, LogConfig, Record};
@@ -111,31 +105,6 @@ impl Log {
     pub fn add_retention_floor(&self, floor: impl Fn() -> Option<Offset> + Send + Sync + 'static) {
         self.inner.retention.floors.lock().push(Arc::new(floor));
     }
-
-    /// The value of the floor provider `name`, registered on the first call only:
-    /// `make` builds the shared value, and retention asks `floor(&value)` on each pass.
-    /// Lets a component register one floor function per log however often it is used.
-    pub(crate) fn retention_provider<T: Send + Sync + 'static>(
-        &self,
-        name: &'static str,
-        make: impl FnOnce() -> T,
-        floor: fn(&T) -> Option<Offset>,
-    ) -> Arc<T> {
-        let mut providers = self.inner.retention.providers.lock();
-        if let Some((_, v)) = providers.iter().find(|(n, _)| *n == name) {
-            if let Ok(v) = Arc::clone(v).downcast::<T>() {
-                return v;
-            }
-        }
-        let value = Arc::new(make());
-        providers.push((
-            name,
-            Arc::clone(&value) as Arc<dyn std::any::Any + Send + Sync>,
-        ));
-        let held = Arc::clone(&value);
-        self.add_retention_floor(move || floor(&held));
-        value
-    }
 }
 
 impl LogInner {
@@ -148,7 +117,8 @@ impl LogInner {
         let _pass = self.retention.pass.lock();
         let floor = {
             let floors: Vec<FloorFn> = self.retention.floors.lock().clone();
-            floors.iter().filter_map(|f| f()).min()
+            let (cursors, _) = self.cursors.floor();
+            floors.iter().filter_map(|f| f()).chain(cursors).min()
         };
         self.retention
             .last_floor_plus_one
@@ -234,8 +204,9 @@ impl LogInner {
         }
         let mut paths = Vec::new();
         for seg in &retired {
-            // Map before renaming, so readers holding the segment keep reading it.
-            let _ = seg.mapping();
+            // Open and map for good before renaming, so readers holding the segment
+            // keep reading it (the cache of open segments must not release it).
+            let _ = seg.keep_open();
             seg.retired.store(true, Ordering::Release);
             report.segments_deleted += 1;
             report.bytes_deleted += seg.published();

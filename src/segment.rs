@@ -1,10 +1,11 @@
 //! One segment: a `.log` file of batches with its `.index` and `.timeindex`, named by
 //! the base offset. The active segment is written through a memory map; sealed ones
-//! are mapped read-only on first use. Readers read only below the published end.
+//! are opened and mapped read-only on first use, through the log's bounded cache of
+//! open segments (see `cache.rs`). Readers read only below the published end.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
@@ -13,7 +14,11 @@ use crate::fs::{FileHandle, FileSystem, Mapping, OpenMode};
 use crate::index::{self, Indexes};
 use crate::{Error, Offset, Result};
 
+mod cache;
 mod lookup;
+
+use cache::Handles;
+pub(crate) use cache::SegmentCache;
 
 pub(crate) use lookup::BatchRef;
 
@@ -94,9 +99,12 @@ pub(crate) struct Segment {
     pub base_offset: Offset,
     dir: PathBuf,
     fs: Arc<dyn FileSystem>,
-    /// Opened on first use for sealed segments (a log may have thousands).
-    file: OnceLock<Arc<dyn FileHandle>>,
-    map: OnceLock<Arc<dyn Mapping>>,
+    /// The open file and mapping: opened on first use for sealed segments (a log may
+    /// have thousands), released by the cache past its limit.
+    handles: Arc<Handles>,
+    cache: Arc<SegmentCache>,
+    /// Sealed by a roll in this process (its post-roll fsync unpins it).
+    sealed: AtomicBool,
     /// Bytes readers may read: every batch below is complete.
     published: AtomicU64,
     /// Offset after the last record (the next segment's base once sealed).
@@ -122,6 +130,7 @@ impl Segment {
     /// `initial_alloc` of them allocated on disk.
     pub fn create(
         fs: &Arc<dyn FileSystem>,
+        cache: &Arc<SegmentCache>,
         dir: &Path,
         base_offset: Offset,
         capacity: u64,
@@ -142,7 +151,7 @@ impl Segment {
                     .map_err(|e| Error::io("remove stale index", &p, e))?;
             }
         }
-        let seg = Segment::new(fs, dir, base_offset, Some(file), 0, base_offset);
+        let seg = Segment::new(fs, cache, dir, base_offset, Some(file), 0, base_offset);
         seg.map_writable(capacity)?;
         *seg.loaded.write() = Some(Loaded {
             indexes: Indexes::default(),
@@ -153,24 +162,29 @@ impl Segment {
 
     /// A segment with `len` valid bytes and records below `next_offset`. The file
     /// (when not given), indexes and metadata load lazily.
+    /// A `file` given is the writable file of a segment about to become active:
+    /// pinned, never released by the cache.
     pub fn new(
         fs: &Arc<dyn FileSystem>,
+        cache: &Arc<SegmentCache>,
         dir: &Path,
         base_offset: Offset,
         file: Option<Arc<dyn FileHandle>>,
         len: u64,
         next_offset: Offset,
     ) -> Segment {
-        let slot = OnceLock::new();
+        let handles = Arc::new(Handles::default());
         if let Some(f) = file {
-            let _ = slot.set(f);
+            handles.pin();
+            handles.set_file(f);
         }
         Segment {
             base_offset,
             dir: dir.to_path_buf(),
             fs: Arc::clone(fs),
-            file: slot,
-            map: OnceLock::new(),
+            handles,
+            cache: Arc::clone(cache),
+            sealed: AtomicBool::new(false),
             published: AtomicU64::new(len),
             next_offset: AtomicU64::new(next_offset),
             loaded: RwLock::new(None),
@@ -194,9 +208,23 @@ impl Segment {
         self.index_interval.load(Ordering::Relaxed)
     }
 
-    /// True when the `.log` file has been opened.
-    pub fn is_open(&self) -> bool {
-        self.file.get().is_some()
+    /// True when the `.log` file has been opened (it may be released since).
+    pub fn was_opened(&self) -> bool {
+        self.handles.was_opened()
+    }
+
+    /// True when the `.log` file is open or mapped now.
+    #[cfg(test)]
+    pub fn holds_handles(&self) -> bool {
+        self.handles.holds_any()
+    }
+
+    /// Keeps the file open and mapped for as long as the segment lives, opening them
+    /// now if needed: before its files are renamed away (retention, compaction), so
+    /// readers holding the segment keep reading it.
+    pub fn keep_open(&self) -> Result<()> {
+        self.handles.pin();
+        self.mapping().map(drop)
     }
 
     pub fn is_mapped_writable(&self) -> bool {
@@ -243,21 +271,23 @@ impl Segment {
         let len = usize::try_from(capacity).map_err(|_| {
             Error::InvalidConfig("segment capacity exceeds the address space".into())
         })?;
-        if self.file.get().is_none() {
+        self.handles.pin();
+        if self.handles.file().is_none() {
             let path = self.path();
             let f = self
                 .fs
                 .open(&path, OpenMode::Write)
                 .map_err(|e| Error::io("open segment", &path, e))?;
-            let _ = self.file.set(f);
+            self.handles.set_file(f);
         }
         let map = self
             .file()?
             .map(len)
             .map_err(|e| Error::io("map segment", self.path(), e))?;
-        if self.map.set(map).is_err() {
+        if self.handles.map().is_some() {
             return Err(Error::InvalidConfig("segment mapped twice".into()));
         }
+        self.handles.set_map(map);
         self.mapped_writable.store(true, Ordering::Release);
         Ok(())
     }
@@ -283,9 +313,9 @@ impl Segment {
         file_path(&self.dir, self.base_offset, LOG_SUFFIX)
     }
 
-    /// The `.log` file, opened read-only on first use when not open yet.
-    pub fn file(&self) -> Result<&Arc<dyn FileHandle>> {
-        if let Some(f) = self.file.get() {
+    /// The `.log` file, opened read-only on first use when not open (or released).
+    pub fn file(&self) -> Result<Arc<dyn FileHandle>> {
+        if let Some(f) = self.handles.file() {
             return Ok(f);
         }
         let path = self.path();
@@ -293,7 +323,11 @@ impl Segment {
             .fs
             .open(&path, OpenMode::Read)
             .map_err(|e| Error::io("open segment", &path, e))?;
-        Ok(self.file.get_or_init(|| f))
+        let (f, admit) = self.handles.set_file(f);
+        if admit {
+            self.cache.admit(&self.handles);
+        }
+        Ok(f)
     }
 
     /// Cuts the file (and what readers see) to `len` bytes: recovery only.
@@ -321,17 +355,18 @@ impl Segment {
     }
 
     /// The writable mapping of the active segment, if this is one.
-    pub fn writable_mapping(&self) -> Option<&Arc<dyn Mapping>> {
+    pub fn writable_mapping(&self) -> Option<Arc<dyn Mapping>> {
         if self.is_mapped_writable() {
-            self.map.get()
+            self.handles.map()
         } else {
             None
         }
     }
 
-    /// The mapping, created read-only at the published size on first use.
-    pub fn mapping(&self) -> Result<&Arc<dyn Mapping>> {
-        if let Some(m) = self.map.get() {
+    /// The mapping, created read-only at the published size on first use (or after
+    /// the cache released it).
+    pub fn mapping(&self) -> Result<Arc<dyn Mapping>> {
+        if let Some(m) = self.handles.map() {
             return Ok(m);
         }
         let len = usize::try_from(self.published())
@@ -341,7 +376,11 @@ impl Segment {
             .map(len)
             .map_err(|e| Error::io("map segment", self.path(), e))?;
         // Another reader may have won the race; either mapping is fine.
-        Ok(self.map.get_or_init(|| map))
+        let (map, admit) = self.handles.set_map(map);
+        if admit {
+            self.cache.admit(&self.handles);
+        }
+        Ok(map)
     }
 
     /// Writer only: copies an encoded batch to `position` (the published end) and
@@ -355,12 +394,12 @@ impl Segment {
     ) -> Result<()> {
         let (first_offset, next_offset, max_ts, append_time) = batch_meta;
         debug_assert_eq!(position, self.published());
-        let map = self
-            .map
-            .get()
-            .expect("the active segment is mapped at creation");
         let pos = usize::try_from(position).expect("positions fit in usize (capacity checked)");
-        map.write(pos, bytes)
+        self.handles
+            .with_map(|map| {
+                map.expect("the active segment is mapped and pinned")
+                    .write(pos, bytes)
+            })
             .map_err(|e| Error::io("write segment", self.path(), e))?;
         let end = position + bytes.len() as u64;
         // Publish before indexing, so an index entry never points past the published end.
@@ -556,8 +595,10 @@ impl Segment {
         Ok(())
     }
 
-    /// Seals the active segment: file cut to its data, index files written.
+    /// Seals the active segment: file cut to its data, index files written. It stays
+    /// pinned (open) until its fsync ([`Segment::sync`]).
     pub fn seal(&self) -> Result<()> {
+        self.sealed.store(true, Ordering::Release);
         self.file()?
             .set_len(self.published())
             .map_err(|e| Error::io("truncate segment", self.path(), e))?;
@@ -565,13 +606,21 @@ impl Segment {
         if let Some(l) = loaded.as_ref() {
             self.write_index_files(&l.indexes)?;
         }
+        // Read through `mapping()` from now on: once released, it comes back read-only.
+        self.mapped_writable.store(false, Ordering::Release);
         Ok(())
     }
 
-    /// fsyncs the log and index files.
+    /// fsyncs the `.log` file. The first fsync after a roll sealed the segment hands
+    /// it to the cache of open segments (until then it is pinned: its data must be
+    /// fsynced through the descriptor it was written through).
     pub fn sync(&self) -> Result<()> {
         self.file()?
             .sync_data()
-            .map_err(|e| Error::io("sync segment", self.path(), e))
+            .map_err(|e| Error::io("sync segment", self.path(), e))?;
+        if self.sealed.swap(false, Ordering::AcqRel) && self.handles.unpin() {
+            self.cache.admit(&self.handles);
+        }
+        Ok(())
     }
 }

@@ -49,11 +49,12 @@ pub struct LogStats {
     pub retention_held_segments: u64,
     /// The lowest consumer floor seen by the last retention pass, if any.
     pub retention_floor: Option<crate::Offset>,
-    /// Queue floor files (`queues/<name>/floor`) the last retention pass found
-    /// damaged, unreadable, or missing for a queue that has a snapshot (or the
-    /// `queues/` directory, when it could not be listed). Each made the pass protect
-    /// everything (floor 0, the log's start) for time and size retention; opening the
-    /// queue rewrites its floor file from the queue's state.
+    /// Files that make time and size retention protect everything (floor 0, the
+    /// log's start): cursor files (`cursors/<name>.cursor`) that are damaged or
+    /// unreadable ([`crate::Log::delete_cursor`] clears them), and consumers an open
+    /// hook could not know the floor of, such as a queue of an earlier version whose
+    /// `queues/<name>/floor` file is damaged, or a queue with state and no cursor
+    /// (opening the queue clears these).
     pub damaged_floor_files: Vec<std::path::PathBuf>,
     /// Bytes of non-active segments wholly below the cleaner offset.
     pub clean_bytes: u64,

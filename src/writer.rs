@@ -295,6 +295,7 @@ impl LogInner {
         let capacity = self.config.segment_capacity();
         let segment = Arc::new(Segment::create(
             fs,
+            &self.segment_cache,
             &self.dir,
             w.next_offset,
             capacity,

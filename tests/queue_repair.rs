@@ -127,8 +127,11 @@ fn a_lost_snapshot_is_rebuilt_from_the_floor_file_and_the_journal() {
     fs.remove_file(&Path::new(QDIR).join("snapshot")).unwrap();
     let (report, delivered) = repair_and_drain(&fs, &clock);
     assert!(!report.snapshot_kept);
-    assert_eq!(report.floor_from, "floor file");
-    assert!(report.floor >= 1, "the floor file moved past the first ack");
+    assert_eq!(report.floor_from, "durable floor");
+    assert!(
+        report.floor >= 1,
+        "the durable floor moved past the first ack"
+    );
     check_nothing_lost(&delivered, &settled, "lost snapshot");
     // The acks the newest journal holds are kept: those records are not delivered.
     for o in [31, 33] {
@@ -137,7 +140,8 @@ fn a_lost_snapshot_is_rebuilt_from_the_floor_file_and_the_journal() {
             "ack of {o} in the journal was kept"
         );
     }
-    assert!(fs.exists(&report.saved_to.join("floor")));
+    let saved = fs.list(&report.saved_to).unwrap();
+    assert!(saved.iter().any(|n| n.starts_with("journal-")), "{saved:?}");
 }
 
 #[test]
@@ -147,8 +151,11 @@ fn a_damaged_snapshot_and_floor_fall_back_to_the_log_start() {
     let settled = workload(&fs, &clock);
     fs.corrupt_byte(Path::new(QDIR).join("snapshot"), 20, 0x40)
         .unwrap();
-    fs.corrupt_byte(Path::new(QDIR).join("floor"), 6, 0x01)
-        .unwrap();
+    // The queue's durable floor: its cursor (both slots).
+    for at in [6, 32 + 6] {
+        fs.corrupt_byte("/log/cursors/queue.q.cursor", at, 0x01)
+            .unwrap();
+    }
     // And the journal's first frame: no event survives, only the dead-letter log
     // says what was settled.
     let journal = fs

@@ -574,13 +574,10 @@ fn damaged_or_missing_floor_protects_everything_and_is_reported() {
         let clock = ManualClock::new(0);
         let config = LogConfig {
             retention_bytes: Some(1),
+            clock: Arc::new(clock.clone()),
             ..common::small_config(1024)
         };
-        let config = LogConfig {
-            clock: Arc::new(clock.clone()),
-            ..config
-        };
-        let log = Log::open(dir.path(), config).unwrap();
+        let log = Log::open(dir.path(), config.clone()).unwrap();
         {
             let q = Queue::open(&log, "q", QueueConfig::default()).unwrap();
             for i in 0..200 {
@@ -591,15 +588,21 @@ fn damaged_or_missing_floor_protects_everything_and_is_reported() {
             }
             q.flush().unwrap();
         }
-        let floor = dir.path().join("queues/q/floor");
+        log.close().unwrap();
+        // The queue's floor is its cursor (earlier versions: `queues/q/floor`).
+        let floor = dir.path().join("cursors/queue.q.cursor");
         match damage {
-            "flip" => common::flip_bit(&floor, 6, 2),
+            "flip" => {
+                common::flip_bit(&floor, 6, 2);
+                common::flip_bit(&floor, 32 + 6, 2);
+            }
             "truncate" => {
                 let b = std::fs::read(&floor).unwrap();
                 std::fs::write(&floor, &b[..10]).unwrap();
             }
             _ => std::fs::remove_file(&floor).unwrap(),
         }
+        let log = Log::open(dir.path(), config).unwrap();
         let before = log.segments().len();
         let report = log.enforce_retention().unwrap();
         assert_eq!(
@@ -611,13 +614,21 @@ fn damaged_or_missing_floor_protects_everything_and_is_reported() {
         let stats = log.stats();
         assert_eq!(stats.damaged_floor_files, vec![floor.clone()], "{damage}");
         assert_eq!(stats.retention_floor, Some(0), "{damage}");
-        // Opening the queue rewrites its floor: retention moves up to it again.
+        if damage != "remove" {
+            let e = log.cursors().unwrap_err();
+            assert!(
+                matches!(&e, Error::Corrupt { path, .. } if *path == floor),
+                "{damage}: {e:?}"
+            );
+        }
+        // Opening the queue rewrites its cursor: retention moves up to it again.
         let q = Queue::open(&log, "q", QueueConfig::default()).unwrap();
         drop(q);
         let report = log.enforce_retention().unwrap();
         assert!(report.segments_deleted > 0, "{damage}");
         assert!(log.start_offset() <= 50, "{damage}: deleted past the floor");
         assert!(log.stats().damaged_floor_files.is_empty(), "{damage}");
+        assert_eq!(log.cursors().unwrap()[0].position, 50, "{damage}");
     }
 }
 
@@ -643,17 +654,19 @@ fn poisoned_queue_says_what_failed_and_how_to_recover() {
     q.send(Record::new("b")).unwrap();
     let got = q.receive(2, NO_WAIT).unwrap();
     q.ack(&got[0].receipt).unwrap();
-    // The floor file's durable replace cannot create its temporary file.
-    fs.create_dir_all(Path::new(&format!("{QDIR}/floor.tmp")))
-        .unwrap();
+    // The queue's cursor (its floor) cannot be written: a directory took its place.
+    let cursor = Path::new("/log/cursors/queue.q.cursor");
+    let saved = fs.read_file(cursor).unwrap();
+    fs.remove_file(cursor).unwrap();
+    fs.create_dir_all(cursor).unwrap();
     let first = q.flush().unwrap_err();
-    assert!(first.to_string().contains("floor.tmp"), "{first}");
+    assert!(first.to_string().contains("queue.q.cursor"), "{first}");
     let e = q.ack(&got[1].receipt).unwrap_err();
     let Error::QueuePoisoned { queue, reason } = &e else {
         panic!("expected QueuePoisoned, got {e:?}");
     };
     assert_eq!(queue, "q");
-    assert!(reason.contains("floor.tmp"), "{reason}");
+    assert!(reason.contains("queue.q.cursor"), "{reason}");
     let msg = e.to_string();
     assert!(msg.contains("queue q"), "{msg}");
     assert!(msg.contains("Queue::open"), "{msg}");
@@ -661,8 +674,8 @@ fn poisoned_queue_says_what_failed_and_how_to_recover() {
     // The log is fine; reopening the queue recovers.
     log.append(Record::new("c")).unwrap();
     drop(q);
-    fs.remove_dir_all(Path::new(&format!("{QDIR}/floor.tmp")))
-        .unwrap();
+    fs.remove_dir_all(cursor).unwrap();
+    fs.write_file(cursor, &saved).unwrap();
     let q = Queue::open(&log, "q", cfg(StartPosition::Earliest)).unwrap();
     q.flush().unwrap();
 }

@@ -1,39 +1,58 @@
-//! Retention floors of every queue under `<log dir>/queues/`, open or not.
+//! A queue's retention floor is a log cursor named `queue.<name>` (see cursor.rs):
+//! everything below it is done, and with [`super::QueueConfig::protect_unacked`] it
+//! protects the rest from time and size retention, whether the queue is open or not.
+//! The log knows nothing of queues; this module maps a queue onto its cursor.
 //!
-//! Each queue keeps a `floor` file (`"LQF1" | floor u64 | protect u8 | crc32`, replaced
-//! durably) written when the queue opens, when it writes a snapshot and when
-//! [`super::Queue::flush`] finds the floor moved. It is never ahead of the durable
-//! queue state, so a queue that crashed protects from an older, lower floor: more is
-//! kept, never less. One provider per log ([`crate::Log`]'s retention asks it on each
-//! pass) lists `queues/`, takes the in-memory floor of the queues open in this process
-//! and reads the `floor` file of the others.
+//! The cursor is never ahead of the durable queue state: at open it is created at, or
+//! moved down to, the queue's floor before anything else (under retention's `pass`
+//! lock, so a pass either sees it or deleted before the floor was chosen), and it is
+//! moved up only after the snapshot or a flush made the state durable up to the new
+//! floor. A crash after a commit leaves the cursor at most at the durable floor (a
+//! commit is written to the OS after that state was fsynced), so a queue that crashed
+//! protects from an older, lower floor: more is kept, never less.
 //!
-//! Fail safe: a `floor` file that is damaged or unreadable, or missing from a queue
-//! directory that has a snapshot (the queue exists), protects everything (floor 0: the
-//! log's start) and is listed in [`crate::LogStats::damaged_floor_files`] until the
-//! queue is opened again (open rewrites the file from the queue's state). Floor 0
-//! rather than the snapshot's floor: the snapshot does not say whether the queue
-//! protects its records at all, and reading it (megabytes with many records in
-//! flight) on every retention pass would cost more than keeping segments until the
-//! operator sees the report. A directory with neither (a queue whose creation crashed
-//! before its snapshot) has nothing to protect. An unreadable `queues/` directory
-//! protects everything too.
+//! Earlier versions kept the floor in `queues/<name>/floor` (`"LQF1" | floor u64 |
+//! protect u8 | crc32`, replaced durably). [`migrate_floors`] runs at every
+//! [`Log::open`] (wired in `lib.rs`), before retention can run:
+//! - a readable `floor` file becomes the cursor (created durably unless it exists),
+//!   then the file is removed and the directory fsynced (a crash in between leaves
+//!   both, and the next open only removes the file); kept when the queue has no
+//!   snapshot, where it is what makes the queue's open report the lost state;
+//! - a damaged or unreadable `floor` file, and a queue with a snapshot but neither a
+//!   `floor` file nor a cursor (its floor is unknown: the cursor is created before the
+//!   snapshot, so no crash leaves this), hold back everything and are listed in
+//!   [`crate::LogStats::damaged_floor_files`] until the queue is opened (open creates
+//!   the cursor from the queue's state and removes the file);
+//! - a `queue.<name>` cursor whose queue directory is gone is deleted: a crash inside
+//!   `Queue::delete`, which removes the directory before the cursor. (The `queue.`
+//!   prefix of cursor names belongs to queues.)
+//!
+//! A queue whose creation failed or crashed before its snapshot keeps its cursor (at
+//! the floor it would have started from) until it is opened or deleted: over-
+//! protection, visible in [`Log::cursors`].
+//!
+//! Floor 0 rather than the snapshot's floor for an unknown floor: the snapshot does not
+//! say whether the queue protects its records at all. An unreadable `queues/` directory
+//! holds back everything too.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-
-use parking_lot::Mutex;
+use std::path::Path;
 
 use crate::checkpoint;
 use crate::fs::{FileSystem, OpenMode};
-use crate::{Offset, Result};
+use crate::{Cursor, Error, Log, Offset, Result};
 
+/// Name of the floor file of earlier versions, in the queue's directory.
 pub(crate) const FLOOR_FILE: &str = "floor";
 const MAGIC: &[u8; 4] = b"LQF1";
-const PROVIDER: &str = "queue-floors";
+/// Prefix of the cursor names queues use.
+const CURSOR_PREFIX: &str = "queue.";
 
+/// The name of the cursor holding the floor of queue `queue`.
+pub(crate) fn cursor_name(queue: &str) -> String {
+    format!("{CURSOR_PREFIX}{queue}")
+}
+
+#[cfg(test)]
 fn encode(floor: Offset, protect: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(17);
     out.extend_from_slice(MAGIC);
@@ -56,120 +75,135 @@ fn decode(bytes: &[u8]) -> Option<(Offset, bool)> {
     Some((floor, bytes[12] == 1))
 }
 
-/// The floor and protect flag the `floor` file in `dir` holds, if it checks out.
-pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Option<(Offset, bool)> {
-    decode(&checkpoint::read_small(fs, &dir.join(FLOOR_FILE))?)
-}
-
-/// Durably records the queue's floor and whether it protects its unacked records.
-pub(crate) fn write(fs: &dyn FileSystem, dir: &Path, floor: Offset, protect: bool) -> Result<()> {
-    checkpoint::durable_replace(fs, dir, FLOOR_FILE, &encode(floor, protect))
-}
-
-/// The floors of a log's queues, shared by its open queues and its retention.
-pub(crate) struct QueueFloors {
-    fs: Arc<dyn FileSystem>,
-    dir: PathBuf,
-    /// Queues opened in this process, by name: in-memory floor and `protect_unacked`.
-    open: Mutex<HashMap<String, (Weak<AtomicU64>, bool)>>,
-    /// Where the last pass reports the files that made it protect everything (the
-    /// log's retention state shows them in its stats).
-    damaged: Arc<Mutex<Vec<PathBuf>>>,
-}
-
-impl std::fmt::Debug for QueueFloors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueueFloors")
-            .field("dir", &self.dir)
-            .finish()
-    }
-}
-
-impl QueueFloors {
-    /// The provider of `log`, registered with its retention on first use.
-    pub fn of(log: &crate::Log) -> Arc<QueueFloors> {
-        let make = || QueueFloors {
-            fs: Arc::clone(&log.config().fs),
-            dir: log.dir().join("queues"),
-            open: Mutex::new(HashMap::new()),
-            damaged: Arc::clone(&log.inner.retention.damaged_floors),
-        };
-        log.retention_provider(PROVIDER, make, QueueFloors::lowest)
-    }
-
-    /// Tells retention to use `floor` (while it is alive) for the queue `name`.
-    pub fn register(&self, name: &str, floor: &Arc<AtomicU64>, protect: bool) {
-        let mut open = self.open.lock();
-        open.retain(|_, (w, _)| w.strong_count() > 0);
-        open.insert(name.to_string(), (Arc::downgrade(floor), protect));
-    }
-
-    /// The lowest floor of the queues that protect their unacked records; 0 for a
-    /// queue whose floor cannot be known (see the module docs), reported.
-    fn lowest(&self) -> Option<Offset> {
-        let mut damaged = Vec::new();
-        let names = match self.fs.list(&self.dir) {
-            Ok(names) => names,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(_) => {
-                damaged.push(self.dir.clone());
-                Vec::new()
-            }
-        };
-        let mut lowest = (!damaged.is_empty()).then_some(0);
-        let open = self.open.lock();
-        let mut names = names;
-        names.sort();
-        for name in names {
-            if let Some((w, protect)) = open.get(&name) {
-                if let Some(floor) = w.upgrade() {
-                    if *protect {
-                        let f = floor.load(Ordering::Acquire);
-                        lowest = Some(lowest.map_or(f, |l| l.min(f)));
-                    }
-                    continue;
-                }
-            }
-            let floor = match self.read_floor(&self.dir.join(&name)) {
-                Read::Floor(floor, protect) => protect.then_some(floor),
-                Read::NoQueue => None,
-                Read::Unknown(path) => {
-                    damaged.push(path);
-                    Some(0)
-                }
-            };
-            if let Some(f) = floor {
-                lowest = Some(lowest.map_or(f, |l| l.min(f)));
-            }
+/// The queue `name`'s cursor, at or below `floor` (a damaged cursor is replaced
+/// durably, at the log's start or `floor` when lower). The caller holds the log's
+/// retention `pass` lock and raises the cursor with [`commit`] once the state is
+/// durable. Removes a `floor` file of an earlier version and ends the holds placed for
+/// this queue.
+pub(super) fn attach(
+    log: &Log,
+    name: &str,
+    dir: &Path,
+    floor: Offset,
+    protect: bool,
+) -> Result<Cursor> {
+    let cname = cursor_name(name);
+    let cursor = match log.cursor_under_pass(&cname, protect, Some(floor)) {
+        Err(Error::Corrupt { .. }) => {
+            log.reset_cursor_under_pass(&cname, floor.min(log.start_offset()), protect)?
         }
-        *self.damaged.lock() = damaged;
-        lowest
+        r => r?,
+    };
+    let fs = &*log.config().fs;
+    let legacy = dir.join(FLOOR_FILE);
+    if fs.exists(&legacy) {
+        remove_durably(fs, dir, &legacy)?;
     }
+    log.release_unknown_floor(&legacy);
+    log.release_unknown_floor(&crate::cursor::cursor_path(log.dir(), &cname));
+    Ok(cursor)
+}
 
-    /// What the `floor` file of the queue directory `dir` says.
-    fn read_floor(&self, dir: &Path) -> Read {
-        let path = dir.join(FLOOR_FILE);
-        match read_file(&*self.fs, &path) {
-            Ok(Some(bytes)) => match decode(&bytes) {
-                Some((floor, protect)) => Read::Floor(floor, protect),
-                None => Read::Unknown(path),
-            },
-            Ok(None) if self.fs.exists(&dir.join(super::journal::SNAPSHOT)) => Read::Unknown(path),
-            Ok(None) => Read::NoQueue,
-            // A stray file in `queues/`, not a queue.
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Read::NoQueue,
-            Err(_) => Read::Unknown(path),
+/// The floor the queue last made durable, for `Queue::repair`: the `floor` file of an
+/// earlier version when it is still there and checks out, else the queue's cursor;
+/// `None` when neither can be read. With whether it protects its unacked records.
+pub(super) fn durable_floor(log: &Log, dir: &Path, name: &str) -> Option<(Offset, bool)> {
+    let fs = &*log.config().fs;
+    if let Some(bytes) = checkpoint::read_small(fs, &dir.join(FLOOR_FILE)) {
+        if let Some(found) = decode(&bytes) {
+            return Some(found);
         }
     }
+    let info = log.cursor_info(&cursor_name(name))?;
+    Some((info.position, info.protect))
 }
 
-/// A queue's floor as its `floor` file tells it.
-enum Read {
-    Floor(Offset, bool),
-    /// Not a queue, or one whose creation never finished: nothing to protect.
-    NoQueue,
-    /// Damaged, unreadable, or missing while the queue exists: protect everything.
-    Unknown(PathBuf),
+/// Moves the queue's cursor to `floor`; the caller made the state durable up to it.
+pub(super) fn commit(cursor: &Cursor, floor: Offset) -> Result<()> {
+    if cursor.position() != floor {
+        cursor.commit(floor)?;
+    }
+    Ok(())
+}
+
+/// For `Queue::delete`, after the queue's directory is durably gone: deletes its
+/// cursor (the queue no longer holds back retention) and ends its holds. A crash
+/// between the two is finished by the next [`Log::open`] (see the module docs).
+pub(crate) fn forget(log: &Log, name: &str) -> Result<()> {
+    let cname = cursor_name(name);
+    log.delete_cursor(&cname)?;
+    let dir = log.dir().join("queues").join(name);
+    log.release_unknown_floor(&dir.join(FLOOR_FILE));
+    log.release_unknown_floor(&crate::cursor::cursor_path(log.dir(), &cname));
+    Ok(())
+}
+
+fn remove_durably(fs: &dyn FileSystem, dir: &Path, path: &Path) -> Result<()> {
+    fs.remove_file(path)
+        .map_err(|e| Error::io("remove floor file", path, e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))
+}
+
+/// The open hook: queue floors of earlier versions become cursors, unknown floors hold
+/// back retention, orphan queue cursors go (see the module docs).
+pub(crate) fn migrate_floors(log: &Log) -> Result<()> {
+    let fs = &*log.config().fs;
+    let queues = log.dir().join("queues");
+    let names = match fs.list(&queues) {
+        Ok(names) => names,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(_) => {
+            log.hold_unknown_floor(queues);
+            return Ok(());
+        }
+    };
+    for cname in log.cursor_names() {
+        if let Some(q) = cname.strip_prefix(CURSOR_PREFIX) {
+            if !names.iter().any(|n| n == q) {
+                log.delete_cursor(&cname)?;
+            }
+        }
+    }
+    for name in names {
+        if !crate::cursor::valid_name(&cursor_name(name.as_str())) {
+            continue;
+        }
+        migrate_one(log, &queues.join(&name), &name)?;
+    }
+    Ok(())
+}
+
+fn migrate_one(log: &Log, dir: &Path, name: &str) -> Result<()> {
+    let fs = &*log.config().fs;
+    let cname = cursor_name(name);
+    let legacy = dir.join(FLOOR_FILE);
+    match read_file(fs, &legacy) {
+        Ok(Some(bytes)) => match decode(&bytes) {
+            Some((floor, protect)) => {
+                if !log.cursor_exists(&cname) {
+                    let _pass = log.inner.retention.pass.lock();
+                    log.reset_cursor_under_pass(&cname, floor, protect)?;
+                }
+                // Without a snapshot the `floor` file is what tells the queue's open
+                // that state was lost (`Corrupt`, not a new queue): it stays.
+                if fs.exists(&dir.join(super::journal::SNAPSHOT)) {
+                    remove_durably(fs, dir, &legacy)?;
+                }
+            }
+            None => log.hold_unknown_floor(legacy),
+        },
+        Ok(None) => {
+            let snapshot = dir.join(super::journal::SNAPSHOT);
+            if fs.exists(&snapshot) && !log.cursor_exists(&cname) {
+                log.hold_unknown_floor(crate::cursor::cursor_path(log.dir(), &cname));
+            }
+        }
+        // A stray file in `queues/`, not a queue.
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {}
+        Err(_) => log.hold_unknown_floor(legacy),
+    }
+    Ok(())
 }
 
 /// The bytes of a small file; `None` when it does not exist.
@@ -189,52 +223,27 @@ fn read_file(fs: &dyn FileSystem, path: &Path) -> std::io::Result<Option<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::SimFs;
-
-    fn floors(fs: &SimFs) -> QueueFloors {
-        QueueFloors {
-            fs: Arc::new(fs.clone()),
-            dir: PathBuf::from("/log/queues"),
-            open: Mutex::new(HashMap::new()),
-            damaged: Arc::default(),
-        }
-    }
 
     #[test]
-    fn unknown_floors_protect_everything_and_are_reported() {
+    fn forget_deletes_the_queue_cursor_and_its_holds() {
+        use crate::sim::SimFs;
+        use crate::{FlushPolicy, LogConfig, Queue, QueueConfig};
         let fs = SimFs::new(0);
-        let f = floors(&fs);
-        assert_eq!(f.lowest(), None, "no queues/ directory: nothing to protect");
-        fs.write_file("/log/queues/a/floor", &encode(40, true))
-            .unwrap();
-        fs.write_file("/log/queues/b/floor", &encode(10, false))
-            .unwrap();
-        // A stray file, and a queue whose creation never wrote its snapshot.
-        fs.write_file("/log/queues/stray", b"x").unwrap();
-        fs.write_file("/log/queues/c/queue.lock", b"").unwrap();
-        assert_eq!(f.lowest(), Some(40));
-        assert!(f.damaged.lock().is_empty());
-        // A queue with a snapshot and no floor file.
-        fs.write_file("/log/queues/d/snapshot", b"s").unwrap();
-        assert_eq!(f.lowest(), Some(0));
-        assert_eq!(
-            *f.damaged.lock(),
-            vec![PathBuf::from("/log/queues/d/floor")]
-        );
-        fs.write_file("/log/queues/d/floor", &encode(50, true))
-            .unwrap();
-        assert_eq!(f.lowest(), Some(40));
-        assert!(
-            f.damaged.lock().is_empty(),
-            "the report follows the last pass"
-        );
-        // Damaged: even a queue that did not protect now protects everything.
-        fs.corrupt_byte("/log/queues/b/floor", 5, 1).unwrap();
-        assert_eq!(f.lowest(), Some(0));
-        assert_eq!(
-            *f.damaged.lock(),
-            vec![PathBuf::from("/log/queues/b/floor")]
-        );
+        let config = LogConfig {
+            fs: std::sync::Arc::new(fs.clone()),
+            background: false,
+            flush: FlushPolicy::Manual,
+            ..LogConfig::default()
+        };
+        let log = Log::open("/log", config).unwrap();
+        drop(Queue::open(&log, "q", QueueConfig::default()).unwrap());
+        assert_eq!(log.cursors().unwrap()[0].name, "queue.q");
+        log.hold_unknown_floor(Path::new("/log/queues/q").join(FLOOR_FILE));
+        fs.remove_dir_all(Path::new("/log/queues/q")).unwrap();
+        forget(&log, "q").unwrap();
+        assert!(log.cursors().unwrap().is_empty());
+        assert!(log.stats().damaged_floor_files.is_empty());
+        forget(&log, "q").unwrap();
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The queue's internals behind its lock: writing events to the journal, rotating
-//! it, the floor file, settling a receipt, and dead-lettering.
+//! it, the floor cursor, settling a receipt, and dead-lettering.
 
 use super::*;
 
@@ -78,9 +78,7 @@ impl QueueInner {
         })();
         events.clear();
         core.events = events;
-        let r = self.poison_on_err(core, r);
-        self.floor.store(core.state.floor, AtomicOrdering::Release);
-        r
+        self.poison_on_err(core, r)
     }
 
     /// Snapshot of the current state and a new journal. The log (and dead-letter log)
@@ -95,20 +93,10 @@ impl QueueInner {
         self.write_floor(core)
     }
 
-    /// Writes the `floor` file if the floor moved since it was last written. The
-    /// caller has made the state durable up to the floor.
+    /// Commits the floor to the queue's cursor if it moved since. The caller has made
+    /// the state durable up to the floor.
     pub(super) fn write_floor(&self, core: &mut Core) -> Result<()> {
-        if core.state.floor != core.floor_written {
-            let fs = Arc::clone(core.journal.fs());
-            floors::write(
-                &*fs,
-                &core.dir,
-                core.state.floor,
-                self.config.protect_unacked,
-            )?;
-            core.floor_written = core.state.floor;
-        }
-        Ok(())
+        floors::commit(&core.floor_cursor, core.state.floor)
     }
 
     /// Checks `receipt` against the current lease, then runs `f` (which gives the

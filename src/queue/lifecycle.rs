@@ -225,9 +225,12 @@ impl Queue {
             .map_err(|e| Error::io("rename deleted queue", &dir, e))?;
         fs.sync_dir(&queues)
             .map_err(|e| Error::io("sync directory", &queues, e))?;
-        // Deleted from here on; what follows is cleanup a crash leaves to the next call.
+        // Deleted from here on; what follows is cleanup a crash leaves to the next call
+        // (and the next `Log::open` deletes the cursor of a queue whose directory is gone).
         drop(dlq_lock);
         drop(queue_lock);
+        // The queue no longer holds back retention.
+        floors::forget(log, name)?;
         remove_tombstone(fs, &tombstone)?;
         fs.sync_dir(&queues)
             .map_err(|e| Error::io("sync directory", &queues, e))
@@ -285,7 +288,6 @@ impl Queue {
             core.journal.sync()?;
             inner.write_floor(&mut core)
         });
-        inner.floor.store(core.state.floor, AtomicOrdering::Release);
         inner.poison_on_err(&mut core, r)?;
         if was_at_cap {
             inner.released.fetch_add(1, AtomicOrdering::SeqCst);

@@ -3,9 +3,9 @@
 //!
 //! State lives in `<log dir>/queues/<name>/`: a snapshot, a journal of fixed-size
 //! events written through a memory map (see `journal.rs`; read back at open by
-//! `replay.rs`, which also says when a queue directory is new), a `floor` file that
-//! lets the log's retention keep what the queue still needs while it is closed (see
-//! `floors.rs`), the `redrive` intent file (see `redrive.rs`), the dead-letter log in
+//! `replay.rs`, which also says when a queue directory is new), a log cursor
+//! `queue.<name>` that lets the log's retention keep what the queue still needs while
+//! it is closed (see `floors.rs`), the `redrive` intent file (see `redrive.rs`), the dead-letter log in
 //! `dead-letter/`, reconciled with the state at open (see `dead_letter.rs`), and the
 //! lock file `queue.lock`. In memory: the ack floor, a 12-byte slot per offset between
 //! the floor and the delivery cursor, and a deadline heap (see `state.rs`).
@@ -48,6 +48,7 @@ pub const DELAY_UNTIL: &str = "delay.until";
 /// delivers the record any more; set by [`Record::with_ttl`]. See
 /// [`QueueConfig::dead_letter_expired`].
 pub const EXPIRES_AT: &str = "expires.at";
+pub(crate) use floors::migrate_floors;
 use journal::{Event, Journal, Kind};
 pub(crate) use lifecycle::OpenQueues;
 pub(crate) use replay::LOCK_FILE;
@@ -93,8 +94,6 @@ struct QueueInner {
     /// Lock order: `unread`, then `core`.
     unread: Mutex<ReadAhead>,
     core: Mutex<Core>,
-    /// Mirror of the ack floor, for retention (see `floors.rs`).
-    floor: Arc<AtomicU64>,
     /// Bumped when a lease ends, to wake receivers blocked by `max_in_flight`.
     released: AtomicU64,
     /// Serialises [`Queue::redrive`].
@@ -154,8 +153,8 @@ struct Core {
     events: Vec<Event>,
     dir: PathBuf,
     poisoned: Option<String>,
-    /// The floor last written to the `floor` file.
-    floor_written: Offset,
+    /// The log cursor holding the queue's floor for retention (see `floors.rs`).
+    floor_cursor: crate::Cursor,
     /// Offset and timestamp of the record last read for `oldest_unacked_age_ms`.
     oldest: Option<(Offset, i64)>,
     /// Counters kept in memory since open.
@@ -202,12 +201,6 @@ fn create_dirs(fs: &dyn crate::fs::FileSystem, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Makes `log`'s time and size retention keep the records that the queues under
-/// `<log dir>/queues/` with [`QueueConfig::protect_unacked`] have not done, open or not.
-pub(crate) fn install_retention_floors(log: &Log) {
-    floors::QueueFloors::of(log);
-}
-
 impl Queue {
     /// Opens (creating if needed) the queue `name` over `log`, with its state in
     /// `<log dir>/queues/<name>/`. Names are ASCII letters, digits, `.`, `_`, `-`.
@@ -239,11 +232,11 @@ impl Queue {
         // known, so `clamp` counts only the records skipped without being done.
         let loaded = replay::load(&*fs, &dir, 0..log.end_offset(), &dlq)?;
         let generation = loaded.as_ref().map_or(0, |(g, _)| *g);
-        let floor = Arc::new(AtomicU64::new(0));
-        let mut state = {
-            // The start floor is chosen and shown to retention in one critical
-            // section with retention's check-and-delete (see retention.rs): a pass
-            // either sees this floor or deleted before the start offset is read here.
+        let (mut state, floor_cursor) = {
+            // The start floor is chosen and shown to retention (the queue's cursor,
+            // see floors.rs) in one critical section with retention's
+            // check-and-delete (see retention.rs): a pass either sees this floor or
+            // deleted before the start offset is read here.
             let _retention = log.inner.retention.pass.lock();
             let mut state = match loaded {
                 Some((_, mut s)) => {
@@ -258,9 +251,8 @@ impl Queue {
             let end = replay::usable_end(log, &state)?;
             state.clamp(log.start_offset(), end);
             state.log_epoch = Some(log.inner.crash_history.epoch());
-            floor.store(state.floor, AtomicOrdering::Release);
-            floors::QueueFloors::of(log).register(name, &floor, config.protect_unacked);
-            state
+            let cursor = floors::attach(log, name, &dir, state.floor, config.protect_unacked)?;
+            (state, cursor)
         };
         state.set_backoff(config.backoff.iter().map(|d| millis(*d)).collect());
         // Before the per-key table is rebuilt: a reconciled record releases its key.
@@ -276,7 +268,7 @@ impl Queue {
         let capacity = usize::try_from(config.journal_bytes)
             .map_err(|_| Error::InvalidConfig("journal_bytes too large".into()))?;
         let journal = Journal::create(Arc::clone(&fs), &dir, generation + 1, capacity, &state)?;
-        floors::write(&*fs, &dir, state.floor, config.protect_unacked)?;
+        floors::commit(&floor_cursor, state.floor)?;
         // After the snapshot: a crash during creation must leave no file that counts
         // as queue state without a snapshot (see `replay.rs`, when a directory is new).
         redrive::create_if_new(&*fs, &dir, &dlq)?;
@@ -285,7 +277,6 @@ impl Queue {
             dlq.enforce_retention()?;
         }
         let reader = log.reader(state.next())?;
-        let floor_written = state.floor;
         let inner = Arc::new(QueueInner {
             lock: Mutex::new(Some(lock)),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -304,11 +295,10 @@ impl Queue {
                 events: Vec::with_capacity(256),
                 dir,
                 poisoned: None,
-                floor_written,
+                floor_cursor,
                 oldest: None,
                 counts: Counts::default(),
             }),
-            floor,
             released: AtomicU64::new(0),
             redriving: Mutex::new(()),
             config,

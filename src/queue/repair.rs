@@ -12,8 +12,9 @@
 //!   as its frames check out (the synced length is not trusted: replay stops at the
 //!   first damaged frame; the events after it are lost, so acks there are redelivered
 //!   and attempt counts there fall back).
-//! - Without a usable snapshot, the floor comes from the `floor` file (never ahead of
-//!   the durable state, so everything below it was done) or, when that is damaged too,
+//! - Without a usable snapshot, the floor comes from the queue's cursor (or the
+//!   `floor` file of an earlier version: never ahead of the durable state, so
+//!   everything below it was done) or, when that is damaged too,
 //!   from the log's start offset; every offset above it that the newest journal does
 //!   not show as done is deliverable again.
 //! - Every dead letter of this queue is reconciled again (its record counts as
@@ -50,8 +51,9 @@ pub struct RepairReport {
     /// The snapshot checked out and its state was kept (else the state was rebuilt
     /// from the `floor` file or the log's start, see [`RepairReport::floor_from`]).
     pub snapshot_kept: bool,
-    /// Where the floor of a rebuilt state came from: `"snapshot"`, `"floor file"` or
-    /// `"log start"` (the floor file was missing or damaged too).
+    /// Where the floor of a rebuilt state came from: `"snapshot"`, `"durable floor"`
+    /// (the queue's cursor, or the `floor` file of an earlier version: never ahead of
+    /// the durable state) or `"log start"` (that was missing or damaged too).
     pub floor_from: &'static str,
     /// The ack floor of the repaired state: every offset below it is done.
     pub floor: Offset,
@@ -124,7 +126,7 @@ pub(crate) fn repair(log: &Log, name: &str) -> Result<RepairReport> {
     // No retention: a repair applies none (the next open applies the configured one).
     let dlq = dead_letter::open(log, &dir.join(DEAD_LETTER_DIR), None)?;
     let end = log.end_offset();
-    let mut salvage = salvage_state(&*fs, &dir, log)?;
+    let mut salvage = salvage_state(&*fs, &dir, log, name)?;
     let state = &mut salvage.state;
     state.dead_letter_end = Some(0);
     state.recover_leases();
@@ -143,7 +145,13 @@ pub(crate) fn repair(log: &Log, name: &str) -> Result<RepairReport> {
     // The new snapshot is fsynced: the logs must be durable up to what it names.
     log.flush()?;
     dlq.flush()?;
-    let protect = read_floor_file(&*fs, &dir).is_none_or(|(_, protect)| protect);
+    let protect = floors::durable_floor(log, &dir, name).is_none_or(|(_, protect)| protect);
+    // The queue's cursor moves down to the repaired floor before the new state is
+    // written, and up to it only after (as `Queue::open` does).
+    let cursor = {
+        let _retention = log.inner.retention.pass.lock();
+        floors::attach(log, name, &dir, state.floor, protect)?
+    };
     Journal::create(
         Arc::clone(&fs),
         &dir,
@@ -151,7 +159,7 @@ pub(crate) fn repair(log: &Log, name: &str) -> Result<RepairReport> {
         REPAIR_JOURNAL_BYTES,
         state,
     )?;
-    floors::write(&*fs, &dir, state.floor, protect)?;
+    floors::commit(&cursor, state.floor)?;
     redrive::create_if_new(&*fs, &dir, &dlq)?;
     let not_done = (state.leased() + state.waiting()) as u64;
     Ok(RepairReport {
@@ -176,7 +184,7 @@ struct Salvage {
     damage: Option<(PathBuf, u64)>,
 }
 
-fn salvage_state(fs: &dyn FileSystem, dir: &Path, log: &Log) -> Result<Salvage> {
+fn salvage_state(fs: &dyn FileSystem, dir: &Path, log: &Log, name: &str) -> Result<Salvage> {
     let end = log.end_offset();
     let snapshot = read_optional(fs, &dir.join(SNAPSHOT))?
         .and_then(|bytes| journal::decode_snapshot(&bytes, 0..end));
@@ -200,8 +208,8 @@ fn salvage_state(fs: &dyn FileSystem, dir: &Path, log: &Log) -> Result<Salvage> 
             damage,
         });
     }
-    let (floor, floor_from) = match read_floor_file(fs, dir) {
-        Some((floor, _)) => (floor.min(end), "floor file"),
+    let (floor, floor_from) = match floors::durable_floor(log, dir, name) {
+        Some((floor, _)) => (floor.min(end), "durable floor"),
         None => (log.start_offset().min(end), "log start"),
     };
     let mut state = AckState::new(floor);
@@ -237,11 +245,6 @@ fn salvage_state(fs: &dyn FileSystem, dir: &Path, log: &Log) -> Result<Salvage> 
 /// must not guess around a file it could not read.
 fn read_optional(fs: &dyn FileSystem, path: &Path) -> Result<Option<Vec<u8>>> {
     replay::read_whole(fs, path, "read queue snapshot")
-}
-
-/// The `floor` file's floor and protect flag, if it checks out.
-fn read_floor_file(fs: &dyn FileSystem, dir: &Path) -> Option<(Offset, bool)> {
-    floors::read(fs, dir)
 }
 
 /// The highest generation among the `journal-*` files of `dir`.

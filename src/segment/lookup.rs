@@ -89,7 +89,7 @@ impl Segment {
         if found.as_ref().is_some_and(|b| b.base_offset <= offset) {
             return Ok(found);
         }
-        let map = Arc::clone(self.mapping()?);
+        let map = self.mapping()?;
         let end = usize::try_from(self.published()).expect("published bytes are mapped");
         let until = found.as_ref().map_or(end, |b| b.start);
         let bytes = map.bytes(0, end);
@@ -163,7 +163,7 @@ impl Segment {
         mut pos: usize,
         wanted: impl Fn(Offset, Offset) -> bool,
     ) -> Result<Option<BatchRef>> {
-        let map = Arc::clone(self.mapping()?);
+        let map = self.mapping()?;
         let end = usize::try_from(self.published()).expect("published bytes are mapped");
         let bytes = map.bytes(0, end);
         let bytes: &[u8] = bytes;
