@@ -34,7 +34,7 @@ use std::sync::Arc;
 use super::journal::{self, Event, Format, Journal, Kind, FRAME_HEADER, SNAPSHOT};
 use super::state::AckState;
 use super::synced::{self, Synced};
-use super::{dead_letter, floors, redrive, replay, DEAD_LETTER_DIR};
+use super::{dead_letter, floors, redrive, replay, Queue, DEAD_LETTER_DIR};
 use crate::fs::{FileSystem, OpenMode};
 use crate::{Error, Log, Offset, Result};
 
@@ -72,7 +72,7 @@ pub struct RepairReport {
     pub saved_to: PathBuf,
 }
 
-impl super::Queue {
+impl Queue {
     /// Repairs the state of queue `name` of `log` after [`Queue::open`] refused it as
     /// [`Error::Corrupt`] (a damaged or missing snapshot, a journal damaged below its
     /// synced length, a dead-letter log that disagrees with the state). The queue must
