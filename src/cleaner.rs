@@ -170,6 +170,7 @@ impl Log {
     /// ```
     pub fn compact(&self) -> Result<CompactionReport> {
         self.inner.check_open()?;
+        self.inner.refuse_read_only()?;
         self.flush()?;
         self.inner.clean_pass()
     }

@@ -83,6 +83,9 @@ pub enum Error {
         /// The failure that poisoned the queue (operation and file).
         reason: String,
     },
+    /// A write call on a log opened with [`crate::Log::open_read_only`] (or a queue of
+    /// one): a read-only view never changes a byte of the directory.
+    ReadOnly,
 }
 
 /// `Result` with [`Error`].
@@ -161,6 +164,10 @@ impl fmt::Display for Error {
                 "queue {queue} refuses changes after an earlier failure ({reason}); its state \
                  on disk may lag what it acknowledged: drop the queue's handles and open it \
                  again with Queue::open to recover"
+            ),
+            Error::ReadOnly => write!(
+                f,
+                "the log was opened read-only (Log::open_read_only): writes are refused"
             ),
         }
     }

@@ -38,6 +38,7 @@ impl Log {
     /// Concurrent callers share one fsync (group commit).
     pub fn flush(&self) -> Result<()> {
         self.inner.check_open()?;
+        self.inner.refuse_read_only()?;
         self.flush_to(self.end_offset())
     }
 
@@ -194,6 +195,9 @@ impl LogInner {
     pub(crate) fn close(&self) -> Result<()> {
         if self.closed.swap(true, AtomicOrdering::AcqRel) {
             return Err(Error::Closed);
+        }
+        if self.read_only.is_some() {
+            return Ok(()); // nothing written, nothing locked, no background threads
         }
         self.stop_background();
         self.appended.wake_all();

@@ -30,6 +30,7 @@ mod index;
 mod log;
 mod offset_map;
 mod queue;
+mod read_only;
 mod reader;
 mod record;
 mod recovery;

@@ -14,6 +14,7 @@ use crate::cleaner::CleanerState;
 use crate::config::LogConfig;
 use crate::flush::FlushState;
 use crate::gaps;
+use crate::read_only::ReadOnlyView;
 use crate::reader::LogReader;
 use crate::recovery;
 use crate::retention::RetentionState;
@@ -65,6 +66,17 @@ impl Log {
             _handle: None,
         }
     }
+
+    /// A user's handle: the log closes when the last clone of it drops.
+    pub(crate) fn user(inner: Arc<LogInner>) -> Log {
+        let handle = Some(Arc::new(UserHandle {
+            inner: Arc::downgrade(&inner),
+        }));
+        Log {
+            inner,
+            _handle: handle,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -97,6 +109,9 @@ pub(crate) struct LogInner {
     pub(crate) counters: Counters,
     pub(crate) retention: RetentionState,
     pub(crate) cleaner: CleanerState,
+    /// Set for [`Log::open_read_only`]: the directory is another writer's (or none's),
+    /// seen through re-listing and re-reading it; every write is refused.
+    pub(crate) read_only: Option<ReadOnlyView>,
 }
 
 /// Running totals for [`LogStats`] (append counts live in [`Writer`]).
@@ -204,15 +219,10 @@ impl Log {
             counters: Counters::default(),
             retention: RetentionState::default(),
             cleaner: CleanerState::default(),
+            read_only: None,
             config,
         });
-        let handle = Some(Arc::new(UserHandle {
-            inner: Arc::downgrade(&inner),
-        }));
-        let log = Log {
-            inner,
-            _handle: handle,
-        };
+        let log = Log::user(inner);
         // Retention keeps what the queues under `queues/` still need, open or not.
         crate::queue::install_retention_floors(&log);
         log.start_background()?;
@@ -236,6 +246,7 @@ impl Log {
     /// ```
     pub fn read(&self, offset: Offset) -> Result<Option<StoredRecord>> {
         self.inner.check_open()?;
+        self.inner.refresh_view()?;
         let start = self.start_offset();
         let end = self.end_offset();
         if offset < start {
@@ -293,6 +304,7 @@ impl Log {
     /// ```
     pub fn reader(&self, from: Offset) -> Result<LogReader> {
         self.inner.check_open()?;
+        self.inner.refresh_view()?;
         Ok(LogReader::new(self.clone(), from.max(self.start_offset())))
     }
 
@@ -310,6 +322,7 @@ impl Log {
     /// ```
     pub fn offset_for_timestamp(&self, ms: i64) -> Result<Option<Offset>> {
         self.inner.check_open()?;
+        self.inner.refresh_view()?;
         let start = self.start_offset();
         let segments = self.inner.snapshot();
         for segment in segments.iter() {
@@ -399,6 +412,7 @@ impl Log {
     /// ```
     pub fn verify(&self) -> Result<VerifyReport> {
         self.inner.check_open()?;
+        self.inner.refresh_view()?;
         let segments = self.inner.snapshot();
         let mut report = VerifyReport::default();
         gaps::note_all(&segments, self.start_offset())?;
@@ -420,6 +434,7 @@ impl Log {
     /// assert_eq!(segments[0].next_offset, segments[1].base_offset);
     /// ```
     pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.inner.refresh_view_or_record();
         let segments = self.inner.snapshot();
         let last = segments.len().saturating_sub(1);
         segments
@@ -447,6 +462,7 @@ impl Log {
     /// ```
     pub fn stats(&self) -> LogStats {
         let inner = &*self.inner;
+        inner.refresh_view_or_record();
         let segments = inner.snapshot();
         let c = &inner.counters;
         let (records_appended, batches_appended) = {
@@ -520,6 +536,7 @@ impl LogInner {
 
     pub(crate) fn check_writable(&self) -> Result<()> {
         self.check_open()?;
+        self.refuse_read_only()?;
         if self.is_poisoned.load(AtomicOrdering::Acquire) {
             let reason = self.poisoned.lock().clone().unwrap_or_default();
             return Err(Error::Poisoned { reason });

@@ -121,9 +121,15 @@ impl LogReader {
             }
             let inner = &self.log.inner;
             let position = self.position;
-            let ready = inner.appended.wait_until(deadline, || {
-                inner.is_closed() || self.log.end_offset() > position
-            });
+            let ready = match &inner.read_only {
+                // No writer in this process to signal appends: poll the files.
+                Some(view) => view.poll_until(inner, deadline, || {
+                    inner.is_closed() || self.log.end_offset() > position
+                })?,
+                None => inner.appended.wait_until(deadline, || {
+                    inner.is_closed() || self.log.end_offset() > position
+                }),
+            };
             inner.check_open()?;
             if !ready {
                 return Ok(None);
@@ -295,6 +301,9 @@ impl LogReader {
     fn find_next(&mut self) -> Result<Option<(Arc<Segment>, BatchRef)>> {
         let inner = &self.log.inner;
         inner.check_open()?;
+        if self.position >= self.log.end_offset() {
+            inner.refresh_view()?;
+        }
         let start = self.log.start_offset();
         if self.position < start {
             return Err(Error::OffsetOutOfRange {

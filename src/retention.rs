@@ -102,6 +102,7 @@ impl Log {
     /// assert_eq!(report.start_offset, log.start_offset());
     /// ```
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
+        self.inner.refuse_read_only()?;
         self.inner.retention_pass()
     }
 

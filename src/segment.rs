@@ -445,6 +445,28 @@ impl Segment {
         Ok(parking_lot::RwLockWriteGuard::downgrade(w))
     }
 
+    /// Loads indexes and metadata without writing a byte: from the index files when
+    /// they pass every check, else by a scan kept in memory (a read-only view must
+    /// not rebuild index files on disk).
+    pub fn load_without_writing(&self) -> Result<()> {
+        if self.loaded.read().is_some() {
+            return Ok(());
+        }
+        let loaded = match self.load_from_files() {
+            Some(l) => l,
+            None => {
+                let (indexes, meta) = self.scan_all()?;
+                Loaded { indexes, meta }
+            }
+        };
+        let mut w = self.loaded.write();
+        if w.is_none() {
+            self.store_meta(&loaded.meta);
+            *w = Some(loaded);
+        }
+        Ok(())
+    }
+
     /// Indexes from the `.index`/`.timeindex` files, if they pass every check; the tail
     /// after the last entry is scanned for the metadata.
     fn load_from_files(&self) -> Option<Loaded> {

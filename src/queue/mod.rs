@@ -190,6 +190,7 @@ impl Queue {
             return Err(Error::InvalidConfig(format!("bad queue name {name:?}")));
         }
         log.inner.check_open()?;
+        log.inner.refuse_read_only()?;
         let fs = Arc::clone(&log.config().fs);
         let dir = log.dir().join("queues").join(name);
         create_dirs(&*fs, &dir)?;
