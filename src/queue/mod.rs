@@ -15,6 +15,7 @@ mod dead_letter;
 mod deliver;
 mod floors;
 mod inner;
+mod inspect;
 mod journal;
 mod per_key;
 mod redrive;
