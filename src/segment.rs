@@ -36,6 +36,7 @@ pub(crate) fn parse_file_name(name: &str, suffix: &str) -> Option<Offset> {
 }
 
 /// A stretch of a segment whose bytes do not decode, found inside durable data.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CorruptRange {
     /// Base offset of the segment holding the bad bytes.

@@ -125,6 +125,7 @@ pub struct Delivery {
 }
 
 /// Counters and sizes of a queue.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueStats {
     /// Every offset below it is done (acked, dead-lettered or skipped).
