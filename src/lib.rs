@@ -38,6 +38,7 @@ mod retention;
 mod segment;
 pub mod sim;
 mod stats;
+mod trace;
 mod writer;
 
 pub use batch::{HeaderIter, RecordView};

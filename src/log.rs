@@ -553,6 +553,7 @@ impl LogInner {
     pub(crate) fn poison(&self, err: &Error) {
         let mut p = self.poisoned.lock();
         if p.is_none() {
+            crate::trace::event_error!(dir = %self.dir.display(), error = %err, "log poisoned: it refuses writes until reopened");
             *p = Some(err.to_string());
         }
         self.is_poisoned.store(true, AtomicOrdering::Release);
@@ -562,6 +563,7 @@ impl LogInner {
     /// failure: the thread merely ran into the close.
     pub(crate) fn record_background_error(&self, task: &str, err: &Error) {
         if !matches!(err, Error::Closed) {
+            crate::trace::event_error!(dir = %self.dir.display(), task, error = %err, "background task failed");
             *self.background_error.lock() = Some(format!("{task}: {err}"));
         }
     }

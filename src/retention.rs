@@ -103,7 +103,7 @@ impl Log {
     /// ```
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
         self.inner.refuse_read_only()?;
-        self.inner.retention_pass()
+        crate::trace::pass("retention", || self.inner.retention_pass())
     }
 
     /// Registers a function returning the lowest offset some consumer still needs

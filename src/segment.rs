@@ -593,6 +593,7 @@ impl Segment {
 
     /// fsyncs the log and index files.
     pub fn sync(&self) -> Result<()> {
+        let _slow = crate::trace::SlowFsync::watch(|| self.path());
         self.file()?
             .sync_data()
             .map_err(|e| Error::io("sync segment", self.path(), e))
