@@ -267,6 +267,14 @@ fn verify_exit_status_clean_damaged_and_unopenable() {
     );
     assert!(String::from_utf8_lossy(&clean.stdout).starts_with("clean"));
 
+    let indexes = logqueue(&["dump", "--indexes", "--format", "json"], &dir);
+    assert!(indexes.status.success());
+    let doc: Value = serde_json::from_slice(&indexes.stdout).unwrap();
+    assert!(doc.as_array().unwrap().len() > 1, "several segments");
+    assert_eq!(doc[0]["offset_index"][0]["offset"], 0);
+    assert_eq!(doc[0]["offset_index"][0]["position"], 0);
+    assert_eq!(doc[0]["trailing_bytes"], 0);
+
     // Damage a byte in the middle of the first (sealed, durable) segment.
     let first = dir.join(format!("{:020}.log", 0));
     let mut bytes = std::fs::read(&first).unwrap();

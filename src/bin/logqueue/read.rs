@@ -27,6 +27,10 @@ pub struct DumpArgs {
     /// Print each batch's header (position, size, CRC, offsets, times) before its records.
     #[arg(long)]
     batches: bool,
+    /// Print the entries of every segment's `.index` and `.timeindex` file as stored
+    /// (the active segment's indexes live in the writer's memory until it rolls).
+    #[arg(long)]
+    indexes: bool,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
@@ -39,6 +43,9 @@ fn report_damage(e: &Error, damaged: &mut u64) {
 
 pub fn dump(a: DumpArgs) -> CmdResult {
     let log = open_read(&a.dir)?;
+    if a.indexes {
+        return dump_indexes(&log, a.format);
+    }
     let from = a.from.unwrap_or_else(|| log.start_offset());
     let mut reader = log.reader(from).map_err(|e| Failure::engine("dump", e))?;
     let count = a.count.unwrap_or(u64::MAX);
@@ -115,6 +122,76 @@ pub fn dump(a: DumpArgs) -> CmdResult {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The entries of one index file: `width`-byte little-endian entries, decoded by
+/// `entry`; `None` when the file is missing (never written, or the active segment).
+fn index_file<T>(
+    path: &std::path::Path,
+    width: usize,
+    entry: impl Fn(&[u8]) -> T,
+) -> Option<(Vec<T>, usize)> {
+    let bytes = std::fs::read(path).ok()?;
+    let whole = bytes.len() / width * width;
+    Some((
+        bytes[..whole].chunks_exact(width).map(entry).collect(),
+        bytes.len() - whole,
+    ))
+}
+
+/// `dump --indexes`: the index files of every segment, as stored on disk (format in
+/// docs/format.md §4). `verify` cross-checks them against the batches.
+fn dump_indexes(log: &Log, format: Format) -> CmdResult {
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    let mut docs = Vec::new();
+    for s in log.segments() {
+        let path = |suffix: &str| log.dir().join(format!("{:020}{suffix}", s.base_offset));
+        let offsets = index_file(&path(".index"), 8, |e| {
+            (s.base_offset + u64::from(u32_at(e, 0)), u32_at(e, 4))
+        });
+        let times = index_file(&path(".timeindex"), 12, |e| {
+            let ts = i64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
+            (ts, s.base_offset + u64::from(u32_at(e, 8)))
+        });
+        match format {
+            Format::Json => docs.push(json!({
+                "segment": s.base_offset,
+                "active": s.active,
+                "offset_index": offsets.as_ref().map(|(e, _)| e.iter().map(|(o, p)| json!({"offset": o, "position": p})).collect::<Vec<_>>()),
+                "time_index": times.as_ref().map(|(e, _)| e.iter().map(|(t, o)| json!({"max_timestamp_before": t, "offset": o})).collect::<Vec<_>>()),
+                "trailing_bytes": offsets.as_ref().map_or(0, |o| o.1) + times.as_ref().map_or(0, |t| t.1),
+            })),
+            Format::Text => {
+                println!("segment {}{}", s.base_offset, if s.active { " (active)" } else { "" });
+                match &offsets {
+                    None => println!("  .index: none on disk"),
+                    Some((entries, extra)) => {
+                        for (o, p) in entries {
+                            println!("  offset {o} at position {p}");
+                        }
+                        if *extra > 0 {
+                            println!("  .index: {extra} trailing bytes (not a whole entry)");
+                        }
+                    }
+                }
+                match &times {
+                    None => println!("  .timeindex: none on disk"),
+                    Some((entries, extra)) => {
+                        for (t, o) in entries {
+                            println!("  time {t} before offset {o}");
+                        }
+                        if *extra > 0 {
+                            println!("  .timeindex: {extra} trailing bytes (not a whole entry)");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if format == Format::Json {
+        print_json(&docs);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args)]
