@@ -43,6 +43,10 @@ struct PerfOpts {
     /// Records per append call (produce).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Records per second to send at, over all threads (0: as fast as possible). The
+    /// queue's end-to-end latency is only meaningful below its peak throughput.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// Flush policy: always, manual, every:N (records), interval:MS.
     #[arg(long, default_value = "interval:1000")]
     flush: String,
@@ -147,7 +151,7 @@ pub fn perf(a: PerfArgs) -> CmdResult {
     match o.format {
         Format::Json => print_json(&json!({
             "kind": kind, "records": o.records, "size": o.size, "threads": threads,
-            "batch": o.batch, "flush": o.flush, "seconds": secs,
+            "batch": o.batch, "flush": o.flush, "rate": o.rate, "seconds": secs,
             "records_per_sec": rate, "mb_per_sec": mb,
             "latency_us": { "p50": p50, "p99": p99, "p99_9": p999, "max": max },
         })),
@@ -198,6 +202,9 @@ fn on_threads(
 }
 
 fn produce(log: &Log, o: &PerfOpts, threads: usize) -> Run {
+    if o.rate > 0 {
+        return Err(logqueue::Error::InvalidConfig("--rate applies to perf queue".into()));
+    }
     let bar = progress(Some(o.records), "produce");
     let value = vec![b'x'; o.size];
     let batch = o.batch.max(1) as u64;
@@ -271,6 +278,7 @@ fn queue(log: &Log, o: &PerfOpts, threads: usize) -> Run {
     let total = o.records;
     let result = std::thread::scope(|s| -> logqueue::Result<Vec<u64>> {
         let per = total / threads as u64;
+        let gap = (o.rate > 0).then(|| Duration::from_secs_f64(threads as f64 / o.rate as f64));
         for t in 0..threads {
             let q = &q;
             let n = if t == 0 {
@@ -280,7 +288,13 @@ fn queue(log: &Log, o: &PerfOpts, threads: usize) -> Run {
             };
             let failure = &failure;
             s.spawn(move || {
-                for _ in 0..n {
+                for i in 0..n {
+                    if let Some(gap) = gap {
+                        // Paced: this thread's i-th send is due at i * gap from the start.
+                        if let Some(wait) = gap.mul_f64(i as f64).checked_sub(start.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
                     let mut value = vec![b'x'; size];
                     let sent = epoch.elapsed().as_nanos() as u64;
                     value[..8].copy_from_slice(&sent.to_le_bytes());
