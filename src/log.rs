@@ -246,7 +246,10 @@ impl Log {
     /// ```
     pub fn read(&self, offset: Offset) -> Result<Option<StoredRecord>> {
         self.inner.check_open()?;
-        self.inner.refresh_view()?;
+        if offset >= self.end_offset() {
+            // A read-only view looks for records appended since it last looked.
+            self.inner.refresh_view()?;
+        }
         let start = self.start_offset();
         let end = self.end_offset();
         if offset < start {

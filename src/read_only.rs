@@ -51,7 +51,7 @@ use crate::segment::{self, Segment, SegmentMeta, LOG_SUFFIX};
 use crate::writer::Writer;
 use crate::{Error, Offset, Result};
 
-/// Reads closer together than this share one refresh of the view.
+/// A reader's iterator at the end of the log looks at the files at most this often.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(2);
 /// How often a tailing reader polls the files for growth.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -110,6 +110,12 @@ impl Log {
     /// retention and compaction, and [`crate::LogReader::next_blocking`] sees new
     /// appends by polling the files (every 10 ms). Every write is
     /// [`Error::ReadOnly`].
+    ///
+    /// The view looks at the directory again on `reader`, `stats`, `segments`,
+    /// `verify`, `offset_for_timestamp`, a `read` at or past the end it knows, a
+    /// reader's iterator reaching that end (at most every 2 ms) and while
+    /// `next_blocking` waits; between those it answers from what it saw last (records
+    /// retention deleted since then may still be read).
     ///
     /// ```
     /// use logqueue::{Error, Log, LogConfig, Record};
@@ -189,7 +195,7 @@ impl Log {
             read_only: Some(view),
             config,
         });
-        inner.refresh_view_now()?;
+        inner.refresh_view()?;
         Ok(Log::user(inner))
     }
 
@@ -208,18 +214,20 @@ impl LogInner {
         }
     }
 
-    /// Brings a read-only view up to date with the directory (at most every 2 ms);
-    /// nothing for a writable log.
+    /// Brings a read-only view up to date with the directory; nothing for a
+    /// writable log.
     pub(crate) fn refresh_view(&self) -> Result<()> {
         match &self.read_only {
-            Some(view) => view.refresh(self, false),
+            Some(view) => view.refresh(self, true),
             None => Ok(()),
         }
     }
 
-    fn refresh_view_now(&self) -> Result<()> {
+    /// [`LogInner::refresh_view`] at most every 2 ms: for a reader's iterator asking
+    /// again and again at the end of the log.
+    pub(crate) fn refresh_view_soon(&self) -> Result<()> {
         match &self.read_only {
-            Some(view) => view.refresh(self, true),
+            Some(view) => view.refresh(self, false),
             None => Ok(()),
         }
     }

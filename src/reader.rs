@@ -354,7 +354,7 @@ impl LogReader {
         let inner = &self.log.inner;
         inner.check_open()?;
         if self.position >= self.log.end_offset() {
-            inner.refresh_view()?;
+            inner.refresh_view_soon()?;
         }
         let start = self.log.start_offset();
         if self.position < start {

@@ -203,7 +203,9 @@ fn on_threads(
 
 fn produce(log: &Log, o: &PerfOpts, threads: usize) -> Run {
     if o.rate > 0 {
-        return Err(logqueue::Error::InvalidConfig("--rate applies to perf queue".into()));
+        return Err(logqueue::Error::InvalidConfig(
+            "--rate applies to perf queue".into(),
+        ));
     }
     let bar = progress(Some(o.records), "produce");
     let value = vec![b'x'; o.size];
