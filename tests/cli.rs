@@ -408,3 +408,74 @@ fn produce_reads_lines_and_json_with_a_key_field() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("open in another process"));
 }
+
+#[test]
+fn queue_commands_and_inspect_beside_a_live_queue_in_another_process() {
+    use common::live_writer::QUEUE;
+    let parent = tempfile::tempdir().unwrap();
+    let writer = LiveWriter::start_queue(parent.path(), "live_writer_child");
+    let dir = writer.dir.clone();
+    let view = Log::open_read_only(&dir).unwrap();
+    let began = Instant::now();
+    let (mut last_acked, mut letters_seen, mut rounds) = (0, 0, 0);
+    while began.elapsed() < Duration::from_secs(3) {
+        // The library: inspect from a read-only view while the journal rotates.
+        let s = Queue::inspect(&view, QUEUE).unwrap();
+        assert!(s.ack_floor <= view.end_offset());
+        assert!(s.acked_total >= last_acked, "acks only grow");
+        last_acked = s.acked_total;
+        // The CLI.
+        let out = logqueue(&["queues", "--format", "json"], &dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc[0]["name"], QUEUE);
+        assert!(doc[0]["stats"]["acked_total"].as_u64().unwrap() >= last_acked);
+        let out = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+            .arg("dlq")
+            .arg(&dir)
+            .args([QUEUE, "list", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for letter in &lines {
+            let original = letter["original_offset"].as_u64().unwrap();
+            assert_eq!(
+                original % 7,
+                0,
+                "only every seventh record is dead-lettered"
+            );
+            assert_eq!(b64(letter["value"].as_str().unwrap()), value_for(original));
+            assert_eq!(letter["reason"], format!("r{}", original % 3));
+        }
+        letters_seen = lines.len();
+        rounds += 1;
+    }
+    eprintln!("{rounds} rounds; {letters_seen} dead letters; {last_acked} acks");
+    assert!(letters_seen > 0 && last_acked > 0);
+    // The journal rotated (new generations) while inspect and the CLI read it.
+    let generation = std::fs::read_dir(dir.join("queues").join(QUEUE))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_prefix("journal-")?.parse::<u64>().ok()
+        })
+        .max()
+        .unwrap();
+    assert!(generation > 3, "journal generation {generation}");
+    writer.stop();
+    // Closed: the last state on disk is what inspect reads.
+    let s = Queue::inspect(&Log::open_read_only(&dir).unwrap(), QUEUE).unwrap();
+    assert!(s.acked_total >= last_acked);
+}

@@ -14,6 +14,10 @@ use logqueue::{CleanupPolicy, CompactionConfig, FlushPolicy, Log, LogConfig, Off
 
 /// Set in the child: the log directory to write.
 pub const CHILD_DIR_ENV: &str = "LOGQUEUE_LIVE_WRITER_DIR";
+/// Set in the child: run the queue workload ([`run_queue`]) instead.
+const QUEUE_ENV: &str = "LOGQUEUE_LIVE_WRITER_QUEUE";
+/// The queue of the queue workload.
+pub const QUEUE: &str = "jobs";
 /// Name of the file whose appearance stops the child.
 const STOP_FILE: &str = "stop-writer";
 /// The child gives up after this long, whatever happens to the test.
@@ -50,8 +54,11 @@ pub fn run_if_child() {
         return;
     };
     let dir = PathBuf::from(dir);
-    let log = Log::open(&dir, writer_config()).expect("child: open");
     let stop = dir.parent().expect("dir has a parent").join(STOP_FILE);
+    if std::env::var(QUEUE_ENV).is_ok() {
+        return run_queue(&dir, &stop);
+    }
+    let log = Log::open(&dir, writer_config()).expect("child: open");
     let began = Instant::now();
     let mut rng = super::Rng::new(7);
     while !stop.exists() && began.elapsed() < MAX_RUN {
@@ -74,6 +81,52 @@ pub fn run_if_child() {
     log.close().expect("child: close");
 }
 
+/// The queue workload: queue [`QUEUE`] on a log of small segments, its journal small
+/// enough to rotate every few hundred events. Each record sent is
+/// [`super::value_for`] of its offset; receivers ack most, dead-letter every
+/// seventh (reason `r<offset % 3>`) and let every eleventh's lease expire.
+fn run_queue(dir: &Path, stop: &Path) {
+    use logqueue::{Queue, QueueConfig};
+    let config = LogConfig {
+        retention_ms: None,
+        retention_bytes: None,
+        cleanup: CleanupPolicy::Delete,
+        ..writer_config()
+    };
+    let log = Log::open(dir, config).expect("child: open");
+    let queue_config = QueueConfig {
+        journal_bytes: 8 << 10,
+        visibility_timeout: Duration::from_millis(100),
+        ..QueueConfig::default()
+    };
+    let q = Queue::open(&log, QUEUE, queue_config).expect("child: open queue");
+    let began = Instant::now();
+    let mut round = 0u64;
+    while !stop.exists() && began.elapsed() < MAX_RUN {
+        let o = log.end_offset();
+        let record =
+            Record::keyed(key_for(o), super::value_for(o)).with_header("offset", o.to_string());
+        assert_eq!(q.send(record).expect("child: send"), o, "child: offsets");
+        for d in q.receive(3, Duration::ZERO).expect("child: receive") {
+            let offset = d.record.offset;
+            if offset % 7 == 0 {
+                q.dead_letter(&d.receipt, &format!("r{}", offset % 3))
+                    .expect("child: dead letter");
+            } else if offset % 11 != 0 || d.attempt > 1 {
+                q.ack(&d.receipt).expect("child: ack");
+            }
+        }
+        round += 1;
+        if round % 20 == 0 {
+            q.flush().expect("child: flush queue");
+        }
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    q.flush().expect("child: flush queue");
+    drop(q);
+    log.close().expect("child: close");
+}
+
 /// A running child writer; stopped (and waited for) on drop.
 pub struct LiveWriter {
     child: Option<Child>,
@@ -84,12 +137,23 @@ pub struct LiveWriter {
 impl LiveWriter {
     /// Starts a writer on `parent/log`, through the test `child_test` of this binary.
     pub fn start(parent: &Path, child_test: &str) -> LiveWriter {
+        LiveWriter::spawn(parent, child_test, false)
+    }
+
+    /// Starts the queue workload ([`run_queue`]) on `parent/log`.
+    pub fn start_queue(parent: &Path, child_test: &str) -> LiveWriter {
+        LiveWriter::spawn(parent, child_test, true)
+    }
+
+    fn spawn(parent: &Path, child_test: &str, queue: bool) -> LiveWriter {
         let dir = parent.join("log");
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args([child_test, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR_ENV, &dir)
-            .spawn()
-            .expect("spawn the child writer");
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([child_test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_DIR_ENV, &dir);
+        if queue {
+            cmd.env(QUEUE_ENV, "1");
+        }
+        let child = cmd.spawn().expect("spawn the child writer");
         let w = LiveWriter {
             child: Some(child),
             stop: parent.join(STOP_FILE),

@@ -14,8 +14,8 @@ use logqueue::{Error, Header, Offset, Record};
 use serde_json::Value;
 
 use crate::output::{
-    open_read, open_write, progress, record_json, tool_config, unb64, CmdResult, Failure,
-    EXIT_PROBLEM,
+    open_read, open_write, print_json, progress, record_json, tool_config, unb64, CmdResult,
+    Failure, Format, EXIT_PROBLEM,
 };
 
 #[derive(Args)]
@@ -76,6 +76,8 @@ pub struct ImportArgs {
     /// Records appended per batch.
     #[arg(long, default_value_t = 256)]
     batch: usize,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 /// One export line back into a record.
@@ -153,6 +155,9 @@ pub fn import(a: ImportArgs) -> CmdResult {
     log.flush().map_err(|e| Failure::engine("flush", e))?;
     log.close().map_err(|e| Failure::engine("close", e))?;
     bar.finish_and_clear();
-    eprintln!("imported {count} records");
+    match a.format {
+        Format::Json => print_json(&serde_json::json!({ "records": count })),
+        Format::Text => println!("imported {count} records"),
+    }
     Ok(ExitCode::SUCCESS)
 }
