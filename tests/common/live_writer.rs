@@ -117,7 +117,7 @@ fn run_queue(dir: &Path, stop: &Path) {
             }
         }
         round += 1;
-        if round % 20 == 0 {
+        if round.is_multiple_of(20) {
             q.flush().expect("child: flush queue");
         }
         std::thread::sleep(Duration::from_micros(300));
