@@ -479,3 +479,86 @@ fn queue_commands_and_inspect_beside_a_live_queue_in_another_process() {
     let s = Queue::inspect(&Log::open_read_only(&dir).unwrap(), QUEUE).unwrap();
     assert!(s.acked_total >= last_acked);
 }
+
+#[test]
+fn demo_shows_a_crash_safe_redelivery_and_a_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+        .args(["demo", "--dir"])
+        .arg(dir.path().join("demo"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("aborting before the ack"), "{text}");
+    assert!(
+        text.contains("redelivered (attempt 2): welcome mail to bob@example.com"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "dead letter: welcome mail to cyd@example.com (reason: mailbox does not exist)"
+        ),
+        "{text}"
+    );
+    // The directory it leaves is a healthy log.
+    assert_eq!(
+        logqueue(&["verify"], &dir.path().join("demo"))
+            .status
+            .code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn perf_reports_throughput_and_latency_percentiles() {
+    for kind in [
+        &["produce", "--records", "5000"][..],
+        &[
+            "produce",
+            "--records",
+            "5000",
+            "--batch",
+            "50",
+            "--threads",
+            "2",
+        ],
+        &["consume", "--records", "5000", "--threads", "2"],
+        &["queue", "--records", "3000", "--threads", "2"],
+        &["queue", "--records", "500", "--rate", "5000"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+            .arg("perf")
+            .args(kind)
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{kind:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(doc["records_per_sec"].as_f64().unwrap() > 0.0, "{doc}");
+        let lat = &doc["latency_us"];
+        let (p50, p99, p999, max) = (
+            lat["p50"].as_f64().unwrap(),
+            lat["p99"].as_f64().unwrap(),
+            lat["p99_9"].as_f64().unwrap(),
+            lat["max"].as_f64().unwrap(),
+        );
+        assert!(
+            p50 > 0.0 && p50 <= p99 && p99 <= p999 && p999 <= max,
+            "{kind:?}: {lat}"
+        );
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+        .args(["perf", "produce", "--flush", "sometimes"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+}

@@ -65,6 +65,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools: output into a closed pipe (`logqueue dump DIR | head`)
+    // ends the process quietly instead of a panic in `println!`.
+    // SAFETY: setting a signal's disposition to the default at start-up, before any
+    // thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dump(a) => read::dump(a),
