@@ -47,16 +47,14 @@ impl Queue {
             return Err(Error::InvalidConfig(format!("bad queue name {name:?}")));
         }
         let dir = log.dir().join("queues").join(name);
-        let fs = &*log.config().fs;
-        if !fs.exists(&dir) {
+        if !log.config().fs.exists(&dir) {
             return Err(Error::InvalidConfig(format!("no queue named {name:?}")));
         }
         let dlq = Log::open_read_only(dir.join(DEAD_LETTER_DIR))?;
         let mut attempt = 0;
-        let loaded = loop {
-            let end = log.end_offset();
-            match replay::load(fs, &dir, 0..end, &dlq) {
-                Ok(l) => break l,
+        let (state, start, end) = loop {
+            match read_state(log, &dlq, &dir, name) {
+                Ok(read) => break read,
                 Err(Error::Corrupt { .. } | Error::Io { .. }) if attempt + 1 < ATTEMPTS => {
                     attempt += 1;
                     std::thread::sleep(PAUSE);
@@ -64,14 +62,6 @@ impl Queue {
                 Err(e) => return Err(e),
             }
         };
-        let (start, end) = (log.start_offset(), log.end_offset());
-        let mut state = match loaded {
-            Some((_, s)) => s,
-            // Created but not yet holding state: nothing delivered or done.
-            None => AckState::new(start),
-        };
-        state.clamp(start, end);
-        dead_letter::reconcile(log, &dlq, name, &mut state)?;
         let oldest = if state.floor.max(start) < end {
             log.read(state.floor.max(start))?.map(|r| r.timestamp)
         } else {
@@ -92,4 +82,29 @@ impl Queue {
             skipped_by_retention: state.skipped_by_retention,
         })
     }
+}
+
+/// The queue's state as its files hold it now, with the log's start and end it was
+/// read against. The dead-letter log is looked at after the state: the owner appends
+/// a dead letter before it journals it, so a state read first never accounts for a
+/// letter the view has not seen.
+fn read_state(
+    log: &Log,
+    dlq: &Log,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<(AckState, u64, u64)> {
+    let fs = &*log.config().fs;
+    log.inner.refresh_view()?;
+    let loaded = replay::load(fs, dir, 0..log.end_offset(), dlq)?;
+    dlq.inner.refresh_view()?;
+    let (start, end) = (log.start_offset(), log.end_offset());
+    let mut state = match loaded {
+        Some((_, s)) => s,
+        // Created but not yet holding state: nothing delivered or done.
+        None => AckState::new(start),
+    };
+    state.clamp(start, end);
+    dead_letter::reconcile(log, dlq, name, &mut state)?;
+    Ok((state, start, end))
 }
