@@ -199,6 +199,29 @@ impl RecoveryPointFile {
         ))
     }
 
+    /// A recovery-point file for a read-only view: `file` is never written (the view
+    /// refuses every write before it gets here).
+    pub fn unwritten(file: Arc<dyn FileHandle>, path: std::path::PathBuf) -> RecoveryPointFile {
+        RecoveryPointFile {
+            file,
+            path,
+            sequence: 0,
+            last: None,
+        }
+    }
+
+    /// The newest valid slot, read without creating or changing the file; `None`
+    /// when it is missing or both slots are damaged.
+    pub fn read(fs: &dyn FileSystem, dir: &Path) -> Option<RecoveryPoint> {
+        let bytes = read_small(fs, &dir.join(RECOVERY_POINT))?;
+        bytes
+            .get(..2 * SLOT_LEN)?
+            .chunks_exact(SLOT_LEN)
+            .filter_map(decode_slot)
+            .max_by_key(|(seq, _)| *seq)
+            .map(|(_, rp)| rp)
+    }
+
     /// Writes `rp` into the older slot. Not synced: see [`RecoveryPointFile::sync`].
     /// Only ever called with a point whose data is already durable.
     pub fn write(&mut self, rp: RecoveryPoint) -> Result<()> {

@@ -170,8 +170,9 @@ impl Log {
     /// ```
     pub fn compact(&self) -> Result<CompactionReport> {
         self.inner.check_open()?;
+        self.inner.refuse_read_only()?;
         self.flush()?;
-        self.inner.clean_pass()
+        crate::trace::pass("cleaner", || self.inner.clean_pass())
     }
 }
 
@@ -182,7 +183,7 @@ impl LogInner {
         self.check_open()?;
         self.unlink_due(self.config.clock.now_ms(), false);
         if self.should_clean()? {
-            self.clean_pass()?;
+            crate::trace::pass("cleaner", || self.clean_pass())?;
         }
         Ok(())
     }

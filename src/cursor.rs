@@ -149,6 +149,16 @@ impl Cursors {
     /// damaged entries (open works; see the module docs); an unreadable directory is
     /// an I/O error.
     pub(crate) fn load(fs: &dyn FileSystem, log_dir: &Path) -> Result<Cursors> {
+        Cursors::load_with(fs, log_dir, true)
+    }
+
+    /// [`Cursors::load`] for a read-only view: a leftover temporary file is passed
+    /// over, not removed.
+    pub(crate) fn load_read_only(fs: &dyn FileSystem, log_dir: &Path) -> Result<Cursors> {
+        Cursors::load_with(fs, log_dir, false)
+    }
+
+    fn load_with(fs: &dyn FileSystem, log_dir: &Path, writable: bool) -> Result<Cursors> {
         let dir = log_dir.join(CURSOR_DIR);
         let mut entries = BTreeMap::new();
         let names = match fs.list(&dir) {
@@ -160,8 +170,10 @@ impl Cursors {
             let path = dir.join(&file);
             if file.ends_with(&format!("{SUFFIX}{}", checkpoint::TMP_SUFFIX)) {
                 // A creation that never renamed: the cursor never existed.
-                fs.remove_file(&path)
-                    .map_err(|e| Error::io("remove cursor leftover", &path, e))?;
+                if writable {
+                    fs.remove_file(&path)
+                        .map_err(|e| Error::io("remove cursor leftover", &path, e))?;
+                }
                 continue;
             }
             let Some(name) = file.strip_suffix(SUFFIX).filter(|n| valid_name(n)) else {

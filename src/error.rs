@@ -87,7 +87,8 @@ pub enum Error {
     /// `QueueConfig::max_visibility`, a queue name that names no queue, ...); the call
     /// changed nothing. The text says which argument and why.
     InvalidArgument(String),
-    /// A write through a handle opened read-only.
+    /// A write call on a log opened with [`crate::Log::open_read_only`] (or a queue of
+    /// one): a read-only view never changes a byte of the directory.
     ReadOnly,
 }
 
@@ -169,7 +170,10 @@ impl fmt::Display for Error {
                  again with Queue::open to recover"
             ),
             Error::InvalidArgument(why) => write!(f, "invalid argument: {why}"),
-            Error::ReadOnly => write!(f, "the handle is read-only"),
+            Error::ReadOnly => write!(
+                f,
+                "the log was opened read-only (Log::open_read_only): writes are refused"
+            ),
         }
     }
 }

@@ -39,6 +39,7 @@ impl Log {
     /// (group commit).
     pub fn flush(&self) -> Result<()> {
         self.inner.check_open()?;
+        self.inner.refuse_read_only()?;
         self.flush_to(self.end_offset())?;
         // Cursor commits made so far survive power loss from here on.
         self.inner.cursors.sync()
@@ -202,6 +203,9 @@ impl LogInner {
     pub(crate) fn close(&self) -> Result<()> {
         if self.closed.swap(true, AtomicOrdering::AcqRel) {
             return Err(Error::Closed);
+        }
+        if self.read_only.is_some() {
+            return Ok(()); // nothing written, nothing locked, no background threads
         }
         self.stop_background();
         self.appended.wake_all();

@@ -32,6 +32,7 @@ mod index;
 mod log;
 mod offset_map;
 mod queue;
+mod read_only;
 mod reader;
 mod record;
 mod recovery;
@@ -39,6 +40,7 @@ mod retention;
 mod segment;
 pub mod sim;
 mod stats;
+mod trace;
 mod writer;
 
 pub use batch::{HeaderIter, RecordView};
@@ -52,7 +54,7 @@ pub use queue::{
     StartPosition, DELAY_UNTIL, DLQ_ATTEMPTS, DLQ_KEY_RELEASED, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON,
     EXPIRES_AT, REDRIVE_FROM,
 };
-pub use reader::{fuzz_decode_batch, LogReader, RecordBatch};
+pub use reader::{fuzz_decode_batch, BatchHeader, LogReader, RecordBatch};
 pub use record::{Header, Record, StoredRecord};
 pub use segment::CorruptRange;
 pub use stats::{CompactionReport, LogStats, RetentionReport, SegmentInfo, VerifyReport};

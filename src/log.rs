@@ -15,6 +15,7 @@ use crate::config::LogConfig;
 use crate::cursor::Cursors;
 use crate::flush::FlushState;
 use crate::gaps;
+use crate::read_only::ReadOnlyView;
 use crate::reader::LogReader;
 use crate::recovery;
 use crate::retention::RetentionState;
@@ -67,6 +68,17 @@ impl Log {
             _handle: None,
         }
     }
+
+    /// A user's handle: the log closes when the last clone of it drops.
+    pub(crate) fn user(inner: Arc<LogInner>) -> Log {
+        let handle = Some(Arc::new(UserHandle {
+            inner: Arc::downgrade(&inner),
+        }));
+        Log {
+            inner,
+            _handle: handle,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -107,6 +119,9 @@ pub(crate) struct LogInner {
     pub(crate) cleaner: CleanerState,
     /// The queues open over this log, closed by [`Log::close`] before the log.
     pub(crate) queues: crate::queue::OpenQueues,
+    /// Set for [`Log::open_read_only`]: the directory is another writer's (or none's),
+    /// seen through re-listing and re-reading it; every write is refused.
+    pub(crate) read_only: Option<ReadOnlyView>,
 }
 
 /// Running totals for [`LogStats`] (append counts live in [`Writer`]).
@@ -219,15 +234,10 @@ impl Log {
             cursors,
             cleaner: CleanerState::default(),
             queues: crate::queue::OpenQueues::default(),
+            read_only: None,
             config,
         });
-        let handle = Some(Arc::new(UserHandle {
-            inner: Arc::downgrade(&inner),
-        }));
-        let log = Log {
-            inner,
-            _handle: handle,
-        };
+        let log = Log::user(inner);
         // Upgrades by the layers above (the log knows none of them), before retention
         // can run: e.g. queue floors of earlier versions become cursors.
         for hook in crate::LOG_OPEN_HOOKS {
@@ -254,6 +264,10 @@ impl Log {
     /// ```
     pub fn read(&self, offset: Offset) -> Result<Option<StoredRecord>> {
         self.inner.check_open()?;
+        if offset >= self.end_offset() {
+            // A read-only view looks for records appended since it last looked.
+            self.inner.refresh_view()?;
+        }
         let start = self.start_offset();
         let end = self.end_offset();
         if offset < start {
@@ -311,6 +325,7 @@ impl Log {
     /// ```
     pub fn reader(&self, from: Offset) -> Result<LogReader> {
         self.inner.check_open()?;
+        self.inner.refresh_view()?;
         Ok(LogReader::new(self.clone(), from.max(self.start_offset())))
     }
 
@@ -328,6 +343,7 @@ impl Log {
     /// ```
     pub fn offset_for_timestamp(&self, ms: i64) -> Result<Option<Offset>> {
         self.inner.check_open()?;
+        self.inner.refresh_view()?;
         let start = self.start_offset();
         let segments = self.inner.snapshot();
         for segment in segments.iter() {
@@ -417,6 +433,7 @@ impl Log {
     /// ```
     pub fn verify(&self) -> Result<VerifyReport> {
         self.inner.check_open()?;
+        self.inner.refresh_view()?;
         let segments = self.inner.snapshot();
         let mut report = VerifyReport::default();
         gaps::note_all(&segments, self.start_offset())?;
@@ -438,6 +455,7 @@ impl Log {
     /// assert_eq!(segments[0].next_offset, segments[1].base_offset);
     /// ```
     pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.inner.refresh_view_or_record();
         let segments = self.inner.snapshot();
         let last = segments.len().saturating_sub(1);
         segments
@@ -465,6 +483,7 @@ impl Log {
     /// ```
     pub fn stats(&self) -> LogStats {
         let inner = &*self.inner;
+        inner.refresh_view_or_record();
         let segments = inner.snapshot();
         let c = &inner.counters;
         let (records_appended, batches_appended) = {
@@ -545,6 +564,7 @@ impl LogInner {
 
     pub(crate) fn check_writable(&self) -> Result<()> {
         self.check_open()?;
+        self.refuse_read_only()?;
         if self.is_poisoned.load(AtomicOrdering::Acquire) {
             let reason = self.poisoned.lock().clone().unwrap_or_default();
             return Err(Error::Poisoned { reason });
@@ -561,6 +581,7 @@ impl LogInner {
     pub(crate) fn poison(&self, err: &Error) {
         let mut p = self.poisoned.lock();
         if p.is_none() {
+            crate::trace::event_error!(dir = %self.dir.display(), error = %err, "log poisoned: it refuses writes until reopened");
             *p = Some(err.to_string());
         }
         self.is_poisoned.store(true, AtomicOrdering::Release);
@@ -570,6 +591,7 @@ impl LogInner {
     /// failure: the thread merely ran into the close.
     pub(crate) fn record_background_error(&self, task: &str, err: &Error) {
         if !matches!(err, Error::Closed) {
+            crate::trace::event_error!(dir = %self.dir.display(), task, error = %err, "background task failed");
             *self.background_error.lock() = Some(format!("{task}: {err}"));
         }
     }

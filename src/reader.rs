@@ -62,6 +62,28 @@ impl RecordBatch {
         self.batch.last_offset
     }
 
+    /// The batch's fixed header as stored: where it is and what it says.
+    pub fn header(&self) -> BatchHeader {
+        let b = self.batch.batch();
+        BatchHeader {
+            segment: self.segment.base_offset,
+            position: self.batch.position(),
+            size_bytes: b.len() as u64,
+            crc: u32::from_le_bytes(
+                b.bytes[4..8]
+                    .try_into()
+                    .expect("a decoded batch has a header"),
+            ),
+            base_offset: b.base_offset,
+            last_offset: b.last_offset(),
+            record_count: b.record_count,
+            first_timestamp: b.first_timestamp,
+            max_timestamp: b.max_timestamp,
+            append_time: b.append_time,
+            delete_horizon: b.delete_horizon,
+        }
+    }
+
     /// The records at or after the reader's position, decoded in place.
     pub fn records(&self) -> impl Iterator<Item = Result<RecordView<'_>>> + '_ {
         let from = self.from;
@@ -74,6 +96,36 @@ impl RecordBatch {
             })
             .filter(move |r| r.as_ref().map_or(true, |v| v.offset >= from))
     }
+}
+
+/// The header of a batch as stored (see `docs/format.md`), from
+/// [`RecordBatch::header`]: for inspection tools.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchHeader {
+    /// Base offset of the segment holding the batch.
+    pub segment: Offset,
+    /// Byte position of the batch in the segment's `.log` file.
+    pub position: u64,
+    /// Bytes of the batch, header included.
+    pub size_bytes: u64,
+    /// The stored CRC-32 (IEEE) of every byte after the CRC field (checked when read).
+    pub crc: u32,
+    /// Offset of the first record slot.
+    pub base_offset: Offset,
+    /// Offset of the last record slot.
+    pub last_offset: Offset,
+    /// Records in the batch (compaction may leave fewer than the slots).
+    pub record_count: u32,
+    /// Timestamp of the first record.
+    pub first_timestamp: i64,
+    /// Largest record timestamp.
+    pub max_timestamp: i64,
+    /// The log clock when the batch was appended.
+    pub append_time: i64,
+    /// Set by compaction: tombstones may be dropped after this time.
+    pub delete_horizon: Option<i64>,
 }
 
 impl LogReader {
@@ -121,9 +173,15 @@ impl LogReader {
             }
             let inner = &self.log.inner;
             let position = self.position;
-            let ready = inner.appended.wait_until(deadline, || {
-                inner.is_closed() || self.log.end_offset() > position
-            });
+            let ready = match &inner.read_only {
+                // No writer in this process to signal appends: poll the files.
+                Some(view) => view.poll_until(inner, deadline, || {
+                    inner.is_closed() || self.log.end_offset() > position
+                })?,
+                None => inner.appended.wait_until(deadline, || {
+                    inner.is_closed() || self.log.end_offset() > position
+                }),
+            };
             inner.check_open()?;
             if !ready {
                 return Ok(None);
@@ -295,6 +353,9 @@ impl LogReader {
     fn find_next(&mut self) -> Result<Option<(Arc<Segment>, BatchRef)>> {
         let inner = &self.log.inner;
         inner.check_open()?;
+        if self.position >= self.log.end_offset() {
+            inner.refresh_view_soon()?;
+        }
         let start = self.log.start_offset();
         if self.position < start {
             return Err(Error::OffsetOutOfRange {

@@ -75,6 +75,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
     if start_checkpoint > end {
         // Data above the start offset was lost with an un-flushed tail: start afresh
         // at the start offset, so offsets are never handed out twice.
+        crate::trace::event_error!(dir = %dir.display(), start = start_checkpoint, end, "records above the start offset were lost: starting afresh at the start offset");
         for s in segments.drain(..) {
             remove_segment_files(&**fs, dir, s.base_offset)?;
         }
@@ -197,6 +198,7 @@ fn continue_after_lost_durable_records(
     if last.next_offset() >= durable_end {
         return Ok(());
     }
+    crate::trace::event_error!(dir = %dir.display(), from = last.next_offset(), to = durable_end, "durable records are missing: the gap is reported by reads and verify");
     let sealed = sealed_copy(fs, cache, dir, config, last, last.next_offset());
     last.sync()?;
     if let Some((indexes, _)) = sealed.loaded_clone() {
@@ -271,6 +273,7 @@ fn clean_leftovers(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     let mut changed = false;
     let remove = |name: &str| -> Result<()> {
         let p = dir.join(name);
+        crate::trace::event_info!(file = %p.display(), "recovery removed a leftover file");
         fs.remove_file(&p)
             .map_err(|e| Error::io("remove leftover", &p, e))
     };
@@ -359,6 +362,7 @@ fn complete_swap(
     if !whole && originals_untouched(fs, dir, base, last)? {
         // Damaged since it was fsynced, while the originals are all still in place:
         // keep them (the next cleaning pass does the work again).
+        crate::trace::event_warn!(file = %swap_path.display(), "recovery removed a damaged swap file; the originals are whole");
         return fs
             .remove_file(&swap_path)
             .map_err(|e| Error::io("remove damaged swap file", &swap_path, e));
@@ -377,6 +381,7 @@ fn complete_swap(
                 .map_err(|e| Error::io("remove index", &p, e))?;
         }
     }
+    crate::trace::event_info!(file = %swap_path.display(), "recovery completed a cleaner swap");
     checkpoint::rename_durably(
         fs,
         dir,
@@ -463,6 +468,7 @@ fn scan_tail(
         }
         let scan = scan_segment(seg, durable_end)?;
         if scan.valid_end < seg.published() {
+            crate::trace::event_warn!(file = %seg.path().display(), from = scan.valid_end, to = seg.published(), "recovery cut an unsynced torn tail");
             seg.truncate_to(scan.valid_end)?;
         }
         let next = scan.meta.last_offset.map_or(seg.base_offset, |o| o + 1);
@@ -478,6 +484,7 @@ fn scan_tail(
     }
     if let Some(i) = cut_after {
         for s in segments.drain(i + 1..) {
+            crate::trace::event_warn!(dir = %dir.display(), base = s.base_offset, "recovery removed a segment after a torn roll");
             remove_segment_files(&**fs, dir, s.base_offset)?;
         }
     }

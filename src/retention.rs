@@ -96,7 +96,8 @@ impl Log {
     /// assert_eq!(report.start_offset, log.start_offset());
     /// ```
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
-        self.inner.retention_pass()
+        self.inner.refuse_read_only()?;
+        crate::trace::pass("retention", || self.inner.retention_pass())
     }
 
     /// Registers a function returning the lowest offset some consumer still needs

@@ -41,6 +41,7 @@ pub(crate) fn parse_file_name(name: &str, suffix: &str) -> Option<Offset> {
 }
 
 /// A stretch of a segment whose bytes do not decode, found inside durable data.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CorruptRange {
     /// Base offset of the segment holding the bad bytes.
@@ -484,6 +485,28 @@ impl Segment {
         Ok(parking_lot::RwLockWriteGuard::downgrade(w))
     }
 
+    /// Loads indexes and metadata without writing a byte: from the index files when
+    /// they pass every check, else by a scan kept in memory (a read-only view must
+    /// not rebuild index files on disk).
+    pub fn load_without_writing(&self) -> Result<()> {
+        if self.loaded.read().is_some() {
+            return Ok(());
+        }
+        let loaded = match self.load_from_files() {
+            Some(l) => l,
+            None => {
+                let (indexes, meta) = self.scan_all()?;
+                Loaded { indexes, meta }
+            }
+        };
+        let mut w = self.loaded.write();
+        if w.is_none() {
+            self.store_meta(&loaded.meta);
+            *w = Some(loaded);
+        }
+        Ok(())
+    }
+
     /// Indexes from the `.index`/`.timeindex` files, if they pass every check; the tail
     /// after the last entry is scanned for the metadata.
     fn load_from_files(&self) -> Option<Loaded> {
@@ -615,6 +638,7 @@ impl Segment {
     /// it to the cache of open segments (until then it is pinned: its data must be
     /// fsynced through the descriptor it was written through).
     pub fn sync(&self) -> Result<()> {
+        let _slow = crate::trace::SlowFsync::watch(|| self.path());
         self.file()?
             .sync_data()
             .map_err(|e| Error::io("sync segment", self.path(), e))?;

@@ -4,6 +4,7 @@ use crate::segment::CorruptRange;
 use crate::Offset;
 
 /// One segment, as listed by [`crate::Log::segments`].
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentInfo {
     /// First offset the segment can hold (its file name).
@@ -19,6 +20,7 @@ pub struct SegmentInfo {
 }
 
 /// Counters and sizes of a log, from [`crate::Log::stats`].
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LogStats {
@@ -84,6 +86,7 @@ impl LogStats {
 }
 
 /// What [`crate::Log::verify`] found.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyReport {
     /// Batches that passed every check.
@@ -95,6 +98,7 @@ pub struct VerifyReport {
 }
 
 /// What a retention pass did.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RetentionReport {
     /// Segments removed from the log.
@@ -106,6 +110,7 @@ pub struct RetentionReport {
 }
 
 /// What a compaction pass did.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompactionReport {
     /// Segments rewritten.

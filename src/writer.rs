@@ -319,6 +319,7 @@ impl LogInner {
         next.push(segment);
         *list = Arc::new(next);
         self.counters.rolls.fetch_add(1, AtomicOrdering::Relaxed);
+        crate::trace::event_info!(dir = %self.dir.display(), new_base = w.next_offset, "rolled to a new segment");
         Ok(())
     }
 }

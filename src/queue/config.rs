@@ -174,6 +174,7 @@ pub struct Delivery {
 }
 
 /// Counters and sizes of a queue.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueStats {
     /// Every offset below it is done (acked, dead-lettered or skipped).
@@ -211,10 +212,11 @@ pub struct QueueStats {
     /// The timestamp is the record's own, or the clock at append when none was given.
     pub oldest_unacked_age_ms: Option<u64>,
     /// Tombstones (records without a value) settled without being delivered, since
-    /// this queue was opened (see [`QueueConfig::deliver_tombstones`]).
+    /// this queue was opened (see [`QueueConfig::deliver_tombstones`]). In memory
+    /// only: `Queue::inspect` reports 0.
     pub tombstones_skipped: u64,
     /// Records not delivered because their [`EXPIRES_AT`](super::EXPIRES_AT) time had
     /// passed (dead-lettered or settled, see [`QueueConfig::dead_letter_expired`]),
-    /// since this queue was opened.
+    /// since this queue was opened. In memory only: `Queue::inspect` reports 0.
     pub expired_total: u64,
 }

@@ -54,6 +54,7 @@ impl QueueInner {
     pub(super) fn poison_on_err<T>(&self, core: &mut Core, r: Result<T>) -> Result<T> {
         if let Err(e) = &r {
             if !matches!(e, Error::Closed) && core.poisoned.is_none() {
+                crate::trace::event_error!(queue = %self.name, error = %e, "queue poisoned: it refuses changes until reopened");
                 core.poisoned = Some(e.to_string());
             }
         }

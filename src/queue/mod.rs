@@ -16,6 +16,7 @@ mod deliver;
 mod floors;
 mod housekeeping;
 mod inner;
+mod inspect;
 mod journal;
 mod lifecycle;
 mod many;
@@ -216,6 +217,7 @@ impl Queue {
             return Err(Error::InvalidConfig(format!("bad queue name {name:?}")));
         }
         log.inner.check_open()?;
+        log.inner.refuse_read_only()?;
         let fs = Arc::clone(&log.config().fs);
         let dir = log.dir().join("queues").join(name);
         lifecycle::finish_deletes_quietly(log);

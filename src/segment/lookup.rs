@@ -36,6 +36,7 @@ impl Segment {
     pub fn note_corrupt(&self, range: CorruptRange) {
         let mut corrupt = self.corrupt.lock();
         if !corrupt.contains(&range) {
+            crate::trace::event_error!(segment = range.segment, start = range.start_position, end = range.end_position, reason = %range.reason, "corrupt data in a segment");
             corrupt.push(range);
         }
     }

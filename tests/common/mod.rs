@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fault;
+pub mod live_writer;
 pub mod queue_check;
 pub mod queue_workload;
 

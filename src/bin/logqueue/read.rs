@@ -1,0 +1,424 @@
+//! Read commands: dump, verify, stats, tail. Each opens the log read-only.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use logqueue::{Error, Log, Offset, Queue};
+use serde_json::json;
+
+use crate::output::{
+    open_read, print_json, print_record, progress, CmdResult, Failure, Format, EXIT_PROBLEM,
+    EXIT_USAGE,
+};
+
+#[derive(Args)]
+pub struct DumpArgs {
+    /// The log directory.
+    dir: PathBuf,
+    /// First offset (default: the start of the log).
+    #[arg(long)]
+    from: Option<Offset>,
+    /// Records to print at most (default: all).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Print each batch's header (position, size, CRC, offsets, times) before its records.
+    #[arg(long)]
+    batches: bool,
+    /// Print the entries of every segment's `.index` and `.timeindex` file as stored
+    /// (the active segment's indexes live in the writer's memory until it rolls).
+    #[arg(long)]
+    indexes: bool,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// Reports a damaged stretch met while reading; counts it.
+fn report_damage(e: &Error, damaged: &mut u64) {
+    *damaged += 1;
+    eprintln!("logqueue: {e}");
+}
+
+pub fn dump(a: DumpArgs) -> CmdResult {
+    let log = open_read(&a.dir)?;
+    if a.indexes {
+        return dump_indexes(&log, a.format);
+    }
+    let from = a.from.unwrap_or_else(|| log.start_offset());
+    let mut reader = log.reader(from).map_err(|e| Failure::engine("dump", e))?;
+    let count = a.count.unwrap_or(u64::MAX);
+    let span = log
+        .end_offset()
+        .saturating_sub(reader.position())
+        .min(count);
+    let bar = progress(Some(span), "dump");
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let (mut printed, mut damaged) = (0u64, 0u64);
+    while printed < count {
+        let batch = match reader.next_batch() {
+            Ok(Some(b)) => b,
+            Ok(None) => break,
+            Err(e @ (Error::Corrupt { .. } | Error::OffsetOutOfRange { .. })) => {
+                report_damage(&e, &mut damaged);
+                if matches!(e, Error::OffsetOutOfRange { .. }) {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => return Err(Failure::engine("dump", e)),
+        };
+        if a.batches {
+            let h = batch.header();
+            let line = match a.format {
+                Format::Json => json!({ "batch": h }).to_string(),
+                Format::Text => format!(
+                    "batch segment={} position={} size={} crc={:#010x} offsets={}..={} records={} \
+                     first_time={} max_time={} append_time={}{}",
+                    h.segment,
+                    h.position,
+                    h.size_bytes,
+                    h.crc,
+                    h.base_offset,
+                    h.last_offset,
+                    h.record_count,
+                    crate::time::format_ms(h.first_timestamp),
+                    crate::time::format_ms(h.max_timestamp),
+                    crate::time::format_ms(h.append_time),
+                    h.delete_horizon
+                        .map(|t| format!(" delete_horizon={}", crate::time::format_ms(t)))
+                        .unwrap_or_default()
+                ),
+            };
+            if writeln!(out, "{line}").is_err() {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        for view in batch.records() {
+            match view {
+                Ok(v) => {
+                    if printed >= count {
+                        break;
+                    }
+                    if !print_record(&mut out, &v.to_owned_record(), a.format) {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    printed += 1;
+                    bar.inc(1);
+                }
+                Err(e) => {
+                    report_damage(&e, &mut damaged);
+                    break;
+                }
+            }
+        }
+    }
+    let _ = out.flush();
+    bar.finish_and_clear();
+    Ok(if damaged > 0 {
+        ExitCode::from(EXIT_PROBLEM)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The entries of one index file: `width`-byte little-endian entries, decoded by
+/// `entry`; `None` when the file is missing (never written, or the active segment).
+fn index_file<T>(
+    path: &std::path::Path,
+    width: usize,
+    entry: impl Fn(&[u8]) -> T,
+) -> Option<(Vec<T>, usize)> {
+    let bytes = std::fs::read(path).ok()?;
+    let whole = bytes.len() / width * width;
+    Some((
+        bytes[..whole].chunks_exact(width).map(entry).collect(),
+        bytes.len() - whole,
+    ))
+}
+
+/// `dump --indexes`: the index files of every segment, as stored on disk (format in
+/// docs/format.md §4). `verify` cross-checks them against the batches.
+fn dump_indexes(log: &Log, format: Format) -> CmdResult {
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    let mut docs = Vec::new();
+    for s in log.segments() {
+        let path = |suffix: &str| log.dir().join(format!("{:020}{suffix}", s.base_offset));
+        let offsets = index_file(&path(".index"), 8, |e| {
+            (s.base_offset + u64::from(u32_at(e, 0)), u32_at(e, 4))
+        });
+        let times = index_file(&path(".timeindex"), 12, |e| {
+            let ts = i64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
+            (ts, s.base_offset + u64::from(u32_at(e, 8)))
+        });
+        match format {
+            Format::Json => docs.push(json!({
+                "segment": s.base_offset,
+                "active": s.active,
+                "offset_index": offsets.as_ref().map(|(e, _)| e.iter().map(|(o, p)| json!({"offset": o, "position": p})).collect::<Vec<_>>()),
+                "time_index": times.as_ref().map(|(e, _)| e.iter().map(|(t, o)| json!({"max_timestamp_before": t, "offset": o})).collect::<Vec<_>>()),
+                "trailing_bytes": offsets.as_ref().map_or(0, |o| o.1) + times.as_ref().map_or(0, |t| t.1),
+            })),
+            Format::Text => {
+                println!("segment {}{}", s.base_offset, if s.active { " (active)" } else { "" });
+                match &offsets {
+                    None => println!("  .index: none on disk"),
+                    Some((entries, extra)) => {
+                        for (o, p) in entries {
+                            println!("  offset {o} at position {p}");
+                        }
+                        if *extra > 0 {
+                            println!("  .index: {extra} trailing bytes (not a whole entry)");
+                        }
+                    }
+                }
+                match &times {
+                    None => println!("  .timeindex: none on disk"),
+                    Some((entries, extra)) => {
+                        for (t, o) in entries {
+                            println!("  time {t} before offset {o}");
+                        }
+                        if *extra > 0 {
+                            println!("  .timeindex: {extra} trailing bytes (not a whole entry)");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if format == Format::Json {
+        print_json(&docs);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The log directory.
+    dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+pub fn verify(a: VerifyArgs) -> CmdResult {
+    let log = open_read(&a.dir)?;
+    let bar = progress(None, "verifying");
+    let result = log.verify();
+    bar.finish_and_clear();
+    let segments = log.segments().len();
+    let report = match result {
+        Ok(r) => r,
+        // A check that stops the whole verification (a gap, an unreadable file).
+        Err(e) => {
+            match a.format {
+                Format::Json => print_json(&json!({ "clean": false, "error": e.to_string() })),
+                Format::Text => println!("CORRUPT: {e}"),
+            }
+            return Ok(ExitCode::from(EXIT_PROBLEM));
+        }
+    };
+    let clean = report.corrupt.is_empty();
+    match a.format {
+        Format::Json => print_json(&json!({
+            "clean": clean,
+            "segments": segments,
+            "start_offset": log.start_offset(),
+            "end_offset": log.end_offset(),
+            "report": report,
+        })),
+        Format::Text => {
+            println!(
+                "{}: {} batches, {} records in {segments} segments, offsets [{}, {})",
+                if clean { "clean" } else { "CORRUPT" },
+                report.batches,
+                report.records,
+                log.start_offset(),
+                log.end_offset()
+            );
+            for r in &report.corrupt {
+                println!(
+                    "  segment {} bytes [{}, {}){}: {}",
+                    r.segment,
+                    r.start_position,
+                    r.end_position,
+                    r.next_offset
+                        .map(|o| format!(", readable again from offset {o}"))
+                        .unwrap_or_default(),
+                    r.reason
+                );
+            }
+        }
+    }
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PROBLEM)
+    })
+}
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// The log directory.
+    dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// The names of the queues under `dir/queues`.
+pub fn queue_names(log: &Log) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(log.dir().join("queues"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+pub fn stats(a: StatsArgs) -> CmdResult {
+    let log = open_read(&a.dir)?;
+    let stats = log.stats();
+    let segments = log.segments();
+    let queues: Vec<_> = queue_names(&log)
+        .into_iter()
+        .map(|name| {
+            let s = Queue::inspect(&log, &name).map_err(|e| e.to_string());
+            (name, s)
+        })
+        .collect();
+    let dirty = stats.dirty_bytes as f64 / (stats.clean_bytes + stats.dirty_bytes).max(1) as f64;
+    match a.format {
+        Format::Json => print_json(&json!({
+            "log": stats,
+            "dirty_ratio": dirty,
+            "segments": segments,
+            "queues": queues.iter().map(|(n, s)| match s {
+                Ok(s) => json!({ "name": n, "stats": s }),
+                Err(e) => json!({ "name": n, "error": e }),
+            }).collect::<Vec<_>>(),
+        })),
+        Format::Text => {
+            println!("directory      {}", a.dir.display());
+            println!(
+                "offsets        start {}  durable {}  end {}",
+                stats.start_offset, stats.durable_offset, stats.end_offset
+            );
+            println!(
+                "segments       {} ({} bytes of batches)",
+                stats.segments, stats.size_bytes
+            );
+            println!(
+                "compaction     clean {} bytes, dirty {} bytes (dirty ratio {dirty:.2}), cleaner offset {}",
+                stats.clean_bytes,
+                stats.dirty_bytes,
+                stats.cleaner_offset
+            );
+            println!("corrupt ranges {}", stats.corrupt_ranges);
+            if let Some(e) = &stats.last_background_error {
+                println!("last error     {e}");
+            }
+            for s in &segments {
+                println!(
+                    "  segment {:>20} next {:>20} {:>12} bytes{}",
+                    s.base_offset,
+                    s.next_offset,
+                    s.size_bytes,
+                    if s.active { "  (active)" } else { "" }
+                );
+            }
+            for (name, s) in &queues {
+                match s {
+                    Ok(s) => println!(
+                        "queue {name}: floor {} in flight {} backlog {} lag {}",
+                        s.ack_floor, s.in_flight, s.backlog, s.consumer_lag
+                    ),
+                    Err(e) => println!("queue {name}: cannot read: {e}"),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct TailArgs {
+    /// The log directory.
+    dir: PathBuf,
+    /// Start at this offset.
+    #[arg(long, conflicts_with_all = ["from_time", "last"])]
+    from: Option<Offset>,
+    /// Start at the first record at or after this time (RFC 3339, e.g. 2024-05-01T12:00:00Z).
+    #[arg(long, conflicts_with = "last")]
+    from_time: Option<String>,
+    /// Start this many records before the end (default 10, when no --from is given).
+    #[arg(long)]
+    last: Option<u64>,
+    /// Keep waiting for new records (until interrupted or --max is reached).
+    #[arg(long, short)]
+    follow: bool,
+    /// Stop after printing this many records.
+    #[arg(long)]
+    max: Option<u64>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+pub fn tail(a: TailArgs) -> CmdResult {
+    let log = open_read(&a.dir)?;
+    let from = match (a.from, &a.from_time) {
+        (Some(o), _) => o,
+        (None, Some(t)) => {
+            let ms = crate::time::parse_rfc3339(t).map_err(|e| Failure::new(EXIT_USAGE, e))?;
+            log.offset_for_timestamp(ms)
+                .map_err(|e| Failure::engine("tail", e))?
+                .unwrap_or_else(|| log.end_offset())
+        }
+        (None, None) => log
+            .end_offset()
+            .saturating_sub(a.last.unwrap_or(10))
+            .max(log.start_offset()),
+    };
+    let mut reader = log.reader(from).map_err(|e| Failure::engine("tail", e))?;
+    let max = a.max.unwrap_or(u64::MAX);
+    let stdout = std::io::stdout();
+    let mut printed = 0;
+    let mut damaged = 0;
+    while printed < max {
+        let next = if a.follow {
+            reader.next_blocking(Duration::from_millis(500))
+        } else {
+            reader.next().transpose()
+        };
+        let record = match next {
+            Ok(Some(r)) => r,
+            Ok(None) if a.follow => continue,
+            Ok(None) => break,
+            Err(Error::OffsetOutOfRange { start, .. }) => {
+                // Retention moved the start past the reader: go on from the new start.
+                eprintln!("logqueue: records below {start} were deleted; skipping to {start}");
+                reader.seek(start).map_err(|e| Failure::engine("tail", e))?;
+                continue;
+            }
+            Err(e @ Error::Corrupt { .. }) => {
+                report_damage(&e, &mut damaged);
+                continue;
+            }
+            Err(e) => return Err(Failure::engine("tail", e)),
+        };
+        let mut out = stdout.lock();
+        if !print_record(&mut out, &record, a.format) || out.flush().is_err() {
+            break;
+        }
+        printed += 1;
+    }
+    Ok(if damaged > 0 {
+        ExitCode::from(EXIT_PROBLEM)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

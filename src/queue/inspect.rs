@@ -1,0 +1,115 @@
+//! [`Queue::inspect`]: a queue's counters read from its files, without its lock and
+//! without writing, while the queue may be open (and changing) in another process.
+//!
+//! The snapshot and the journal it names are read as `Queue::open` reads them
+//! ([`super::replay::load`]), kept in memory only. The owner may rotate the journal
+//! between the two reads (a new snapshot, the old journal removed): that reads as a
+//! missing or damaged file, so the read is tried again a few times before the error
+//! is returned; an error that persists is the file's real state (fail closed, as for
+//! `Queue::open`). Leases of the running owner show as in flight.
+
+use std::time::Duration;
+
+use super::state::AckState;
+use super::{dead_letter, replay, valid_name, Queue, QueueStats, DEAD_LETTER_DIR};
+use crate::{Error, Log, Result};
+
+/// Reads of a queue directory whose journal rotated under them, before giving up.
+const ATTEMPTS: u32 = 20;
+const PAUSE: Duration = Duration::from_millis(10);
+
+impl Queue {
+    /// The counters of queue `name` of `log`, read from its files without taking its
+    /// lock and without changing a byte: works while the queue is open in this or
+    /// another process, and on a [`Log::open_read_only`] view. Totals and in-flight
+    /// leases are as of the queue's last journal write; `skipped_by_retention` counts
+    /// what lies below the log's start now. A queue that does not exist is
+    /// [`Error::InvalidConfig`]; damaged state files are [`Error::Corrupt`], as for
+    /// [`Queue::open`].
+    ///
+    /// ```
+    /// use logqueue::{Log, LogConfig, Queue, QueueConfig, Record};
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let queue = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+    /// queue.send(Record::new("a")).unwrap();
+    /// queue.send(Record::new("b")).unwrap();
+    /// let d = queue.receive(1, Duration::ZERO).unwrap();
+    /// queue.ack(&d[0].receipt).unwrap();
+    /// queue.flush().unwrap();
+    /// let stats = Queue::inspect(&log, "jobs").unwrap();
+    /// assert_eq!((stats.ack_floor, stats.acked_total, stats.backlog), (1, 1, 1));
+    /// ```
+    pub fn inspect(log: &Log, name: &str) -> Result<QueueStats> {
+        log.inner.check_open()?;
+        if !valid_name(name) {
+            return Err(Error::InvalidConfig(format!("bad queue name {name:?}")));
+        }
+        let dir = log.dir().join("queues").join(name);
+        if !log.config().fs.exists(&dir) {
+            return Err(Error::InvalidConfig(format!("no queue named {name:?}")));
+        }
+        let dlq = Log::open_read_only(dir.join(DEAD_LETTER_DIR))?;
+        let mut attempt = 0;
+        let (state, start, end) = loop {
+            match read_state(log, &dlq, &dir, name) {
+                Ok(read) => break read,
+                Err(Error::Corrupt { .. } | Error::Io { .. }) if attempt + 1 < ATTEMPTS => {
+                    attempt += 1;
+                    std::thread::sleep(PAUSE);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let oldest = if state.floor.max(start) < end {
+            log.read(state.floor.max(start))?.map(|r| r.timestamp)
+        } else {
+            None
+        };
+        let now = log.config().clock.now_ms();
+        Ok(QueueStats {
+            consumer_lag: end.saturating_sub(state.floor),
+            oldest_unacked_age_ms: oldest.map(|ts| now.saturating_sub(ts).max(0) as u64),
+            ack_floor: state.floor,
+            in_flight: state.leased() as u64,
+            backlog: end.saturating_sub(state.next()) + state.waiting() as u64,
+            delayed: state.delayed() as u64,
+            acked_total: state.totals.acked,
+            redelivered_total: state.totals.redelivered,
+            dead_lettered_total: state.totals.dead_lettered,
+            corrupt_skipped: state.totals.corrupt_skipped,
+            skipped_by_retention: state.skipped_by_retention,
+            // Counted in memory by the process that has the queue open, since it opened
+            // it, and not persisted: a view from the files cannot know them (documented
+            // on the fields).
+            tombstones_skipped: 0,
+            expired_total: 0,
+        })
+    }
+}
+
+/// The queue's state as its files hold it now, with the log's start and end it was
+/// read against. The dead-letter log is looked at after the state: the owner appends
+/// a dead letter before it journals it, so a state read first never accounts for a
+/// letter the view has not seen.
+fn read_state(
+    log: &Log,
+    dlq: &Log,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<(AckState, u64, u64)> {
+    let fs = &*log.config().fs;
+    log.inner.refresh_view()?;
+    let loaded = replay::load(fs, dir, 0..log.end_offset(), dlq)?;
+    dlq.inner.refresh_view()?;
+    let (start, end) = (log.start_offset(), log.end_offset());
+    let mut state = match loaded {
+        Some((_, s)) => s,
+        // Created but not yet holding state: nothing delivered or done.
+        None => AckState::new(start),
+    };
+    state.clamp(start, end);
+    dead_letter::reconcile(log, dlq, name, &mut state)?;
+    Ok((state, start, end))
+}

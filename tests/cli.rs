@@ -1,0 +1,564 @@
+//! The `logqueue` binary, run as a user runs it: read commands beside a live writer
+//! in another process (correct records, no file changed, `tail --follow` fast),
+//! export -> import -> export identity, verify's exit statuses, filtered redrive,
+//! and write commands refusing a log open elsewhere.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::live_writer::{digest_dir, key_for, run_if_child, LiveWriter};
+use common::value_for;
+use logqueue::{Log, LogConfig, Queue, QueueConfig, Record, REDRIVE_FROM};
+use serde_json::Value;
+
+#[test]
+fn live_writer_child() {
+    run_if_child();
+}
+
+fn logqueue(args: &[&str], dir: &Path) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logqueue"));
+    cmd.arg(args[0]).arg(dir).args(&args[1..]);
+    cmd.output().expect("run logqueue")
+}
+
+fn b64(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+/// Checks an exported/dumped JSON record line against what the child writer wrote.
+fn check_line(line: &str) -> u64 {
+    let doc: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let offset = doc["offset"].as_u64().unwrap();
+    assert_eq!(b64(doc["key"].as_str().unwrap()), key_for(offset), "{line}");
+    assert_eq!(
+        b64(doc["value"].as_str().unwrap()),
+        value_for(offset),
+        "{line}"
+    );
+    assert_eq!(doc["headers"][0][0], "offset");
+    assert_eq!(
+        b64(doc["headers"][0][1].as_str().unwrap()),
+        offset.to_string().as_bytes()
+    );
+    offset
+}
+
+fn check_records(out: &Output, what: &str) -> usize {
+    assert!(
+        out.status.success(),
+        "{what}: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let mut last = None;
+    let mut n = 0;
+    for line in text.lines() {
+        let o = check_line(line);
+        assert!(last.is_none_or(|l| o > l), "{what}: offsets rise");
+        last = Some(o);
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn read_commands_beside_a_live_writer_are_correct_and_change_nothing() {
+    let parent = tempfile::tempdir().unwrap();
+    let writer = LiveWriter::start(parent.path(), "live_writer_child");
+    let dir = writer.dir.clone();
+    let began = Instant::now();
+    let mut rounds = 0;
+    while began.elapsed() < Duration::from_secs(3) {
+        let n = check_records(&logqueue(&["export"], &dir), "export");
+        assert!(n > 0);
+        check_records(&logqueue(&["dump", "--format", "json"], &dir), "dump");
+        check_records(
+            &logqueue(&["tail", "--last", "50", "--format", "json"], &dir),
+            "tail",
+        );
+        let verify = logqueue(&["verify", "--format", "json"], &dir);
+        assert_eq!(
+            verify.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+        let stats = logqueue(&["stats", "--format", "json"], &dir);
+        assert!(stats.status.success());
+        let doc: Value = serde_json::from_slice(&stats.stdout).unwrap();
+        assert!(doc["log"]["end_offset"].as_u64().unwrap() > 0);
+        assert!(logqueue(&["queues"], &dir).status.success());
+        rounds += 1;
+    }
+    eprintln!("{rounds} rounds of read commands beside the writer");
+
+    // Frozen mid-run: whatever changes now is the commands' doing.
+    writer.pause(true);
+    let before = digest_dir(&dir);
+    for args in [
+        &["export"][..],
+        &["dump", "--batches"],
+        &["tail", "--last", "5"],
+        &["verify"],
+        &["stats"],
+        &["queues"],
+    ] {
+        let out = logqueue(args, &dir);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        digest_dir(&dir),
+        before,
+        "a read command changed the directory"
+    );
+    // Write commands refuse while the writer holds the lock.
+    let out = logqueue(&["delete-records", "--before", "1"], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("open in another process"));
+    assert_eq!(
+        digest_dir(&dir),
+        before,
+        "a refused write command changed the directory"
+    );
+    writer.pause(false);
+    writer.stop();
+}
+
+#[test]
+fn tail_follow_sees_new_records_within_100_ms() {
+    let parent = tempfile::tempdir().unwrap();
+    let writer = LiveWriter::start(parent.path(), "live_writer_child");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+        .args(["tail"])
+        .arg(&writer.dir)
+        .args([
+            "--follow", "--last", "0", "--max", "300", "--format", "json",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut delays = Vec::new();
+    let mut expected = None;
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let offset = check_line(&line);
+        if let Some(e) = expected {
+            assert_eq!(offset, e, "no record skipped");
+        }
+        expected = Some(offset + 1);
+        let doc: Value = serde_json::from_str(&line).unwrap();
+        delays.push(now - doc["timestamp"].as_i64().unwrap());
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(delays.len(), 300);
+    delays.sort_unstable();
+    let (median, p90, max) = (delays[150], delays[270], delays[299]);
+    eprintln!("append-to-print delay ms: median {median}, p90 {p90}, max {max}");
+    assert!(
+        p90 < 100,
+        "90% of appends printed within 100 ms: p90 {p90} ms"
+    );
+    writer.stop();
+}
+
+#[test]
+fn export_import_export_is_byte_identical() {
+    let parent = tempfile::tempdir().unwrap();
+    let (a, b) = (parent.path().join("a"), parent.path().join("b"));
+    {
+        let log = Log::open(&a, LogConfig::default()).unwrap();
+        let mut records = vec![
+            Record::keyed("k1", "plain text").with_timestamp(1_000),
+            Record::new(vec![0u8, 159, 146, 150, 255]).with_timestamp(-5),
+            Record::tombstone("k1").with_timestamp(i64::MAX),
+            Record::keyed(vec![0xffu8, 0], vec![])
+                .with_header("h", vec![1u8, 2, 3])
+                .with_header("h", "again")
+                .with_header("", ""),
+            Record::new("line\nbreak \"quoted\" \u{1F600}"),
+        ];
+        for i in 0..500u32 {
+            records.push(Record::keyed(
+                format!("k{}", i % 7),
+                i.to_le_bytes().to_vec(),
+            ));
+        }
+        for chunk in records.chunks(37) {
+            log.append_batch(chunk.to_vec()).unwrap();
+        }
+        log.close().unwrap();
+    }
+    let first = logqueue(&["export"], &a);
+    assert!(first.status.success());
+    let import = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+        .arg("import")
+        .arg(&b)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = import.stdin.as_ref().unwrap();
+        stdin.write_all(&first.stdout).unwrap();
+    }
+    let out = import.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = logqueue(&["export"], &b);
+    assert!(second.status.success());
+    assert_eq!(String::from_utf8_lossy(&first.stdout).lines().count(), 505);
+    assert!(
+        first.stdout == second.stdout,
+        "export -> import -> export differs"
+    );
+    // And the records themselves, through the library.
+    let (la, lb) = (
+        Log::open_read_only(&a).unwrap(),
+        Log::open_read_only(&b).unwrap(),
+    );
+    let ra: Vec<_> = la.reader(0).unwrap().map(Result::unwrap).collect();
+    let rb: Vec<_> = lb.reader(0).unwrap().map(Result::unwrap).collect();
+    assert_eq!(ra, rb);
+    assert_eq!(ra[2].value, None, "the tombstone stays a tombstone");
+}
+
+#[test]
+fn verify_exit_status_clean_damaged_and_unopenable() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("log");
+    {
+        let config = LogConfig {
+            segment_bytes: 4096,
+            ..LogConfig::default()
+        };
+        let log = Log::open(&dir, config).unwrap();
+        for i in 0..300u64 {
+            log.append(Record::keyed(key_for(i), value_for(i))).unwrap();
+        }
+        log.close().unwrap();
+    }
+    let clean = logqueue(&["verify"], &dir);
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+    assert!(String::from_utf8_lossy(&clean.stdout).starts_with("clean"));
+
+    let indexes = logqueue(&["dump", "--indexes", "--format", "json"], &dir);
+    assert!(indexes.status.success());
+    let doc: Value = serde_json::from_slice(&indexes.stdout).unwrap();
+    assert!(doc.as_array().unwrap().len() > 1, "several segments");
+    assert_eq!(doc[0]["offset_index"][0]["offset"], 0);
+    assert_eq!(doc[0]["offset_index"][0]["position"], 0);
+    assert_eq!(doc[0]["trailing_bytes"], 0);
+
+    // Damage a byte in the middle of the first (sealed, durable) segment.
+    let first = dir.join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&first).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&first, bytes).unwrap();
+    let damaged = logqueue(&["verify"], &dir);
+    let text = String::from_utf8_lossy(&damaged.stdout);
+    assert_eq!(damaged.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("CORRUPT") && text.contains("segment 0 bytes ["),
+        "{text}"
+    );
+    let json = logqueue(&["verify", "--format", "json"], &dir);
+    assert_eq!(json.status.code(), Some(1));
+    let doc: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(doc["clean"], false);
+    assert!(!doc["report"]["corrupt"].as_array().unwrap().is_empty());
+
+    let missing = logqueue(&["verify"], &parent.path().join("missing"));
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn dlq_redrive_with_a_reason_moves_only_matching_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
+        for i in 0..4 {
+            q.send(Record::new(format!("job {i}")).with_header("n", i.to_string()))
+                .unwrap();
+        }
+        let got = q.receive(4, Duration::ZERO).unwrap();
+        for (d, reason) in got
+            .iter()
+            .zip(["timeout", "bad input", "timeout", "bad input"])
+        {
+            q.dead_letter(&d.receipt, reason).unwrap();
+        }
+        q.flush().unwrap();
+        drop(q);
+        log.close().unwrap();
+    }
+    let list = logqueue(&["dlq"], dir.path());
+    assert!(!list.status.success(), "dlq needs a queue and an action");
+    let listed = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+        .args(["dlq"])
+        .arg(dir.path())
+        .args(["jobs", "list", "--reason", "timeout", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 2);
+
+    let redrive = |reason: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+            .args(["dlq"])
+            .arg(dir.path())
+            .args(["jobs", "redrive", "--reason", reason, "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["redriven"].as_u64().unwrap()
+    };
+    assert_eq!(redrive("timeout"), 2);
+    assert_eq!(redrive("timeout"), 0, "a second run moves nothing twice");
+
+    let log = Log::open_read_only(dir.path()).unwrap();
+    let redriven: Vec<_> = log.reader(4).unwrap().map(Result::unwrap).collect();
+    assert_eq!(redriven.len(), 2);
+    let mut ns: Vec<_> = redriven
+        .iter()
+        .map(|r| {
+            assert!(r.header(REDRIVE_FROM).is_some());
+            assert!(r.headers.iter().all(|h| !h.key.starts_with("dlq.")));
+            String::from_utf8(r.header("n").unwrap().to_vec()).unwrap()
+        })
+        .collect();
+    ns.sort();
+    assert_eq!(ns, ["0", "2"], "only the letters with reason timeout");
+}
+
+#[test]
+fn produce_reads_lines_and_json_with_a_key_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+            .arg("produce")
+            .arg(dir.path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+    };
+    run(&[], "first\nsecond\n");
+    run(
+        &["--input", "json", "--key-field", "user"],
+        "{\"user\":\"ann\",\"n\":1}\n{\"user\":7}\n",
+    );
+    let log = Log::open_read_only(dir.path()).unwrap();
+    let all: Vec<_> = log.reader(0).unwrap().map(Result::unwrap).collect();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[1].value.as_deref(), Some(&b"second"[..]));
+    assert_eq!(all[2].key.as_deref(), Some(&b"ann"[..]));
+    assert_eq!(
+        all[2].value.as_deref(),
+        Some(&b"{\"user\":\"ann\",\"n\":1}"[..])
+    );
+    assert_eq!(all[3].key.as_deref(), Some(&b"7"[..]));
+    // Refused while the log is open in another process (here: this one).
+    let _held = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let out = logqueue(&["produce"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("open in another process"));
+}
+
+#[test]
+fn queue_commands_and_inspect_beside_a_live_queue_in_another_process() {
+    use common::live_writer::QUEUE;
+    let parent = tempfile::tempdir().unwrap();
+    let writer = LiveWriter::start_queue(parent.path(), "live_writer_child");
+    let dir = writer.dir.clone();
+    let view = Log::open_read_only(&dir).unwrap();
+    let began = Instant::now();
+    let (mut last_acked, mut letters_seen, mut rounds) = (0, 0, 0);
+    while began.elapsed() < Duration::from_secs(3) {
+        // The library: inspect from a read-only view while the journal rotates.
+        let s = Queue::inspect(&view, QUEUE).unwrap();
+        assert!(s.ack_floor <= view.end_offset());
+        assert!(s.acked_total >= last_acked, "acks only grow");
+        last_acked = s.acked_total;
+        // The CLI.
+        let out = logqueue(&["queues", "--format", "json"], &dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc[0]["name"], QUEUE);
+        assert!(doc[0]["stats"]["acked_total"].as_u64().unwrap() >= last_acked);
+        let out = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+            .arg("dlq")
+            .arg(&dir)
+            .args([QUEUE, "list", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for letter in &lines {
+            let original = letter["original_offset"].as_u64().unwrap();
+            assert_eq!(
+                original % 7,
+                0,
+                "only every seventh record is dead-lettered"
+            );
+            assert_eq!(b64(letter["value"].as_str().unwrap()), value_for(original));
+            assert_eq!(letter["reason"], format!("r{}", original % 3));
+        }
+        letters_seen = lines.len();
+        rounds += 1;
+    }
+    eprintln!("{rounds} rounds; {letters_seen} dead letters; {last_acked} acks");
+    assert!(letters_seen > 0 && last_acked > 0);
+    // The journal rotated (new generations) while inspect and the CLI read it.
+    let generation = std::fs::read_dir(dir.join("queues").join(QUEUE))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_prefix("journal-")?.parse::<u64>().ok()
+        })
+        .max()
+        .unwrap();
+    assert!(generation > 3, "journal generation {generation}");
+    writer.stop();
+    // Closed: the last state on disk is what inspect reads.
+    let s = Queue::inspect(&Log::open_read_only(&dir).unwrap(), QUEUE).unwrap();
+    assert!(s.acked_total >= last_acked);
+}
+
+#[test]
+fn demo_shows_a_crash_safe_redelivery_and_a_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+        .args(["demo", "--dir"])
+        .arg(dir.path().join("demo"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("aborting before the ack"), "{text}");
+    assert!(
+        text.contains("redelivered (attempt 2): welcome mail to bob@example.com"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "dead letter: welcome mail to cyd@example.com (reason: mailbox does not exist)"
+        ),
+        "{text}"
+    );
+    // The directory it leaves is a healthy log.
+    assert_eq!(
+        logqueue(&["verify"], &dir.path().join("demo"))
+            .status
+            .code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn perf_reports_throughput_and_latency_percentiles() {
+    for kind in [
+        &["produce", "--records", "5000"][..],
+        &[
+            "produce",
+            "--records",
+            "5000",
+            "--batch",
+            "50",
+            "--threads",
+            "2",
+        ],
+        &["consume", "--records", "5000", "--threads", "2"],
+        &["queue", "--records", "3000", "--threads", "2"],
+        &["queue", "--records", "500", "--rate", "5000"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+            .arg("perf")
+            .args(kind)
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{kind:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(doc["records_per_sec"].as_f64().unwrap() > 0.0, "{doc}");
+        let lat = &doc["latency_us"];
+        let (p50, p99, p999, max) = (
+            lat["p50"].as_f64().unwrap(),
+            lat["p99"].as_f64().unwrap(),
+            lat["p99_9"].as_f64().unwrap(),
+            lat["max"].as_f64().unwrap(),
+        );
+        assert!(
+            p50 > 0.0 && p50 <= p99 && p99 <= p999 && p999 <= max,
+            "{kind:?}: {lat}"
+        );
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+        .args(["perf", "produce", "--flush", "sometimes"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+}
