@@ -41,6 +41,52 @@ impl Log {
         self.flush_to(self.end_offset())
     }
 
+    /// Waits until the record at `offset` and every record before it are fsynced
+    /// (survive power loss). Every thread waiting shares the next fsync: the first
+    /// waiter to find no fsync running runs one covering everything appended so far,
+    /// the others wait for it (group commit, leader and followers); waiting never
+    /// holds the append lock, so appends go on meanwhile.
+    ///
+    /// An `offset` at or past [`Log::end_offset`] is [`Error::OffsetOutOfRange`]: a
+    /// record not appended yet has no durability to wait for, and waiting for it
+    /// could wait forever. Offsets below the start offset (deleted) are fine: they
+    /// only need the fsync of what came before them. On a poisoned log (a failed
+    /// write or fsync) it is [`Error::Poisoned`], also for waiters already waiting
+    /// when the failing fsync ran; after [`Log::close`] it is [`Error::Closed`], while
+    /// waiters already waiting when `close` runs return once `close` made their
+    /// record durable (or with its error).
+    ///
+    /// With [`FlushPolicy::Manual`] it lets one thread pipeline: append a window of
+    /// records, then wait for the end of the window before (usually durable already).
+    ///
+    /// ```
+    /// use logqueue::{FlushPolicy, Log, LogConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = LogConfig { flush: FlushPolicy::Manual, ..LogConfig::default() };
+    /// let log = Log::open(dir.path(), config).unwrap();
+    /// let first = log.append(Record::new("a")).unwrap();
+    /// let second = log.append(Record::new("b")).unwrap();
+    /// log.wait_durable(first).unwrap();
+    /// assert!(log.durable_offset() > first);
+    /// assert!(log.wait_durable(second + 1).is_err()); // not appended yet
+    /// ```
+    pub fn wait_durable(&self, offset: Offset) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_writable()?;
+        if inner.durable_offset.load(AtomicOrdering::Acquire) > offset {
+            return Ok(());
+        }
+        let end = self.end_offset();
+        if offset >= end {
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                start: self.start_offset(),
+                end,
+            });
+        }
+        self.flush_to(offset + 1)
+    }
+
     pub(crate) fn flush_to(&self, target: Offset) -> Result<()> {
         self.inner
             .sync_round(Round::Everything, |st| st.durable_offset < target)

@@ -166,6 +166,8 @@ impl Log {
             inner.after_roll()?;
         }
         match inner.config.flush {
+            // `wait_durable(range.end - 1)` without its entry checks: a `close` since
+            // the append made the record durable, which is success, not `Closed`.
             FlushPolicy::Always => self.flush_to(range.end)?,
             FlushPolicy::EveryRecords(n) => {
                 let due = {
