@@ -13,8 +13,15 @@
 //! Each measurement runs `RUNS` times (default 5), the two engines alternating so that
 //! both see the same background noise; the medians and their ratios are printed.
 
+mod durable;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// True when the workload group `name` was asked for: `WORKLOADS=a,b` (all by default).
+fn wanted(name: &str) -> bool {
+    std::env::var("WORKLOADS").map_or(true, |w| w.split(',').any(|x| x == name))
+}
 
 /// Wall-clock and on-CPU time of this thread: on a shared, noisy machine the CPU time
 /// (`CLOCK_THREAD_CPUTIME_ID`) shows what an idle core would do, the wall time what
@@ -76,6 +83,12 @@ fn main() {
     );
 
     // Per workload: (records per wall second, records per CPU second) of each run.
+    if wanted("durable") {
+        durable_section(&base, &value);
+    }
+    if !wanted("append") {
+        return;
+    }
     let mut lq_append = Vec::new();
     let mut lq_append_slice = Vec::new();
     let mut cl_append = Vec::new();
@@ -284,4 +297,38 @@ fn medians(v: &[(f64, f64)]) -> (f64, f64) {
     let mut wall: Vec<f64> = v.iter().map(|r| r.0).collect();
     let mut cpu: Vec<f64> = v.iter().map(|r| r.1).collect();
     (median(&mut wall), median(&mut cpu))
+}
+
+/// Group commit and pipelined durability, with the machine's fsync latency beside them.
+fn durable_section(base: &Path, value: &[u8]) {
+    let dir = tempfile::tempdir_in(base).expect("temp dir");
+    let fsync = durable::fsync_latency(dir.path(), 200);
+    println!("fdatasync of a 4 KiB write, median of 200: {:.3} ms", fsync.as_secs_f64() * 1e3);
+    for threads in [1usize, 16] {
+        let mut rates = Vec::new();
+        let mut per_fsync = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir_in(base).expect("temp dir");
+            let per_thread = if threads == 1 { 300 } else { 600 };
+            let (r, p) = durable::always(dir.path(), threads, per_thread, value);
+            rates.push(r);
+            per_fsync.push(p);
+        }
+        println!(
+            "| FlushPolicy::Always, {threads} threads, 100 B | {:.0} records/s | {:.1} records per fsync |",
+            median(&mut rates),
+            median(&mut per_fsync)
+        );
+    }
+    for window in [100u64, 1_000, 10_000] {
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir_in(base).expect("temp dir");
+            rates.push(durable::pipelined(dir.path(), 1_000_000, window, value));
+        }
+        println!(
+            "| one thread, append_slice 100 B + wait_durable(end of the window before) every {window} | {:.2} M durable records/s |",
+            median(&mut rates) / 1e6
+        );
+    }
 }
