@@ -49,7 +49,7 @@ pub use queue::{
     DLQ_ATTEMPTS, DLQ_KEY_RELEASED, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON, REDRIVE_FROM,
 };
 pub use reader::{fuzz_decode_batch, LogReader, RecordBatch};
-pub use record::{Header, Record, StoredRecord};
+pub use record::{Header, Record, RecordRef, StoredRecord};
 pub use segment::CorruptRange;
 pub use stats::{CompactionReport, LogStats, RetentionReport, SegmentInfo, VerifyReport};
 

@@ -176,7 +176,6 @@ impl Log {
             records_appended: 0,
             batches_appended: 0,
             index_entries: active_index_entries,
-            scratch: Vec::with_capacity(4096),
             recovery_point: recovered.recovery_point_file,
             shut_down: false,
         };

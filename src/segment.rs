@@ -344,12 +344,14 @@ impl Segment {
         Ok(self.map.get_or_init(|| map))
     }
 
-    /// Writer only: copies an encoded batch to `position` (the published end) and
-    /// publishes it, then indexes it if the interval has passed.
-    pub fn append(
+    /// Writer only: lets `fill` write a batch of `len` bytes at `position` (the
+    /// published end) straight into the mapping, and publishes it (unless `fill`
+    /// failed), then indexes it if the interval has passed.
+    pub fn append_with(
         &self,
         position: u64,
-        bytes: &[u8],
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<()>,
         batch_meta: (Offset, Offset, i64, i64),
         index_entry_ts: Option<i64>,
     ) -> Result<()> {
@@ -360,9 +362,19 @@ impl Segment {
             .get()
             .expect("the active segment is mapped at creation");
         let pos = usize::try_from(position).expect("positions fit in usize (capacity checked)");
-        map.write(pos, bytes)
-            .map_err(|e| Error::io("write segment", self.path(), e))?;
-        let end = position + bytes.len() as u64;
+        let mut fill = Some(fill);
+        let mut filled = Ok(());
+        map.write_with(pos, len, &mut |buf| {
+            if let Some(fill) = fill.take() {
+                filled = fill(buf);
+            }
+        })
+        .map_err(|e| Error::io("write segment", self.path(), e))?;
+        filled?;
+        debug_assert!(
+            batch::decode(map.bytes(pos, pos + len)).is_ok_and(|b| b.base_offset == first_offset)
+        );
+        let end = position + len as u64;
         // Publish before indexing, so an index entry never points past the published end.
         self.published.store(end, Ordering::Release);
         self.next_offset.store(next_offset, Ordering::Release);
