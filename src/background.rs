@@ -55,6 +55,27 @@ impl AppendSignal {
     }
 }
 
+/// Work for the preparer: map `[from, to)` of an active segment for writing, after
+/// allocating the file up to `to` when `allocate`.
+#[derive(Debug)]
+pub(crate) struct Prepare {
+    pub segment: Arc<Segment>,
+    pub from: u64,
+    pub to: u64,
+    pub allocate: bool,
+}
+
+impl Prepare {
+    /// Allocates (unless the segment was sealed meanwhile; a failure is left to the
+    /// writer, which allocates again when it needs the space), then prefaults.
+    pub(crate) fn run(&self) {
+        if self.allocate && self.segment.allocate_ahead(self.to).is_err() {
+            return;
+        }
+        crate::writer::prefault_now(&self.segment, self.from, self.to);
+    }
+}
+
 /// Tells background threads to stop, and the roll syncer that a segment was sealed;
 /// shared with them apart from the log itself.
 #[derive(Debug, Default)]
@@ -76,7 +97,7 @@ struct Flags {
     /// The preparer runs and takes prefault requests.
     preparing: bool,
     /// Ranges of active segments to map for writing ahead of the writer.
-    prefault: Vec<(Arc<Segment>, u64, u64)>,
+    prefault: Vec<Prepare>,
 }
 
 impl Shutdown {
@@ -88,20 +109,20 @@ impl Shutdown {
         self.prepare_cv.notify_all();
     }
 
-    /// Hands `[from, to)` of `segment` to the preparer to prefault; false when no
-    /// preparer runs (the caller then does it).
-    pub(crate) fn request_prefault(&self, segment: &Arc<Segment>, from: u64, to: u64) -> bool {
+    /// Hands `[from, to)` of `segment` to the preparer to allocate (where not yet)
+    /// and prefault; false when no preparer runs (the caller then does it).
+    pub(crate) fn request_prepare(&self, request: Prepare) -> bool {
         let mut flags = self.flags.lock();
         if !flags.preparing || flags.stop {
             return false;
         }
-        flags.prefault.push((Arc::clone(segment), from, to));
+        flags.prefault.push(request);
         self.prepare_cv.notify_one();
         true
     }
 
     /// Waits for prefault requests (`None`: shutting down).
-    fn wait_prefault(&self) -> Option<Vec<(Arc<Segment>, u64, u64)>> {
+    fn wait_prefault(&self) -> Option<Vec<Prepare>> {
         let mut flags = self.flags.lock();
         loop {
             if flags.stop {
@@ -242,14 +263,15 @@ fn roll_sync_loop(weak: Weak<LogInner>, shutdown: &Shutdown) {
     }
 }
 
-/// The preparer: maps the chunks the writer allocates ahead of itself
-/// (`MADV_POPULATE_WRITE`), so that the append path neither waits for that nor takes
-/// a page fault every 4 KiB. Holds no lock while it works and no reference to the
-/// log: a segment sealed meanwhile only makes the hint fail, which is ignored.
+/// The preparer: allocates the chunk ahead of the writer (`fallocate`) and maps it
+/// (`MADV_POPULATE_WRITE`), so that the append path neither waits for those nor
+/// takes a page fault every 4 KiB. Holds no log lock and no reference to the log;
+/// a segment sealed meanwhile is never grown again (its seal and the allocation
+/// exclude each other) and only makes the prefault hint fail, which is ignored.
 fn prepare_loop(_weak: Weak<LogInner>, shutdown: &Shutdown) {
     while let Some(requests) = shutdown.wait_prefault() {
-        for (segment, from, to) in requests {
-            crate::writer::prefault_now(&segment, from, to);
+        for request in requests {
+            request.run();
         }
     }
 }

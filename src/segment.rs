@@ -115,6 +115,13 @@ pub(crate) struct Segment {
     /// Bytes between index entries when (re)building indexes.
     index_interval: AtomicU64,
     mapped_writable: AtomicBool,
+    /// Active segments: true once sealed (cut to its data), so that the preparer
+    /// never grows the file again; held across the preparer's `allocate`.
+    sealed: Mutex<bool>,
+    /// Bytes of the file the preparer has allocated ahead of the writer.
+    allocated_ahead: AtomicU64,
+    /// The largest allocation ahead asked of the preparer.
+    asked_ahead: AtomicU64,
 }
 
 impl Segment {
@@ -182,6 +189,9 @@ impl Segment {
             retired: AtomicBool::new(false),
             index_interval: AtomicU64::new(4096),
             mapped_writable: AtomicBool::new(false),
+            sealed: Mutex::new(false),
+            allocated_ahead: AtomicU64::new(0),
+            asked_ahead: AtomicU64::new(0),
         }
     }
 
@@ -570,6 +580,8 @@ impl Segment {
 
     /// Seals the active segment: file cut to its data, index files written.
     pub fn seal(&self) -> Result<()> {
+        let mut sealed = self.sealed.lock();
+        *sealed = true;
         self.file()?
             .set_len(self.published())
             .map_err(|e| Error::io("truncate segment", self.path(), e))?;
@@ -578,6 +590,32 @@ impl Segment {
             self.write_index_files(&l.indexes)?;
         }
         Ok(())
+    }
+
+    /// The preparer: grows the (active) segment's file to `len` bytes of allocated
+    /// space, unless it has been sealed meanwhile. The writer learns of the space
+    /// through [`Segment::allocated_ahead`].
+    pub fn allocate_ahead(&self, len: u64) -> Result<()> {
+        let sealed = self.sealed.lock();
+        if *sealed {
+            return Ok(());
+        }
+        self.file()?
+            .allocate(len)
+            .map_err(|e| Error::io("allocate segment", self.path(), e))?;
+        self.allocated_ahead.fetch_max(len, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Writer only: notes that the space up to `len` is being asked for ahead; false
+    /// when it was asked for already.
+    pub fn ask_ahead(&self, len: u64) -> bool {
+        self.asked_ahead.fetch_max(len, Ordering::AcqRel) < len
+    }
+
+    /// Bytes the preparer has allocated (0 when it has not).
+    pub fn allocated_ahead(&self) -> u64 {
+        self.allocated_ahead.load(Ordering::Acquire)
     }
 
     /// fsyncs the log and index files.

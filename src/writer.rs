@@ -4,6 +4,7 @@ use std::ops::Range;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 
+use crate::background::Prepare;
 use crate::batch::{self, BatchMeta, RecordParts};
 use crate::checkpoint::RecoveryPointFile;
 use crate::config::FlushPolicy;
@@ -238,13 +239,12 @@ impl LogInner {
             end <= capacity,
             "a batch of at most max_batch_bytes fits an empty segment"
         );
+        // Space the preparer allocated ahead, if any.
+        w.allocated = w.allocated.max(w.active.allocated_ahead().min(capacity));
         if end > w.allocated {
             self.allocate(w, end).inspect_err(|e| self.poison(e))?;
         } else if w.allocated - end < ALLOC_CHUNK_BYTES && w.allocated < capacity {
-            // Keep a chunk allocated (and prefaulted, by the background thread when
-            // there is one) ahead of the writer, so that appends never wait for it.
-            // Nothing depends on it yet: a failure is retried when the space is needed.
-            let _ = self.allocate(w, end);
+            self.allocate_ahead(w);
         }
         let interval = u64::from(self.config.index_interval_bytes);
         let index_ts = (w.bytes_since_index >= interval).then_some(w.max_timestamp);
@@ -290,10 +290,38 @@ impl LogInner {
         Ok(())
     }
 
+    /// Keeps a chunk allocated (and prefaulted) ahead of the writer, so that appends
+    /// never wait for it: asks the preparer for the next chunk (`fallocate` can wait
+    /// for a journal commit, milliseconds, and the prefault is one `madvise` of 8
+    /// MiB), or without one does both here. Nothing depends on that space yet: a
+    /// failure is retried when the space is needed.
+    fn allocate_ahead(&self, w: &mut Writer) {
+        let capacity = self.config.segment_capacity();
+        let target = (w.allocated + ALLOC_CHUNK_BYTES).min(capacity);
+        if !w.active.ask_ahead(target) {
+            return; // asked for already
+        }
+        let request = Prepare {
+            segment: Arc::clone(&w.active),
+            from: w.allocated,
+            to: target,
+            allocate: true,
+        };
+        if !self.shutdown.request_prepare(request) {
+            let _ = self.allocate(w, w.position);
+        }
+    }
+
     /// Maps `[from, to)` of `segment` (allocated) for writing, in the background
     /// when the preparer runs.
     pub(crate) fn prefault(&self, segment: &Arc<Segment>, from: u64, to: u64) {
-        if !self.shutdown.request_prefault(segment, from, to) {
+        let request = Prepare {
+            segment: Arc::clone(segment),
+            from,
+            to,
+            allocate: false,
+        };
+        if !self.shutdown.request_prepare(request) {
             prefault_now(segment, from, to);
         }
     }

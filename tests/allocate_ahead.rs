@@ -104,3 +104,41 @@ fn a_crash_around_the_allocation_ahead_loses_nothing_durable() {
         assert!(log.verify().unwrap().corrupt.is_empty());
     }
 }
+
+/// With background threads the preparer allocates the chunk ahead (the append only
+/// asks), and a segment sealed by a roll is never grown again: after many rolls of
+/// segments larger than a chunk, every sealed file is exactly its data.
+#[test]
+fn the_preparer_allocates_ahead_and_never_grows_a_sealed_segment() {
+    let fs = SimFs::new(3);
+    let config = LogConfig {
+        background: true,
+        segment_bytes: 20 << 20,
+        ..config(&fs)
+    };
+    let log = Log::open("/log", config.clone()).unwrap();
+    log.append(Record::new(value(0))).unwrap();
+    log.append(Record::new(value(1))).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while fs.file_len(SEGMENT) != Some(2 * CHUNK) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no chunk ahead: {:?}",
+            fs.file_len(SEGMENT)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    for i in 2..1000 {
+        log.append(Record::new(value(i))).unwrap();
+    }
+    let segments = log.segments();
+    assert!(segments.len() >= 4, "{} segments", segments.len());
+    log.close().unwrap();
+    for s in &segments {
+        let path = format!("/log/{:020}.log", s.base_offset);
+        assert_eq!(fs.file_len(&path), Some(s.size_bytes), "{path}");
+    }
+    let log = Log::open("/log", config).unwrap();
+    assert_eq!(log.end_offset(), 1000);
+    assert_eq!(log.read(999).unwrap().unwrap().value, Some(value(999)));
+}
