@@ -266,6 +266,9 @@ fn close_wakes_waiters_once_their_records_are_durable() {
     assert_eq!(log.end_offset(), 9);
 }
 
+/// A record's offset and value.
+type Written = (Offset, Vec<u8>);
+
 /// Threads append and some wait; the disk loses power at a seeded moment. Every
 /// record whose `wait_durable` returned before the power loss is there after it.
 #[test]
@@ -278,7 +281,7 @@ fn a_record_is_durable_when_wait_durable_returns() {
             ..common::small_config(4 << 10)
         };
         let log = Log::open("/log", config.clone()).unwrap();
-        let durable: Arc<Mutex<Vec<(Offset, Vec<u8>)>>> = Arc::default();
+        let durable: Arc<Mutex<Vec<Written>>> = Arc::default();
         let appended = Arc::new(AtomicU64::new(0));
         let threads: Vec<_> = (0..4u64)
             .map(|t| {
@@ -308,7 +311,7 @@ fn a_record_is_durable_when_wait_durable_returns() {
         }
         // What returned so far; more may return after this line (still before the
         // crash), which only makes the check below cover less.
-        let must_survive: Vec<(Offset, Vec<u8>)> = durable.lock().unwrap().clone();
+        let must_survive: Vec<Written> = durable.lock().unwrap().clone();
         sim.crash();
         for t in threads {
             t.join().unwrap();
