@@ -1,4 +1,5 @@
-//! Criterion benchmarks of the log: append, sequential and random reads, group commit.
+//! Criterion benchmarks of the log: append (owned and borrowed batches), sequential and
+//! random reads, group commit, pipelined `wait_durable`.
 //!
 //! ```text
 //! cargo bench --bench log                 # everything, a few minutes
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use logqueue::{FlushPolicy, Log, LogConfig, Record};
+use logqueue::{FlushPolicy, Log, LogConfig, Record, RecordRef};
 use tempfile::TempDir;
 
 /// Records in each log the read benchmarks read.
@@ -85,6 +86,67 @@ fn append(c: &mut Criterion) {
             took
         });
     });
+    for size in [100usize, 1024] {
+        let value = vec![0x5Au8; size];
+        g.bench_function(
+            BenchmarkId::new("batch_ref_of_100", format!("{size}B")),
+            |b| {
+                b.iter_custom(|iters| {
+                    let dir = bench_dir();
+                    let log = Log::open(dir.path(), config(FlushPolicy::Manual)).expect("open");
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        // Borrowed records: the caller allocates nothing per record.
+                        let batch = [RecordRef::new(&value); 100];
+                        log.append_batch_ref(&batch).expect("append_batch_ref");
+                    }
+                    let took = start.elapsed();
+                    log.close().expect("close");
+                    took
+                });
+            },
+        );
+    }
+    g.finish();
+}
+
+/// One thread appending 100 B records with `append_slice` and, after every window of
+/// `window` records, waiting for the end of the window before with
+/// `Log::wait_durable` (the fsyncs overlap the next window's appends only partly: one
+/// thread). Throughput counts durable records.
+fn pipelined(c: &mut Criterion) {
+    let mut g = c.benchmark_group("wait_durable");
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(1));
+    let value = vec![0x5Au8; 100];
+    for window in [1_000u64, 10_000] {
+        g.bench_function(BenchmarkId::new("pipelined_window", window), |b| {
+            b.iter_custom(|iters| {
+                let dir = bench_dir();
+                let log = Log::open(dir.path(), config(FlushPolicy::Manual)).expect("open");
+                let start = Instant::now();
+                let mut previous = None;
+                let mut done = 0;
+                while done < iters {
+                    let n = window.min(iters - done);
+                    let mut last = 0;
+                    for _ in 0..n {
+                        last = log.append_slice(None, &value).expect("append");
+                    }
+                    done += n;
+                    if let Some(o) = previous.replace(last) {
+                        log.wait_durable(o).expect("wait_durable");
+                    }
+                }
+                if let Some(o) = previous {
+                    log.wait_durable(o).expect("wait_durable");
+                }
+                let took = start.elapsed();
+                log.close().expect("close");
+                took
+            });
+        });
+    }
     g.finish();
 }
 
@@ -215,6 +277,6 @@ fn flush(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = criterion();
-    targets = append, read, flush
+    targets = append, read, flush, pipelined
 }
 criterion_main!(benches);

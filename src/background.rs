@@ -10,6 +10,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::FlushPolicy;
 use crate::log::{Log, LogInner};
+use crate::segment::Segment;
 use crate::{Error, Result};
 
 /// Wakes tailing readers when records are appended, without a lock on the append
@@ -54,6 +55,27 @@ impl AppendSignal {
     }
 }
 
+/// Work for the preparer: map `[from, to)` of an active segment for writing, after
+/// allocating the file up to `to` when `allocate`.
+#[derive(Debug)]
+pub(crate) struct Prepare {
+    pub segment: Arc<Segment>,
+    pub from: u64,
+    pub to: u64,
+    pub allocate: bool,
+}
+
+impl Prepare {
+    /// Allocates (unless the segment was sealed meanwhile; a failure is left to the
+    /// writer, which allocates again when it needs the space), then prefaults.
+    pub(crate) fn run(&self) {
+        if self.allocate && self.segment.allocate_ahead(self.to).is_err() {
+            return;
+        }
+        crate::writer::prefault_now(&self.segment, self.from, self.to);
+    }
+}
+
 /// Tells background threads to stop, and the roll syncer that a segment was sealed;
 /// shared with them apart from the log itself.
 #[derive(Debug, Default)]
@@ -63,6 +85,8 @@ pub(crate) struct Shutdown {
     cv: Condvar,
     /// Wakes the roll syncer (on stop and on roll).
     rolled_cv: Condvar,
+    /// Wakes the preparer (on stop and on a prefault request).
+    prepare_cv: Condvar,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +94,10 @@ struct Flags {
     stop: bool,
     /// A roll sealed a segment the roll syncer has not picked up yet.
     rolled: bool,
+    /// The preparer runs and takes prefault requests.
+    preparing: bool,
+    /// Ranges of active segments to map for writing ahead of the writer.
+    prefault: Vec<Prepare>,
 }
 
 impl Shutdown {
@@ -78,6 +106,35 @@ impl Shutdown {
         self.flags.lock().stop = true;
         self.cv.notify_all();
         self.rolled_cv.notify_all();
+        self.prepare_cv.notify_all();
+    }
+
+    /// Hands `[from, to)` of `segment` to the preparer to allocate (where not yet)
+    /// and prefault; false when no preparer runs (the caller then does it).
+    pub(crate) fn request_prepare(&self, request: Prepare) -> bool {
+        let mut flags = self.flags.lock();
+        if !flags.preparing || flags.stop {
+            return false;
+        }
+        flags.prefault.push(request);
+        self.prepare_cv.notify_one();
+        true
+    }
+
+    /// Waits for prefault requests (`None`: shutting down).
+    fn wait_prefault(&self) -> Option<Vec<Prepare>> {
+        let mut flags = self.flags.lock();
+        loop {
+            if flags.stop {
+                flags.preparing = false;
+                flags.prefault.clear();
+                return None;
+            }
+            if !flags.prefault.is_empty() {
+                return Some(std::mem::take(&mut flags.prefault));
+            }
+            self.prepare_cv.wait(&mut flags);
+        }
     }
 
     /// Tells the roll syncer a segment was sealed.
@@ -125,6 +182,13 @@ impl Log {
             })
         })?;
         self.spawn("logqueue-roll-sync", roll_sync_loop)?;
+        self.inner.shutdown.flags.lock().preparing = true;
+        self.spawn("logqueue-prepare", prepare_loop)?;
+        // The space the active segment already has (since open) is mapped ahead too.
+        {
+            let w = self.inner.writer.lock();
+            self.inner.prefault(&w.active, w.position, w.allocated);
+        }
         self.inner.roll_syncer.store(true, AtomicOrdering::Release);
         if self.inner.config.cleanup.compacts() {
             let every = self.inner.config.compaction.check_interval;
@@ -195,6 +259,19 @@ fn roll_sync_loop(weak: Weak<LogInner>, shutdown: &Shutdown) {
         }
         if let Err(e) = inner.sync_sealed() {
             inner.record_background_error("roll sync", &e);
+        }
+    }
+}
+
+/// The preparer: allocates the chunk ahead of the writer (`fallocate`) and maps it
+/// (`MADV_POPULATE_WRITE`), so that the append path neither waits for those nor
+/// takes a page fault every 4 KiB. Holds no log lock and no reference to the log;
+/// a segment sealed meanwhile is never grown again (its seal and the allocation
+/// exclude each other) and only makes the prefault hint fail, which is ignored.
+fn prepare_loop(_weak: Weak<LogInner>, shutdown: &Shutdown) {
+    while let Some(requests) = shutdown.wait_prefault() {
+        for request in requests {
+            request.run();
         }
     }
 }

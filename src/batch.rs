@@ -13,7 +13,7 @@ use crate::Offset;
 
 mod encode;
 
-pub(crate) use encode::{encode, encode_empty, BatchMeta, Encoded, RecordParts};
+pub(crate) use encode::{encode, encode_empty, encode_into, encoded_len, BatchMeta, RecordParts};
 
 /// Bytes of the fixed batch header.
 pub(crate) const HEADER_LEN: usize = 60;

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::checkpoint::{self, RecoveryPoint};
 use crate::config::FlushPolicy;
@@ -22,7 +22,30 @@ use crate::{Error, Offset, Result};
 pub(crate) struct FlushState {
     pub(crate) syncing: bool,
     pub(crate) durable_offset: Offset,
+    /// Threads waiting in [`LogInner::sync_round`] for a round to end.
+    waiting: usize,
+    /// Threads that were in the last full round when it ended (its leader, the
+    /// threads it covered and those still waiting): how many to expect back.
+    last_round_threads: usize,
+    /// How long the last full round's fsyncs took.
+    last_sync: Duration,
 }
+
+impl FlushState {
+    pub(crate) fn new(durable_offset: Offset) -> FlushState {
+        FlushState {
+            syncing: false,
+            durable_offset,
+            waiting: 0,
+            last_round_threads: 0,
+            last_sync: Duration::ZERO,
+        }
+    }
+}
+
+/// The longest a round's leader waits for the threads of the last round to come
+/// back before its fsync (also at most half the last fsync's duration).
+const MAX_GATHER: Duration = Duration::from_millis(4);
 
 /// What one fsync round covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +66,52 @@ impl Log {
         self.flush_to(self.end_offset())?;
         // Cursor commits made so far survive power loss from here on.
         self.inner.cursors.sync()
+    }
+
+    /// Waits until the record at `offset` and every record before it are fsynced
+    /// (survive power loss). Every thread waiting shares the next fsync: the first
+    /// waiter to find no fsync running runs one covering everything appended so far,
+    /// the others wait for it (group commit, leader and followers); waiting never
+    /// holds the append lock, so appends go on meanwhile.
+    ///
+    /// An `offset` at or past [`Log::end_offset`] is [`Error::OffsetOutOfRange`]: a
+    /// record not appended yet has no durability to wait for, and waiting for it
+    /// could wait forever. Offsets below the start offset (deleted) are fine: they
+    /// only need the fsync of what came before them. On a poisoned log (a failed
+    /// write or fsync) it is [`Error::Poisoned`], also for waiters already waiting
+    /// when the failing fsync ran; after [`Log::close`] it is [`Error::Closed`], while
+    /// waiters already waiting when `close` runs return once `close` made their
+    /// record durable (or with its error).
+    ///
+    /// With [`FlushPolicy::Manual`] it lets one thread pipeline: append a window of
+    /// records, then wait for the end of the window before (usually durable already).
+    ///
+    /// ```
+    /// use logqueue::{FlushPolicy, Log, LogConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = LogConfig { flush: FlushPolicy::Manual, ..LogConfig::default() };
+    /// let log = Log::open(dir.path(), config).unwrap();
+    /// let first = log.append(Record::new("a")).unwrap();
+    /// let second = log.append(Record::new("b")).unwrap();
+    /// log.wait_durable(first).unwrap();
+    /// assert!(log.durable_offset() > first);
+    /// assert!(log.wait_durable(second + 1).is_err()); // not appended yet
+    /// ```
+    pub fn wait_durable(&self, offset: Offset) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_writable()?;
+        if inner.durable_offset.load(AtomicOrdering::Acquire) > offset {
+            return Ok(());
+        }
+        let end = self.end_offset();
+        if offset >= end {
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                start: self.start_offset(),
+                end,
+            });
+        }
+        self.flush_to(offset + 1)
     }
 
     pub(crate) fn flush_to(&self, target: Offset) -> Result<()> {
@@ -109,12 +178,24 @@ impl LogInner {
                 st.syncing = true;
                 break;
             }
+            st.waiting += 1;
+            self.flush_arrived.notify_one();
             self.flush_done.wait(&mut st);
+            st.waiting -= 1;
+        }
+        if kind == Round::Everything {
+            self.gather(&mut st);
         }
         drop(st);
+        let started = Instant::now();
         let result = self.sync_now(kind);
+        let took = started.elapsed();
         let mut st = self.flush_state.lock();
         st.syncing = false;
+        if kind == Round::Everything {
+            st.last_round_threads = st.waiting + 1;
+            st.last_sync = took;
+        }
         if let Ok(Some(durable)) = result {
             st.durable_offset = st.durable_offset.max(durable);
             self.durable_offset
@@ -126,6 +207,27 @@ impl LogInner {
             self.counters.flushes.fetch_add(1, AtomicOrdering::Relaxed);
         }
         result.map(drop)
+    }
+
+    /// The leader of a full round, before it takes what to fsync: when the last round
+    /// had other threads in it, waits (briefly) for them to come back with their next
+    /// record, so that one fsync covers them all. Without this the first thread back
+    /// fsyncs alone while the rest are still appending, and rounds alternate between
+    /// few and many records (PostgreSQL's `commit_delay`/`commit_siblings` is the
+    /// same idea). A lone thread never waits; the wait is bounded by [`MAX_GATHER`]
+    /// and half the last fsync's duration, so it never costs more than a fraction
+    /// of the fsync it saves.
+    fn gather(&self, st: &mut parking_lot::MutexGuard<'_, FlushState>) {
+        let expected = st.last_round_threads;
+        if expected <= 1 {
+            return;
+        }
+        let deadline = Instant::now() + (st.last_sync / 2).min(MAX_GATHER);
+        while st.waiting + 1 < expected {
+            if self.flush_arrived.wait_until(st, deadline).timed_out() {
+                break;
+            }
+        }
     }
 
     /// fsyncs what `kind` covers and records the new recovery point; returns the
@@ -352,6 +454,30 @@ mod tests {
     use super::*;
     use crate::sim::SimFs;
     use crate::{LogConfig, Record};
+
+    /// A round's leader waits for the threads of the last round to come back, but no
+    /// longer than half the last fsync took.
+    #[test]
+    fn gathering_is_bounded_by_half_the_last_fsync() {
+        let fs = SimFs::new(0);
+        let config = LogConfig {
+            fs: Arc::new(fs),
+            background: false,
+            flush: FlushPolicy::Manual,
+            ..LogConfig::default()
+        };
+        let log = Log::open("/log", config).unwrap();
+        let inner = &log.inner;
+        let mut st = inner.flush_state.lock();
+        st.last_sync = Duration::from_millis(2);
+        st.last_round_threads = 8;
+        let start = Instant::now();
+        inner.gather(&mut st);
+        let waited = start.elapsed();
+        drop(st);
+        assert!(waited >= Duration::from_millis(1), "waited {waited:?}");
+        assert!(waited < Duration::from_secs(1), "waited {waited:?}");
+    }
 
     /// A flush whose fsyncs were under way when `close` ran must not write the
     /// recovery point after `close` wrote the final one and the clean-shutdown marker

@@ -55,7 +55,7 @@ pub use queue::{
     EXPIRES_AT, REDRIVE_FROM,
 };
 pub use reader::{fuzz_decode_batch, BatchHeader, LogReader, RecordBatch};
-pub use record::{Header, Record, StoredRecord};
+pub use record::{Header, Record, RecordRef, StoredRecord};
 pub use segment::CorruptRange;
 pub use stats::{CompactionReport, LogStats, RetentionReport, SegmentInfo, VerifyReport};
 

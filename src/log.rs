@@ -95,6 +95,8 @@ pub(crate) struct LogInner {
     pub(crate) start_offset: AtomicU64,
     pub(crate) flush_state: Mutex<FlushState>,
     pub(crate) flush_done: Condvar,
+    /// Wakes a round's leader gathering waiters before its fsync (see `flush.rs`).
+    pub(crate) flush_arrived: Condvar,
     pub(crate) appended: AppendSignal,
     pub(crate) closed: AtomicBool,
     pub(crate) poisoned: Mutex<Option<String>>,
@@ -200,7 +202,6 @@ impl Log {
             records_appended: 0,
             batches_appended: 0,
             index_entries: active_index_entries,
-            scratch: Vec::with_capacity(4096),
             recovery_point: recovered.recovery_point_file,
             shut_down: false,
         };
@@ -213,11 +214,9 @@ impl Log {
             end_offset: AtomicU64::new(next_offset),
             durable_offset: AtomicU64::new(next_offset),
             start_offset: AtomicU64::new(recovered.start_offset),
-            flush_state: Mutex::new(FlushState {
-                syncing: false,
-                durable_offset: next_offset,
-            }),
+            flush_state: Mutex::new(FlushState::new(next_offset)),
             flush_done: Condvar::new(),
+            flush_arrived: Condvar::new(),
             appended: AppendSignal::default(),
             closed: AtomicBool::new(false),
             poisoned: Mutex::new(None),

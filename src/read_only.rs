@@ -163,7 +163,6 @@ impl Log {
             records_appended: 0,
             batches_appended: 0,
             index_entries: 0,
-            scratch: Vec::new(),
             recovery_point: RecoveryPointFile::unwritten(Arc::new(Unwritable), rp_path),
             shut_down: true,
         };
@@ -176,11 +175,9 @@ impl Log {
             end_offset: AtomicU64::new(0),
             durable_offset: AtomicU64::new(0),
             start_offset: AtomicU64::new(0),
-            flush_state: Mutex::new(FlushState {
-                syncing: false,
-                durable_offset: 0,
-            }),
+            flush_state: Mutex::new(FlushState::new(0)),
             flush_done: Condvar::new(),
+            flush_arrived: Condvar::new(),
             appended: AppendSignal::default(),
             closed: AtomicBool::new(false),
             poisoned: Mutex::new(None),

@@ -96,6 +96,54 @@ impl Record {
     }
 }
 
+/// A record of borrowed bytes, for [`crate::Log::append_batch_ref`]: a batch of them
+/// costs the caller no allocation, and the log copies each byte once, straight into
+/// the segment. The fields mean what they mean in [`Record`].
+///
+/// ```
+/// use logqueue::{Log, LogConfig, RecordRef};
+/// let dir = tempfile::tempdir().unwrap();
+/// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+/// let headers = [("source", &b"web"[..])];
+/// let batch = [
+///     RecordRef::new(b"plain"),
+///     RecordRef { headers: &headers, timestamp: Some(1_000), ..RecordRef::keyed(b"k", b"v") },
+/// ];
+/// assert_eq!(log.append_batch_ref(&batch).unwrap(), 0..2);
+/// let r = log.read(1).unwrap().unwrap();
+/// assert_eq!((r.timestamp, r.header("source")), (1_000, Some(&b"web"[..])));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RecordRef<'a> {
+    /// Optional key (required by compacted logs).
+    pub key: Option<&'a [u8]>,
+    /// The payload; `None` marks a tombstone.
+    pub value: Option<&'a [u8]>,
+    /// Application headers `(name, value)`, kept in order.
+    pub headers: &'a [(&'a str, &'a [u8])],
+    /// Milliseconds since the Unix epoch; `None` takes the log clock at append.
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> RecordRef<'a> {
+    /// A record with a value and no key.
+    pub fn new(value: &'a [u8]) -> Self {
+        RecordRef {
+            value: Some(value),
+            ..RecordRef::default()
+        }
+    }
+
+    /// A record with a key and a value.
+    pub fn keyed(key: &'a [u8], value: &'a [u8]) -> Self {
+        RecordRef {
+            key: Some(key),
+            value: Some(value),
+            ..RecordRef::default()
+        }
+    }
+}
+
 /// A record header: a UTF-8 key and a byte value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {

@@ -16,6 +16,7 @@ use crate::{Error, Offset, Result};
 
 mod cache;
 mod lookup;
+mod write;
 
 use cache::Handles;
 pub(crate) use cache::SegmentCache;
@@ -124,6 +125,13 @@ pub(crate) struct Segment {
     /// Bytes between index entries when (re)building indexes.
     index_interval: AtomicU64,
     mapped_writable: AtomicBool,
+    /// Active segments: true once sealed (cut to its data), so that the preparer
+    /// never grows the file again; held across the preparer's `allocate`.
+    no_growth: Mutex<bool>,
+    /// Bytes of the file the preparer has allocated ahead of the writer.
+    allocated_ahead: AtomicU64,
+    /// The largest allocation ahead asked of the preparer.
+    asked_ahead: AtomicU64,
 }
 
 impl Segment {
@@ -197,6 +205,9 @@ impl Segment {
             retired: AtomicBool::new(false),
             index_interval: AtomicU64::new(4096),
             mapped_writable: AtomicBool::new(false),
+            no_growth: Mutex::new(false),
+            allocated_ahead: AtomicU64::new(0),
+            asked_ahead: AtomicU64::new(0),
         }
     }
 
@@ -384,53 +395,6 @@ impl Segment {
         Ok(map)
     }
 
-    /// Writer only: copies an encoded batch to `position` (the published end) and
-    /// publishes it, then indexes it if the interval has passed.
-    pub fn append(
-        &self,
-        position: u64,
-        bytes: &[u8],
-        batch_meta: (Offset, Offset, i64, i64),
-        index_entry_ts: Option<i64>,
-    ) -> Result<()> {
-        let (first_offset, next_offset, max_ts, append_time) = batch_meta;
-        debug_assert_eq!(position, self.published());
-        let pos = usize::try_from(position).expect("positions fit in usize (capacity checked)");
-        self.handles
-            .with_map(|map| {
-                map.expect("the active segment is mapped and pinned")
-                    .write(pos, bytes)
-            })
-            .map_err(|e| Error::io("write segment", self.path(), e))?;
-        let end = position + bytes.len() as u64;
-        // Publish before indexing, so an index entry never points past the published end.
-        self.published.store(end, Ordering::Release);
-        self.next_offset.store(next_offset, Ordering::Release);
-        // Single writer: plain loads and stores, no read-modify-write.
-        if max_ts > self.max_timestamp.load(Ordering::Relaxed) {
-            self.max_timestamp.store(max_ts, Ordering::Release);
-        }
-        if append_time > self.max_append_time.load(Ordering::Relaxed) {
-            self.max_append_time.store(append_time, Ordering::Release);
-        }
-        if self.first_append_time.load(Ordering::Relaxed) == i64::MIN {
-            self.first_append_time.store(append_time, Ordering::Release);
-        }
-        self.last_offset.store(next_offset - 1, Ordering::Release);
-        if let Some(ts) = index_entry_ts {
-            let rel = index::relative(self.base_offset, first_offset)
-                .expect("the writer rolls before relative offsets overflow u32");
-            let pos32 = u32::try_from(position).expect("segment capacity fits u32");
-            let mut loaded = self.loaded.write();
-            loaded
-                .as_mut()
-                .expect("the active segment's indexes are always loaded")
-                .indexes
-                .push(rel, pos32, ts);
-        }
-        Ok(())
-    }
-
     /// Number of offset-index entries (loaded segments only; 0 otherwise).
     pub fn index_entries(&self) -> usize {
         self.loaded
@@ -614,36 +578,6 @@ impl Segment {
             f.set_len(0)
                 .and_then(|()| f.write_all_at(&bytes, 0))
                 .map_err(|e| Error::io("write index", &path, e))?;
-        }
-        Ok(())
-    }
-
-    /// Seals the active segment: file cut to its data, index files written. It stays
-    /// pinned (open) until its fsync ([`Segment::sync`]).
-    pub fn seal(&self) -> Result<()> {
-        self.sealed.store(true, Ordering::Release);
-        self.file()?
-            .set_len(self.published())
-            .map_err(|e| Error::io("truncate segment", self.path(), e))?;
-        let loaded = self.loaded.read();
-        if let Some(l) = loaded.as_ref() {
-            self.write_index_files(&l.indexes)?;
-        }
-        // Read through `mapping()` from now on: once released, it comes back read-only.
-        self.mapped_writable.store(false, Ordering::Release);
-        Ok(())
-    }
-
-    /// fsyncs the `.log` file. The first fsync after a roll sealed the segment hands
-    /// it to the cache of open segments (until then it is pinned: its data must be
-    /// fsynced through the descriptor it was written through).
-    pub fn sync(&self) -> Result<()> {
-        let _slow = crate::trace::SlowFsync::watch(|| self.path());
-        self.file()?
-            .sync_data()
-            .map_err(|e| Error::io("sync segment", self.path(), e))?;
-        if self.sealed.swap(false, Ordering::AcqRel) && self.handles.unpin() {
-            self.cache.admit(&self.handles);
         }
         Ok(())
     }

@@ -4,13 +4,14 @@ use std::ops::Range;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 
+use crate::background::Prepare;
 use crate::batch::{self, BatchMeta, RecordParts};
 use crate::checkpoint::RecoveryPointFile;
 use crate::config::FlushPolicy;
 use crate::index;
 use crate::log::{Log, LogInner};
 use crate::segment::Segment;
-use crate::{Error, Offset, Record, Result};
+use crate::{Error, Offset, Record, RecordRef, Result};
 
 /// Bytes by which the active segment's file grows at a time (real blocks, fallocate).
 pub(crate) const ALLOC_CHUNK_BYTES: u64 = 8 << 20;
@@ -34,7 +35,6 @@ pub(crate) struct Writer {
     pub batches_appended: u64,
     /// Offset-index entries of the active segment (the roll rule for a full index).
     pub index_entries: u64,
-    pub scratch: Vec<u8>,
     pub recovery_point: RecoveryPointFile,
     /// `close` has sealed the files and written (or failed to write) the clean-shutdown
     /// marker: nothing may be written any more, not even the recovery point.
@@ -62,6 +62,25 @@ impl Log {
     /// ```
     pub fn append_batch(&self, records: Vec<Record>) -> Result<Range<Offset>> {
         self.append_records(&records)
+    }
+
+    /// Appends borrowed records as one batch with consecutive offsets, like
+    /// [`Log::append_batch`] (atomic: after a crash all of them are there or none;
+    /// the same [`Error::MissingKey`] and [`Error::RecordTooLarge`] rules), without
+    /// the caller allocating a [`Record`] per record: each byte is copied once,
+    /// straight into the segment.
+    ///
+    /// ```
+    /// use logqueue::{Log, LogConfig, RecordRef};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let values: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 100]).collect();
+    /// let batch: Vec<RecordRef<'_>> = values.iter().map(|v| RecordRef::new(v)).collect();
+    /// assert_eq!(log.append_batch_ref(&batch).unwrap(), 0..100);
+    /// assert_eq!(log.read(7).unwrap().unwrap().value, Some(vec![7; 100]));
+    /// ```
+    pub fn append_batch_ref(&self, records: &[RecordRef<'_>]) -> Result<Range<Offset>> {
+        self.append_source(records)
     }
 
     /// Appends one record given by borrowed bytes, with no headers and the clock's
@@ -111,6 +130,16 @@ impl Log {
             max: max_batch,
         })?;
         let now = inner.config.clock.now_ms();
+        // The exact size is known before anything is written: a batch too large is
+        // refused without touching the segment, and one that fits is encoded
+        // straight into it.
+        let (len, max_timestamp) = records.encoded_len(now);
+        if len as u64 > max_batch {
+            return Err(Error::RecordTooLarge {
+                size: len as u64,
+                max: max_batch,
+            });
+        }
         let (range, rolled) = {
             let mut w = inner.writer.lock();
             // Again under the lock: `close` (and a failed roll's poisoning) may have
@@ -133,29 +162,22 @@ impl Log {
                 append_time: now,
                 delete_horizon: None,
             };
-            let mut scratch = std::mem::take(&mut w.scratch);
-            scratch.clear();
-            let encoded = records.encode(&mut scratch, meta, now);
-            let result = if scratch.len() as u64 > max_batch {
-                Err(Error::RecordTooLarge {
-                    size: scratch.len() as u64,
-                    max: max_batch,
-                })
-            } else {
-                inner.write_batch(
-                    &mut w,
-                    &scratch,
-                    base,
-                    last_delta,
-                    encoded.max_timestamp,
-                    now,
-                )
+            let batch = PlannedBatch {
+                len,
+                base,
+                last_delta,
+                max_timestamp,
+                now,
             };
-            if scratch.capacity() as u64 > 2 * max_batch {
-                scratch = Vec::new(); // do not keep a refused giant's buffer
-            }
-            w.scratch = scratch;
-            let rolled = result?;
+            let rolled = inner.write_batch(&mut w, &batch, |buf| {
+                records.encode_into(buf, meta, now).ok_or_else(|| {
+                    Error::io(
+                        "encode batch",
+                        &inner.dir,
+                        std::io::Error::other("encoded size differs from its prediction"),
+                    )
+                })
+            })?;
             w.records_since_flush += count as u64;
             w.records_appended += count as u64;
             w.batches_appended += 1;
@@ -166,6 +188,8 @@ impl Log {
             inner.after_roll()?;
         }
         match inner.config.flush {
+            // `wait_durable(range.end - 1)` without its entry checks: a `close` since
+            // the append made the record durable, which is success, not `Closed`.
             FlushPolicy::Always => self.flush_to(range.end)?,
             FlushPolicy::EveryRecords(n) => {
                 let due = {
@@ -193,19 +217,19 @@ impl Log {
 }
 
 impl LogInner {
-    /// Writer only: puts one encoded batch at the end of the active segment, rolling
-    /// first when it must; true when it rolled.
+    /// Writer only: puts one batch at the end of the active segment, rolling first
+    /// when it must; `fill` encodes it into the `batch.len` bytes it is given, in
+    /// the segment's mapping. True when it rolled.
     fn write_batch(
         &self,
         w: &mut Writer,
-        bytes: &[u8],
-        base: Offset,
-        last_delta: u32,
-        max_ts: i64,
-        now: i64,
+        batch: &PlannedBatch,
+        fill: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<bool> {
-        let len = bytes.len() as u64;
-        let rolled = self.must_roll(w, len, base + u64::from(last_delta), now);
+        let len = batch.len as u64;
+        let base = batch.base;
+        let last_offset = base + u64::from(batch.last_delta);
+        let rolled = self.must_roll(w, len, last_offset, batch.now);
         if rolled {
             self.roll(w)?;
         }
@@ -215,29 +239,24 @@ impl LogInner {
             end <= capacity,
             "a batch of at most max_batch_bytes fits an empty segment"
         );
+        // Space the preparer allocated ahead, if any.
+        w.allocated = w.allocated.max(w.active.allocated_ahead().min(capacity));
         if end > w.allocated {
-            let target = (w.allocated + ALLOC_CHUNK_BYTES).max(end).min(capacity);
-            w.active
-                .file()?
-                .allocate(target)
-                .map_err(|e| Error::io("allocate segment", w.active.path(), e))
-                .inspect_err(|e| self.poison(e))?;
-            // Map the new chunk's pages now, in one call, rather than by a page
-            // fault every 4 KiB of appends.
-            if let Some(map) = w.active.writable_mapping() {
-                let from = usize::try_from(w.allocated).unwrap_or(usize::MAX);
-                let len = usize::try_from(target - w.allocated).unwrap_or(0);
-                map.prefault(from, len);
-            }
-            w.allocated = target;
+            self.allocate(w, end).inspect_err(|e| self.poison(e))?;
+        } else if w.allocated - end < ALLOC_CHUNK_BYTES && w.allocated < capacity {
+            self.allocate_ahead(w);
         }
         let interval = u64::from(self.config.index_interval_bytes);
         let index_ts = (w.bytes_since_index >= interval).then_some(w.max_timestamp);
-        // Assert what is written just before writing it.
-        debug_assert!(batch::decode(bytes).is_ok_and(|b| b.base_offset == base));
-        let next = base + u64::from(last_delta) + 1;
+        let next = last_offset + 1;
         w.active
-            .append(w.position, bytes, (base, next, max_ts, now), index_ts)
+            .append_with(
+                w.position,
+                batch.len,
+                fill,
+                (base, next, batch.max_timestamp, batch.now),
+                index_ts,
+            )
             .inspect_err(|e| self.poison(e))?;
         if index_ts.is_some() {
             w.bytes_since_index = 0;
@@ -246,12 +265,65 @@ impl LogInner {
         w.bytes_since_index = w.bytes_since_index.saturating_add(len);
         w.position = end;
         w.next_offset = next;
-        w.max_timestamp = w.max_timestamp.max(max_ts);
+        w.max_timestamp = w.max_timestamp.max(batch.max_timestamp);
         if w.first_append_time == i64::MIN {
-            w.first_append_time = now;
+            w.first_append_time = batch.now;
         }
         self.end_offset.store(next, AtomicOrdering::SeqCst);
         Ok(rolled)
+    }
+
+    /// Grows the active segment's real allocation to cover `end` and a chunk more
+    /// (at most its capacity), and has the new chunk's pages mapped in one go: by
+    /// the background preparer when it runs (off the append path), else right here,
+    /// rather than by a page fault every 4 KiB of appends.
+    fn allocate(&self, w: &mut Writer, end: u64) -> Result<()> {
+        let capacity = self.config.segment_capacity();
+        let target = (w.allocated + ALLOC_CHUNK_BYTES).max(end).min(capacity);
+        w.active
+            .file()?
+            .allocate(target)
+            .map_err(|e| Error::io("allocate segment", w.active.path(), e))?;
+        let from = w.allocated;
+        w.allocated = target;
+        self.prefault(&w.active, from, target);
+        Ok(())
+    }
+
+    /// Keeps a chunk allocated (and prefaulted) ahead of the writer, so that appends
+    /// never wait for it: asks the preparer for the next chunk (`fallocate` can wait
+    /// for a journal commit, milliseconds, and the prefault is one `madvise` of 8
+    /// MiB), or without one does both here. Nothing depends on that space yet: a
+    /// failure is retried when the space is needed.
+    fn allocate_ahead(&self, w: &mut Writer) {
+        let capacity = self.config.segment_capacity();
+        let target = (w.allocated + ALLOC_CHUNK_BYTES).min(capacity);
+        if !w.active.ask_ahead(target) {
+            return; // asked for already
+        }
+        let request = Prepare {
+            segment: Arc::clone(&w.active),
+            from: w.allocated,
+            to: target,
+            allocate: true,
+        };
+        if !self.shutdown.request_prepare(request) {
+            let _ = self.allocate(w, w.position);
+        }
+    }
+
+    /// Maps `[from, to)` of `segment` (allocated) for writing, in the background
+    /// when the preparer runs.
+    pub(crate) fn prefault(&self, segment: &Arc<Segment>, from: u64, to: u64) {
+        let request = Prepare {
+            segment: Arc::clone(segment),
+            from,
+            to,
+            allocate: false,
+        };
+        if !self.shutdown.request_prepare(request) {
+            prefault_now(segment, from, to);
+        }
     }
 
     fn must_roll(&self, w: &Writer, len: u64, last_offset: Offset, now: i64) -> bool {
@@ -310,6 +382,7 @@ impl LogInner {
             .file()?
             .size()
             .map_err(|e| Error::io("stat segment", segment.path(), e))?;
+        self.prefault(&segment, 0, w.allocated);
         w.bytes_since_index = u64::MAX;
         w.index_entries = 0;
         w.max_timestamp = i64::MIN;
@@ -324,13 +397,47 @@ impl LogInner {
     }
 }
 
-/// What an append encodes: owned records, or one record of borrowed bytes.
+/// The size and offsets of a batch about to be written, known before it is encoded.
+struct PlannedBatch {
+    len: usize,
+    base: Offset,
+    last_delta: u32,
+    max_timestamp: i64,
+    now: i64,
+}
+
+/// Maps `[from, to)` of a segment's writable mapping in one call (a hint: failures,
+/// such as a segment cut short since, are ignored).
+pub(crate) fn prefault_now(segment: &Segment, from: u64, to: u64) {
+    if let Some(map) = segment.writable_mapping() {
+        let start = usize::try_from(from).unwrap_or(usize::MAX);
+        let len = usize::try_from(to.saturating_sub(from)).unwrap_or(0);
+        map.prefault(start, len);
+    }
+}
+
+/// What an append encodes: owned records, borrowed ones, or one record of borrowed
+/// bytes.
 trait AppendSource {
     fn count(&self) -> usize;
     fn missing_key(&self) -> bool;
     /// Key and value bytes: a lower bound of the encoded size.
     fn payload_bytes(&self) -> u64;
-    fn encode(&self, out: &mut Vec<u8>, meta: BatchMeta, now: i64) -> batch::Encoded;
+    /// The parts of the records, the clock reading `now` for those without a timestamp.
+    fn parts(&self, now: i64) -> impl Iterator<Item = RecordParts<'_>> + Clone;
+    /// The exact encoded size of the batch, and its largest timestamp.
+    fn encoded_len(&self, now: i64) -> (usize, i64) {
+        let max = self
+            .parts(now)
+            .map(|p| p.timestamp)
+            .max()
+            .unwrap_or(i64::MIN);
+        (batch::encoded_len(self.parts(now)), max)
+    }
+    /// Encodes the batch into `buf`, exactly [`AppendSource::encoded_len`] long.
+    fn encode_into(&self, buf: &mut [u8], meta: BatchMeta, now: i64) -> Option<()> {
+        batch::encode_into(buf, meta, self.parts(now))
+    }
 }
 
 impl AppendSource for [Record] {
@@ -350,12 +457,32 @@ impl AppendSource for [Record] {
             .sum()
     }
 
-    fn encode(&self, out: &mut Vec<u8>, meta: BatchMeta, now: i64) -> batch::Encoded {
-        let parts = self
-            .iter()
+    fn parts(&self, now: i64) -> impl Iterator<Item = RecordParts<'_>> + Clone {
+        self.iter()
             .enumerate()
-            .map(|(i, r)| RecordParts::from_record(r, i as u32, now));
-        batch::encode(out, meta, parts)
+            .map(move |(i, r)| RecordParts::from_record(r, i as u32, now))
+    }
+}
+
+impl AppendSource for [RecordRef<'_>] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn missing_key(&self) -> bool {
+        self.iter().any(|r| r.key.is_none())
+    }
+
+    fn payload_bytes(&self) -> u64 {
+        self.iter()
+            .map(|r| (r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len)) as u64)
+            .sum()
+    }
+
+    fn parts(&self, now: i64) -> impl Iterator<Item = RecordParts<'_>> + Clone {
+        self.iter()
+            .enumerate()
+            .map(move |(i, r)| RecordParts::from_ref(r, i as u32, now))
     }
 }
 
@@ -378,8 +505,7 @@ impl AppendSource for Borrowed<'_> {
         (self.key.map_or(0, <[u8]>::len) + self.value.len()) as u64
     }
 
-    fn encode(&self, out: &mut Vec<u8>, meta: BatchMeta, now: i64) -> batch::Encoded {
-        let parts = RecordParts::borrowed(self.key, Some(self.value), now);
-        batch::encode(out, meta, std::iter::once(parts))
+    fn parts(&self, now: i64) -> impl Iterator<Item = RecordParts<'_>> + Clone {
+        std::iter::once(RecordParts::borrowed(self.key, Some(self.value), now))
     }
 }

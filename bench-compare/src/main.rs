@@ -4,17 +4,36 @@
 //! cd bench-compare && cargo run --release [-- RECORDS [RUNS]]
 //! ```
 //!
-//! Workloads (100-byte values, one record per call, no fsync):
-//! - append: logqueue `Log::append(Record::new(value))` vs commitlog `append_msg(value)`;
-//! - sequential read of everything: logqueue zero-copy (`read_views`) and owned
-//!   (the `LogReader` iterator) vs commitlog `read(offset, ReadLimit::max_bytes(1 MiB))`
-//!   chunks, iterating the messages of each chunk.
+//! Workloads, in this order (`WORKLOADS=machine,sizes,durable,append` picks groups;
+//! all by default):
+//! - machine: the page cache's write bandwidth (`write(2)`, 1 MiB chunks, no fsync);
+//! - sizes: appends of 64 KiB and 1 KiB one per call, batches of 100 x 100 B and
+//!   100 x 1 KiB (`append_batch_ref` vs commitlog's `append(&mut MessageBuf)`), with
+//!   latency quantiles, and 1 vs 2 appending threads (commitlog behind a `Mutex`);
+//! - durable: `fdatasync` latency, `FlushPolicy::Always` from 1 and 16 threads
+//!   (records per fsync round), one thread pipelining appends with `wait_durable`;
+//! - append (`RECORDS` 100-byte values, no fsync): logqueue `append(Record)` and
+//!   `append_slice` vs commitlog `append_msg`; sequential read of everything:
+//!   logqueue zero-copy (`read_views`) and owned (the `LogReader` iterator) vs
+//!   commitlog `read(offset, ReadLimit::max_bytes(1 MiB))` chunks.
 //!
-//! Each measurement runs `RUNS` times (default 5), the two engines alternating so that
-//! both see the same background noise; the medians and their ratios are printed.
+//! logqueue appends run with `FlushPolicy::Manual` and the background threads on
+//! (its preparer maps the segment ahead of the writer). Each measurement runs `RUNS`
+//! times (default 5; at most 3 for the size and durable groups), the two engines
+//! alternating so that both see the same background noise; medians are printed.
+//! `PROFILE_APPEND_BYTES=N` runs only logqueue's one-per-call appends of N bytes
+//! (for `perf record`).
+
+mod durable;
+mod sizes;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// True when the workload group `name` was asked for: `WORKLOADS=a,b` (all by default).
+fn wanted(name: &str) -> bool {
+    std::env::var("WORKLOADS").map_or(true, |w| w.split(',').any(|x| x == name))
+}
 
 /// Wall-clock and on-CPU time of this thread: on a shared, noisy machine the CPU time
 /// (`CLOCK_THREAD_CPUTIME_ID`) shows what an idle core would do, the wall time what
@@ -58,7 +77,7 @@ impl Timer {
 
 use commitlog::message::MessageSet;
 use commitlog::{CommitLog, LogOptions, ReadLimit};
-use logqueue::{FlushPolicy, Log, LogConfig, Record};
+use logqueue::{Log, Record};
 
 const VALUE_BYTES: usize = 100;
 
@@ -76,6 +95,26 @@ fn main() {
     );
 
     // Per workload: (records per wall second, records per CPU second) of each run.
+    if let Ok(size) = std::env::var("PROFILE_APPEND_BYTES") {
+        // For `perf record`: only logqueue's one-per-call appends of this size.
+        let size: usize = size.parse().expect("PROFILE_APPEND_BYTES");
+        let n = (512u64 << 20) / size as u64;
+        for _ in 0..runs {
+            let dir = tempfile::tempdir_in(&base).expect("temp dir");
+            let run = sizes::lq_one_per_call(dir.path(), n, &vec![1u8; size]);
+            println!("{size} B: {:.0} MB/s", run.rate * size as f64 / 1e6);
+        }
+        return;
+    }
+    if wanted("machine") || wanted("sizes") {
+        sizes_section(&base, runs.min(3));
+    }
+    if wanted("durable") {
+        durable_section(&base, &value);
+    }
+    if !wanted("append") {
+        return;
+    }
     let mut lq_append = Vec::new();
     let mut lq_append_slice = Vec::new();
     let mut cl_append = Vec::new();
@@ -167,12 +206,7 @@ fn main() {
 }
 
 fn logqueue_append(dir: &Path, records: u64, value: &[u8]) -> (Log, Took) {
-    let config = LogConfig {
-        flush: FlushPolicy::Manual,
-        background: false,
-        ..LogConfig::default()
-    };
-    let log = Log::open(dir, config).expect("open logqueue");
+    let log = Log::open(dir, sizes::lq_config()).expect("open logqueue");
     let start = Timer::start();
     for _ in 0..records {
         // `Record` owns its value: the copy into a Vec is part of the API's cost.
@@ -184,12 +218,7 @@ fn logqueue_append(dir: &Path, records: u64, value: &[u8]) -> (Log, Took) {
 }
 
 fn logqueue_append_slice(dir: &Path, records: u64, value: &[u8]) -> (Log, Took) {
-    let config = LogConfig {
-        flush: FlushPolicy::Manual,
-        background: false,
-        ..LogConfig::default()
-    };
-    let log = Log::open(dir, config).expect("open logqueue");
+    let log = Log::open(dir, sizes::lq_config()).expect("open logqueue");
     let start = Timer::start();
     for _ in 0..records {
         log.append_slice(None, value).expect("append_slice");
@@ -284,4 +313,162 @@ fn medians(v: &[(f64, f64)]) -> (f64, f64) {
     let mut wall: Vec<f64> = v.iter().map(|r| r.0).collect();
     let mut cpu: Vec<f64> = v.iter().map(|r| r.1).collect();
     (median(&mut wall), median(&mut cpu))
+}
+
+/// Group commit and pipelined durability, with the machine's fsync latency beside them.
+fn durable_section(base: &Path, value: &[u8]) {
+    let dir = tempfile::tempdir_in(base).expect("temp dir");
+    let fsync = durable::fsync_latency(dir.path(), 200);
+    println!(
+        "fdatasync of a 4 KiB write, median of 200: {:.3} ms",
+        fsync.as_secs_f64() * 1e3
+    );
+    for threads in [1usize, 16] {
+        let mut rates = Vec::new();
+        let mut per_fsync = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir_in(base).expect("temp dir");
+            let per_thread = if threads == 1 { 300 } else { 600 };
+            let (r, p) = durable::always(dir.path(), threads, per_thread, value);
+            rates.push(r);
+            per_fsync.push(p);
+        }
+        println!(
+            "| FlushPolicy::Always, {threads} threads, 100 B | {:.0} records/s | {:.1} records per fsync |",
+            median(&mut rates),
+            median(&mut per_fsync)
+        );
+    }
+    for window in [100u64, 1_000, 10_000] {
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir_in(base).expect("temp dir");
+            rates.push(durable::pipelined(dir.path(), 1_000_000, window, value));
+        }
+        println!(
+            "| one thread, append_slice 100 B + wait_durable(end of the window before) every {window} | {:.2} M durable records/s |",
+            median(&mut rates) / 1e6
+        );
+    }
+}
+
+/// Larger values, batches and two writers against commitlog, each beside the page
+/// cache's write bandwidth measured in the same run.
+fn sizes_section(base: &Path, runs: usize) {
+    let dir = tempfile::tempdir_in(base).expect("temp dir");
+    let mut bw: Vec<f64> = (0..runs)
+        .map(|_| sizes::page_cache_bandwidth(dir.path(), 512 << 20))
+        .collect();
+    let bandwidth = median(&mut bw);
+    println!(
+        "page-cache write bandwidth (write(2) of 1 MiB chunks, 512 MiB, no fsync), median of {runs}: {:.0} MB/s",
+        bandwidth / 1e6
+    );
+    if !wanted("sizes") {
+        return;
+    }
+    println!();
+    println!("| workload | logqueue | commitlog 0.2 | ratio | logqueue MB/s (share of bandwidth) | logqueue p99.9 / max latency | commitlog p99.9 / max |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    type Work = fn(&Path, u64, &[u8]) -> sizes::Run;
+    let one = |name: &str, size: usize, n: u64, lq: Work, cl: Work| {
+        let value = vec![0x6Du8; size];
+        let (mut lr, mut cr) = (Vec::new(), Vec::new());
+        let (mut ll, mut cll) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            let (a, b) = (
+                tempfile::tempdir_in(base).unwrap(),
+                tempfile::tempdir_in(base).unwrap(),
+            );
+            let (l, c) = if run % 2 == 0 {
+                let l = lq(a.path(), n, &value);
+                (l, cl(b.path(), n, &value))
+            } else {
+                let c = cl(b.path(), n, &value);
+                (lq(a.path(), n, &value), c)
+            };
+            lr.push(l.rate);
+            cr.push(c.rate);
+            ll.extend(l.latencies);
+            cll.extend(c.latencies);
+        }
+        let (l, c) = (median(&mut lr), median(&mut cr));
+        let (lp, lmax) = sizes::quantile(&mut ll, 0.999);
+        let (cp, cmax) = sizes::quantile(&mut cll, 0.999);
+        let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
+        let mbps = l * size as f64 / 1e6;
+        println!(
+            "| {name} | {:.3} M/s | {:.3} M/s | {:.2}x | {mbps:.0} ({:.0}%) | {} / {} | {} / {} |",
+            l / 1e6,
+            c / 1e6,
+            l / c,
+            100.0 * mbps * 1e6 / bandwidth,
+            ms(lp),
+            ms(lmax),
+            ms(cp),
+            ms(cmax),
+        );
+    };
+    one(
+        "append 64 KiB, one per call",
+        64 << 10,
+        4096,
+        sizes::lq_one_per_call,
+        sizes::cl_one_per_call,
+    );
+    one(
+        "append 1 KiB, one per call",
+        1 << 10,
+        262_144,
+        sizes::lq_one_per_call,
+        sizes::cl_one_per_call,
+    );
+    one(
+        "batch of 100 x 100 B (`append_batch_ref` vs `append(&mut MessageBuf)`); latency per batch",
+        100,
+        10_000,
+        |d, n, v| sizes::lq_batches(d, n, 100, v),
+        |d, n, v| sizes::cl_batches(d, n, 100, v),
+    );
+    one(
+        "batch of 100 x 1 KiB; latency per batch",
+        1 << 10,
+        2_621,
+        |d, n, v| sizes::lq_batches(d, n, 100, v),
+        |d, n, v| sizes::cl_batches(d, n, 100, v),
+    );
+    let value = vec![0x6Du8; 100];
+    let mut rows = Vec::new();
+    for threads in [1usize, 2] {
+        let (mut l, mut c) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let (a, b) = (
+                tempfile::tempdir_in(base).unwrap(),
+                tempfile::tempdir_in(base).unwrap(),
+            );
+            let per = 1_000_000 / threads as u64;
+            l.push(sizes::lq_threads(a.path(), threads, per, &value));
+            c.push(sizes::cl_threads(b.path(), threads, per, &value));
+        }
+        rows.push((median(&mut l), median(&mut c)));
+    }
+    println!();
+    println!("| 100 B appends, one per call, 1,000,000 in all | logqueue | commitlog 0.2 (behind a Mutex) |");
+    println!("|---|---:|---:|");
+    println!(
+        "| 1 thread | {:.2} M/s | {:.2} M/s |",
+        rows[0].0 / 1e6,
+        rows[0].1 / 1e6
+    );
+    println!(
+        "| 2 threads | {:.2} M/s | {:.2} M/s |",
+        rows[1].0 / 1e6,
+        rows[1].1 / 1e6
+    );
+    println!(
+        "| 2 threads / 1 thread | {:.2}x | {:.2}x |",
+        rows[1].0 / rows[0].0,
+        rows[1].1 / rows[0].1
+    );
+    println!();
 }

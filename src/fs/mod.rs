@@ -124,6 +124,22 @@ pub trait Mapping: Send + Sync + Debug {
     /// so tests that hit this class of bug cannot miss it.
     fn write(&self, pos: usize, data: &[u8]) -> io::Result<()>;
 
+    /// Lets `fill` write all of `[pos, pos + len)` in place: the engine encodes a
+    /// batch straight into the file this way, one copy of each byte instead of two.
+    /// The same rules as [`Mapping::write`] apply (bounds, no reader of the range);
+    /// `fill` must set every byte of the slice it gets, whose old content is
+    /// unspecified. The default fills a buffer and copies it with `write`.
+    fn write_with(
+        &self,
+        pos: usize,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> io::Result<()> {
+        let mut buf = vec![0u8; len];
+        fill(&mut buf);
+        self.write(pos, &buf)
+    }
+
     /// Hints that `[pos, pos + len)` (below the file's size) is about to be written, so
     /// its pages can be mapped in one go instead of one fault at a time. A no-op by
     /// default; failures are ignored (it is only a hint).

@@ -225,6 +225,40 @@ impl Mapping for OsMapping {
     }
 
     fn write(&self, pos: usize, data: &[u8]) -> io::Result<()> {
+        self.check_writable(pos, data.len())?;
+        // SAFETY: [pos, pos + len) is inside the mapping and below the file's size
+        // (checked above; the engine never shrinks a mapped file through another
+        // handle); the caller guarantees no reader looks at these bytes meanwhile.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.map.as_mut_ptr().add(pos),
+                data.len(),
+            );
+        }
+        Ok(())
+    }
+
+    fn write_with(
+        &self,
+        pos: usize,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> io::Result<()> {
+        self.check_writable(pos, len)?;
+        // SAFETY: as in `write`: inside the mapping, below the file's size, and no
+        // reader looks at these bytes while the slice lives (the caller's promise);
+        // the slice does not outlive this call.
+        let slice = unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(pos), len) };
+        fill(slice);
+        Ok(())
+    }
+}
+
+impl OsMapping {
+    /// Refuses a write of `len` bytes at `pos` that a store could not do safely:
+    /// read-only, past the mapping, or past the file's size (SIGBUS).
+    fn check_writable(&self, pos: usize, len: usize) -> io::Result<()> {
         let Some((file, size)) = &self.bound else {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
@@ -232,7 +266,7 @@ impl Mapping for OsMapping {
             ));
         };
         let end = pos
-            .checked_add(data.len())
+            .checked_add(len)
             .filter(|&end| end <= self.map.len())
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past mapping"))?;
         if end as u64 > size.load(Ordering::Acquire) {
@@ -246,16 +280,6 @@ impl Mapping for OsMapping {
                     format!("mapped write past the end of the file ({end} > {actual} bytes)"),
                 ));
             }
-        }
-        // SAFETY: [pos, end) is inside the mapping and below the file's size (both
-        // checked above; the engine never shrinks a mapped file through another
-        // handle); the caller guarantees no reader looks at these bytes meanwhile.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                self.map.as_mut_ptr().add(pos),
-                data.len(),
-            );
         }
         Ok(())
     }
