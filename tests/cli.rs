@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::live_writer::{digest_dir, key_for, run_if_child, LiveWriter};
+use common::live_writer::{digest_dir, key_for, run_if_child, LiveWriter, CURSOR, CURSOR_LAG};
 use common::value_for;
 use logqueue::{Log, LogConfig, Queue, QueueConfig, Record, REDRIVE_FROM};
 use serde_json::Value;
@@ -93,7 +93,18 @@ fn read_commands_beside_a_live_writer_are_correct_and_change_nothing() {
         let stats = logqueue(&["stats", "--format", "json"], &dir);
         assert!(stats.status.success());
         let doc: Value = serde_json::from_slice(&stats.stdout).unwrap();
-        assert!(doc["log"]["end_offset"].as_u64().unwrap() > 0);
+        let end = doc["log"]["end_offset"].as_u64().unwrap();
+        assert!(end > 0);
+        // The writer keeps its cursor CURSOR_LAG behind the end it appended.
+        let cursor = &doc["cursors"][0];
+        assert_eq!(cursor["name"], CURSOR, "{doc}");
+        assert_eq!(cursor["protect"], false);
+        let (position, lag) = (
+            cursor["position"].as_u64().unwrap(),
+            cursor["lag"].as_u64().unwrap(),
+        );
+        assert_eq!(position + lag, end, "lag is end - position");
+        assert!(lag >= CURSOR_LAG, "{cursor}");
         assert!(logqueue(&["queues"], &dir).status.success());
         rounds += 1;
     }
@@ -102,9 +113,13 @@ fn read_commands_beside_a_live_writer_are_correct_and_change_nothing() {
     // Frozen mid-run: whatever changes now is the commands' doing.
     writer.pause(true);
     let before = digest_dir(&dir);
+    let text = logqueue(&["stats"], &dir);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("cursor mirror"), "{text}");
     for args in [
         &["export"][..],
         &["dump", "--batches"],
+        &["dump", "--indexes"],
         &["tail", "--last", "5"],
         &["verify"],
         &["stats"],
@@ -298,25 +313,48 @@ fn verify_exit_status_clean_damaged_and_unopenable() {
     assert_eq!(missing.status.code(), Some(2));
 }
 
+/// Runs `logqueue dlq DIR QUEUE ARGS... --format json`; the exit status and the
+/// JSON document printed (Null when none).
+fn dlq(dir: &Path, queue: &str, args: &[&str]) -> (Option<i32>, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+        .arg("dlq")
+        .arg(dir)
+        .arg(queue)
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code(), doc)
+}
+
 #[test]
-fn dlq_redrive_with_a_reason_moves_only_matching_letters() {
+fn dlq_redrive_with_a_reason_moves_only_matching_letters_each_once_and_purge_empties() {
     let dir = tempfile::tempdir().unwrap();
+    let config = QueueConfig {
+        protect_unacked: false,
+        ..QueueConfig::default()
+    };
     {
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();
-        let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
-        for i in 0..4 {
+        let q = Queue::open(&log, "jobs", config.clone()).unwrap();
+        for i in 0..6 {
             q.send(Record::new(format!("job {i}")).with_header("n", i.to_string()))
                 .unwrap();
         }
-        let got = q.receive(4, Duration::ZERO).unwrap();
-        for (d, reason) in got
-            .iter()
-            .zip(["timeout", "bad input", "timeout", "bad input"])
-        {
+        let got = q.receive(6, Duration::ZERO).unwrap();
+        let reasons = [
+            "timeout",
+            "bad input",
+            "timeout",
+            "bad input",
+            "timeout",
+            "other",
+        ];
+        for (d, reason) in got.iter().zip(reasons) {
             q.dead_letter(&d.receipt, reason).unwrap();
         }
-        q.flush().unwrap();
-        drop(q);
+        q.close().unwrap();
         log.close().unwrap();
     }
     let list = logqueue(&["dlq"], dir.path());
@@ -328,39 +366,87 @@ fn dlq_redrive_with_a_reason_moves_only_matching_letters() {
         .output()
         .unwrap();
     assert!(listed.status.success());
-    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 2);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 3);
 
-    let redrive = |reason: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_logqueue"))
-            .args(["dlq"])
-            .arg(dir.path())
-            .args(["jobs", "redrive", "--reason", reason, "--format", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let redriven = |args: &[&str]| {
+        let (code, doc) = dlq(dir.path(), "jobs", args);
+        assert_eq!(code, Some(0), "{args:?}: {doc}");
         doc["redriven"].as_u64().unwrap()
     };
-    assert_eq!(redrive("timeout"), 2);
-    assert_eq!(redrive("timeout"), 0, "a second run moves nothing twice");
+    assert_eq!(
+        redriven(&["redrive", "--reason", "timeout", "--max", "2"]),
+        2
+    );
+    assert_eq!(redriven(&["redrive", "--reason", "timeout"]), 1);
+    assert_eq!(
+        redriven(&["redrive", "--reason", "timeout"]),
+        0,
+        "none twice"
+    );
+    // Only the timeouts went back, each once.
+    let copies = |log: &Log| -> Vec<String> {
+        let mut ns: Vec<String> = log
+            .reader(6)
+            .unwrap()
+            .map(Result::unwrap)
+            .map(|r| {
+                assert!(r.header(REDRIVE_FROM).is_some());
+                assert!(r.headers.iter().all(|h| !h.key.starts_with("dlq.")));
+                String::from_utf8(r.header("n").unwrap().to_vec()).unwrap()
+            })
+            .collect();
+        ns.sort();
+        ns
+    };
+    assert_eq!(
+        copies(&Log::open_read_only(dir.path()).unwrap()),
+        ["0", "2", "4"]
+    );
+    // A plain redrive later moves the rest, and none of the timeouts again.
+    assert_eq!(redriven(&["redrive"]), 3);
+    assert_eq!(redriven(&["redrive"]), 0);
+    let view = Log::open_read_only(dir.path()).unwrap();
+    assert_eq!(copies(&view), ["0", "1", "2", "3", "4", "5"]);
+    // The queue's cursor kept the owner's setting (protect_unacked: false).
+    let cursors = view.cursors().unwrap();
+    assert_eq!(cursors[0].name, "queue.jobs");
+    assert!(!cursors[0].protect, "{cursors:?}");
+    drop(view);
 
-    let log = Log::open_read_only(dir.path()).unwrap();
-    let redriven: Vec<_> = log.reader(4).unwrap().map(Result::unwrap).collect();
-    assert_eq!(redriven.len(), 2);
-    let mut ns: Vec<_> = redriven
-        .iter()
-        .map(|r| {
-            assert!(r.header(REDRIVE_FROM).is_some());
-            assert!(r.headers.iter().all(|h| !h.key.starts_with("dlq.")));
-            String::from_utf8(r.header("n").unwrap().to_vec()).unwrap()
-        })
-        .collect();
-    ns.sort();
-    assert_eq!(ns, ["0", "2"], "only the letters with reason timeout");
+    // Purge: every dead letter goes; list is empty, stats count none.
+    let (code, doc) = dlq(dir.path(), "jobs", &["purge"]);
+    assert_eq!(code, Some(0), "{doc}");
+    assert_eq!(doc["purged"], 6);
+    let (code, doc) = dlq(dir.path(), "jobs", &["purge"]);
+    assert_eq!((code, &doc["purged"]), (Some(0), &Value::from(0)));
+    let listed = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+        .args(["dlq"])
+        .arg(dir.path())
+        .args(["jobs", "list"])
+        .output()
+        .unwrap();
+    assert!(listed.status.success() && listed.stdout.is_empty());
+    let queues: Value =
+        serde_json::from_slice(&logqueue(&["queues", "--format", "json"], dir.path()).stdout)
+            .unwrap();
+    assert_eq!(queues[0]["dead_letters"], 0, "{queues}");
+
+    // A queue that does not exist is not created; a log open elsewhere is refused.
+    let (code, _) = dlq(dir.path(), "nope", &["purge"]);
+    assert_eq!(code, Some(2));
+    assert!(!dir.path().join("queues/nope").exists());
+    let _held = Log::open(dir.path(), LogConfig::default()).unwrap();
+    for args in [&["purge"][..], &["redrive"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_logqueue"))
+            .arg("dlq")
+            .arg(dir.path())
+            .arg("jobs")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("open in another process"));
+    }
 }
 
 #[test]
@@ -434,6 +520,19 @@ fn queue_commands_and_inspect_beside_a_live_queue_in_another_process() {
         let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(doc[0]["name"], QUEUE);
         assert!(doc[0]["stats"]["acked_total"].as_u64().unwrap() >= last_acked);
+        // The queue's cursor, read before its state, is never above its floor.
+        let cursor = &doc[0]["cursor"];
+        assert_eq!(cursor["name"], format!("queue.{QUEUE}"), "{doc}");
+        let position = cursor["position"].as_u64().unwrap();
+        assert!(
+            position <= doc[0]["stats"]["ack_floor"].as_u64().unwrap(),
+            "{doc}"
+        );
+        let (floor, lag) = (
+            doc[0]["stats"]["ack_floor"].as_u64().unwrap(),
+            doc[0]["stats"]["consumer_lag"].as_u64().unwrap(),
+        );
+        assert_eq!(cursor["lag"].as_u64().unwrap(), lag + floor - position);
         let out = Command::new(env!("CARGO_BIN_EXE_logqueue"))
             .arg("dlq")
             .arg(&dir)
