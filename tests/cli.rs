@@ -137,10 +137,24 @@ fn read_commands_beside_a_live_writer_are_correct_and_change_nothing() {
         before,
         "a read command changed the directory"
     );
-    // Write commands refuse while the writer holds the lock.
-    let out = logqueue(&["delete-records", "--before", "1"], &dir);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("open in another process"));
+    // Every write command refuses while the writer holds the lock.
+    for args in [
+        &["delete-records", "--before", "1"][..],
+        &["produce"],
+        &["import"],
+        &["compact"],
+        &["retention", "--retention-ms", "1"],
+        &["dlq", "jobs", "redrive"],
+        &["dlq", "jobs", "purge"],
+    ] {
+        let out = logqueue(args, &dir);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("is open in another process") && err.contains("Stop that process"),
+            "{args:?}: {err}"
+        );
+    }
     assert_eq!(
         digest_dir(&dir),
         before,
@@ -190,6 +204,55 @@ fn tail_follow_sees_new_records_within_100_ms() {
         "90% of appends printed within 100 ms: p90 {p90} ms"
     );
     writer.stop();
+}
+
+#[test]
+fn tail_from_time_starts_at_the_first_record_at_or_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2024-05-01T12:00:00Z, then one record a second.
+    const T0: i64 = 1_714_564_800_000;
+    {
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        for i in 0..10 {
+            log.append(Record::new(format!("r{i}")).with_timestamp(T0 + i * 1000))
+                .unwrap();
+        }
+        log.close().unwrap();
+    }
+    let offsets = |time: &str| -> Vec<u64> {
+        let out = logqueue(
+            &["tail", "--from-time", time, "--format", "json"],
+            dir.path(),
+        );
+        assert!(
+            out.status.success(),
+            "{time}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["offset"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(offsets("2024-05-01T12:00:04.500Z"), [5, 6, 7, 8, 9]);
+    assert_eq!(offsets("2024-05-01T14:00:07+02:00"), [7, 8, 9]);
+    assert_eq!(offsets("2024-05-01T11:00:00Z"), (0..10).collect::<Vec<_>>());
+    assert!(
+        offsets("2024-05-01T12:00:10Z").is_empty(),
+        "past the last record"
+    );
+    let text = logqueue(&["tail", "--from-time", "2024-05-01T12:00:09Z"], dir.path());
+    assert_eq!(
+        String::from_utf8_lossy(&text.stdout).trim(),
+        "9 2024-05-01T12:00:09.000Z key=- value=\"r9\""
+    );
+    let bad = logqueue(&["tail", "--from-time", "yesterday"], dir.path());
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
 }
 
 #[test]
@@ -563,6 +626,24 @@ fn queue_commands_and_inspect_beside_a_live_queue_in_another_process() {
     }
     eprintln!("{rounds} rounds; {letters_seen} dead letters; {last_acked} acks");
     assert!(letters_seen > 0 && last_acked > 0);
+    // Frozen mid-run (the queue's lock held): the queue commands change no file.
+    writer.pause(true);
+    let before = digest_dir(&dir);
+    for args in [
+        &["queues"][..],
+        &["queues", "--format", "json"],
+        &["stats"],
+        &["dlq", QUEUE, "list"],
+    ] {
+        let out = logqueue(args, &dir);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(digest_dir(&dir), before, "a queue command changed a file");
+    writer.pause(false);
     // The journal rotated (new generations) while inspect and the CLI read it.
     let generation = std::fs::read_dir(dir.join("queues").join(QUEUE))
         .unwrap()
