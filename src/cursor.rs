@@ -62,6 +62,7 @@ impl Default for CursorConfig {
 
 /// A cursor as [`Log::cursors`] lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CursorInfo {
     /// The cursor's name.
     pub name: String,
@@ -180,6 +181,9 @@ impl Cursors {
                 continue;
             };
             let entry = match file::read_cursor_file(fs, &path) {
+                // Deleted by the owner between the listing and the read (a read-only
+                // view only: a writer holds the lock, nobody else removes cursors).
+                Err(e) if !writable && e.kind() == std::io::ErrorKind::NotFound => continue,
                 Ok(bytes) => match file::decode_file(&bytes) {
                     Ok((slot, sequence, position, protect)) => Entry::Good(Arc::new(CursorState {
                         name: name.to_string(),
@@ -209,6 +213,15 @@ impl Cursors {
             entries: Mutex::new(entries),
             unknown: Mutex::new(Vec::new()),
         })
+    }
+
+    /// For a read-only view: reads every cursor file again, since the owner commits
+    /// in place. A commit being written while it is read spoils only the slot it
+    /// writes (see the module docs), so the other slot answers.
+    pub(crate) fn reload_read_only(&self, fs: &dyn FileSystem, log_dir: &Path) -> Result<()> {
+        let fresh = Cursors::load_with(fs, log_dir, false)?;
+        *self.entries.lock() = fresh.entries.into_inner();
+        Ok(())
     }
 
     /// The lowest position of the protecting cursors, and the files that made it
@@ -386,6 +399,8 @@ impl Log {
     }
 
     /// Every cursor, by name. Any damaged cursor file is [`Error::Corrupt`] naming it.
+    /// On a [`Log::open_read_only`] view the cursor files are read again on each call,
+    /// so it shows the positions the owning process has committed since.
     ///
     /// ```
     /// use logqueue::{CursorConfig, CursorInfo, Log, LogConfig, Record};
@@ -398,6 +413,12 @@ impl Log {
     /// ```
     pub fn cursors(&self) -> Result<Vec<CursorInfo>> {
         self.inner.check_open()?;
+        if self.is_read_only() {
+            let inner = &self.inner;
+            inner
+                .cursors
+                .reload_read_only(&*inner.config.fs, &inner.dir)?;
+        }
         let entries = self.inner.cursors.entries.lock();
         entries
             .iter()

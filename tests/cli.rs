@@ -1,7 +1,8 @@
 //! The `logqueue` binary, run as a user runs it: read commands beside a live writer
 //! in another process (correct records, no file changed, `tail --follow` fast),
-//! export -> import -> export identity, verify's exit statuses, filtered redrive,
-//! and write commands refusing a log open elsewhere.
+//! export -> import -> export identity, verify's exit statuses, tail from a time,
+//! produce, demo, perf, and write commands refusing a log open elsewhere. The queue
+//! commands are in `cli_queues.rs`.
 
 mod common;
 
@@ -10,9 +11,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::live_writer::{digest_dir, key_for, run_if_child, LiveWriter};
+use common::live_writer::{digest_dir, key_for, run_if_child, LiveWriter, CURSOR, CURSOR_LAG};
 use common::value_for;
-use logqueue::{Log, LogConfig, Queue, QueueConfig, Record, REDRIVE_FROM};
+use logqueue::{Log, LogConfig, Record};
 use serde_json::Value;
 
 #[test]
@@ -93,7 +94,18 @@ fn read_commands_beside_a_live_writer_are_correct_and_change_nothing() {
         let stats = logqueue(&["stats", "--format", "json"], &dir);
         assert!(stats.status.success());
         let doc: Value = serde_json::from_slice(&stats.stdout).unwrap();
-        assert!(doc["log"]["end_offset"].as_u64().unwrap() > 0);
+        let end = doc["log"]["end_offset"].as_u64().unwrap();
+        assert!(end > 0);
+        // The writer keeps its cursor CURSOR_LAG behind the end it appended.
+        let cursor = &doc["cursors"][0];
+        assert_eq!(cursor["name"], CURSOR, "{doc}");
+        assert_eq!(cursor["protect"], false);
+        let (position, lag) = (
+            cursor["position"].as_u64().unwrap(),
+            cursor["lag"].as_u64().unwrap(),
+        );
+        assert_eq!(position + lag, end, "lag is end - position");
+        assert!(lag >= CURSOR_LAG, "{cursor}");
         assert!(logqueue(&["queues"], &dir).status.success());
         rounds += 1;
     }
@@ -102,9 +114,13 @@ fn read_commands_beside_a_live_writer_are_correct_and_change_nothing() {
     // Frozen mid-run: whatever changes now is the commands' doing.
     writer.pause(true);
     let before = digest_dir(&dir);
+    let text = logqueue(&["stats"], &dir);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("cursor mirror"), "{text}");
     for args in [
         &["export"][..],
         &["dump", "--batches"],
+        &["dump", "--indexes"],
         &["tail", "--last", "5"],
         &["verify"],
         &["stats"],
@@ -122,10 +138,24 @@ fn read_commands_beside_a_live_writer_are_correct_and_change_nothing() {
         before,
         "a read command changed the directory"
     );
-    // Write commands refuse while the writer holds the lock.
-    let out = logqueue(&["delete-records", "--before", "1"], &dir);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("open in another process"));
+    // Every write command refuses while the writer holds the lock.
+    for args in [
+        &["delete-records", "--before", "1"][..],
+        &["produce"],
+        &["import"],
+        &["compact"],
+        &["retention", "--retention-ms", "1"],
+        &["dlq", "jobs", "redrive"],
+        &["dlq", "jobs", "purge"],
+    ] {
+        let out = logqueue(args, &dir);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("is open in another process") && err.contains("Stop that process"),
+            "{args:?}: {err}"
+        );
+    }
     assert_eq!(
         digest_dir(&dir),
         before,
@@ -175,6 +205,55 @@ fn tail_follow_sees_new_records_within_100_ms() {
         "90% of appends printed within 100 ms: p90 {p90} ms"
     );
     writer.stop();
+}
+
+#[test]
+fn tail_from_time_starts_at_the_first_record_at_or_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2024-05-01T12:00:00Z, then one record a second.
+    const T0: i64 = 1_714_564_800_000;
+    {
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        for i in 0..10 {
+            log.append(Record::new(format!("r{i}")).with_timestamp(T0 + i * 1000))
+                .unwrap();
+        }
+        log.close().unwrap();
+    }
+    let offsets = |time: &str| -> Vec<u64> {
+        let out = logqueue(
+            &["tail", "--from-time", time, "--format", "json"],
+            dir.path(),
+        );
+        assert!(
+            out.status.success(),
+            "{time}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["offset"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(offsets("2024-05-01T12:00:04.500Z"), [5, 6, 7, 8, 9]);
+    assert_eq!(offsets("2024-05-01T14:00:07+02:00"), [7, 8, 9]);
+    assert_eq!(offsets("2024-05-01T11:00:00Z"), (0..10).collect::<Vec<_>>());
+    assert!(
+        offsets("2024-05-01T12:00:10Z").is_empty(),
+        "past the last record"
+    );
+    let text = logqueue(&["tail", "--from-time", "2024-05-01T12:00:09Z"], dir.path());
+    assert_eq!(
+        String::from_utf8_lossy(&text.stdout).trim(),
+        "9 2024-05-01T12:00:09.000Z key=- value=\"r9\""
+    );
+    let bad = logqueue(&["tail", "--from-time", "yesterday"], dir.path());
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
 }
 
 #[test]
@@ -299,71 +378,6 @@ fn verify_exit_status_clean_damaged_and_unopenable() {
 }
 
 #[test]
-fn dlq_redrive_with_a_reason_moves_only_matching_letters() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
-        let q = Queue::open(&log, "jobs", QueueConfig::default()).unwrap();
-        for i in 0..4 {
-            q.send(Record::new(format!("job {i}")).with_header("n", i.to_string()))
-                .unwrap();
-        }
-        let got = q.receive(4, Duration::ZERO).unwrap();
-        for (d, reason) in got
-            .iter()
-            .zip(["timeout", "bad input", "timeout", "bad input"])
-        {
-            q.dead_letter(&d.receipt, reason).unwrap();
-        }
-        q.flush().unwrap();
-        drop(q);
-        log.close().unwrap();
-    }
-    let list = logqueue(&["dlq"], dir.path());
-    assert!(!list.status.success(), "dlq needs a queue and an action");
-    let listed = Command::new(env!("CARGO_BIN_EXE_logqueue"))
-        .args(["dlq"])
-        .arg(dir.path())
-        .args(["jobs", "list", "--reason", "timeout", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(listed.status.success());
-    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 2);
-
-    let redrive = |reason: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_logqueue"))
-            .args(["dlq"])
-            .arg(dir.path())
-            .args(["jobs", "redrive", "--reason", reason, "--format", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-        doc["redriven"].as_u64().unwrap()
-    };
-    assert_eq!(redrive("timeout"), 2);
-    assert_eq!(redrive("timeout"), 0, "a second run moves nothing twice");
-
-    let log = Log::open_read_only(dir.path()).unwrap();
-    let redriven: Vec<_> = log.reader(4).unwrap().map(Result::unwrap).collect();
-    assert_eq!(redriven.len(), 2);
-    let mut ns: Vec<_> = redriven
-        .iter()
-        .map(|r| {
-            assert!(r.header(REDRIVE_FROM).is_some());
-            assert!(r.headers.iter().all(|h| !h.key.starts_with("dlq.")));
-            String::from_utf8(r.header("n").unwrap().to_vec()).unwrap()
-        })
-        .collect();
-    ns.sort();
-    assert_eq!(ns, ["0", "2"], "only the letters with reason timeout");
-}
-
-#[test]
 fn produce_reads_lines_and_json_with_a_key_field() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str], input: &str| {
@@ -407,77 +421,6 @@ fn produce_reads_lines_and_json_with_a_key_field() {
     let out = logqueue(&["produce"], dir.path());
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("open in another process"));
-}
-
-#[test]
-fn queue_commands_and_inspect_beside_a_live_queue_in_another_process() {
-    use common::live_writer::QUEUE;
-    let parent = tempfile::tempdir().unwrap();
-    let writer = LiveWriter::start_queue(parent.path(), "live_writer_child");
-    let dir = writer.dir.clone();
-    let view = Log::open_read_only(&dir).unwrap();
-    let began = Instant::now();
-    let (mut last_acked, mut letters_seen, mut rounds) = (0, 0, 0);
-    while began.elapsed() < Duration::from_secs(3) {
-        // The library: inspect from a read-only view while the journal rotates.
-        let s = Queue::inspect(&view, QUEUE).unwrap();
-        assert!(s.ack_floor <= view.end_offset());
-        assert!(s.acked_total >= last_acked, "acks only grow");
-        last_acked = s.acked_total;
-        // The CLI.
-        let out = logqueue(&["queues", "--format", "json"], &dir);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(doc[0]["name"], QUEUE);
-        assert!(doc[0]["stats"]["acked_total"].as_u64().unwrap() >= last_acked);
-        let out = Command::new(env!("CARGO_BIN_EXE_logqueue"))
-            .arg("dlq")
-            .arg(&dir)
-            .args([QUEUE, "list", "--format", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        for letter in &lines {
-            let original = letter["original_offset"].as_u64().unwrap();
-            assert_eq!(
-                original % 7,
-                0,
-                "only every seventh record is dead-lettered"
-            );
-            assert_eq!(b64(letter["value"].as_str().unwrap()), value_for(original));
-            assert_eq!(letter["reason"], format!("r{}", original % 3));
-        }
-        letters_seen = lines.len();
-        rounds += 1;
-    }
-    eprintln!("{rounds} rounds; {letters_seen} dead letters; {last_acked} acks");
-    assert!(letters_seen > 0 && last_acked > 0);
-    // The journal rotated (new generations) while inspect and the CLI read it.
-    let generation = std::fs::read_dir(dir.join("queues").join(QUEUE))
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().to_string_lossy().into_owned();
-            name.strip_prefix("journal-")?.parse::<u64>().ok()
-        })
-        .max()
-        .unwrap();
-    assert!(generation > 3, "journal generation {generation}");
-    writer.stop();
-    // Closed: the last state on disk is what inspect reads.
-    let s = Queue::inspect(&Log::open_read_only(&dir).unwrap(), QUEUE).unwrap();
-    assert!(s.acked_total >= last_acked);
 }
 
 #[test]

@@ -6,9 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::live_writer::{digest_dir, key_for, run_if_child, LiveWriter};
+use common::live_writer::{digest_dir, key_for, run_if_child, LiveWriter, CURSOR, CURSOR_LAG};
 use common::value_for;
-use logqueue::{Error, Log, Offset, Record, StoredRecord};
+use logqueue::{Error, Log, LogConfig, Offset, Queue, QueueConfig, Record, StoredRecord};
 
 #[test]
 fn live_writer_child() {
@@ -197,4 +197,132 @@ fn read_only_open_of_a_missing_directory_fails_and_creates_nothing() {
         Err(Error::Io { .. })
     ));
     assert!(!missing.exists());
+}
+
+#[test]
+fn cursors_committed_by_a_live_writer_are_read_fresh_by_a_long_lived_view() {
+    let parent = tempfile::tempdir().unwrap();
+    let writer = LiveWriter::start(parent.path(), "live_writer_child");
+    writer.wait_for_records(500);
+    let view = Log::open_read_only(&writer.dir).unwrap();
+    let began = Instant::now();
+    let mut positions = Vec::new();
+    while began.elapsed() < Duration::from_millis(1500) {
+        let cursors = view.cursors().unwrap();
+        let mirror = cursors
+            .iter()
+            .find(|c| c.name == CURSOR)
+            .unwrap_or_else(|| panic!("{cursors:?}"));
+        assert!(!mirror.protect);
+        // Looked at after the cursor: the writer committed it behind an end it had
+        // appended, which the view sees now.
+        let end = view.stats().end_offset;
+        assert!(
+            end >= mirror.position + CURSOR_LAG,
+            "end {end}, cursor {}",
+            mirror.position
+        );
+        positions.push(mirror.position);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(positions.windows(2).all(|w| w[0] <= w[1]), "{positions:?}");
+    assert!(
+        positions.last() > positions.first(),
+        "the view saw the cursor move: {positions:?}"
+    );
+    writer.stop();
+}
+
+/// The floor file of earlier versions: `"LQF1" | floor u64 | protect u8 | crc32`.
+fn legacy_floor(floor: u64, protect: bool) -> Vec<u8> {
+    let mut out = b"LQF1".to_vec();
+    out.extend_from_slice(&floor.to_le_bytes());
+    out.push(u8::from(protect));
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[test]
+fn a_read_only_open_migrates_no_legacy_queue_floor_and_changes_no_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let q = Queue::open(&log, "q", QueueConfig::default()).unwrap();
+        for i in 0..50 {
+            q.send(Record::new(format!("r{i}"))).unwrap();
+        }
+        for d in q.receive(10, Duration::ZERO).unwrap() {
+            q.ack(&d.receipt).unwrap();
+        }
+        q.close().unwrap();
+        log.close().unwrap();
+    }
+    // Laid out as an earlier version left it: the floor in `queues/q/floor`, no cursor.
+    std::fs::remove_file(dir.path().join("cursors/queue.q.cursor")).unwrap();
+    let floor_file = dir.path().join("queues/q/floor");
+    std::fs::write(&floor_file, legacy_floor(10, true)).unwrap();
+    let before = digest_dir(dir.path());
+
+    let view = Log::open_read_only(dir.path()).unwrap();
+    assert_eq!(view.reader(0).unwrap().count(), 50);
+    assert!(view.cursors().unwrap().is_empty(), "no cursor was created");
+    assert_eq!(Queue::names(&view).unwrap(), ["q"]);
+    assert_eq!(Queue::inspect(&view, "q").unwrap().ack_floor, 10);
+    let _ = view.stats();
+    view.close().unwrap();
+    for args in [&["stats"][..], &["queues"], &["dlq", "q", "list"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_logqueue"))
+            .arg(args[0])
+            .arg(dir.path())
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        digest_dir(dir.path()),
+        before,
+        "a read-only open changed a file"
+    );
+
+    // The migration a writable open runs would have changed them.
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert!(!floor_file.exists(), "a writable open migrates the floor");
+    assert_eq!(log.cursors().unwrap()[0].name, "queue.q");
+    log.close().unwrap();
+}
+
+#[test]
+fn queue_names_on_a_read_only_view_leave_an_interrupted_delete_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        for name in ["kept", "gone"] {
+            let q = Queue::open(&log, name, QueueConfig::default()).unwrap();
+            q.send(Record::new("x")).unwrap();
+            q.close().unwrap();
+        }
+        log.close().unwrap();
+    }
+    // A delete interrupted by a crash after its rename (see queue/lifecycle.rs).
+    let queues = dir.path().join("queues");
+    std::fs::rename(queues.join("gone"), queues.join("gone~deleted")).unwrap();
+    let before = digest_dir(dir.path());
+    let view = Log::open_read_only(dir.path()).unwrap();
+    assert_eq!(Queue::names(&view).unwrap(), ["kept"]);
+    assert_eq!(
+        digest_dir(dir.path()),
+        before,
+        "names() on a view changed a file"
+    );
+    // A writable log finishes the delete.
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(Queue::names(&log).unwrap(), ["kept"]);
+    assert!(!queues.join("gone~deleted").exists());
+    log.close().unwrap();
 }

@@ -163,12 +163,16 @@ impl Queue {
 
     /// The names of the queues of `log` (open or not), sorted: the directories under
     /// `queues/` that hold a queue's snapshot (a queue whose creation never finished
-    /// is not listed). Also removes what deletes interrupted by a crash left behind.
+    /// is not listed). Also removes what deletes interrupted by a crash left behind,
+    /// except on a [`Log::open_read_only`] view, which changes no file (and whose
+    /// owner may be deleting that queue right now).
     pub fn names(log: &Log) -> Result<Vec<String>> {
         log.inner.check_open()?;
         let fs = &*log.config().fs;
         let queues = queues_dir(log);
-        finish_deletes(fs, &queues)?;
+        if !log.is_read_only() {
+            finish_deletes(fs, &queues)?;
+        }
         let mut names = match fs.list(&queues) {
             Ok(names) => names,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),

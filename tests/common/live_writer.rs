@@ -1,7 +1,8 @@
 //! A writer in a child process, for tests of readers beside a live log: it appends
 //! keyed records whose value names their offset ([`super::value_for`]), rolls small
 //! segments, and runs retention (by size) and the compaction cleaner in the
-//! background, until the test stops it.
+//! background, and keeps the cursor [`CURSOR`] 100 records behind its end, until the
+//! test stops it.
 //!
 //! The child is the test binary itself, run with [`CHILD_DIR_ENV`] set: every test
 //! file using this has a `#[test] fn live_writer_child()` calling [`run_if_child`].
@@ -16,6 +17,10 @@ use logqueue::{CleanupPolicy, CompactionConfig, FlushPolicy, Log, LogConfig, Off
 pub const CHILD_DIR_ENV: &str = "LOGQUEUE_LIVE_WRITER_DIR";
 /// Set in the child: run the queue workload ([`run_queue`]) instead.
 const QUEUE_ENV: &str = "LOGQUEUE_LIVE_WRITER_QUEUE";
+/// The cursor the plain workload commits (not protecting): [`CURSOR_LAG`] behind the end.
+pub const CURSOR: &str = "mirror";
+/// How far [`CURSOR`] stays behind the end the writer has appended.
+pub const CURSOR_LAG: u64 = 100;
 /// The queue of the queue workload.
 pub const QUEUE: &str = "jobs";
 /// Name of the file whose appearance stops the child.
@@ -59,6 +64,9 @@ pub fn run_if_child() {
         return run_queue(&dir, &stop);
     }
     let log = Log::open(&dir, writer_config()).expect("child: open");
+    let cursor = log
+        .cursor(CURSOR, logqueue::CursorConfig { protect: false })
+        .expect("child: cursor");
     let began = Instant::now();
     let mut rng = super::Rng::new(7);
     while !stop.exists() && began.elapsed() < MAX_RUN {
@@ -71,6 +79,9 @@ pub fn run_if_child() {
             .collect();
         let range = log.append_batch(records).expect("child: append");
         assert_eq!(range, end..end + n, "child: offsets");
+        cursor
+            .commit((end + n).saturating_sub(CURSOR_LAG))
+            .expect("child: commit cursor");
         // Move the start now and then, so retention deletes from the front too.
         if end / 500 != (end + n) / 500 && end > 1500 {
             log.delete_records_before(end - 1500)

@@ -1,14 +1,13 @@
-//! queues and dlq: queue counters (read-only, [`logqueue::Queue::inspect`]) and dead
-//! letters (list read-only; redrive takes the log's and the queue's locks).
+//! queues and dlq: queue counters and cursors (read-only, [`logqueue::Queue::inspect`])
+//! and dead letters (list read-only; redrive and purge take the log's and the queue's
+//! locks).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use logqueue::{
-    Log, Queue, QueueConfig, Record, StoredRecord, DLQ_ATTEMPTS, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON,
-    REDRIVE_FROM,
+    Log, Queue, QueueConfig, StoredRecord, DLQ_ATTEMPTS, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON,
 };
 use serde_json::json;
 
@@ -16,7 +15,7 @@ use crate::output::{
     open_read, open_write, print_json, print_record, record_json, tool_config, CmdResult, Failure,
     Format, EXIT_CANNOT_OPEN, EXIT_PROBLEM,
 };
-use crate::read::queue_names;
+use crate::stats::{queue_cursor, queue_names, CursorLag};
 
 /// The dead-letter log's directory inside a queue's directory.
 const DEAD_LETTER_DIR: &str = "dead-letter";
@@ -35,29 +34,51 @@ pub struct QueuesArgs {
 
 pub fn queues(a: QueuesArgs) -> CmdResult {
     let log = open_read(&a.dir)?;
-    let mut rows = Vec::new();
     let mut failed = false;
-    for name in queue_names(&log) {
+    // Read before the queues: a cursor is never ahead of its queue's durable state.
+    let cursors = match log.cursors() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("logqueue: cannot read the cursors: {e}");
+            failed = true;
+            Vec::new()
+        }
+    };
+    let mut rows = Vec::new();
+    for name in queue_names(&log)? {
         let stats = Queue::inspect(&log, &name);
         let dead_letters = Log::open_read_only(dead_letter_dir(&a.dir, &name))
             .map(|d| d.end_offset() - d.start_offset())
             .ok();
+        // Its lag behind the end the queue's state was read against, as the queue's.
+        let cursor = match &stats {
+            Ok(s) => cursors
+                .iter()
+                .find(|c| c.name == queue_cursor(&name))
+                .map(|c| CursorLag::new(c, s.ack_floor + s.consumer_lag)),
+            Err(_) => None,
+        };
         failed |= stats.is_err();
-        rows.push((name, stats, dead_letters));
+        rows.push((name, stats, dead_letters, cursor));
     }
     match a.format {
         Format::Json => print_json(
             &rows
                 .iter()
-                .map(|(name, s, dl)| match s {
-                    Ok(s) => json!({ "name": name, "stats": s, "dead_letters": dl }),
+                .map(|(name, s, dl, cursor)| match s {
+                    Ok(s) => json!({
+                        "name": name,
+                        "stats": s,
+                        "dead_letters": dl,
+                        "cursor": cursor.as_ref().map(CursorLag::json),
+                    }),
                     Err(e) => json!({ "name": name, "error": e.to_string() }),
                 })
                 .collect::<Vec<_>>(),
         ),
         Format::Text => {
             println!(
-                "{:<20} {:>12} {:>9} {:>9} {:>8} {:>12} {:>16} {:>10}",
+                "{:<20} {:>12} {:>9} {:>9} {:>8} {:>12} {:>16} {:>10} {:>12} {:>10}",
                 "QUEUE",
                 "FLOOR",
                 "IN-FLIGHT",
@@ -65,12 +86,15 @@ pub fn queues(a: QueuesArgs) -> CmdResult {
                 "DELAYED",
                 "DEAD-LETTERS",
                 "OLDEST-UNACKED",
-                "LAG"
+                "LAG",
+                "CURSOR",
+                "CURSOR-LAG"
             );
-            for (name, s, dl) in &rows {
+            for (name, s, dl, cursor) in &rows {
                 match s {
-                    Ok(s) => println!(
-                        "{name:<20} {:>12} {:>9} {:>9} {:>8} {:>12} {:>16} {:>10}",
+                    Ok(s) => {
+                        println!(
+                        "{name:<20} {:>12} {:>9} {:>9} {:>8} {:>12} {:>16} {:>10} {:>12} {:>10}",
                         s.ack_floor,
                         s.in_flight,
                         s.backlog,
@@ -78,8 +102,11 @@ pub fn queues(a: QueuesArgs) -> CmdResult {
                         dl.map_or("?".into(), |n| n.to_string()),
                         s.oldest_unacked_age_ms
                             .map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
-                        s.consumer_lag
-                    ),
+                        s.consumer_lag,
+                        cursor.as_ref().map_or("-".into(), |c| c.position.to_string()),
+                        cursor.as_ref().map_or("-".into(), |c| c.lag.to_string()),
+                    )
+                    }
                     Err(e) => println!("{name:<20} cannot read: {e}"),
                 }
             }
@@ -112,14 +139,20 @@ pub enum DlqAction {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Move dead letters back into the log as new records (takes the log's lock).
+    /// Move dead letters back into the log as new records, each at most once (takes
+    /// the log's lock).
     Redrive {
-        /// Only letters with this reason (see the note in docs/operations.md).
+        /// Only letters with this reason; the others stay, for a later redrive.
         #[arg(long)]
         reason: Option<String>,
         /// Letters to move at most.
         #[arg(long, default_value_t = usize::MAX)]
         max: usize,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Delete every dead letter now in the dead-letter log (takes the log's lock).
+    Purge {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -133,6 +166,7 @@ pub fn dlq(a: DlqArgs) -> CmdResult {
             max,
             format,
         } => redrive(&a.dir, &a.queue, reason.as_deref(), max, format),
+        DlqAction::Purge { format } => purge(&a.dir, &a.queue, format),
     }
 }
 
@@ -201,19 +235,59 @@ fn open_dead_letters(dir: &Path, queue: &str) -> Result<Log, Failure> {
     open_read(&path)
 }
 
-fn redrive(dir: &Path, queue: &str, reason: Option<&str>, max: usize, format: Format) -> CmdResult {
+/// Opens `queue` of `dir` for a write command: the log's lock, then the queue's (exit
+/// status 2 while either is held elsewhere). The queue's cursor keeps the protect
+/// setting it has (the owner's `protect_unacked`): opening with another would change
+/// what retention keeps until the owner opens the queue again.
+fn open_queue(dir: &Path, queue: &str) -> Result<(Log, Queue), Failure> {
     let log = open_write(dir, tool_config())?;
-    let q = Queue::open(&log, queue, QueueConfig::default()).map_err(|e| match e {
-        logqueue::Error::Locked { .. } => Failure::new(EXIT_CANNOT_OPEN, e.to_string()),
+    if !Queue::names(&log)
+        .map_err(|e| Failure::engine("list queues", e))?
+        .iter()
+        .any(|n| n == queue)
+    {
+        return Err(Failure::new(
+            EXIT_CANNOT_OPEN,
+            format!("{} has no queue named {queue:?}", dir.display()),
+        ));
+    }
+    let protect_unacked = log
+        .cursors()
+        .map_err(|e| Failure::engine("read cursors", e))?
+        .into_iter()
+        .find(|c| c.name == queue_cursor(queue))
+        .is_none_or(|c| c.protect);
+    let config = QueueConfig {
+        protect_unacked,
+        ..QueueConfig::default()
+    };
+    let q = Queue::open(&log, queue, config).map_err(|e| match e {
+        logqueue::Error::Locked { .. } => Failure::new(
+            EXIT_CANNOT_OPEN,
+            format!("queue {queue:?} is open in another process: {e}"),
+        ),
         e => Failure::engine("open queue", e),
     })?;
+    Ok((log, q))
+}
+
+/// Makes the queue's state durable and closes it and the log.
+fn close_queue(log: Log, q: Queue) -> Result<(), Failure> {
+    q.close().map_err(|e| Failure::engine("close queue", e))?;
+    log.close().map_err(|e| Failure::engine("close", e))
+}
+
+/// `dlq QUEUE redrive [--reason R]`: [`Queue::redrive_where`], which moves each letter
+/// at most once across runs with any filter (a later plain redrive moves only the
+/// letters not moved yet).
+fn redrive(dir: &Path, queue: &str, reason: Option<&str>, max: usize, format: Format) -> CmdResult {
+    let (log, q) = open_queue(dir, queue)?;
     let moved = match reason {
-        None => q.redrive(max).map_err(|e| Failure::engine("redrive", e))?,
-        Some(reason) => redrive_matching(&log, &q, queue, reason, max)?,
-    };
-    q.flush().map_err(|e| Failure::engine("flush queue", e))?;
-    drop(q);
-    log.close().map_err(|e| Failure::engine("close", e))?;
+        None => q.redrive(max),
+        Some(reason) => q.redrive_where(max, |r| reason_of(r) == Some(reason.as_bytes())),
+    }
+    .map_err(|e| Failure::engine("redrive", e))?;
+    close_queue(log, q)?;
     match format {
         Format::Json => print_json(&json!({ "redriven": moved })),
         Format::Text => println!("{moved} dead letters redriven"),
@@ -221,56 +295,16 @@ fn redrive(dir: &Path, queue: &str, reason: Option<&str>, max: usize, format: Fo
     Ok(ExitCode::SUCCESS)
 }
 
-/// Redrive of the letters with `reason` only, by reading: the queue API has no
-/// filtered redrive yet (`Queue::redrive` moves every letter in order behind a
-/// durable cursor). Each matching letter is sent again as a new record with
-/// [`REDRIVE_FROM`] set, unless the log already holds a record redriven from it, so
-/// running this twice moves nothing twice. Follow-up: a later unfiltered
-/// `Queue::redrive` does not know about these copies and moves the letters again;
-/// see docs/operations.md.
-fn redrive_matching(
-    log: &Log,
-    q: &Queue,
-    queue: &str,
-    reason: &str,
-    max: usize,
-) -> Result<usize, Failure> {
-    let mut already = HashSet::new();
-    for r in log
-        .reader(log.start_offset())
-        .map_err(|e| Failure::engine("read log", e))?
-    {
-        let r = r.map_err(|e| Failure::engine("read log", e))?;
-        if let Some(from) = number(&r, REDRIVE_FROM) {
-            already.insert(from);
-        }
+/// `dlq QUEUE purge`: [`Queue::purge_dead_letters`].
+fn purge(dir: &Path, queue: &str, format: Format) -> CmdResult {
+    let (log, q) = open_queue(dir, queue)?;
+    let deleted = q
+        .purge_dead_letters()
+        .map_err(|e| Failure::engine("purge dead letters", e))?;
+    close_queue(log, q)?;
+    match format {
+        Format::Json => print_json(&json!({ "purged": deleted })),
+        Format::Text => println!("{deleted} dead letters deleted"),
     }
-    let mut moved = 0;
-    for letter in letters(&q.dead_letters(), queue, Some(reason))? {
-        if moved == max {
-            break;
-        }
-        if already.contains(&letter.offset) {
-            continue;
-        }
-        let record = Record {
-            key: letter.key.clone(),
-            value: letter.value.clone(),
-            headers: letter
-                .headers
-                .iter()
-                .filter(|h| !h.key.starts_with("dlq.") && h.key != REDRIVE_FROM)
-                .cloned()
-                .chain(std::iter::once(logqueue::Header {
-                    key: REDRIVE_FROM.to_string(),
-                    value: letter.offset.to_string().into_bytes(),
-                }))
-                .collect(),
-            timestamp: Some(letter.timestamp),
-        };
-        q.send(record).map_err(|e| Failure::engine("send", e))?;
-        moved += 1;
-    }
-    log.flush().map_err(|e| Failure::engine("flush", e))?;
-    Ok(moved)
+    Ok(ExitCode::SUCCESS)
 }

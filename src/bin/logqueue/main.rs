@@ -3,8 +3,8 @@
 //! Read commands (`dump`, `verify`, `stats`, `tail`, `queues`, `dlq list`, `export`)
 //! open the log with [`logqueue::Log::open_read_only`]: they work beside a service
 //! that has the log open and change no file. Write commands (`produce`, `import`,
-//! `delete-records`, `compact`, `retention`, `dlq redrive`) take the log's lock and
-//! refuse, with exit status 2, while another process has it open.
+//! `delete-records`, `compact`, `retention`, `dlq redrive`, `dlq purge`) take the
+//! log's lock and refuse, with exit status 2, while another process has it open.
 //!
 //! Exit status: 0 success; 1 the command ran and found a problem (corrupt data,
 //! failed records); 2 the log could not be opened (missing, locked, unreadable); 64
@@ -17,6 +17,7 @@ mod export;
 mod output;
 mod perf;
 mod read;
+mod stats;
 mod time;
 
 use std::process::ExitCode;
@@ -38,15 +39,15 @@ enum Command {
     /// CRC-check everything, cross-check indexes and segment contiguity
     /// (exit 0 clean, 1 corrupt, 2 cannot open).
     Verify(read::VerifyArgs),
-    /// Segments, bytes, offsets, dirty ratio, queues and their lag.
-    Stats(read::StatsArgs),
+    /// Segments, bytes, offsets, dirty ratio, cursors and queues with their lag.
+    Stats(stats::StatsArgs),
     /// Print the last records, or records from an offset or time; --follow waits for more.
     Tail(read::TailArgs),
     /// Append lines (or JSON documents) from stdin as records.
     Produce(admin::ProduceArgs),
     /// Per queue: floor, in flight, backlog, delayed, dead letters, oldest unacked, lag.
     Queues(dlq::QueuesArgs),
-    /// A queue's dead letters: list or redrive.
+    /// A queue's dead letters: list, redrive or purge.
     Dlq(dlq::DlqArgs),
     /// Move the start offset up and delete the whole segments below it.
     DeleteRecords(admin::DeleteArgs),
@@ -76,7 +77,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dump(a) => read::dump(a),
         Command::Verify(a) => read::verify(a),
-        Command::Stats(a) => read::stats(a),
+        Command::Stats(a) => stats::stats(a),
         Command::Tail(a) => read::tail(a),
         Command::Produce(a) => admin::produce(a),
         Command::Queues(a) => dlq::queues(a),

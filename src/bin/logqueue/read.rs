@@ -1,4 +1,4 @@
-//! Read commands: dump, verify, stats, tail. Each opens the log read-only.
+//! Read commands: dump, verify, tail. Each opens the log read-only.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use logqueue::{Error, Log, Offset, Queue};
+use logqueue::{Error, Log, Offset};
 use serde_json::json;
 
 use crate::output::{
@@ -256,93 +256,6 @@ pub fn verify(a: VerifyArgs) -> CmdResult {
     } else {
         ExitCode::from(EXIT_PROBLEM)
     })
-}
-
-#[derive(Args)]
-pub struct StatsArgs {
-    /// The log directory.
-    dir: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
-}
-
-/// The names of the queues under `dir/queues`.
-pub fn queue_names(log: &Log) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(log.dir().join("queues"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.path().is_dir())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-pub fn stats(a: StatsArgs) -> CmdResult {
-    let log = open_read(&a.dir)?;
-    let stats = log.stats();
-    let segments = log.segments();
-    let queues: Vec<_> = queue_names(&log)
-        .into_iter()
-        .map(|name| {
-            let s = Queue::inspect(&log, &name).map_err(|e| e.to_string());
-            (name, s)
-        })
-        .collect();
-    let dirty = stats.dirty_bytes as f64 / (stats.clean_bytes + stats.dirty_bytes).max(1) as f64;
-    match a.format {
-        Format::Json => print_json(&json!({
-            "log": stats,
-            "dirty_ratio": dirty,
-            "segments": segments,
-            "queues": queues.iter().map(|(n, s)| match s {
-                Ok(s) => json!({ "name": n, "stats": s }),
-                Err(e) => json!({ "name": n, "error": e }),
-            }).collect::<Vec<_>>(),
-        })),
-        Format::Text => {
-            println!("directory      {}", a.dir.display());
-            println!(
-                "offsets        start {}  durable {}  end {}",
-                stats.start_offset, stats.durable_offset, stats.end_offset
-            );
-            println!(
-                "segments       {} ({} bytes of batches)",
-                stats.segments, stats.size_bytes
-            );
-            println!(
-                "compaction     clean {} bytes, dirty {} bytes (dirty ratio {dirty:.2}), cleaner offset {}",
-                stats.clean_bytes,
-                stats.dirty_bytes,
-                stats.cleaner_offset
-            );
-            println!("corrupt ranges {}", stats.corrupt_ranges);
-            if let Some(e) = &stats.last_background_error {
-                println!("last error     {e}");
-            }
-            for s in &segments {
-                println!(
-                    "  segment {:>20} next {:>20} {:>12} bytes{}",
-                    s.base_offset,
-                    s.next_offset,
-                    s.size_bytes,
-                    if s.active { "  (active)" } else { "" }
-                );
-            }
-            for (name, s) in &queues {
-                match s {
-                    Ok(s) => println!(
-                        "queue {name}: floor {} in flight {} backlog {} lag {}",
-                        s.ack_floor, s.in_flight, s.backlog, s.consumer_lag
-                    ),
-                    Err(e) => println!("queue {name}: cannot read: {e}"),
-                }
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args)]
