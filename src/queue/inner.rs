@@ -60,6 +60,25 @@ impl QueueInner {
         r
     }
 
+    /// Releases the core lock (then the read-ahead lock, if held: a receiver waiting
+    /// for the read-ahead must not get it while the core lock is still held, or it
+    /// would wait on the core lock holding the read-ahead lock that the next
+    /// receive needs), then faults in the journal pages the next writes will touch
+    /// if they are due (see `Journal::prefault_ahead`), so that no consumer waits on
+    /// the lock while another takes a page fault.
+    pub(super) fn unlock(
+        &self,
+        mut core: parking_lot::MutexGuard<'_, Core>,
+        unread: Option<parking_lot::MutexGuard<'_, ReadAhead>>,
+    ) {
+        let prefault = core.journal.prefault_ahead();
+        drop(core);
+        drop(unread);
+        if let Some(p) = prefault {
+            p.run();
+        }
+    }
+
     /// Writes `core.events` as one or more frames, rotating the journal when full.
     pub(super) fn write_events(&self, core: &mut Core) -> Result<()> {
         let mut events = std::mem::take(&mut core.events);
@@ -144,9 +163,9 @@ impl QueueInner {
             self.finished(&mut core, receipt.offset);
             self.write_events(&mut core)?;
         }
+        self.unlock(core, None);
         if kind != Kind::Extend && was_at_cap {
             self.released.fetch_add(1, AtomicOrdering::SeqCst);
-            drop(core);
             self.log.inner.appended.notify();
         }
         Ok(())

@@ -205,6 +205,28 @@ pub(crate) struct Journal {
     sequence: u64,
     /// Events written since the last sync.
     pub dirty: bool,
+    /// End of the bytes whose pages were asked to be faulted in (see
+    /// [`Journal::prefault_ahead`]).
+    prefaulted: usize,
+}
+
+/// Bytes of journal pages faulted in ahead of the write position at a time.
+const PREFAULT_CHUNK: usize = 256 << 10;
+
+/// Pages of a journal to fault in, handed out under the queue's core lock and done
+/// after it is released (see [`Journal::prefault_ahead`]).
+pub(crate) struct Prefault {
+    map: Arc<dyn Mapping>,
+    pos: usize,
+    len: usize,
+}
+
+impl Prefault {
+    /// Faults the pages in. Only a hint: the data is not touched, so this may run
+    /// while the journal is written elsewhere.
+    pub fn run(self) {
+        self.map.prefault(self.pos, self.len);
+    }
 }
 
 pub(crate) fn journal_name(generation: u64) -> String {
@@ -229,6 +251,8 @@ impl Journal {
         file.allocate(capacity as u64).map_err(io)?;
         file.sync_data().map_err(io)?;
         let map = file.map(capacity).map_err(io)?;
+        // The first pages now, the rest ahead of the writes (see `prefault_ahead`).
+        map.prefault(0, FRAMES_START + PREFAULT_CHUNK);
         checkpoint::durable_replace(&*fs, dir, SNAPSHOT, &encode_snapshot(generation, state))?;
         let keep = journal_name(generation);
         if let Ok(names) = fs.list(dir) {
@@ -249,6 +273,27 @@ impl Journal {
             buf: Vec::with_capacity(4096),
             sequence: 0,
             dirty: false,
+            prefaulted: FRAMES_START + PREFAULT_CHUNK,
+        })
+    }
+
+    /// The next stretch of pages to fault in, once the writes come within half a
+    /// chunk of the stretch faulted in so far; `None` otherwise. The first write to a
+    /// page of a fresh journal is a page fault (the kernel reads the page in and makes
+    /// it writable: microseconds); run under the core lock it would stall every other
+    /// consumer, so the caller runs the returned [`Prefault`] after unlocking.
+    pub fn prefault_ahead(&mut self) -> Option<Prefault> {
+        if self.position + PREFAULT_CHUNK / 2 < self.prefaulted || self.prefaulted >= self.capacity
+        {
+            return None;
+        }
+        let pos = self.prefaulted;
+        let len = PREFAULT_CHUNK.min(self.capacity - pos);
+        self.prefaulted = pos + len;
+        Some(Prefault {
+            map: Arc::clone(&self.map),
+            pos,
+            len,
         })
     }
 
@@ -315,6 +360,12 @@ impl Journal {
 
     fn path(&self) -> PathBuf {
         self.dir.join(journal_name(self.generation))
+    }
+
+    #[cfg(test)]
+    fn map_bytes(&self) -> &[u8] {
+        // SAFETY: the mapping lives as long as `self`; tests read what they wrote.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) }
     }
 
     /// The file system of the journal.
@@ -525,6 +576,46 @@ mod tests {
         let (_, _, d) = decode_snapshot(&bytes, 7..10).unwrap();
         assert_eq!((d.floor, d.next()), (9, 10));
         assert_eq!(d.pending().map(|(o, _)| o).collect::<Vec<_>>(), vec![9]);
+    }
+
+    /// Journal pages are handed out for faulting in a chunk at a time, once the
+    /// writes come within half a chunk of the last one, contiguous, never past the
+    /// journal's end, and never twice.
+    #[test]
+    fn prefault_chunks_run_ahead_of_the_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs: Arc<dyn FileSystem> = Arc::new(crate::fs::OsFs);
+        let capacity = FRAMES_START + 3 * PREFAULT_CHUNK / 2;
+        let mut j = Journal::create(fs, dir.path(), 1, capacity, &AckState::new(0)).unwrap();
+        assert!(
+            j.prefault_ahead().is_none(),
+            "the first chunk is faulted in at create"
+        );
+        j.position = FRAMES_START + PREFAULT_CHUNK / 2 - 1;
+        assert!(j.prefault_ahead().is_none());
+        j.position += 1;
+        let p = j.prefault_ahead().expect("due");
+        assert_eq!(
+            (p.pos, p.len),
+            (FRAMES_START + PREFAULT_CHUNK, PREFAULT_CHUNK / 2)
+        );
+        p.run();
+        assert!(j.prefault_ahead().is_none(), "handed out once");
+        j.position = capacity - 1;
+        assert!(j.prefault_ahead().is_none(), "nothing past the end");
+        // Faulted-in pages are written like any other.
+        j.position = FRAMES_START + PREFAULT_CHUNK;
+        let e = Event {
+            kind: Kind::Ack,
+            offset: 0,
+            attempt: 1,
+            deadline: 0,
+        };
+        j.write([e]).unwrap();
+        let mut out = Vec::new();
+        let frame = &j.map_bytes()[FRAMES_START + PREFAULT_CHUNK..][..FRAME_HEADER + EVENT_LEN];
+        decode_frame(frame, &mut out).unwrap();
+        assert_eq!(out, vec![e]);
     }
 
     #[test]

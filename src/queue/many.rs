@@ -59,9 +59,9 @@ impl QueueInner {
         }
         // Keys released under `PerKey` (rebuilt at open if this frame is lost).
         self.write_events(&mut core)?;
+        self.unlock(core, None);
         if was_at_cap {
             self.released.fetch_add(1, AtomicOrdering::SeqCst);
-            drop(core);
             self.log.inner.appended.notify();
         }
         Ok(stale)
