@@ -137,6 +137,17 @@ impl QueueInner {
         receipt: &Receipt,
         f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
     ) -> Result<()> {
+        self.settle_framed(receipt, None, f)
+    }
+
+    /// [`QueueInner::settle`] with the journal frame of the event `f` will give
+    /// encoded ahead, outside the lock (an ack: see `journal::encode_one`).
+    pub(super) fn settle_framed(
+        &self,
+        receipt: &Receipt,
+        frame: Option<&[u8; journal::FRAME_HEADER + journal::EVENT_LEN]>,
+        f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
+    ) -> Result<()> {
         let mut core = self.core.lock();
         self.check(&core)?;
         let current = core.state.slot(receipt.offset);
@@ -156,8 +167,17 @@ impl QueueInner {
             attempt: receipt.attempt,
             deadline,
         };
-        core.events.push(event);
-        self.write_events(&mut core)?;
+        match frame {
+            Some(frame) if core.events.is_empty() && core.journal.fits(1) => {
+                debug_assert_eq!(*frame, journal::encode_one(event));
+                let r = core.journal.write_frame(frame);
+                self.poison_on_err(&mut core, r)?;
+            }
+            _ => {
+                core.events.push(event);
+                self.write_events(&mut core)?;
+            }
+        }
         journal::apply(&mut core.state, event);
         if matches!(kind, Kind::Ack | Kind::DeadLetter) {
             self.finished(&mut core, receipt.offset);

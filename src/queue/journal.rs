@@ -326,11 +326,20 @@ impl Journal {
         self.buf[4..8].copy_from_slice(&count.to_le_bytes());
         let crc = crc32fast::hash(&self.buf[4..]);
         self.buf[0..4].copy_from_slice(&crc.to_le_bytes());
-        debug_assert!(self.position + self.buf.len() < self.capacity);
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.write_frame(&buf);
+        self.buf = buf;
+        r
+    }
+
+    /// Writes one whole frame (as [`encode_one`] or [`Journal::write`] makes it)
+    /// into the mapping. The caller checked [`Journal::fits`].
+    pub fn write_frame(&mut self, frame: &[u8]) -> Result<()> {
+        debug_assert!(self.position + frame.len() < self.capacity);
         self.map
-            .write(self.position, &self.buf)
+            .write(self.position, frame)
             .map_err(|e| Error::io("write queue journal", self.path(), e))?;
-        self.position += self.buf.len();
+        self.position += frame.len();
         self.dirty = true;
         Ok(())
     }
@@ -372,6 +381,21 @@ impl Journal {
     pub fn fs(&self) -> &Arc<dyn FileSystem> {
         &self.fs
     }
+}
+
+/// The frame of the one event `e`, as [`Journal::write`] writes it: encoded and
+/// checksummed by the caller before it takes the queue's lock (an ack's frame
+/// depends on its receipt only), so that only the copy is done under it.
+pub(crate) fn encode_one(e: Event) -> [u8; FRAME_HEADER + EVENT_LEN] {
+    let mut out = [0u8; FRAME_HEADER + EVENT_LEN];
+    out[4..8].copy_from_slice(&1u32.to_le_bytes());
+    out[8..16].copy_from_slice(&e.offset.to_le_bytes());
+    out[16..24].copy_from_slice(&e.deadline.to_le_bytes());
+    out[24..28].copy_from_slice(&e.attempt.to_le_bytes());
+    out[28] = e.kind as u8;
+    let crc = crc32fast::hash(&out[4..]);
+    out[0..4].copy_from_slice(&crc.to_le_bytes());
+    out
 }
 
 /// The length of the frame whose 8-byte header is `header` (header included); `None`
@@ -640,6 +664,27 @@ mod tests {
         bytes[n..].copy_from_slice(&crc.to_le_bytes());
         let (f, g, d) = decode_snapshot(&bytes, 0..10).unwrap();
         assert_eq!((f, g, d.floor), (Format::V1, 4, 2));
+    }
+
+    /// A frame encoded ahead of the lock is byte for byte the frame `write` makes.
+    #[test]
+    fn one_event_frames_match_written_frames() {
+        for e in [
+            Event {
+                kind: Kind::Ack,
+                offset: 7,
+                attempt: 3,
+                deadline: 0,
+            },
+            Event {
+                kind: Kind::Nack,
+                offset: u64::MAX,
+                attempt: u32::MAX,
+                deadline: -5,
+            },
+        ] {
+            assert_eq!(encode_one(e).to_vec(), encode_frame(&[e]));
+        }
     }
 
     #[test]

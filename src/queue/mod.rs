@@ -480,7 +480,14 @@ impl Queue {
     /// Acknowledges a delivery: the record is done and never delivered again. Survives
     /// a crash of the process once this returns, power loss once flushed.
     pub fn ack(&self, receipt: &Receipt) -> Result<()> {
-        self.inner.settle(receipt, |_, _| Ok((Kind::Ack, 0)))
+        let frame = journal::encode_one(Event {
+            kind: Kind::Ack,
+            offset: receipt.offset,
+            attempt: receipt.attempt,
+            deadline: 0,
+        });
+        self.inner
+            .settle_framed(receipt, Some(&frame), |_, _| Ok((Kind::Ack, 0)))
     }
 
     /// Gives a delivery back: the record is delivered again (with `attempt + 1`) once
