@@ -10,8 +10,13 @@
 //!   (the `LogReader` iterator) vs commitlog `read(offset, ReadLimit::max_bytes(1 MiB))`
 //!   chunks, iterating the messages of each chunk.
 //!
+//! `cargo run --release -- queue [RECORDS [RUNS]]` instead compares logqueue's
+//! `Queue` with SQLite used as a job queue (see `queue.rs`).
+//!
 //! Each measurement runs `RUNS` times (default 5), the two engines alternating so that
 //! both see the same background noise; the medians and their ratios are printed.
+
+mod queue;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -63,7 +68,15 @@ use logqueue::{FlushPolicy, Log, LogConfig, Record};
 const VALUE_BYTES: usize = 100;
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("queue") {
+        args.next();
+        let records = args.next().map_or(100_000, |a| a.parse().expect("RECORDS"));
+        let runs = args.next().map_or(3, |a| a.parse().expect("RUNS"));
+        let base = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+        queue::compare(records, runs, &base);
+        return;
+    }
     let records: u64 = args
         .next()
         .map_or(1_000_000, |a| a.parse().expect("RECORDS"));
