@@ -71,7 +71,7 @@ pub struct RepairReport {
 }
 
 impl super::Queue {
-    /// Repairs the state of queue `name` of `log` after [`Queue::open`] refused it as
+    /// Repairs the state of queue `name` of `log` after [`Queue::open`](Self::open) refused it as
     /// [`Error::Corrupt`] (a damaged or missing snapshot, a journal damaged below its
     /// synced length, a dead-letter log that disagrees with the state). The queue must
     /// not be open ([`Error::Locked`] otherwise). Never done implicitly.
