@@ -17,6 +17,9 @@
 //!   logqueue zero-copy (`read_views`) and owned (the `LogReader` iterator) vs
 //!   commitlog `read(offset, ReadLimit::max_bytes(1 MiB))` chunks.
 //!
+//! `cargo run --release -- queue [RECORDS [RUNS]]` instead compares logqueue's
+//! `Queue` with SQLite used as a job queue (see `queue.rs`).
+//!
 //! logqueue appends run with `FlushPolicy::Manual` and the background threads on
 //! (its preparer maps the segment ahead of the writer). Each measurement runs `RUNS`
 //! times (default 5; at most 3 for the size and durable groups), the two engines
@@ -26,6 +29,8 @@
 
 mod durable;
 mod sizes;
+
+mod queue;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -82,7 +87,15 @@ use logqueue::{Log, Record};
 const VALUE_BYTES: usize = 100;
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("queue") {
+        args.next();
+        let records = args.next().map_or(100_000, |a| a.parse().expect("RECORDS"));
+        let runs = args.next().map_or(3, |a| a.parse().expect("RUNS"));
+        let base = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+        queue::compare(records, runs, &base);
+        return;
+    }
     let records: u64 = args
         .next()
         .map_or(1_000_000, |a| a.parse().expect("RECORDS"));

@@ -94,17 +94,20 @@ impl QueueInner {
         core.events.push(e);
     }
 
+    /// One receive attempt: hands out up to `max_out.0` records into `max_out.1`
+    /// (empty), leasing them from `now` (read before the locks) for `visibility`.
     pub(super) fn try_receive(
         &self,
         core: &mut Core,
         unread: &mut ReadAhead,
-        max: usize,
+        max_out: (usize, Vec<Delivery>),
+        now: i64,
         visibility: std::time::Duration,
     ) -> Result<Vec<Delivery>> {
         self.check(core)?;
         let r = self
             .jump_to_start(core, unread)
-            .and_then(|()| self.collect(core, unread, max, visibility));
+            .and_then(|()| self.collect(core, unread, max_out, now, visibility));
         // Whatever was leased is written before anything is returned.
         let w = self.write_events(core);
         let out = self.poison_on_err(core, r)?;
@@ -185,13 +188,12 @@ impl QueueInner {
         &self,
         core: &mut Core,
         unread: &mut ReadAhead,
-        max: usize,
+        (max, mut out): (usize, Vec<Delivery>),
+        now: i64,
         visibility: std::time::Duration,
     ) -> Result<Vec<Delivery>> {
-        let now = self.log.config().clock.now_ms();
         let deadline = now.saturating_add(millis(visibility));
         let cap = self.config.max_in_flight;
-        let mut out = Vec::with_capacity(max.min(1024));
         // Expired leases and nacked records first.
         while out.len() < max {
             let Some((offset, slot)) = core.state.pop_due(now) else {

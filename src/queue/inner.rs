@@ -61,6 +61,25 @@ impl QueueInner {
         r
     }
 
+    /// Releases the core lock (then the read-ahead lock, if held: a receiver waiting
+    /// for the read-ahead must not get it while the core lock is still held, or it
+    /// would wait on the core lock holding the read-ahead lock that the next
+    /// receive needs), then faults in the journal pages the next writes will touch
+    /// if they are due (see `Journal::prefault_ahead`), so that no consumer waits on
+    /// the lock while another takes a page fault.
+    pub(super) fn unlock(
+        &self,
+        mut core: parking_lot::MutexGuard<'_, Core>,
+        unread: Option<parking_lot::MutexGuard<'_, ReadAhead>>,
+    ) {
+        let prefault = core.journal.prefault_ahead();
+        drop(core);
+        drop(unread);
+        if let Some(p) = prefault {
+            p.run();
+        }
+    }
+
     /// Writes `core.events` as one or more frames, rotating the journal when full.
     pub(super) fn write_events(&self, core: &mut Core) -> Result<()> {
         let mut events = std::mem::take(&mut core.events);
@@ -107,6 +126,17 @@ impl QueueInner {
         receipt: &Receipt,
         f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
     ) -> Result<()> {
+        self.settle_framed(receipt, None, f)
+    }
+
+    /// [`QueueInner::settle`] with the journal frame of the event `f` will give
+    /// encoded ahead, outside the lock (an ack: see `journal::encode_one`).
+    pub(super) fn settle_framed(
+        &self,
+        receipt: &Receipt,
+        frame: Option<&[u8; journal::FRAME_HEADER + journal::EVENT_LEN]>,
+        f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
+    ) -> Result<()> {
         let mut core = self.core.lock();
         self.check(&core)?;
         let current = core.state.slot(receipt.offset);
@@ -126,16 +156,25 @@ impl QueueInner {
             attempt: receipt.attempt,
             deadline,
         };
-        core.events.push(event);
-        self.write_events(&mut core)?;
+        match frame {
+            Some(frame) if core.events.is_empty() && core.journal.fits(1) => {
+                debug_assert_eq!(*frame, journal::encode_one(event));
+                let r = core.journal.write_frame(frame);
+                self.poison_on_err(&mut core, r)?;
+            }
+            _ => {
+                core.events.push(event);
+                self.write_events(&mut core)?;
+            }
+        }
         journal::apply(&mut core.state, event);
         if matches!(kind, Kind::Ack | Kind::DeadLetter) {
             self.finished(&mut core, receipt.offset);
             self.write_events(&mut core)?;
         }
+        self.unlock(core, None);
         if kind != Kind::Extend && was_at_cap {
             self.released.fetch_add(1, AtomicOrdering::SeqCst);
-            drop(core);
             self.log.inner.appended.notify();
         }
         Ok(())

@@ -205,6 +205,28 @@ pub(crate) struct Journal {
     sequence: u64,
     /// Events written since the last sync.
     pub dirty: bool,
+    /// End of the bytes whose pages were asked to be faulted in (see
+    /// [`Journal::prefault_ahead`]).
+    prefaulted: usize,
+}
+
+/// Bytes of journal pages faulted in ahead of the write position at a time.
+const PREFAULT_CHUNK: usize = 256 << 10;
+
+/// Pages of a journal to fault in, handed out under the queue's core lock and done
+/// after it is released (see [`Journal::prefault_ahead`]).
+pub(crate) struct Prefault {
+    map: Arc<dyn Mapping>,
+    pos: usize,
+    len: usize,
+}
+
+impl Prefault {
+    /// Faults the pages in. Only a hint: the data is not touched, so this may run
+    /// while the journal is written elsewhere.
+    pub fn run(self) {
+        self.map.prefault(self.pos, self.len);
+    }
 }
 
 pub(crate) fn journal_name(generation: u64) -> String {
@@ -229,6 +251,8 @@ impl Journal {
         file.allocate(capacity as u64).map_err(io)?;
         file.sync_data().map_err(io)?;
         let map = file.map(capacity).map_err(io)?;
+        // The first pages now, the rest ahead of the writes (see `prefault_ahead`).
+        map.prefault(0, FRAMES_START + PREFAULT_CHUNK);
         checkpoint::durable_replace(&*fs, dir, SNAPSHOT, &encode_snapshot(generation, state))?;
         let keep = journal_name(generation);
         if let Ok(names) = fs.list(dir) {
@@ -249,6 +273,27 @@ impl Journal {
             buf: Vec::with_capacity(4096),
             sequence: 0,
             dirty: false,
+            prefaulted: FRAMES_START + PREFAULT_CHUNK,
+        })
+    }
+
+    /// The next stretch of pages to fault in, once the writes come within half a
+    /// chunk of the stretch faulted in so far; `None` otherwise. The first write to a
+    /// page of a fresh journal is a page fault (the kernel reads the page in and makes
+    /// it writable: microseconds); run under the core lock it would stall every other
+    /// consumer, so the caller runs the returned [`Prefault`] after unlocking.
+    pub fn prefault_ahead(&mut self) -> Option<Prefault> {
+        if self.position + PREFAULT_CHUNK / 2 < self.prefaulted || self.prefaulted >= self.capacity
+        {
+            return None;
+        }
+        let pos = self.prefaulted;
+        let len = PREFAULT_CHUNK.min(self.capacity - pos);
+        self.prefaulted = pos + len;
+        Some(Prefault {
+            map: Arc::clone(&self.map),
+            pos,
+            len,
         })
     }
 
@@ -281,11 +326,20 @@ impl Journal {
         self.buf[4..8].copy_from_slice(&count.to_le_bytes());
         let crc = crc32fast::hash(&self.buf[4..]);
         self.buf[0..4].copy_from_slice(&crc.to_le_bytes());
-        debug_assert!(self.position + self.buf.len() < self.capacity);
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.write_frame(&buf);
+        self.buf = buf;
+        r
+    }
+
+    /// Writes one whole frame (as [`encode_one`] or [`Journal::write`] makes it)
+    /// into the mapping. The caller checked [`Journal::fits`].
+    pub fn write_frame(&mut self, frame: &[u8]) -> Result<()> {
+        debug_assert!(self.position + frame.len() < self.capacity);
         self.map
-            .write(self.position, &self.buf)
+            .write(self.position, frame)
             .map_err(|e| Error::io("write queue journal", self.path(), e))?;
-        self.position += self.buf.len();
+        self.position += frame.len();
         self.dirty = true;
         Ok(())
     }
@@ -317,10 +371,31 @@ impl Journal {
         self.dir.join(journal_name(self.generation))
     }
 
+    #[cfg(test)]
+    fn map_bytes(&self) -> &[u8] {
+        // SAFETY: the mapping lives as long as `self`; tests read what they wrote.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) }
+    }
+
     /// The file system of the journal.
     pub fn fs(&self) -> &Arc<dyn FileSystem> {
         &self.fs
     }
+}
+
+/// The frame of the one event `e`, as [`Journal::write`] writes it: encoded and
+/// checksummed by the caller before it takes the queue's lock (an ack's frame
+/// depends on its receipt only), so that only the copy is done under it.
+pub(crate) fn encode_one(e: Event) -> [u8; FRAME_HEADER + EVENT_LEN] {
+    let mut out = [0u8; FRAME_HEADER + EVENT_LEN];
+    out[4..8].copy_from_slice(&1u32.to_le_bytes());
+    out[8..16].copy_from_slice(&e.offset.to_le_bytes());
+    out[16..24].copy_from_slice(&e.deadline.to_le_bytes());
+    out[24..28].copy_from_slice(&e.attempt.to_le_bytes());
+    out[28] = e.kind as u8;
+    let crc = crc32fast::hash(&out[4..]);
+    out[0..4].copy_from_slice(&crc.to_le_bytes());
+    out
 }
 
 /// The length of the frame whose 8-byte header is `header` (header included); `None`
@@ -527,6 +602,46 @@ mod tests {
         assert_eq!(d.pending().map(|(o, _)| o).collect::<Vec<_>>(), vec![9]);
     }
 
+    /// Journal pages are handed out for faulting in a chunk at a time, once the
+    /// writes come within half a chunk of the last one, contiguous, never past the
+    /// journal's end, and never twice.
+    #[test]
+    fn prefault_chunks_run_ahead_of_the_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs: Arc<dyn FileSystem> = Arc::new(crate::fs::OsFs);
+        let capacity = FRAMES_START + 3 * PREFAULT_CHUNK / 2;
+        let mut j = Journal::create(fs, dir.path(), 1, capacity, &AckState::new(0)).unwrap();
+        assert!(
+            j.prefault_ahead().is_none(),
+            "the first chunk is faulted in at create"
+        );
+        j.position = FRAMES_START + PREFAULT_CHUNK / 2 - 1;
+        assert!(j.prefault_ahead().is_none());
+        j.position += 1;
+        let p = j.prefault_ahead().expect("due");
+        assert_eq!(
+            (p.pos, p.len),
+            (FRAMES_START + PREFAULT_CHUNK, PREFAULT_CHUNK / 2)
+        );
+        p.run();
+        assert!(j.prefault_ahead().is_none(), "handed out once");
+        j.position = capacity - 1;
+        assert!(j.prefault_ahead().is_none(), "nothing past the end");
+        // Faulted-in pages are written like any other.
+        j.position = FRAMES_START + PREFAULT_CHUNK;
+        let e = Event {
+            kind: Kind::Ack,
+            offset: 0,
+            attempt: 1,
+            deadline: 0,
+        };
+        j.write([e]).unwrap();
+        let mut out = Vec::new();
+        let frame = &j.map_bytes()[FRAMES_START + PREFAULT_CHUNK..][..FRAME_HEADER + EVENT_LEN];
+        decode_frame(frame, &mut out).unwrap();
+        assert_eq!(out, vec![e]);
+    }
+
     #[test]
     fn planted_offsets_cannot_blow_up_the_window() {
         let mut bytes = Vec::new();
@@ -549,6 +664,27 @@ mod tests {
         bytes[n..].copy_from_slice(&crc.to_le_bytes());
         let (f, g, d) = decode_snapshot(&bytes, 0..10).unwrap();
         assert_eq!((f, g, d.floor), (Format::V1, 4, 2));
+    }
+
+    /// A frame encoded ahead of the lock is byte for byte the frame `write` makes.
+    #[test]
+    fn one_event_frames_match_written_frames() {
+        for e in [
+            Event {
+                kind: Kind::Ack,
+                offset: 7,
+                attempt: 3,
+                deadline: 0,
+            },
+            Event {
+                kind: Kind::Nack,
+                offset: u64::MAX,
+                attempt: u32::MAX,
+                deadline: -5,
+            },
+        ] {
+            assert_eq!(encode_one(e).to_vec(), encode_frame(&[e]));
+        }
     }
 
     #[test]

@@ -11,9 +11,32 @@
 //! ((`journal_bytes` - 1033) / 24: 2.8 million with the default 64 MiB) is written
 //! as several frames, each all or none.
 
-use std::collections::HashSet;
-
 use super::*;
+
+/// Which receipts repeat an earlier receipt of the same call (same offset and
+/// attempt): those are stale, the first copy settles the record. A receipt can only
+/// be current if it equals the record's lease, so "an earlier current copy" and "an
+/// earlier equal receipt" pick the same ones. Worked out before the core lock is
+/// taken; `None` (nothing repeats) without sorting when the offsets rise, as
+/// `receive` hands them out.
+fn repeats(receipts: &[Receipt]) -> Option<Vec<bool>> {
+    if receipts.windows(2).all(|w| w[0].offset < w[1].offset) {
+        return None;
+    }
+    let mut order: Vec<(Offset, u32, usize)> = receipts
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.offset, r.attempt, i))
+        .collect();
+    order.sort_unstable();
+    let mut repeat = vec![false; receipts.len()];
+    for w in order.windows(2) {
+        if (w[0].0, w[0].1) == (w[1].0, w[1].1) {
+            repeat[w[1].2] = true;
+        }
+    }
+    Some(repeat)
+}
 
 impl QueueInner {
     /// Checks every receipt, writes one event per current one in one frame, applies
@@ -23,17 +46,17 @@ impl QueueInner {
         receipts: &[Receipt],
         event: impl Fn(&Core, &Receipt, i64) -> (Kind, i64),
     ) -> Result<Vec<Receipt>> {
+        let repeat = repeats(receipts);
+        let now = self.log.config().clock.now_ms();
         let mut core = self.core.lock();
         self.check(&core)?;
-        let now = self.log.config().clock.now_ms();
         let mut stale = Vec::new();
-        let mut seen = HashSet::with_capacity(receipts.len());
-        for r in receipts {
+        for (i, r) in receipts.iter().enumerate() {
             let current = core
                 .state
                 .slot(r.offset)
                 .is_some_and(|s| s.state == SlotState::Leased && s.attempt == r.attempt);
-            if !current || !seen.insert(r.offset) {
+            if !current || repeat.as_ref().is_some_and(|rep| rep[i]) {
                 stale.push(*r);
                 continue;
             }
@@ -59,9 +82,9 @@ impl QueueInner {
         }
         // Keys released under `PerKey` (rebuilt at open if this frame is lost).
         self.write_events(&mut core)?;
+        self.unlock(core, None);
         if was_at_cap {
             self.released.fetch_add(1, AtomicOrdering::SeqCst);
-            drop(core);
             self.log.inner.appended.notify();
         }
         Ok(stale)
@@ -109,5 +132,24 @@ impl Queue {
             };
             (Kind::Nack, now.saturating_add(delay))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(offset: Offset, attempt: u32) -> Receipt {
+        Receipt { offset, attempt }
+    }
+
+    /// Later copies of one receipt repeat it; the same offset with another attempt
+    /// does not (at most one of them is the lease), in any order.
+    #[test]
+    fn repeats_are_later_copies_of_one_receipt() {
+        assert_eq!(repeats(&[]), None);
+        assert_eq!(repeats(&[r(1, 1), r(2, 1), r(5, 3)]), None);
+        let got = repeats(&[r(3, 1), r(1, 7), r(1, 1), r(3, 1), r(1, 1), r(3, 2)]);
+        assert_eq!(got, Some(vec![false, false, false, true, true, false]));
     }
 }

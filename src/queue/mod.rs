@@ -423,24 +423,33 @@ impl Queue {
                 v
             }
         };
-        let until = Instant::now() + wait;
+        // Read only when there is a wait: a clock read is not free, and the common
+        // call (records ready, or no wait) needs none.
+        let mut until = None;
         loop {
             let released = inner.released.load(AtomicOrdering::SeqCst);
+            // Before the locks: the time and the output (one clock read and one
+            // allocation less inside the critical section).
+            let now_ms = inner.log.config().clock.now_ms();
+            let out = Vec::with_capacity(max.min(1024));
             let (got, cursor, at_cap, next_due) = {
                 let mut unread = inner.unread.lock();
                 // Decoded before the core lock is taken. A failure here (the start
                 // moved past the reader, say) is met again, and handled, under it.
                 let _ = inner.read_ahead(&mut unread, max);
                 let mut core = inner.core.lock();
-                let got = inner.try_receive(&mut core, &mut unread, max, visibility)?;
+                let got = inner.try_receive(&mut core, &mut unread, (max, out), now_ms, visibility);
                 let at_cap = core.state.leased() >= inner.config.max_in_flight;
                 let due = core.state.next_deadline();
-                (got, core.state.next(), at_cap, due)
+                let cursor = core.state.next();
+                inner.unlock(core, Some(unread));
+                (got?, cursor, at_cap, due)
             };
-            if !got.is_empty() || max == 0 {
+            if !got.is_empty() || max == 0 || wait.is_zero() {
                 return Ok(got);
             }
             let now = Instant::now();
+            let until = *until.get_or_insert(now + wait);
             if now >= until {
                 return Ok(got);
             }
@@ -463,7 +472,14 @@ impl Queue {
     /// Acknowledges a delivery: the record is done and never delivered again. Survives
     /// a crash of the process once this returns, power loss once flushed.
     pub fn ack(&self, receipt: &Receipt) -> Result<()> {
-        self.inner.settle(receipt, |_, _| Ok((Kind::Ack, 0)))
+        let frame = journal::encode_one(Event {
+            kind: Kind::Ack,
+            offset: receipt.offset,
+            attempt: receipt.attempt,
+            deadline: 0,
+        });
+        self.inner
+            .settle_framed(receipt, Some(&frame), |_, _| Ok((Kind::Ack, 0)))
     }
 
     /// Gives a delivery back: the record is delivered again (with `attempt + 1`) once
