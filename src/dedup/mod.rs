@@ -118,22 +118,39 @@ impl DedupWindow {
             return Ok(());
         };
         let mut table = self.table.lock();
-        for record in log.reader(from)? {
-            let record = record?;
-            if record.timestamp < cutoff {
-                continue;
+        // Decoded in place (no copy): O(window) at a few tens of ns per record.
+        log.reader(from)?.read_views(usize::MAX, |view| {
+            if view.timestamp < cutoff {
+                return;
             }
-            if let Some(id) = record.header(DEDUP_ID) {
-                table.insert(
-                    self.fingerprint(id),
-                    record.offset,
-                    record.timestamp,
-                    cutoff,
-                );
+            if let Some(id) = view.header(DEDUP_ID) {
+                table.insert(self.fingerprint(id), view.offset, view.timestamp, cutoff);
             }
-        }
+        })?;
         Ok(())
     }
+}
+
+fn validate_id(id: &[u8]) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "a dedup id must have 1 to {MAX_ID_BYTES} bytes, got {}",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Puts `id` in the record's [`DEDUP_ID`] header (replacing one it has) and its
+/// timestamp (`now` when it has none); returns the timestamp.
+fn carry_id(record: &mut Record, id: &[u8], now: i64) -> i64 {
+    let timestamp = *record.timestamp.get_or_insert(now);
+    record.headers.retain(|h| h.key != DEDUP_ID);
+    record.headers.push(crate::Header {
+        key: DEDUP_ID.to_string(),
+        value: id.to_vec(),
+    });
+    timestamp
 }
 
 /// One id checked against the window: a duplicate of `offset`, or new.
@@ -179,10 +196,28 @@ impl Log {
     /// assert!(!first.duplicate && again.duplicate);
     /// assert_eq!((first.offset, again.offset, log.end_offset()), (0, 0, 1));
     /// ```
-    pub fn append_idempotent(&self, id: &[u8], record: Record) -> Result<Appended> {
-        let mut got = self.append_idempotent_batch(vec![(id.to_vec(), record)])?;
-        got.pop()
-            .ok_or_else(|| Error::InvalidArgument("no record appended".into()))
+    pub fn append_idempotent(&self, id: &[u8], mut record: Record) -> Result<Appended> {
+        let window = self.dedup_window()?;
+        self.inner.check_writable()?;
+        validate_id(id)?;
+        let now = self.config().clock.now_ms();
+        let cutoff = window.cutoff(now);
+        let fingerprint = window.fingerprint(id);
+        let mut table = window.table.lock();
+        table.warm(fingerprint);
+        let timestamp = carry_id(&mut record, id, now);
+        if let Seen::Duplicate(offset) = self.check_id(&table, fingerprint, id, cutoff)? {
+            return Ok(Appended {
+                offset,
+                duplicate: true,
+            });
+        }
+        let offset = self.append_records(std::slice::from_ref(&record))?.start;
+        table.insert(fingerprint, offset, timestamp, cutoff);
+        Ok(Appended {
+            offset,
+            duplicate: false,
+        })
     }
 
     /// [`Log::append_idempotent`] for many `(id, record)` pairs at once: the records
@@ -213,19 +248,9 @@ impl Log {
         let cutoff = window.cutoff(now);
         let mut prepared = Vec::with_capacity(items.len());
         for (id, mut record) in items {
-            if id.is_empty() || id.len() > MAX_ID_BYTES {
-                return Err(Error::InvalidArgument(format!(
-                    "a dedup id must have 1 to {MAX_ID_BYTES} bytes, got {}",
-                    id.len()
-                )));
-            }
-            let timestamp = *record.timestamp.get_or_insert(now);
-            record.headers.retain(|h| h.key != DEDUP_ID);
-            record.headers.push(crate::Header {
-                key: DEDUP_ID.to_string(),
-                value: id.clone(),
-            });
-            prepared.push((window.fingerprint(&id), id, record, timestamp));
+            validate_id(&id)?;
+            let timestamp = carry_id(&mut record, &id, now);
+            prepared.push((window.fingerprint(&id), id, Some(record), timestamp));
         }
         let mut table = window.table.lock();
         // Per pair: a duplicate of a record, of an earlier pair (its index), or new.
@@ -240,10 +265,10 @@ impl Log {
             });
         }
         let fresh: Vec<Record> = prepared
-            .iter()
+            .iter_mut()
             .zip(&seen)
             .filter(|(_, s)| matches!(s, Ok(Seen::New)))
-            .map(|((_, _, record, _), _)| record.clone())
+            .filter_map(|((_, _, record, _), _)| record.take())
             .collect();
         let range = self.append_records(&fresh)?;
         let mut next = range.start;
