@@ -339,7 +339,7 @@ fn check(base: &Path, h: &mut History, when: &str) -> (u64, u64) {
         settled.entry(l.num("off")).or_insert(l.at);
     }
     let mut found = Vec::new();
-    for (o, _) in &settled {
+    for o in settled.keys() {
         let has = c.inputs.get(o).is_some_and(|v| c.outputs.contains_key(v));
         if !has {
             found.push(format!(
