@@ -384,3 +384,33 @@ fn records_compacted_inside_the_window_keep_their_ids_while_open() {
         assert_eq!(got, dup_of(u64::from(i)), "id-{i}");
     }
 }
+
+#[test]
+fn the_id_header_replaces_one_the_record_carries_and_keeps_the_others() {
+    let fs = SimFs::new(0);
+    let clock = ManualClock::new(1_000_000);
+    let log = sim_log(&fs, &clock, 1000);
+    let record = Record::new("v")
+        .with_header("h", "x")
+        .with_header(DEDUP_ID, "forged");
+    assert_eq!(log.append_idempotent(b"real", record).unwrap(), new_at(0));
+    let r = log.read(0).unwrap().unwrap();
+    assert_eq!(r.header("h"), Some(&b"x"[..]));
+    let ids: Vec<&[u8]> = r
+        .headers
+        .iter()
+        .filter(|h| h.key == DEDUP_ID)
+        .map(|h| h.value.as_slice())
+        .collect();
+    assert_eq!(ids, vec![&b"real"[..]]);
+    assert_eq!(r.timestamp, 1_000_000);
+    assert_eq!(
+        log.append_idempotent(b"real", Record::new("v")).unwrap(),
+        dup_of(0)
+    );
+    assert!(
+        !log.append_idempotent(b"forged", Record::new("v"))
+            .unwrap()
+            .duplicate
+    );
+}

@@ -205,14 +205,28 @@ impl Log {
         let fingerprint = window.fingerprint(id);
         let mut table = window.table.lock();
         table.warm(fingerprint);
-        let timestamp = carry_id(&mut record, id, now);
         if let Seen::Duplicate(offset) = self.check_id(&table, fingerprint, id, cutoff)? {
             return Ok(Appended {
                 offset,
                 duplicate: true,
             });
         }
-        let offset = self.append_records(std::slice::from_ref(&record))?.start;
+        let timestamp = *record.timestamp.get_or_insert(now);
+        let offset = if record.headers.is_empty() {
+            // The common case, without allocating: the id header borrowed.
+            let headers = [(DEDUP_ID, id)];
+            let borrowed = crate::RecordRef {
+                key: record.key.as_deref(),
+                value: record.value.as_deref(),
+                headers: &headers,
+                timestamp: Some(timestamp),
+            };
+            self.append_batch_ref(std::slice::from_ref(&borrowed))?
+                .start
+        } else {
+            carry_id(&mut record, id, now);
+            self.append_records(std::slice::from_ref(&record))?.start
+        };
         table.insert(fingerprint, offset, timestamp, cutoff);
         Ok(Appended {
             offset,
