@@ -212,8 +212,10 @@ fn settle(c: &mut Criterion) {
                 let input = Log::open(dir.path().join("a"), config(false)).unwrap();
                 let out = Log::open(dir.path().join("b"), config(true)).unwrap();
                 let q = Queue::open(&input, "q", QueueConfig::default()).unwrap();
-                let batch: Vec<Record> = (0..iters).map(|_| Record::new(value.clone())).collect();
-                input.append_batch(batch).unwrap();
+                for n in (0..iters).step_by(1000) {
+                    let batch = (n..iters.min(n + 1000)).map(|_| Record::new(value.clone()));
+                    input.append_batch(batch.collect()).unwrap();
+                }
                 let start = Instant::now();
                 for _ in 0..iters {
                     let d = q.receive(1, Duration::ZERO).unwrap().remove(0);
