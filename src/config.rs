@@ -134,6 +134,31 @@ pub struct LogConfig {
     pub clock: Arc<dyn Clock>,
     /// The file system (the operating system's).
     pub fs: Arc<dyn FileSystem>,
+    /// The dedup window of [`crate::Log::append_idempotent`] (`None`: idempotent
+    /// appends are refused with [`Error::InvalidConfig`]).
+    pub dedup: Option<DedupConfig>,
+}
+
+/// The dedup window of a log ([`crate::Log::append_idempotent`]): an id is remembered
+/// while its record is younger than `window` (by the record's timestamp, the log's
+/// clock when the record has none) and among the newest `max_ids` ids. Both bounds
+/// apply; about 36 bytes of memory per id at a full window.
+///
+/// ```
+/// use std::time::Duration;
+/// use logqueue::{DedupConfig, LogConfig};
+/// let config = LogConfig {
+///     dedup: Some(DedupConfig { window: Duration::from_secs(300), max_ids: 1_000_000 }),
+///     ..LogConfig::default()
+/// };
+/// # let _ = config;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DedupConfig {
+    /// How long an id is remembered (positive).
+    pub window: Duration,
+    /// How many ids are remembered at most (positive, at most 2^32).
+    pub max_ids: usize,
 }
 
 impl Default for LogConfig {
@@ -155,6 +180,7 @@ impl Default for LogConfig {
             max_open_segments: default_max_open_segments(),
             clock: Arc::new(SystemClock),
             fs: Arc::new(OsFs),
+            dedup: None,
         }
     }
 }
@@ -215,6 +241,9 @@ impl LogConfig {
         }
         if self.compaction.check_interval.is_zero() {
             return bad("compaction.check_interval must be positive".into());
+        }
+        if let Some(dedup) = &self.dedup {
+            crate::dedup::validate(dedup, self)?;
         }
         let ratio = self.compaction.min_cleanable_dirty_ratio;
         if !(0.0..=1.0).contains(&ratio) {

@@ -24,6 +24,7 @@ mod clock;
 mod config;
 mod crash_history;
 mod cursor;
+mod dedup;
 mod error;
 mod flush;
 pub mod fs;
@@ -45,8 +46,9 @@ mod writer;
 
 pub use batch::{HeaderIter, RecordView};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig};
+pub use config::{CleanupPolicy, CompactionConfig, DedupConfig, FlushPolicy, LogConfig};
 pub use cursor::{Cursor, CursorConfig, CursorInfo};
+pub use dedup::{Appended, DedupStats, DEDUP_ID};
 pub use error::{Error, Result};
 pub use log::Log;
 pub use queue::{

@@ -124,6 +124,8 @@ pub(crate) struct LogInner {
     /// Set for [`Log::open_read_only`]: the directory is another writer's (or none's),
     /// seen through re-listing and re-reading it; every write is refused.
     pub(crate) read_only: Option<ReadOnlyView>,
+    /// The ids of [`Log::append_idempotent`] (`LogConfig::dedup`), rebuilt at open.
+    pub(crate) dedup: Option<crate::dedup::DedupWindow>,
 }
 
 /// Running totals for [`LogStats`] (append counts live in [`Writer`]).
@@ -234,9 +236,13 @@ impl Log {
             cleaner: CleanerState::default(),
             queues: crate::queue::OpenQueues::default(),
             read_only: None,
+            dedup: config.dedup.as_ref().map(crate::dedup::DedupWindow::new),
             config,
         });
         let log = Log::user(inner);
+        if let Some(dedup) = &log.inner.dedup {
+            dedup.rebuild(&log)?;
+        }
         // Upgrades by the layers above (the log knows none of them), before retention
         // can run: e.g. queue floors of earlier versions become cursors.
         for hook in crate::LOG_OPEN_HOOKS {

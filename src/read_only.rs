@@ -192,6 +192,8 @@ impl Log {
             retention: RetentionState::default(),
             cleaner: CleanerState::default(),
             read_only: Some(view),
+            // Nothing is appended through a read-only view: no window to keep.
+            dedup: None,
             segment_cache: SegmentCache::new(config.max_open_segments),
             cursors,
             crash_history,

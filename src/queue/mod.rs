@@ -25,6 +25,7 @@ mod per_key;
 mod redrive;
 mod repair;
 mod replay;
+mod settle;
 mod state;
 mod synced;
 

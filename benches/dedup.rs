@@ -1,0 +1,248 @@
+//! Criterion benchmarks of exactly-once appends (issue 13), side by side in one run:
+//! `append_idempotent` vs `append` of 100 B records with a full 1,000,000-id window,
+//! the window's memory per id (printed), `Log::open` with a full window vs without
+//! one, and `Queue::settle_into` vs `append` + `ack` (with and without the
+//! `wait_durable` that `settle_into` does).
+//!
+//! ```text
+//! cargo bench --bench dedup
+//! ```
+//!
+//! Logs live in temporary directories (`$LOGQUEUE_BENCH_DIR`, default the system
+//! temp dir). Numbers are in `docs/benchmarks.md`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
+use logqueue::{DedupConfig, FlushPolicy, Log, LogConfig, Queue, QueueConfig, Record};
+use tempfile::TempDir;
+
+const WINDOW_IDS: usize = 1_000_000;
+
+fn bench_dir() -> TempDir {
+    let base =
+        std::env::var_os("LOGQUEUE_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    tempfile::tempdir_in(base).expect("temporary directory")
+}
+
+fn config(dedup: bool) -> LogConfig {
+    LogConfig {
+        flush: FlushPolicy::Manual,
+        background: false,
+        retention_ms: None,
+        dedup: dedup.then_some(DedupConfig {
+            window: Duration::from_secs(3600),
+            max_ids: WINDOW_IDS,
+        }),
+        ..LogConfig::default()
+    }
+}
+
+fn criterion() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(10)
+}
+
+/// A 14-byte id for record `n`: what a caller typically has (an order number).
+fn id(n: u64) -> [u8; 14] {
+    let mut id = *b"order-00000000";
+    id[6..].copy_from_slice(&n.to_be_bytes());
+    id
+}
+
+/// A log whose window holds `WINDOW_IDS` ids of 100 B records.
+fn full_window(dir: &Path) -> Log {
+    let log = Log::open(dir, config(true)).unwrap();
+    let value = vec![0x5Au8; 100];
+    for n in 0..WINDOW_IDS as u64 {
+        log.append_idempotent(&id(n), Record::new(value.clone()))
+            .unwrap();
+    }
+    log.flush().unwrap();
+    let s = log.dedup_stats().unwrap();
+    eprintln!(
+        "dedup window: {} ids, {} bytes, {:.1} bytes per id",
+        s.ids,
+        s.memory_bytes,
+        s.memory_bytes as f64 / s.ids as f64
+    );
+    log
+}
+
+/// `Log::open` of a log holding exactly a full window (1M records with ids, all
+/// within the window's time), with the window and without.
+fn open(c: &mut Criterion, dir: &Path) {
+    let mut g = c.benchmark_group("dedup_open_1M_ids");
+    g.sampling_mode(SamplingMode::Flat);
+    g.measurement_time(Duration::from_secs(10));
+    for with_window in [false, true] {
+        let name = if with_window {
+            "with_window"
+        } else {
+            "without_window"
+        };
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let log = Log::open(dir, config(with_window)).unwrap();
+                    total += start.elapsed();
+                    log.close().unwrap();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Plain and idempotent appends alternating in chunks of 50,000, ten times: the
+/// machine's noise hits both alike. Prints the medians and their ratio.
+fn interleaved(log: &Log, next: &mut u64, value: &[u8]) {
+    let plain_dir = bench_dir();
+    let plain = Log::open(plain_dir.path(), config(false)).unwrap();
+    let (mut p, mut i) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let start = Instant::now();
+        for _ in 0..50_000 {
+            plain.append(Record::new(value.to_vec())).unwrap();
+        }
+        p.push(start.elapsed().as_secs_f64() / 50_000.0);
+        let start = Instant::now();
+        for _ in 0..50_000 {
+            log.append_idempotent(&id(*next), Record::new(value.to_vec()))
+                .unwrap();
+            *next += 1;
+        }
+        i.push(start.elapsed().as_secs_f64() / 50_000.0);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[4] + v[5]) / 2.0
+    };
+    let (p, i) = (median(&mut p), median(&mut i));
+    eprintln!(
+        "interleaved medians: append {:.0} ns, append_idempotent (1M-id window) {:.0} ns: {:.2}x the append rate",
+        p * 1e9,
+        i * 1e9,
+        p / i
+    );
+}
+
+fn append(c: &mut Criterion) {
+    let dir = bench_dir();
+    full_window(dir.path()).close().unwrap();
+    open(c, dir.path());
+    let log = Log::open(dir.path(), config(true)).unwrap();
+    let s = log.dedup_stats().unwrap();
+    eprintln!(
+        "after reopen: {} ids, {:.1} bytes per id",
+        s.ids,
+        s.memory_bytes as f64 / s.ids as f64
+    );
+    let value = vec![0x5Au8; 100];
+    let mut next = WINDOW_IDS as u64;
+    interleaved(&log, &mut next, &value);
+    let mut g = c.benchmark_group("dedup_append_100B");
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("append", |b| {
+        b.iter_custom(|iters| {
+            let dir = bench_dir();
+            let log = Log::open(dir.path(), config(false)).unwrap();
+            let start = Instant::now();
+            for _ in 0..iters {
+                log.append(Record::new(value.clone())).unwrap();
+            }
+            start.elapsed()
+        })
+    });
+    g.bench_function(BenchmarkId::new("append_idempotent", "1M-id window"), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let got = log
+                    .append_idempotent(&id(next), Record::new(value.clone()))
+                    .unwrap();
+                debug_assert!(!got.duplicate);
+                next += 1;
+            }
+            start.elapsed()
+        })
+    });
+    g.bench_function(
+        BenchmarkId::new("append_idempotent_duplicate", "1M-id window"),
+        |b| {
+            let mut n = 0u64;
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    // Ids still in the window: each a fingerprint hit and a record read.
+                    let got = log
+                        .append_idempotent(&id(next - 1 - n % 500_000), Record::new(value.clone()))
+                        .unwrap();
+                    debug_assert!(got.duplicate);
+                    n += 1;
+                }
+                start.elapsed()
+            })
+        },
+    );
+    g.finish();
+}
+
+/// One input received and settled per iteration: `settle_into` (idempotent append,
+/// `wait_durable`, ack) against the at-least-once `append` + `ack`, with and without
+/// the fsync.
+fn settle(c: &mut Criterion) {
+    let mut g = c.benchmark_group("settle_one_100B");
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(1));
+    let value = vec![0x5Au8; 100];
+    for how in ["append+ack", "append+wait_durable+ack", "settle_into"] {
+        g.bench_function(how, |b| {
+            b.iter_custom(|iters| {
+                let dir = bench_dir();
+                let input = Log::open(dir.path().join("a"), config(false)).unwrap();
+                let out = Log::open(dir.path().join("b"), config(true)).unwrap();
+                let q = Queue::open(&input, "q", QueueConfig::default()).unwrap();
+                for n in (0..iters).step_by(1000) {
+                    let batch = (n..iters.min(n + 1000)).map(|_| Record::new(value.clone()));
+                    input.append_batch(batch.collect()).unwrap();
+                }
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let d = q.receive(1, Duration::ZERO).unwrap().remove(0);
+                    let output = Record::new(value.clone());
+                    match how {
+                        "settle_into" => {
+                            q.settle_into(&d, &out, vec![output]).unwrap();
+                        }
+                        _ => {
+                            let o = out.append(output).unwrap();
+                            if how == "append+wait_durable+ack" {
+                                out.wait_durable(o).unwrap();
+                            }
+                            q.ack(&d.receipt).unwrap();
+                        }
+                    }
+                }
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = criterion();
+    targets = append, settle
+}
+criterion_main!(benches);
