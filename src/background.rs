@@ -186,7 +186,7 @@ impl Log {
         self.spawn("logqueue-prepare", prepare_loop)?;
         // The space the active segment already has (since open) is mapped ahead too.
         {
-            let w = self.inner.writer.lock();
+            let w = self.inner.lock_writer();
             self.inner.prefault(&w.active, w.position, w.allocated);
         }
         self.inner.roll_syncer.store(true, AtomicOrdering::Release);
