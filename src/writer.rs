@@ -358,7 +358,9 @@ impl LogInner {
             allocate: false,
         };
         if !self.shutdown.request_prepare(request) {
-            prefault_now(segment, from, to);
+            if let Err(e) = prefault_now(segment, from, to) {
+                self.record_background_error("prefault", &e);
+            }
         }
     }
 
@@ -463,13 +465,20 @@ struct PlannedBatch {
     now: i64,
 }
 
-/// Maps `[from, to)` of a segment's writable mapping in one call (a hint: failures,
-/// such as a segment cut short since, are ignored).
-pub(crate) fn prefault_now(segment: &Segment, from: u64, to: u64) {
-    if let Some(map) = segment.writable_mapping() {
-        let start = usize::try_from(from).unwrap_or(usize::MAX);
-        let len = usize::try_from(to.saturating_sub(from)).unwrap_or(0);
-        map.prefault(start, len);
+/// Maps `[from, to)` of a segment's writable mapping in one call. A failure is
+/// returned for the log to report (see [`crate::fs::Mapping::try_prefault`]); the
+/// writes then fault the pages in themselves. A segment sealed (cut short) since is
+/// not a failure: nothing will be written there.
+pub(crate) fn prefault_now(segment: &Segment, from: u64, to: u64) -> Result<()> {
+    let Some(map) = segment.writable_mapping() else {
+        return Ok(());
+    };
+    let start = usize::try_from(from).unwrap_or(usize::MAX);
+    let len = usize::try_from(to.saturating_sub(from)).unwrap_or(0);
+    match map.try_prefault(start, len) {
+        Err(_) if segment.writable_mapping().is_none() || segment.published() >= to => Ok(()),
+        Err(e) => Err(Error::io("prefault segment", segment.path(), e)),
+        Ok(()) => Ok(()),
     }
 }
 
