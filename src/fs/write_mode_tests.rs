@@ -138,3 +138,20 @@ fn os_mapping_written_through_the_file() {
     assert!(map.write((1 << 20) - 1, b"xx").is_err());
     map.try_prefault(0, 4096).unwrap();
 }
+
+/// `madvise`'s result is checked: populating pages past the end of the file fails
+/// (`EFAULT`; `EINVAL` on kernels before 5.14) and says so, instead of being
+/// ignored; inside the file it succeeds.
+#[test]
+fn a_failed_prefault_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = OsFs
+        .open(&dir.path().join("seg"), OpenMode::Create)
+        .unwrap();
+    f.allocate(8192).unwrap();
+    let map = f.map(1 << 20).unwrap();
+    assert!(map.try_prefault(0, 1 << 20).is_err());
+    // Once EINVAL was seen the hint is off for good (Ok from then on); otherwise
+    // the valid range populates.
+    map.try_prefault(0, 8192).unwrap();
+}
