@@ -342,8 +342,8 @@ fn maintenance_section(base: &Path, runs: usize) {
         "maintenance in the busy runs: {} compactions, {} segments deleted",
         passes.0, passes.1
     );
-    println!("| appends | p50 | p99 | p99.9 | max |");
-    println!("|---|---|---|---|---|");
+    println!("| appends | p50 | p99 | p99.9 | p99.99 | max | appends > 1 ms |");
+    println!("|---|---|---|---|---|---|---|");
     let mut p999 = [Duration::ZERO; 2];
     for (i, (name, lat)) in [
         ("idle", &mut idle),
@@ -355,8 +355,13 @@ fn maintenance_section(base: &Path, runs: usize) {
         let (p50, _) = sizes::quantile(lat, 0.5);
         let (p99, _) = sizes::quantile(lat, 0.99);
         let (q, max) = sizes::quantile(lat, 0.999);
+        let (p9999, _) = sizes::quantile(lat, 0.9999);
+        let slow = lat
+            .iter()
+            .filter(|d| **d > Duration::from_millis(1))
+            .count();
         p999[i] = q;
-        println!("| {name} | {p50:.2?} | {p99:.2?} | {q:.2?} | {max:.2?} |");
+        println!("| {name} | {p50:.2?} | {p99:.2?} | {q:.2?} | {p9999:.2?} | {max:.2?} | {slow} |");
     }
     println!(
         "p99.9 busy / idle: {:.2}x",

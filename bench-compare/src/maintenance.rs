@@ -3,9 +3,9 @@
 //!
 //! One thread appends 100 B keyed records one per call (`append_slice`,
 //! `FlushPolicy::Manual`, background threads on for the preparer) into a log of
-//! 1 MiB segments with `CleanupPolicy::CompactAndDelete` and `retention_bytes` of 8
+//! 8 MiB segments with `CleanupPolicy::CompactAndDelete` and `retention_bytes` of 32
 //! MiB. In the busy runs a second thread loops `compact()` (the cleaner rewrites and
-//! swaps segments), `enforce_retention()` (deletes segments past 8 MiB) and
+//! swaps segments), `enforce_retention()` (deletes segments past 32 MiB) and
 //! `delete_records_before` (start-offset checkpoint), back to back. The idle runs
 //! are the same appends with no second thread. Runs alternate idle / busy.
 
@@ -18,10 +18,10 @@ use logqueue::{CleanupPolicy, CompactionConfig, FlushPolicy, Log, LogConfig};
 
 fn config() -> LogConfig {
     LogConfig {
-        segment_bytes: 1 << 20,
+        segment_bytes: 8 << 20,
         flush: FlushPolicy::Manual,
         cleanup: CleanupPolicy::CompactAndDelete,
-        retention_bytes: Some(8 << 20),
+        retention_bytes: Some(32 << 20),
         retention_ms: None,
         // The explicit loop below does the maintenance, not the periodic threads.
         retention_check_interval: Duration::from_secs(3600),
