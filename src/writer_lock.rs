@@ -87,7 +87,7 @@ mod tests {
     use std::any::Any;
     use std::io;
     use std::path::Path;
-    use std::sync::Arc;
+    use std::sync::{mpsc, Arc};
     use std::time::Duration;
 
     use parking_lot::Mutex;
@@ -103,6 +103,21 @@ mod tests {
     struct CheckedFs {
         inner: SimFs,
         violations: Arc<Mutex<Vec<String>>>,
+        /// When set, the next `open` of a segment (`.log`) file other than the
+        /// first says so on the first channel and waits for the second.
+        block_open: Arc<Mutex<Option<BlockOpen>>>,
+    }
+
+    type BlockOpen = (mpsc::Sender<()>, mpsc::Receiver<()>);
+
+    impl CheckedFs {
+        fn new() -> CheckedFs {
+            CheckedFs {
+                inner: SimFs::new(0),
+                violations: Arc::default(),
+                block_open: Arc::default(),
+            }
+        }
     }
 
     impl CheckedFs {
@@ -160,6 +175,14 @@ mod tests {
         }
         fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>> {
             self.check("open", path);
+            let new_segment = path.extension().is_some_and(|e| e == "log")
+                && !path.ends_with("00000000000000000000.log");
+            if new_segment {
+                if let Some((entered, release)) = self.block_open.lock().take() {
+                    entered.send(()).unwrap();
+                    release.recv().unwrap();
+                }
+            }
             let inner = self.inner.open(path, mode)?;
             Ok(Arc::new(CheckedFile {
                 inner,
@@ -202,10 +225,7 @@ mod tests {
     /// flushes, `stats` and `close`: none makes a file operation under the append lock.
     #[test]
     fn no_file_operation_under_the_append_lock() {
-        let fs = CheckedFs {
-            inner: SimFs::new(0),
-            violations: Arc::default(),
-        };
+        let fs = CheckedFs::new();
         let clock = Arc::new(ManualClock::new(1_000_000));
         let config = LogConfig {
             fs: Arc::new(fs.clone()),
@@ -246,5 +266,58 @@ mod tests {
             violations.len(),
             &violations[..violations.len().min(5)]
         );
+    }
+
+    /// While a roll's file operations are under way (here: held inside the
+    /// creation of the new segment file), `stats`, `flush` and
+    /// `delete_records_before` do not wait for it: the append lock is free. (Before,
+    /// the roll held the lock throughout and each of them waited.)
+    #[test]
+    fn a_roll_under_way_blocks_no_other_user_of_the_lock() {
+        let fs = CheckedFs::new();
+        let config = LogConfig {
+            fs: Arc::new(fs.clone()),
+            background: false,
+            flush: FlushPolicy::Manual,
+            segment_bytes: 4 << 10,
+            ..LogConfig::default()
+        };
+        let log = Log::open("/log", config).unwrap();
+        log.append(Record::new(vec![1u8; 100])).unwrap();
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        *fs.block_open.lock() = Some((entered_tx, release_rx));
+        let appender = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    log.append(Record::new(vec![2u8; 100])).unwrap();
+                }
+            })
+        };
+        entered_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the appender rolls");
+        // The roll is stuck in its file operation. Each of these must finish.
+        let (done_tx, done_rx) = mpsc::channel();
+        let others = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let stats = log.stats();
+                log.flush().unwrap();
+                log.delete_records_before(1).unwrap();
+                done_tx.send(stats.end_offset).unwrap();
+            })
+        };
+        let end_during_roll = done_rx.recv_timeout(Duration::from_secs(30));
+        release_tx.send(()).unwrap();
+        appender.join().unwrap();
+        others.join().unwrap();
+        let end_during_roll = end_during_roll.expect("stats/flush/delete waited for the roll");
+        assert!(end_during_roll < 101);
+        assert_eq!(log.end_offset(), 101);
+        assert!(log.durable_offset() >= end_during_roll);
+        assert_eq!(log.read(100).unwrap().unwrap().value, Some(vec![2u8; 100]));
+        log.close().unwrap();
     }
 }
