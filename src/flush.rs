@@ -153,6 +153,8 @@ impl LogInner {
     /// or right here otherwise (outside the writer lock: other appenders go on). Under
     /// `FlushPolicy::Always` the append's own flush covers it.
     pub(crate) fn after_roll(&self) -> Result<()> {
+        // The file for the roll after this one, while nobody waits for it.
+        self.prepare_spare();
         if self.config.flush == FlushPolicy::Always {
             return Ok(());
         }
@@ -376,6 +378,7 @@ impl LogInner {
             position: w.position,
             next_offset: w.next_offset,
             unsynced: std::mem::take(&mut w.unsynced),
+            spare: w.spare.take(),
         };
         w.allocated = w.position;
         w.dir_dirty = false;
@@ -400,6 +403,10 @@ impl LogInner {
         let fs = &*self.config.fs;
         let active = &plan.active;
         let position = plan.position;
+        if let Some(spare) = &plan.spare {
+            // Best effort: a spare left behind is a `.tmp` file removed at open.
+            let _ = fs.remove_file(&spare.path);
+        }
         active.seal()?;
         for s in &plan.unsynced {
             s.sync()?;
@@ -445,6 +452,9 @@ struct ShutdownPlan {
     next_offset: Offset,
     /// Sealed segments not fsynced yet.
     unsynced: Vec<Arc<Segment>>,
+    /// The next segment's file prepared ahead: removed (durably, with the final
+    /// directory fsync); one left by a failure is a `.tmp` removed at open.
+    spare: Option<crate::segment::Spare>,
 }
 
 /// What one round fsyncs, taken from the writer under its lock.

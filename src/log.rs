@@ -216,6 +216,9 @@ impl Log {
             index_entries: active_index_entries,
             shut_down: false,
             gate: false,
+            spare: None,
+            spare_busy: false,
+            spares_made: 0,
         };
         let opened_ms = config.clock.now_ms();
         let inner = Arc::new(LogInner {

@@ -163,6 +163,9 @@ impl Log {
             index_entries: 0,
             shut_down: true,
             gate: false,
+            spare: None,
+            spare_busy: false,
+            spares_made: 0,
         };
         let cursors = crate::cursor::Cursors::load_read_only(&*fs, &dir)?;
         let crash_history = crate::crash_history::CrashHistory::load(&*fs, &dir)?;

@@ -16,12 +16,14 @@ use crate::{Error, Offset, Result};
 
 mod cache;
 mod lookup;
+mod spare;
 mod write;
 
 use cache::Handles;
 pub(crate) use cache::SegmentCache;
 
 pub(crate) use lookup::BatchRef;
+pub(crate) use spare::Spare;
 
 pub(crate) const LOG_SUFFIX: &str = ".log";
 pub(crate) const INDEX_SUFFIX: &str = ".index";

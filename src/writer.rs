@@ -9,7 +9,7 @@ use crate::batch::{self, BatchMeta, RecordParts};
 use crate::config::FlushPolicy;
 use crate::index;
 use crate::log::{Log, LogInner};
-use crate::segment::Segment;
+use crate::segment::{Segment, Spare};
 use crate::writer_lock::WriterGuard;
 use crate::{Error, Offset, Record, RecordRef, Result};
 
@@ -36,6 +36,11 @@ pub(crate) struct Writer {
     /// `close` has sealed the files and written (or failed to write) the clean-shutdown
     /// marker: nothing may be written any more, not even the recovery point.
     pub shut_down: bool,
+    /// The next segment's file, prepared ahead (see `segment/spare.rs`).
+    pub spare: Option<Spare>,
+    /// A spare is being prepared (at most one at a time); spares made so far.
+    pub spare_busy: bool,
+    pub spares_made: u64,
     /// A roll or a growth of the active segment is under way with the lock released
     /// for its file operations: no append may start (see `writer_lock.rs`).
     pub gate: bool,
@@ -407,7 +412,8 @@ impl LogInner {
         w.gate = true;
         let old = Arc::clone(&w.active);
         let base = w.next_offset;
-        let created = w.unlocked(|| self.seal_and_create(&old, base));
+        let spare = w.spare.take();
+        let created = w.unlocked(|| self.seal_and_create(&old, base, spare));
         w.gate = false;
         self.writer_gate.notify_all();
         let (segment, allocated) = created.inspect_err(|e| self.poison(e))?;
@@ -433,11 +439,23 @@ impl LogInner {
         Ok(())
     }
 
-    /// A roll's file operations, outside the writer lock: seals `old`, creates the
-    /// segment at `base` and has its allocated space prefaulted; returns it and
-    /// its allocated size.
-    fn seal_and_create(&self, old: &Segment, base: Offset) -> Result<(Arc<Segment>, u64)> {
+    /// A roll's file operations, outside the writer lock: seals `old`, then makes
+    /// the segment at `base` from the spare prepared ahead (a rename), or else
+    /// creates it and has its allocated space prefaulted; returns it and its
+    /// allocated size.
+    fn seal_and_create(
+        &self,
+        old: &Segment,
+        base: Offset,
+        spare: Option<Spare>,
+    ) -> Result<(Arc<Segment>, u64)> {
         old.seal()?;
+        if let Some(spare) = spare {
+            let allocated = spare.allocated;
+            let fs = &self.config.fs;
+            let segment = Segment::from_spare(fs, &self.segment_cache, &self.dir, base, spare)?;
+            return Ok((Arc::new(segment), allocated));
+        }
         let capacity = self.config.segment_capacity();
         let segment = Arc::new(Segment::create(
             &self.config.fs,
@@ -453,6 +471,58 @@ impl LogInner {
             .map_err(|e| Error::io("stat segment", segment.path(), e))?;
         self.prefault(&segment, 0, allocated);
         Ok((segment, allocated))
+    }
+}
+
+impl LogInner {
+    /// Prepares the next segment's file ahead of the roll that needs it, with no
+    /// log lock held across the file operations (at most one at a time; nothing
+    /// when a spare is ready). A failure is not fatal, the next roll creates the
+    /// file itself; it is recorded as the last background error.
+    pub(crate) fn prepare_spare(&self) {
+        let n = {
+            let mut w = self.lock_writer();
+            if w.spare.is_some() || w.spare_busy || w.shut_down {
+                return;
+            }
+            w.spare_busy = true;
+            w.spares_made += 1;
+            w.spares_made
+        };
+        let capacity = self.config.segment_capacity();
+        let prepared = Spare::prepare(
+            &*self.config.fs,
+            &self.segment_cache,
+            &self.dir,
+            n,
+            capacity,
+            ALLOC_CHUNK_BYTES.min(capacity),
+        );
+        let (spare, hint) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                self.lock_writer().spare_busy = false;
+                self.record_background_error("prepare spare segment", &e);
+                return;
+            }
+        };
+        if let Some(e) = hint {
+            self.record_background_error("prefault", &e);
+        }
+        let unused = {
+            let mut w = self.lock_writer();
+            w.spare_busy = false;
+            if w.shut_down {
+                Some(spare)
+            } else {
+                w.spare = Some(spare);
+                None
+            }
+        };
+        if let Some(spare) = unused {
+            // `close` ran meanwhile; a file left here is a `.tmp` removed at open.
+            let _ = self.config.fs.remove_file(&spare.path);
+        }
     }
 }
 
