@@ -204,11 +204,16 @@ impl Log {
                 })
             })?;
             w.records_since_flush += count as u64;
-            drop(w);
+            // Only appenders change these, under the lock: plain loads and stores,
+            // no read-modify-write on the append path; `stats` reads them lock-free.
             let c = &inner.counters;
+            let records = c.records_appended.load(AtomicOrdering::Relaxed);
             c.records_appended
-                .fetch_add(count as u64, AtomicOrdering::Relaxed);
-            c.batches_appended.fetch_add(1, AtomicOrdering::Relaxed);
+                .store(records + count as u64, AtomicOrdering::Relaxed);
+            let batches = c.batches_appended.load(AtomicOrdering::Relaxed);
+            c.batches_appended
+                .store(batches + 1, AtomicOrdering::Relaxed);
+            drop(w);
             (base..base + count as u64, rolled)
         };
         inner.appended.notify();
