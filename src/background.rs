@@ -67,12 +67,13 @@ pub(crate) struct Prepare {
 
 impl Prepare {
     /// Allocates (unless the segment was sealed meanwhile; a failure is left to the
-    /// writer, which allocates again when it needs the space), then prefaults.
-    pub(crate) fn run(&self) {
+    /// writer, which allocates again when it needs the space), then prefaults; a
+    /// failed prefault is returned for the log to report.
+    pub(crate) fn run(&self) -> Result<()> {
         if self.allocate && self.segment.allocate_ahead(self.to).is_err() {
-            return;
+            return Ok(());
         }
-        crate::writer::prefault_now(&self.segment, self.from, self.to);
+        crate::writer::prefault_now(&self.segment, self.from, self.to)
     }
 }
 
@@ -186,7 +187,7 @@ impl Log {
         self.spawn("logqueue-prepare", prepare_loop)?;
         // The space the active segment already has (since open) is mapped ahead too.
         {
-            let w = self.inner.writer.lock();
+            let w = self.inner.lock_writer();
             self.inner.prefault(&w.active, w.position, w.allocated);
         }
         self.inner.roll_syncer.store(true, AtomicOrdering::Release);
@@ -265,13 +266,19 @@ fn roll_sync_loop(weak: Weak<LogInner>, shutdown: &Shutdown) {
 
 /// The preparer: allocates the chunk ahead of the writer (`fallocate`) and maps it
 /// (`MADV_POPULATE_WRITE`), so that the append path neither waits for those nor
-/// takes a page fault every 4 KiB. Holds no log lock and no reference to the log;
-/// a segment sealed meanwhile is never grown again (its seal and the allocation
-/// exclude each other) and only makes the prefault hint fail, which is ignored.
-fn prepare_loop(_weak: Weak<LogInner>, shutdown: &Shutdown) {
+/// takes a page fault every 4 KiB. Holds no log lock and only a weak reference to
+/// the log, to report a failed prefault; a segment sealed meanwhile is never grown
+/// again (its seal and the allocation exclude each other) and only makes the
+/// prefault hint fail, which is not a failure.
+fn prepare_loop(weak: Weak<LogInner>, shutdown: &Shutdown) {
     while let Some(requests) = shutdown.wait_prefault() {
         for request in requests {
-            request.run();
+            if let Err(e) = request.run() {
+                // Reported, not fatal: the writes fault the pages in themselves.
+                if let Some(inner) = weak.upgrade() {
+                    inner.record_background_error("prefault", &e);
+                }
+            }
         }
     }
 }

@@ -238,7 +238,7 @@ impl LogInner {
     /// How many leading segments a pass may rewrite.
     fn cleanable_count(&self, segments: &[Arc<Segment>], now: i64) -> Result<usize> {
         let rp_segment = self
-            .writer
+            .durability
             .lock()
             .recovery_point
             .last()
@@ -521,7 +521,9 @@ impl LogInner {
         let fs = &*self.config.fs;
         let base = group[0].base_offset;
         let end = group[group.len() - 1].next_offset();
-        let mut w = self.writer.lock();
+        // Not the append lock: the swap's renames and fsyncs run under this one.
+        // Rolls go on meanwhile, but only append to the segment list.
+        let _maintenance = self.maintenance.lock();
         let current = self.snapshot();
         let at = current.iter().position(|s| Arc::ptr_eq(s, &group[0]));
         let still_there = at.is_some_and(|i| {
@@ -532,19 +534,23 @@ impl LogInner {
                     .all(|(g, c)| Arc::ptr_eq(g, c))
         });
         // The recovery point must durably name a segment after the group.
-        let rp_past = w.recovery_point.last().is_some_and(|rp| rp.segment >= end);
-        // Closing (close takes the writer lock after marking the log closed, so it
-        // waits for a swap under way) or poisoned: leave the disk alone.
+        let rp_past = self
+            .durability
+            .lock()
+            .recovery_point
+            .last()
+            .is_some_and(|rp| rp.segment >= end);
+        // Closing (close takes the maintenance lock after marking the log closed, so
+        // it waits for a swap under way) or poisoned: leave the disk alone.
         let writable = self.check_writable();
         if !still_there || !rp_past || writable.is_err() {
-            drop(w);
             let _ = fs.remove_file(&cleaned.path);
             writable?;
             return Ok(false);
         }
         let at = at.expect("checked above");
         let result = (|| -> Result<Vec<PathBuf>> {
-            w.recovery_point.sync()?;
+            self.durability.lock().recovery_point.sync()?;
             // Readers holding the old segments keep reading them: map and index them
             // now, before their files are renamed away.
             for s in group {
@@ -597,14 +603,19 @@ impl LogInner {
         // A cache: validated on load, rebuilt if torn.
         let _ = seg.write_index_files(&cleaned.indexes);
         seg.set_loaded(cleaned.indexes, cleaned.meta);
-        let mut next: Vec<Arc<Segment>> = Vec::with_capacity(current.len() - group.len() + 1);
-        next.extend(current[..at].iter().cloned());
+        // The version swap, from the list as it is now: rolls may have appended to
+        // it since `current`, nothing else changed it (the maintenance lock).
+        let mut list = self.segments.write();
+        debug_assert!(Arc::ptr_eq(&list[at], &group[0]));
+        let mut next: Vec<Arc<Segment>> = Vec::with_capacity(list.len() - group.len() + 1);
+        next.extend(list[..at].iter().cloned());
         next.push(Arc::new(seg));
-        next.extend(current[at + group.len()..].iter().cloned());
-        *self.segments.write() = Arc::new(next);
-        w.unsynced
+        next.extend(list[at + group.len()..].iter().cloned());
+        *list = Arc::new(next);
+        drop(list);
+        self.lock_writer()
+            .unsynced
             .retain(|s| !group.iter().any(|g| Arc::ptr_eq(g, s)));
-        drop(w);
         self.schedule_unlink(retired);
         Ok(true)
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{self, RecoveryPoint};
+use crate::checkpoint::{self, RecoveryPoint, RecoveryPointFile};
 use crate::config::FlushPolicy;
 use crate::log::{Log, LogInner};
 use crate::segment::Segment;
@@ -39,6 +39,25 @@ impl FlushState {
             waiting: 0,
             last_round_threads: 0,
             last_sync: Duration::ZERO,
+        }
+    }
+}
+
+/// The recovery point file, behind its own lock (never the append lock): flush
+/// rounds write the point, the cleaner checks it, `close` writes the last one.
+#[derive(Debug)]
+pub(crate) struct Durability {
+    pub(crate) recovery_point: RecoveryPointFile,
+    /// `close` wrote the final recovery point and the clean-shutdown marker (or
+    /// failed and poisoned the log): the point must not be written again.
+    pub(crate) shut_down: bool,
+}
+
+impl Durability {
+    pub(crate) fn new(recovery_point: RecoveryPointFile) -> Durability {
+        Durability {
+            recovery_point,
+            shut_down: false,
         }
     }
 }
@@ -134,13 +153,15 @@ impl LogInner {
     /// or right here otherwise (outside the writer lock: other appenders go on). Under
     /// `FlushPolicy::Always` the append's own flush covers it.
     pub(crate) fn after_roll(&self) -> Result<()> {
+        // The file for the roll after this one, while nobody waits for it.
+        self.prepare_spare();
         if self.config.flush == FlushPolicy::Always {
             return Ok(());
         }
         // A sealed segment stays open until its fsync (see segment/cache.rs): when the
         // syncer falls behind by `max_open_segments`, the appender syncs, so open
         // files stay bounded.
-        let backlog = self.writer.lock().unsynced.len();
+        let backlog = self.lock_writer().unsynced.len();
         if self.roll_syncer.load(AtomicOrdering::Acquire) && backlog < self.config.max_open_segments
         {
             self.shutdown.notify_rolled();
@@ -238,10 +259,13 @@ impl LogInner {
             self.last_sync_ms.fetch_max(now, AtomicOrdering::AcqRel);
         }
         let plan = {
-            let mut w = self.writer.lock();
+            let mut w = self.lock_writer();
             if w.shut_down {
-                // `close` already made everything durable (flush_to's target is met
-                // by the durable offset it set), unless it failed.
+                // `close` makes everything durable (flush_to's target is met by the
+                // durable offset it sets), unless it fails: wait for it to finish
+                // with the recovery point (it holds that lock throughout).
+                drop(w);
+                let _done = self.durability.lock();
                 return self.after_shutdown().map(|()| None);
             }
             let Some(plan) = SyncPlan::take(&mut w, kind) else {
@@ -274,19 +298,19 @@ impl LogInner {
                 .map_err(|e| Error::io("sync directory", &self.dir, e))?;
             self.counters.fsyncs.fetch_add(1, AtomicOrdering::Relaxed);
         }
-        let mut w = self.writer.lock();
-        if w.shut_down {
+        let mut d = self.durability.lock();
+        if d.shut_down {
             // `close` wrote the final recovery point and the clean-shutdown marker
             // meanwhile: rewriting the point now would contradict the marker.
             return self.after_shutdown().map(|()| Some(plan.point.offset));
         }
-        let ahead = w.recovery_point.last().is_none_or(|last| {
+        let ahead = d.recovery_point.last().is_none_or(|last| {
             (plan.point.segment, plan.point.position) > (last.segment, last.position)
         });
         if ahead {
-            w.recovery_point.write(plan.point)?;
+            d.recovery_point.write(plan.point)?;
             if plan.dir_dirty {
-                w.recovery_point.sync()?;
+                d.recovery_point.sync()?;
             }
         }
         Ok(Some(plan.point.offset))
@@ -332,23 +356,40 @@ impl LogInner {
     }
 
     /// Seals the active segment, fsyncs everything, writes the final recovery point
-    /// and the clean-shutdown marker, all under the writer lock: an append that was
-    /// under way when `close` began is either wholly before this (and in the closed
-    /// files) or sees the log closed; a flush round under way finds `shut_down` set
-    /// and leaves the recovery point alone.
+    /// and the clean-shutdown marker. Under the writer lock (gate open) it only marks
+    /// the writer shut down and takes its state: an append that was under way when
+    /// `close` began is either wholly before this (and in the closed files) or sees
+    /// the log closed. The file work runs under the recovery-point lock, held
+    /// throughout: a flush round under way finds `shut_down` set and leaves the
+    /// recovery point alone, and one starting waits for the outcome. The
+    /// maintenance lock keeps retention and the cleaner's swap out meanwhile.
     fn write_clean_shutdown(&self) -> Result<()> {
-        let mut w = self.writer.lock();
+        let _maintenance = self.maintenance.lock();
+        let mut w = self.lock_writer();
+        w.wait_for_gate(&self.writer_gate);
         w.shut_down = true;
+        let mut d = self.durability.lock();
+        d.shut_down = true;
         if let Some(reason) = self.poisoned.lock().clone() {
             return Err(Error::Poisoned { reason });
         }
-        let result = self.shutdown_files(&mut w);
+        let plan = ShutdownPlan {
+            active: Arc::clone(&w.active),
+            position: w.position,
+            next_offset: w.next_offset,
+            unsynced: std::mem::take(&mut w.unsynced),
+            spare: w.spare.take(),
+        };
+        w.allocated = w.position;
+        w.dir_dirty = false;
+        drop(w);
+        let result = self.shutdown_files(&plan, &mut d);
         match &result {
             // Poisoned before the lock goes: a round waiting for it must see the failure.
             Err(e) => self.poison(e),
             Ok(end) => {
                 let end = *end;
-                drop(w);
+                drop(d);
                 let mut st = self.flush_state.lock();
                 st.durable_offset = st.durable_offset.max(end);
                 self.durable_offset.fetch_max(end, AtomicOrdering::AcqRel);
@@ -358,13 +399,16 @@ impl LogInner {
     }
 
     /// The file work of a clean shutdown; returns the end offset, now durable.
-    fn shutdown_files(&self, w: &mut Writer) -> Result<Offset> {
+    fn shutdown_files(&self, plan: &ShutdownPlan, d: &mut Durability) -> Result<Offset> {
         let fs = &*self.config.fs;
-        let active = Arc::clone(&w.active);
-        let position = w.position;
-        w.allocated = position;
+        let active = &plan.active;
+        let position = plan.position;
+        if let Some(spare) = &plan.spare {
+            // Best effort: a spare left behind is a `.tmp` file removed at open.
+            let _ = fs.remove_file(&spare.path);
+        }
         active.seal()?;
-        for s in std::mem::take(&mut w.unsynced) {
+        for s in &plan.unsynced {
             s.sync()?;
         }
         active.sync()?;
@@ -382,14 +426,13 @@ impl LogInner {
         // point naming a file that is not there (which open reports as lost records).
         fs.sync_dir(&self.dir)
             .map_err(|e| Error::io("sync directory", &self.dir, e))?;
-        w.dir_dirty = false;
-        let offset = w.next_offset;
-        w.recovery_point.write(RecoveryPoint {
+        let offset = plan.next_offset;
+        d.recovery_point.write(RecoveryPoint {
             segment: active.base_offset,
             position,
             offset,
         })?;
-        w.recovery_point.sync()?;
+        d.recovery_point.sync()?;
         let marker = self.dir.join(checkpoint::CLEAN_SHUTDOWN);
         let f = fs
             .open(&marker, crate::fs::OpenMode::Create)
@@ -400,6 +443,18 @@ impl LogInner {
             .map_err(|e| Error::io("sync directory", &self.dir, e))?;
         Ok(offset)
     }
+}
+
+/// What `close` seals and fsyncs, taken from the writer under its lock.
+struct ShutdownPlan {
+    active: Arc<Segment>,
+    position: u64,
+    next_offset: Offset,
+    /// Sealed segments not fsynced yet.
+    unsynced: Vec<Arc<Segment>>,
+    /// The next segment's file prepared ahead: removed (durably, with the final
+    /// directory fsync); one left by a failure is a `.tmp` removed at open.
+    spare: Option<crate::segment::Spare>,
 }
 
 /// What one round fsyncs, taken from the writer under its lock.
@@ -494,7 +549,7 @@ mod tests {
         };
         let log = Log::open("/log", config).unwrap();
         log.append(Record::new("a")).unwrap();
-        let plan = SyncPlan::take(&mut log.inner.writer.lock(), Round::Everything).unwrap();
+        let plan = SyncPlan::take(&mut log.inner.lock_writer(), Round::Everything).unwrap();
         log.append(Record::new("b")).unwrap();
         log.clone().close().unwrap();
         let rp = "/log/recovery-point";

@@ -43,6 +43,7 @@ pub mod sim;
 mod stats;
 mod trace;
 mod writer;
+mod writer_lock;
 
 pub use batch::{HeaderIter, RecordView};
 pub use clock::{Clock, ManualClock, SystemClock};

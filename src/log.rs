@@ -13,7 +13,7 @@ use crate::checkpoint::{self};
 use crate::cleaner::CleanerState;
 use crate::config::LogConfig;
 use crate::cursor::Cursors;
-use crate::flush::FlushState;
+use crate::flush::{Durability, FlushState};
 use crate::gaps;
 use crate::read_only::ReadOnlyView;
 use crate::reader::LogReader;
@@ -89,7 +89,19 @@ pub(crate) struct LogInner {
     pub(crate) segment_cache: Arc<SegmentCache>,
     /// Snapshot of the segments, oldest first; the last is the active one.
     pub(crate) segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    /// The append lock: the writer's state. Never held across a file operation
+    /// (see `writer_lock.rs`).
     pub(crate) writer: Mutex<Writer>,
+    /// Wakes appenders waiting for a roll or growth under way (`Writer::gate`).
+    pub(crate) writer_gate: Condvar,
+    /// The recovery point file and whether `close` finished with it: taken by flush
+    /// rounds to write the point, by the cleaner to check it, and by `close`.
+    pub(crate) durability: Mutex<Durability>,
+    /// Serialises the changes that remove or replace segments and move the start
+    /// offset (retention, the cleaner's swap, `delete_records_before`, `close`),
+    /// held across their file operations. Rolls only append to the list and do not
+    /// take it.
+    pub(crate) maintenance: Mutex<()>,
     pub(crate) end_offset: AtomicU64,
     pub(crate) durable_offset: AtomicU64,
     pub(crate) start_offset: AtomicU64,
@@ -128,12 +140,14 @@ pub(crate) struct LogInner {
     pub(crate) dedup: Option<crate::dedup::DedupWindow>,
 }
 
-/// Running totals for [`LogStats`] (append counts live in [`Writer`]).
+/// Running totals for [`LogStats`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub fsyncs: AtomicU64,
     pub flushes: AtomicU64,
     pub rolls: AtomicU64,
+    pub records_appended: AtomicU64,
+    pub batches_appended: AtomicU64,
 }
 
 impl Log {
@@ -201,11 +215,12 @@ impl Log {
             unsynced: Vec::new(),
             dir_dirty: false,
             records_since_flush: 0,
-            records_appended: 0,
-            batches_appended: 0,
             index_entries: active_index_entries,
-            recovery_point: recovered.recovery_point_file,
             shut_down: false,
+            gate: false,
+            spare: None,
+            spare_busy: false,
+            spares_made: 0,
         };
         let opened_ms = config.clock.now_ms();
         let inner = Arc::new(LogInner {
@@ -213,6 +228,9 @@ impl Log {
             segment_cache: Arc::clone(&recovered.cache),
             segments: RwLock::new(Arc::new(recovered.segments)),
             writer: Mutex::new(writer),
+            writer_gate: Condvar::new(),
+            durability: Mutex::new(Durability::new(recovered.recovery_point_file)),
+            maintenance: Mutex::new(()),
             end_offset: AtomicU64::new(next_offset),
             durable_offset: AtomicU64::new(next_offset),
             start_offset: AtomicU64::new(recovered.start_offset),
@@ -406,7 +424,9 @@ impl Log {
     pub fn delete_records_before(&self, offset: Offset) -> Result<()> {
         let inner = &*self.inner;
         inner.check_writable()?;
-        let _w = inner.writer.lock();
+        // Not the append lock: the checkpoint write is a file operation.
+        let _maintenance = inner.maintenance.lock();
+        inner.check_writable()?;
         let new_start = offset.min(self.end_offset());
         if new_start <= self.start_offset() {
             return Ok(());
@@ -491,10 +511,6 @@ impl Log {
         inner.refresh_view_or_record();
         let segments = inner.snapshot();
         let c = &inner.counters;
-        let (records_appended, batches_appended) = {
-            let w = inner.writer.lock();
-            (w.records_appended, w.batches_appended)
-        };
         let dirty = inner.dirty_stats();
         LogStats {
             start_offset: self.start_offset(),
@@ -502,8 +518,8 @@ impl Log {
             durable_offset: self.durable_offset(),
             segments: segments.len(),
             size_bytes: segments.iter().map(|s| s.published()).sum(),
-            records_appended,
-            batches_appended,
+            records_appended: c.records_appended.load(AtomicOrdering::Relaxed),
+            batches_appended: c.batches_appended.load(AtomicOrdering::Relaxed),
             flushes: c.flushes.load(AtomicOrdering::Relaxed),
             fsyncs: c.fsyncs.load(AtomicOrdering::Relaxed),
             rolls: c.rolls.load(AtomicOrdering::Relaxed),
@@ -599,6 +615,11 @@ impl LogInner {
             crate::trace::event_error!(dir = %self.dir.display(), task, error = %err, "background task failed");
             *self.background_error.lock() = Some(format!("{task}: {err}"));
         }
+    }
+
+    /// Takes the append lock (see `writer_lock.rs`: no file operation under it).
+    pub(crate) fn lock_writer(&self) -> crate::writer_lock::WriterGuard<'_> {
+        crate::writer_lock::WriterGuard::lock(&self.writer)
     }
 
     pub fn snapshot(&self) -> Arc<Vec<Arc<Segment>>> {

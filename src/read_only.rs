@@ -41,7 +41,7 @@ use crate::batch;
 use crate::checkpoint::{self, RecoveryPointFile};
 use crate::cleaner::CleanerState;
 use crate::config::LogConfig;
-use crate::flush::FlushState;
+use crate::flush::{Durability, FlushState};
 use crate::fs::{FileHandle, FileSystem, OpenMode, OsFs};
 use crate::index::{self, Indexes};
 use crate::log::{Counters, Log, LogInner};
@@ -160,11 +160,12 @@ impl Log {
             unsynced: Vec::new(),
             dir_dirty: false,
             records_since_flush: 0,
-            records_appended: 0,
-            batches_appended: 0,
             index_entries: 0,
-            recovery_point: RecoveryPointFile::unwritten(Arc::new(Unwritable), rp_path),
             shut_down: true,
+            gate: false,
+            spare: None,
+            spare_busy: false,
+            spares_made: 0,
         };
         let cursors = crate::cursor::Cursors::load_read_only(&*fs, &dir)?;
         let crash_history = crate::crash_history::CrashHistory::load(&*fs, &dir)?;
@@ -172,6 +173,12 @@ impl Log {
             dir,
             segments: RwLock::new(Arc::new(vec![placeholder])),
             writer: Mutex::new(writer),
+            writer_gate: Condvar::new(),
+            durability: Mutex::new(Durability::new(RecoveryPointFile::unwritten(
+                Arc::new(Unwritable),
+                rp_path,
+            ))),
+            maintenance: Mutex::new(()),
             end_offset: AtomicU64::new(0),
             durable_offset: AtomicU64::new(0),
             start_offset: AtomicU64::new(0),

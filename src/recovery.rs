@@ -37,6 +37,7 @@ pub(crate) struct Recovered {
 pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
     let fs = &config.fs;
     let cache = &SegmentCache::new(config.max_open_segments);
+    cache.set_write_through_file(write_through_file(&**fs, dir)?);
     clean_leftovers(&**fs, dir)?;
     let mut bases: Vec<Offset> = list(&**fs, dir)?
         .iter()
@@ -112,6 +113,21 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
 
 /// Removes the clean-shutdown marker (durably) and says whether it was there: from
 /// here on a crash must not be taken for a clean shutdown.
+/// Set (to anything but `0`) in the environment, forces the write-through-file mode
+/// on every file system: how the test suites run the `pwrite` path.
+pub(crate) const FORCE_WRITE_THROUGH_FILE: &str = "LOGQUEUE_WRITE_THROUGH_FILE";
+
+/// The log's write mode: through the file where allocated space is not reserved
+/// (a store into the mapping could `SIGBUS` on a full disk), or when forced. A file
+/// system that cannot be identified, or a platform not supported, fails the open.
+fn write_through_file(fs: &dyn FileSystem, dir: &Path) -> Result<bool> {
+    let forced = std::env::var_os(FORCE_WRITE_THROUGH_FILE).is_some_and(|v| v != "0");
+    let reserves = fs
+        .reserves_allocation(dir)
+        .map_err(|e| Error::io("identify the file system (statfs)", dir, e))?;
+    Ok(forced || !reserves)
+}
+
 fn take_clean_shutdown_marker(fs: &dyn FileSystem, dir: &Path) -> Result<bool> {
     let marker = dir.join(checkpoint::CLEAN_SHUTDOWN);
     if !fs.exists(&marker) {

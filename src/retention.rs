@@ -136,8 +136,11 @@ impl LogInner {
         let retention_bytes = self.config.retention_bytes.filter(|_| deletes);
         let mut report = RetentionReport::default();
         let mut held = 0u64;
+        // Not the append lock: the start-offset checkpoint is written under this
+        // one. Rolls go on meanwhile, but only append to the segment list.
+        let _maintenance = self.maintenance.lock();
+        self.check_writable()?;
         let retired: Vec<Arc<Segment>> = {
-            let mut w = self.writer.lock();
             let start = self.start_offset.load(Ordering::Acquire);
             let mut segments = self.snapshot();
             let mut total: u64 = segments.iter().map(|s| s.published()).sum();
@@ -146,7 +149,7 @@ impl LogInner {
                 let seg = Arc::clone(&segments[count]);
                 let active = count == segments.len() - 1;
                 let next_base = if active {
-                    w.next_offset
+                    self.end_offset.load(Ordering::Acquire)
                 } else {
                     segments[count + 1].base_offset
                 };
@@ -170,8 +173,15 @@ impl LogInner {
                     break;
                 }
                 if active {
-                    // The active segment alone has expired: roll, then delete it.
-                    self.roll(&mut w)?;
+                    // The active segment alone has expired: roll (unless an append
+                    // rolled meanwhile), then delete it.
+                    let mut w = self.lock_writer();
+                    w.wait_for_gate(&self.writer_gate);
+                    self.check_writable()?;
+                    if Arc::ptr_eq(&w.active, &seg) {
+                        self.roll(&mut w)?;
+                    }
+                    drop(w);
                     segments = self.snapshot();
                 }
                 total -= seg.published();
@@ -180,7 +190,7 @@ impl LogInner {
             if count == 0 {
                 Vec::new()
             } else {
-                let remaining = segments[count..].to_vec();
+                let remaining = &segments[count..];
                 let new_start = start.max(remaining[0].base_offset);
                 if new_start > start {
                     checkpoint::durable_replace(
@@ -191,9 +201,18 @@ impl LogInner {
                     )?;
                     self.start_offset.store(new_start, Ordering::Release);
                 }
-                *self.segments.write() = Arc::new(remaining);
+                // The version swap, from the list as it is now: rolls may have
+                // appended to it since the snapshot, nothing else changed it.
+                let mut list = self.segments.write();
+                debug_assert!(list[..count]
+                    .iter()
+                    .zip(&segments[..count])
+                    .all(|(a, b)| Arc::ptr_eq(a, b)));
+                *list = Arc::new(list[count..].to_vec());
+                drop(list);
                 // Sealed segments waiting for their fsync no longer need it.
-                w.unsynced
+                self.lock_writer()
+                    .unsynced
                     .retain(|s| !segments[..count].iter().any(|r| Arc::ptr_eq(r, s)));
                 segments[..count].to_vec()
             }

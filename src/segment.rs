@@ -16,12 +16,14 @@ use crate::{Error, Offset, Result};
 
 mod cache;
 mod lookup;
+mod spare;
 mod write;
 
 use cache::Handles;
 pub(crate) use cache::SegmentCache;
 
 pub(crate) use lookup::BatchRef;
+pub(crate) use spare::Spare;
 
 pub(crate) const LOG_SUFFIX: &str = ".log";
 pub(crate) const INDEX_SUFFIX: &str = ".index";
@@ -292,10 +294,13 @@ impl Segment {
                 .map_err(|e| Error::io("open segment", &path, e))?;
             self.handles.set_file(f);
         }
-        let map = self
-            .file()?
-            .map(len)
-            .map_err(|e| Error::io("map segment", self.path(), e))?;
+        let file = self.file()?;
+        let map = if self.cache.writes_through_file() {
+            file.map_writing_through_file(len)
+        } else {
+            file.map(len)
+        }
+        .map_err(|e| Error::io("map segment", self.path(), e))?;
         if self.handles.map().is_some() {
             return Err(Error::InvalidConfig("segment mapped twice".into()));
         }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use crate::background::Prepare;
 use crate::batch::{self, BatchMeta, RecordParts};
-use crate::checkpoint::RecoveryPointFile;
 use crate::config::FlushPolicy;
 use crate::index;
 use crate::log::{Log, LogInner};
-use crate::segment::Segment;
+use crate::segment::{Segment, Spare};
+use crate::writer_lock::WriterGuard;
 use crate::{Error, Offset, Record, RecordRef, Result};
 
 /// Bytes by which the active segment's file grows at a time (real blocks, fallocate).
@@ -31,14 +31,19 @@ pub(crate) struct Writer {
     /// A segment file was created since the directory was last fsynced.
     pub dir_dirty: bool,
     pub records_since_flush: u64,
-    pub records_appended: u64,
-    pub batches_appended: u64,
     /// Offset-index entries of the active segment (the roll rule for a full index).
     pub index_entries: u64,
-    pub recovery_point: RecoveryPointFile,
     /// `close` has sealed the files and written (or failed to write) the clean-shutdown
     /// marker: nothing may be written any more, not even the recovery point.
     pub shut_down: bool,
+    /// The next segment's file, prepared ahead (see `segment/spare.rs`).
+    pub spare: Option<Spare>,
+    /// A spare is being prepared (at most one at a time); spares made so far.
+    pub spare_busy: bool,
+    pub spares_made: u64,
+    /// A roll or a growth of the active segment is under way with the lock released
+    /// for its file operations: no append may start (see `writer_lock.rs`).
+    pub gate: bool,
 }
 
 impl Log {
@@ -141,21 +146,41 @@ impl Log {
             });
         }
         let (range, rolled) = {
-            let mut w = inner.writer.lock();
-            // Again under the lock: `close` (and a failed roll's poisoning) may have
-            // happened since the lock-free check above, and after `close` sealed the
-            // files nothing may be written to them.
-            inner.check_writable()?;
-            let base = w.next_offset;
-            // The offset space is u64: a log whose end was planted near u64::MAX (a
-            // checkpoint or file name) has no room left, which is an error, not a panic.
-            if base.checked_add(count as u64).is_none() {
-                return Err(Error::OffsetOutOfRange {
-                    offset: base,
-                    start: self.start_offset(),
-                    end: base,
-                });
+            let mut w = inner.lock_writer();
+            let mut rolled = false;
+            let mut grew = false;
+            loop {
+                // Under the lock, and again after every wait: `close` (and a failed
+                // roll's poisoning) may have happened meanwhile, and after `close`
+                // sealed the files nothing may be written to them.
+                w.wait_for_gate(&inner.writer_gate);
+                inner.check_writable()?;
+                let base = w.next_offset;
+                // The offset space is u64: a log whose end was planted near u64::MAX
+                // (a checkpoint or file name) has no room left: an error, not a panic.
+                if base.checked_add(count as u64).is_none() {
+                    return Err(Error::OffsetOutOfRange {
+                        offset: base,
+                        start: self.start_offset(),
+                        end: base,
+                    });
+                }
+                // A roll or a growth first, with the lock released for its file
+                // operations; then look again (the log may have closed meanwhile).
+                let last_offset = base + u64::from(last_delta);
+                if inner.must_roll(&w, len as u64, last_offset, now) {
+                    inner.roll(&mut w)?;
+                    rolled = true;
+                    continue;
+                }
+                // One growth per append: the one it needs, or else the one ahead.
+                if !grew && inner.grow_if_needed(&mut w, len as u64)? {
+                    grew = true;
+                    continue;
+                }
+                break;
             }
+            let base = w.next_offset;
             let meta = BatchMeta {
                 base_offset: base,
                 last_offset_delta: last_delta,
@@ -169,7 +194,7 @@ impl Log {
                 max_timestamp,
                 now,
             };
-            let rolled = inner.write_batch(&mut w, &batch, |buf| {
+            inner.write_batch(&mut w, &batch, |buf| {
                 records.encode_into(buf, meta, now).ok_or_else(|| {
                     Error::io(
                         "encode batch",
@@ -179,8 +204,16 @@ impl Log {
                 })
             })?;
             w.records_since_flush += count as u64;
-            w.records_appended += count as u64;
-            w.batches_appended += 1;
+            // Only appenders change these, under the lock: plain loads and stores,
+            // no read-modify-write on the append path; `stats` reads them lock-free.
+            let c = &inner.counters;
+            let records = c.records_appended.load(AtomicOrdering::Relaxed);
+            c.records_appended
+                .store(records + count as u64, AtomicOrdering::Relaxed);
+            let batches = c.batches_appended.load(AtomicOrdering::Relaxed);
+            c.batches_appended
+                .store(batches + 1, AtomicOrdering::Relaxed);
+            drop(w);
             (base..base + count as u64, rolled)
         };
         inner.appended.notify();
@@ -193,7 +226,7 @@ impl Log {
             FlushPolicy::Always => self.flush_to(range.end)?,
             FlushPolicy::EveryRecords(n) => {
                 let due = {
-                    let mut w = inner.writer.lock();
+                    let mut w = inner.lock_writer();
                     if w.records_since_flush >= n {
                         w.records_since_flush = 0;
                         true
@@ -217,35 +250,23 @@ impl Log {
 }
 
 impl LogInner {
-    /// Writer only: puts one batch at the end of the active segment, rolling first
-    /// when it must; `fill` encodes it into the `batch.len` bytes it is given, in
-    /// the segment's mapping. True when it rolled.
+    /// Writer only: puts one batch at the end of the active segment (which has room
+    /// for it: see [`LogInner::grow_if_needed`]); `fill` encodes it into the
+    /// `batch.len` bytes it is given, in the segment's mapping.
     fn write_batch(
         &self,
         w: &mut Writer,
         batch: &PlannedBatch,
         fill: impl FnOnce(&mut [u8]) -> Result<()>,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let len = batch.len as u64;
         let base = batch.base;
         let last_offset = base + u64::from(batch.last_delta);
-        let rolled = self.must_roll(w, len, last_offset, batch.now);
-        if rolled {
-            self.roll(w)?;
-        }
-        let capacity = self.config.segment_capacity();
         let end = w.position + len;
         assert!(
-            end <= capacity,
-            "a batch of at most max_batch_bytes fits an empty segment"
+            end <= w.allocated.min(self.config.segment_capacity()),
+            "the writer grows the segment before writing"
         );
-        // Space the preparer allocated ahead, if any.
-        w.allocated = w.allocated.max(w.active.allocated_ahead().min(capacity));
-        if end > w.allocated {
-            self.allocate(w, end).inspect_err(|e| self.poison(e))?;
-        } else if w.allocated - end < ALLOC_CHUNK_BYTES && w.allocated < capacity {
-            self.allocate_ahead(w);
-        }
         let interval = u64::from(self.config.index_interval_bytes);
         let index_ts = (w.bytes_since_index >= interval).then_some(w.max_timestamp);
         let next = last_offset + 1;
@@ -270,36 +291,30 @@ impl LogInner {
             w.first_append_time = batch.now;
         }
         self.end_offset.store(next, AtomicOrdering::SeqCst);
-        Ok(rolled)
-    }
-
-    /// Grows the active segment's real allocation to cover `end` and a chunk more
-    /// (at most its capacity), and has the new chunk's pages mapped in one go: by
-    /// the background preparer when it runs (off the append path), else right here,
-    /// rather than by a page fault every 4 KiB of appends.
-    fn allocate(&self, w: &mut Writer, end: u64) -> Result<()> {
-        let capacity = self.config.segment_capacity();
-        let target = (w.allocated + ALLOC_CHUNK_BYTES).max(end).min(capacity);
-        w.active
-            .file()?
-            .allocate(target)
-            .map_err(|e| Error::io("allocate segment", w.active.path(), e))?;
-        let from = w.allocated;
-        w.allocated = target;
-        self.prefault(&w.active, from, target);
         Ok(())
     }
 
-    /// Keeps a chunk allocated (and prefaulted) ahead of the writer, so that appends
-    /// never wait for it: asks the preparer for the next chunk (`fallocate` can wait
-    /// for a journal commit, milliseconds, and the prefault is one `madvise` of 8
-    /// MiB), or without one does both here. Nothing depends on that space yet: a
-    /// failure is retried when the space is needed.
-    fn allocate_ahead(&self, w: &mut Writer) {
+    /// Writer only, gate open: makes sure `len` more bytes fit the active segment's
+    /// real allocation, and keeps a chunk allocated (and prefaulted) ahead of the
+    /// writer, so that appends never wait for it: asks the preparer for the next
+    /// chunk (`fallocate` can wait for a journal commit, milliseconds, and the
+    /// prefault is one `madvise` of 8 MiB). True when it released the lock to grow
+    /// the file here (the caller then looks at the writer's state again).
+    fn grow_if_needed(&self, w: &mut WriterGuard<'_>, len: u64) -> Result<bool> {
         let capacity = self.config.segment_capacity();
+        let end = w.position + len;
+        // Space the preparer allocated ahead, if any.
+        w.allocated = w.allocated.max(w.active.allocated_ahead().min(capacity));
+        if end > w.allocated {
+            self.grow(w, end).inspect_err(|e| self.poison(e))?;
+            return Ok(true);
+        }
+        if w.allocated - end >= ALLOC_CHUNK_BYTES || w.allocated >= capacity {
+            return Ok(false);
+        }
         let target = (w.allocated + ALLOC_CHUNK_BYTES).min(capacity);
         if !w.active.ask_ahead(target) {
-            return; // asked for already
+            return Ok(false); // asked for already
         }
         let request = Prepare {
             segment: Arc::clone(&w.active),
@@ -307,9 +322,40 @@ impl LogInner {
             to: target,
             allocate: true,
         };
-        if !self.shutdown.request_prepare(request) {
-            let _ = self.allocate(w, w.position);
+        if self.shutdown.request_prepare(request) {
+            return Ok(false);
         }
+        // No preparer: grow here. Nothing depends on that space yet: a failure is
+        // retried when the space is needed.
+        let position = w.position;
+        let _ = self.grow(w, position);
+        Ok(true)
+    }
+
+    /// Grows the active segment's real allocation to cover `end` and a chunk more
+    /// (at most its capacity), and has the new chunk's pages mapped in one go (by
+    /// the preparer when it runs), rather than by a page fault every 4 KiB of
+    /// appends. The file operations run with the gate closed and the lock released.
+    fn grow(&self, w: &mut WriterGuard<'_>, end: u64) -> Result<()> {
+        let capacity = self.config.segment_capacity();
+        let target = (w.allocated + ALLOC_CHUNK_BYTES).max(end).min(capacity);
+        let active = Arc::clone(&w.active);
+        let from = w.allocated;
+        w.gate = true;
+        let grown = w.unlocked(|| {
+            active
+                .file()?
+                .allocate(target)
+                .map_err(|e| Error::io("allocate segment", active.path(), e))?;
+            self.prefault(&active, from, target);
+            Ok(())
+        });
+        w.gate = false;
+        self.writer_gate.notify_all();
+        grown?;
+        // The gate kept every other append and roll out: still the active segment.
+        w.allocated = w.allocated.max(target);
+        Ok(())
     }
 
     /// Maps `[from, to)` of `segment` (allocated) for writing, in the background
@@ -322,7 +368,9 @@ impl LogInner {
             allocate: false,
         };
         if !self.shutdown.request_prepare(request) {
-            prefault_now(segment, from, to);
+            if let Err(e) = prefault_now(segment, from, to) {
+                self.record_background_error("prefault", &e);
+            }
         }
     }
 
@@ -348,52 +396,138 @@ impl LogInner {
         index::relative(w.active.base_offset, last_offset).is_none()
     }
 
-    /// Seals the active segment and starts a new one at the next offset. Any failure
-    /// poisons the log: the old segment may be sealed (its file cut to its data) with
-    /// no new one to write to, and the state on disk is unknown.
+    /// Writer only, gate open: seals the active segment and starts a new one at the
+    /// next offset. The file operations (the seal: `set_len` and the index files;
+    /// creating, allocating and mapping the new file) run with the gate closed, so
+    /// no append starts, and the lock released, so flush rounds, `stats`, retention
+    /// and the cleaner go on; under the lock the roll only swaps pointers. The order
+    /// on disk is the same as when all of it ran under the lock (seal, then create),
+    /// and nothing is written to the new segment before both are done.
+    ///
+    /// Any failure poisons the log: the old segment may be sealed (its file cut to
+    /// its data) with no new one to write to, and the state on disk is unknown.
     ///
     /// The sealed segment joins `unsynced`; the caller arranges its fsync off the
     /// writer lock ([`LogInner::after_roll`]).
-    pub fn roll(&self, w: &mut Writer) -> Result<()> {
-        self.roll_unpoisoned(w).inspect_err(|e| self.poison(e))
-    }
-
-    fn roll_unpoisoned(&self, w: &mut Writer) -> Result<()> {
+    pub(crate) fn roll(&self, w: &mut WriterGuard<'_>) -> Result<()> {
+        debug_assert!(!w.gate, "the caller waited for the gate");
         // From here on the old file may be cut to its data at any step: never count on
         // the space allocated beyond it again.
         w.allocated = w.position;
-        w.active.seal()?;
-        let fs = &self.config.fs;
-        let capacity = self.config.segment_capacity();
-        let segment = Arc::new(Segment::create(
-            fs,
-            &self.segment_cache,
-            &self.dir,
-            w.next_offset,
-            capacity,
-            ALLOC_CHUNK_BYTES.min(capacity),
-        )?);
+        w.gate = true;
+        let old = Arc::clone(&w.active);
+        let base = w.next_offset;
+        let spare = w.spare.take();
+        let created = w.unlocked(|| self.seal_and_create(&old, base, spare));
+        w.gate = false;
+        self.writer_gate.notify_all();
+        let (segment, allocated) = created.inspect_err(|e| self.poison(e))?;
         let old = std::mem::replace(&mut w.active, Arc::clone(&segment));
-        old.set_next_offset(w.next_offset);
+        old.set_next_offset(base);
         w.unsynced.push(old);
         w.dir_dirty = true;
         w.position = 0;
-        w.allocated = segment
-            .file()?
-            .size()
-            .map_err(|e| Error::io("stat segment", segment.path(), e))?;
-        self.prefault(&segment, 0, w.allocated);
+        w.allocated = allocated;
         w.bytes_since_index = u64::MAX;
         w.index_entries = 0;
         w.max_timestamp = i64::MIN;
         w.first_append_time = i64::MIN;
+        // The version swap: a new list, replaced under the list's own small lock.
         let mut list = self.segments.write();
-        let mut next: Vec<Arc<Segment>> = list.iter().cloned().collect();
+        let mut next: Vec<Arc<Segment>> = Vec::with_capacity(list.len() + 1);
+        next.extend(list.iter().cloned());
         next.push(segment);
         *list = Arc::new(next);
+        drop(list);
         self.counters.rolls.fetch_add(1, AtomicOrdering::Relaxed);
-        crate::trace::event_info!(dir = %self.dir.display(), new_base = w.next_offset, "rolled to a new segment");
+        crate::trace::event_info!(dir = %self.dir.display(), new_base = base, "rolled to a new segment");
         Ok(())
+    }
+
+    /// A roll's file operations, outside the writer lock: seals `old`, then makes
+    /// the segment at `base` from the spare prepared ahead (a rename), or else
+    /// creates it and has its allocated space prefaulted; returns it and its
+    /// allocated size.
+    fn seal_and_create(
+        &self,
+        old: &Segment,
+        base: Offset,
+        spare: Option<Spare>,
+    ) -> Result<(Arc<Segment>, u64)> {
+        old.seal()?;
+        if let Some(spare) = spare {
+            let allocated = spare.allocated;
+            let fs = &self.config.fs;
+            let segment = Segment::from_spare(fs, &self.segment_cache, &self.dir, base, spare)?;
+            return Ok((Arc::new(segment), allocated));
+        }
+        let capacity = self.config.segment_capacity();
+        let segment = Arc::new(Segment::create(
+            &self.config.fs,
+            &self.segment_cache,
+            &self.dir,
+            base,
+            capacity,
+            ALLOC_CHUNK_BYTES.min(capacity),
+        )?);
+        let allocated = segment
+            .file()?
+            .size()
+            .map_err(|e| Error::io("stat segment", segment.path(), e))?;
+        self.prefault(&segment, 0, allocated);
+        Ok((segment, allocated))
+    }
+}
+
+impl LogInner {
+    /// Prepares the next segment's file ahead of the roll that needs it, with no
+    /// log lock held across the file operations (at most one at a time; nothing
+    /// when a spare is ready). A failure is not fatal, the next roll creates the
+    /// file itself; it is recorded as the last background error.
+    pub(crate) fn prepare_spare(&self) {
+        let n = {
+            let mut w = self.lock_writer();
+            if w.spare.is_some() || w.spare_busy || w.shut_down {
+                return;
+            }
+            w.spare_busy = true;
+            w.spares_made += 1;
+            w.spares_made
+        };
+        let capacity = self.config.segment_capacity();
+        let prepared = Spare::prepare(
+            &*self.config.fs,
+            &self.segment_cache,
+            &self.dir,
+            n,
+            capacity,
+            ALLOC_CHUNK_BYTES.min(capacity),
+        );
+        let (spare, hint) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                self.lock_writer().spare_busy = false;
+                self.record_background_error("prepare spare segment", &e);
+                return;
+            }
+        };
+        if let Some(e) = hint {
+            self.record_background_error("prefault", &e);
+        }
+        let unused = {
+            let mut w = self.lock_writer();
+            w.spare_busy = false;
+            if w.shut_down {
+                Some(spare)
+            } else {
+                w.spare = Some(spare);
+                None
+            }
+        };
+        if let Some(spare) = unused {
+            // `close` ran meanwhile; a file left here is a `.tmp` removed at open.
+            let _ = self.config.fs.remove_file(&spare.path);
+        }
     }
 }
 
@@ -406,13 +540,20 @@ struct PlannedBatch {
     now: i64,
 }
 
-/// Maps `[from, to)` of a segment's writable mapping in one call (a hint: failures,
-/// such as a segment cut short since, are ignored).
-pub(crate) fn prefault_now(segment: &Segment, from: u64, to: u64) {
-    if let Some(map) = segment.writable_mapping() {
-        let start = usize::try_from(from).unwrap_or(usize::MAX);
-        let len = usize::try_from(to.saturating_sub(from)).unwrap_or(0);
-        map.prefault(start, len);
+/// Maps `[from, to)` of a segment's writable mapping in one call. A failure is
+/// returned for the log to report (see [`crate::fs::Mapping::try_prefault`]); the
+/// writes then fault the pages in themselves. A segment sealed (cut short) since is
+/// not a failure: nothing will be written there.
+pub(crate) fn prefault_now(segment: &Segment, from: u64, to: u64) -> Result<()> {
+    let Some(map) = segment.writable_mapping() else {
+        return Ok(());
+    };
+    let start = usize::try_from(from).unwrap_or(usize::MAX);
+    let len = usize::try_from(to.saturating_sub(from)).unwrap_or(0);
+    match map.try_prefault(start, len) {
+        Err(_) if segment.writable_mapping().is_none() || segment.published() >= to => Ok(()),
+        Err(e) => Err(Error::io("prefault segment", segment.path(), e)),
+        Ok(()) => Ok(()),
     }
 }
 

@@ -116,6 +116,13 @@ fn a_failed_roll_sync_is_reported_and_poisons() {
                 log.durable_offset() >= active || last_error(&log).is_some()
             });
             if let Some(error) = last_error(&log) {
+                if error.starts_with("prepare spare segment: ") {
+                    // The next segment's file prepared ahead after the roll: not
+                    // fatal (the next roll creates its file itself).
+                    log.append(Record::new("after")).unwrap();
+                    fs.clear_faults();
+                    return;
+                }
                 assert!(error.starts_with("roll sync: "), "{ctx}: {error}");
                 let e = log.append(Record::new("after")).unwrap_err();
                 assert!(matches!(e, Error::Poisoned { .. }), "{ctx}: {e}");

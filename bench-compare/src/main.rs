@@ -10,6 +10,8 @@
 //! - sizes: appends of 64 KiB and 1 KiB one per call, batches of 100 x 100 B and
 //!   100 x 1 KiB (`append_batch_ref` vs commitlog's `append(&mut MessageBuf)`), with
 //!   latency quantiles, and 1 vs 2 appending threads (commitlog behind a `Mutex`);
+//! - maintenance: append latency (p50, p99.9, max) while the cleaner swaps and
+//!   retention deletes, beside the same appends idle (see `maintenance.rs`);
 //! - durable: `fdatasync` latency, `FlushPolicy::Always` from 1 and 16 threads
 //!   (records per fsync round), one thread pipelining appends with `wait_durable`;
 //! - append (`RECORDS` 100-byte values, no fsync): logqueue `append(Record)` and
@@ -28,6 +30,7 @@
 //! (for `perf record`).
 
 mod durable;
+mod maintenance;
 mod sizes;
 
 mod queue;
@@ -121,6 +124,9 @@ fn main() {
     }
     if wanted("machine") || wanted("sizes") {
         sizes_section(&base, runs.min(3));
+    }
+    if wanted("maintenance") {
+        maintenance_section(&base, runs.min(3));
     }
     if wanted("durable") {
         durable_section(&base, &value);
@@ -326,6 +332,54 @@ fn medians(v: &[(f64, f64)]) -> (f64, f64) {
     let mut wall: Vec<f64> = v.iter().map(|r| r.0).collect();
     let mut cpu: Vec<f64> = v.iter().map(|r| r.1).collect();
     (median(&mut wall), median(&mut cpu))
+}
+
+/// Append latency with and without maintenance running, alternating runs.
+fn maintenance_section(base: &Path, runs: usize) {
+    let appends = 2_000_000;
+    let mut idle = Vec::new();
+    let mut busy = Vec::new();
+    let mut passes = (0, 0);
+    for _ in 0..runs {
+        for (is_busy, into) in [(false, &mut idle), (true, &mut busy)] {
+            let dir = tempfile::tempdir_in(base).expect("temp dir");
+            let run = maintenance::run(dir.path(), appends, is_busy);
+            into.extend(run.latencies);
+            passes.0 += run.passes.0;
+            passes.1 += run.passes.1;
+        }
+    }
+    println!();
+    println!("## append latency while the cleaner swaps / retention deletes ({runs} x {appends} appends each, 100 B, pooled)");
+    println!(
+        "maintenance in the busy runs: {} compactions, {} segments deleted",
+        passes.0, passes.1
+    );
+    println!("| appends | p50 | p99 | p99.9 | p99.99 | max | appends > 1 ms |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut p999 = [Duration::ZERO; 2];
+    for (i, (name, lat)) in [
+        ("idle", &mut idle),
+        ("cleaner + retention running", &mut busy),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (p50, _) = sizes::quantile(lat, 0.5);
+        let (p99, _) = sizes::quantile(lat, 0.99);
+        let (q, max) = sizes::quantile(lat, 0.999);
+        let (p9999, _) = sizes::quantile(lat, 0.9999);
+        let slow = lat
+            .iter()
+            .filter(|d| **d > Duration::from_millis(1))
+            .count();
+        p999[i] = q;
+        println!("| {name} | {p50:.2?} | {p99:.2?} | {q:.2?} | {p9999:.2?} | {max:.2?} | {slow} |");
+    }
+    println!(
+        "p99.9 busy / idle: {:.2}x",
+        p999[1].as_secs_f64() / p999[0].as_secs_f64().max(1e-9)
+    );
 }
 
 /// Group commit and pipelined durability, with the machine's fsync latency beside them.

@@ -5,6 +5,8 @@
 //! and to fail chosen operations).
 
 mod os;
+#[cfg(test)]
+mod write_mode_tests;
 
 use std::any::Any;
 use std::fmt::Debug;
@@ -49,6 +51,16 @@ pub trait FileSystem: Send + Sync + Debug {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Makes the creations, renames and removals in `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// True when [`FileHandle::allocate`] on files in `dir` reserves real blocks, so
+    /// that stores through a writable mapping of allocated space cannot fail for
+    /// lack of space (`SIGBUS` on a real map). False on copy-on-write and network
+    /// file systems (btrfs, ZFS, bcachefs, NFS, ...): the engine then writes with
+    /// [`FileHandle::map_writing_through_file`]. An error when the file system cannot
+    /// be identified, or the platform is not supported: the log refuses to open.
+    /// True by default.
+    fn reserves_allocation(&self, _dir: &Path) -> io::Result<bool> {
+        Ok(true)
+    }
     /// Takes an exclusive advisory lock on `path` (created if missing).
     /// `Ok(None)` when another holder (this process or another) has it.
     /// The lock is released when the returned guard drops.
@@ -76,6 +88,16 @@ pub trait FileHandle: Send + Sync + Debug {
     /// is writable through [`Mapping::write`] and only bytes below the file's size may
     /// be touched.
     fn map(&self, len: usize) -> io::Result<Arc<dyn Mapping>>;
+    /// Like [`FileHandle::map`] for a writable handle, but the mapping's writes go
+    /// through the file (`pwrite(2)`: into the page cache, so they survive the
+    /// process being killed) instead of being stores into the mapping: for file
+    /// systems where [`FileSystem::reserves_allocation`] is false, on which a store
+    /// into allocated space can still find the disk full and raise `SIGBUS`. Reads
+    /// through the mapping see those writes. By default the same as `map` (an
+    /// implementation whose mapping writes already reach the file that way).
+    fn map_writing_through_file(&self, len: usize) -> io::Result<Arc<dyn Mapping>> {
+        self.map(len)
+    }
 
     /// Reads exactly `buf.len()` bytes at `pos`.
     fn read_exact_at(&self, buf: &mut [u8], mut pos: u64) -> io::Result<()> {
@@ -142,8 +164,16 @@ pub trait Mapping: Send + Sync + Debug {
 
     /// Hints that `[pos, pos + len)` (below the file's size) is about to be written, so
     /// its pages can be mapped in one go instead of one fault at a time. A no-op by
-    /// default; failures are ignored (it is only a hint).
+    /// default; failures are ignored (it is only a hint): see
+    /// [`Mapping::try_prefault`] for the checked form.
     fn prefault(&self, _pos: usize, _len: usize) {}
+
+    /// [`Mapping::prefault`], reporting its failure (the pages are then faulted in by
+    /// the writes themselves, one at a time). By default calls `prefault`.
+    fn try_prefault(&self, pos: usize, len: usize) -> io::Result<()> {
+        self.prefault(pos, len);
+        Ok(())
+    }
 }
 
 impl dyn Mapping {

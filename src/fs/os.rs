@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -40,6 +40,11 @@ struct OsMapping {
     map: MmapRaw,
     /// The file and the size its handle knows, for a writable mapping.
     bound: Option<(Arc<File>, Arc<AtomicU64>)>,
+    /// Writes go through the file (`pwrite`), never stores into the map: for file
+    /// systems where allocated space is not reserved (see
+    /// [`FileSystem::reserves_allocation`]). Reads through the map see them (one
+    /// page cache, `MAP_SHARED`).
+    through_file: bool,
 }
 
 impl FileSystem for OsFs {
@@ -100,6 +105,34 @@ impl FileSystem for OsFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+
+    /// Linux: `statfs(2)`'s `f_type`. ext2/3/4, XFS and tmpfs reserve the blocks
+    /// `fallocate` allocates; anything else (btrfs, ZFS, bcachefs, NFS, SMB, FUSE,
+    /// overlay whatever lies below it, file systems not known here) is taken as not
+    /// reserving, the safe answer: writes then go through the file.
+    #[cfg(target_os = "linux")]
+    fn reserves_allocation(&self, dir: &Path) -> io::Result<bool> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path with a NUL byte"))?;
+        // SAFETY: a zeroed statfs is a valid out-parameter; the path is NUL-terminated.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+        Ok(reserving_file_system(st.f_type as i64))
+    }
+
+    /// Only Linux is supported (see the README): elsewhere the log refuses to open
+    /// with this error rather than fail at its first write.
+    #[cfg(not(target_os = "linux"))]
+    fn reserves_allocation(&self, _dir: &Path) -> io::Result<bool> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "logqueue's OsFs supports Linux only (fallocate, MAP_SHARED coherence, statfs)",
+        ))
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>> {
@@ -166,6 +199,16 @@ impl FileHandle for OsFile {
     }
 
     fn map(&self, len: usize) -> io::Result<Arc<dyn Mapping>> {
+        self.map_with(len, false)
+    }
+
+    fn map_writing_through_file(&self, len: usize) -> io::Result<Arc<dyn Mapping>> {
+        self.map_with(len, self.writable)
+    }
+}
+
+impl OsFile {
+    fn map_with(&self, len: usize, through_file: bool) -> io::Result<Arc<dyn Mapping>> {
         if len == 0 {
             return Ok(Arc::new(EmptyMapping));
         }
@@ -178,8 +221,21 @@ impl FileHandle for OsFile {
             let map = MmapOptions::new().len(len).map_raw_read_only(&*self.file)?;
             (map, None)
         };
-        Ok(Arc::new(OsMapping { map, bound }))
+        Ok(Arc::new(OsMapping {
+            map,
+            bound,
+            through_file,
+        }))
     }
+}
+
+/// `statfs` magic numbers of the file systems whose `fallocate` reserves blocks.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn reserving_file_system(f_type: i64) -> bool {
+    const EXT2_3_4: i64 = 0xEF53;
+    const XFS: i64 = 0x5846_5342;
+    const TMPFS: i64 = 0x0102_1994;
+    matches!(f_type, EXT2_3_4 | XFS | TMPFS)
 }
 
 fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
@@ -197,23 +253,48 @@ fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
 /// `madvise(MADV_POPULATE_WRITE)` (Linux 5.14): maps a range writable in one call.
 const MADV_POPULATE_WRITE: libc::c_int = 23;
 
+/// Set once `MADV_POPULATE_WRITE` answered `EINVAL` (kernels before 5.14): from
+/// then on pages are faulted in by the writes themselves.
+static POPULATE_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
 impl Mapping for OsMapping {
     fn prefault(&self, pos: usize, len: usize) {
+        let _ = self.try_prefault(pos, len);
+    }
+
+    /// `madvise(MADV_POPULATE_WRITE)`, checked. Nothing to do for a mapping written
+    /// through the file (no stores into it). `EINVAL` (an older kernel) is reported
+    /// once and the hint is not tried again; any other failure is reported each
+    /// time. Either way the writes fault the pages in themselves: slower, and safe
+    /// (the blocks were allocated before).
+    fn try_prefault(&self, pos: usize, len: usize) -> io::Result<()> {
         let page = 4096;
         let start = pos / page * page;
         let end = pos.saturating_add(len).min(self.map.len());
-        if self.bound.is_none() || start >= end {
-            return;
+        if self.bound.is_none()
+            || self.through_file
+            || start >= end
+            || POPULATE_UNSUPPORTED.load(Ordering::Relaxed)
+        {
+            return Ok(());
         }
         // SAFETY: the range lies inside our mapping; MADV_POPULATE_WRITE only faults
-        // pages in (no data change). Older kernels answer EINVAL, which is ignored.
-        unsafe {
+        // pages in (no data change).
+        let rc = unsafe {
             libc::madvise(
                 self.map.as_mut_ptr().add(start).cast(),
                 end - start,
                 MADV_POPULATE_WRITE,
-            );
+            )
+        };
+        if rc == 0 {
+            return Ok(());
         }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EINVAL) {
+            POPULATE_UNSUPPORTED.store(true, Ordering::Relaxed);
+        }
+        Err(err)
     }
 
     fn as_ptr(&self) -> *const u8 {
@@ -225,6 +306,9 @@ impl Mapping for OsMapping {
     }
 
     fn write(&self, pos: usize, data: &[u8]) -> io::Result<()> {
+        if let Some(file) = self.through_file() {
+            return write_through(file, self.map.len(), pos, data);
+        }
         self.check_writable(pos, data.len())?;
         // SAFETY: [pos, pos + len) is inside the mapping and below the file's size
         // (checked above; the engine never shrinks a mapped file through another
@@ -245,6 +329,11 @@ impl Mapping for OsMapping {
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> io::Result<()> {
+        if let Some(file) = self.through_file() {
+            let mut buf = vec![0u8; len];
+            fill(&mut buf);
+            return write_through(file, self.map.len(), pos, &buf);
+        }
         self.check_writable(pos, len)?;
         // SAFETY: as in `write`: inside the mapping, below the file's size, and no
         // reader looks at these bytes while the slice lives (the caller's promise);
@@ -256,6 +345,13 @@ impl Mapping for OsMapping {
 }
 
 impl OsMapping {
+    /// The file to `pwrite` to, for a mapping written through the file.
+    fn through_file(&self) -> Option<&File> {
+        match &self.bound {
+            Some((file, _)) if self.through_file => Some(file),
+            _ => None,
+        }
+    }
     /// Refuses a write of `len` bytes at `pos` that a store could not do safely:
     /// read-only, past the mapping, or past the file's size (SIGBUS).
     fn check_writable(&self, pos: usize, len: usize) -> io::Result<()> {
@@ -283,6 +379,15 @@ impl OsMapping {
         }
         Ok(())
     }
+}
+
+/// `pwrite`s `data` at `pos` of a mapping of `map_len` bytes: bounded by the
+/// mapping like a store (a write may extend the file: no `SIGBUS` either way).
+fn write_through(file: &File, map_len: usize, pos: usize, data: &[u8]) -> io::Result<()> {
+    pos.checked_add(data.len())
+        .filter(|&end| end <= map_len)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past mapping"))?;
+    FileExt::write_all_at(file, data, pos as u64)
 }
 
 /// Mapping of zero bytes (mmap refuses a zero length).
@@ -313,6 +418,23 @@ impl Mapping for EmptyMapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserving_file_systems_are_known_by_their_magic() {
+        assert!(reserving_file_system(0xEF53)); // ext4
+        assert!(reserving_file_system(0x5846_5342)); // XFS
+        assert!(reserving_file_system(0x0102_1994)); // tmpfs
+        for not in [
+            0x9123_683E_i64,
+            0x2FC1_2FC1,
+            0xCA45_1A4E,
+            0x6969,
+            0x794C_7630,
+            0,
+        ] {
+            assert!(!reserving_file_system(not), "{not:#x}");
+        }
+    }
 
     /// A mapping may be longer than its file; a write past the file's end (SIGBUS on
     /// a real map) is refused with an error, also after the file was cut through the

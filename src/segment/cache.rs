@@ -132,14 +132,29 @@ impl Handles {
 #[derive(Debug)]
 pub(crate) struct SegmentCache {
     limit: usize,
+    /// The log's write mode, shared by its segments like the cache: the active
+    /// segment is written through the file (`pwrite`) rather than into its mapping
+    /// (see [`crate::fs::FileSystem::reserves_allocation`]).
+    write_through_file: AtomicBool,
     ring: Mutex<VecDeque<Weak<Handles>>>,
     released: AtomicU64,
 }
 
 impl SegmentCache {
+    /// Sets the log's write mode (at open, before any segment is mapped for writing).
+    pub fn set_write_through_file(&self, yes: bool) {
+        self.write_through_file.store(yes, Ordering::Relaxed);
+    }
+
+    /// True when active segments are written through the file, not their mapping.
+    pub fn writes_through_file(&self) -> bool {
+        self.write_through_file.load(Ordering::Relaxed)
+    }
+
     pub fn new(limit: usize) -> Arc<SegmentCache> {
         Arc::new(SegmentCache {
             limit: limit.max(1),
+            write_through_file: AtomicBool::new(false),
             ring: Mutex::new(VecDeque::new()),
             released: AtomicU64::new(0),
         })

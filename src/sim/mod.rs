@@ -109,6 +109,8 @@ pub enum FaultMode {
 #[derive(Clone)]
 pub struct SimFs {
     state: Arc<Mutex<State>>,
+    /// What [`FileSystem::reserves_allocation`] answers (true unless set).
+    not_reserving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for SimFs {
@@ -132,7 +134,16 @@ impl SimFs {
     pub fn new(seed: u64) -> SimFs {
         SimFs {
             state: Arc::new(Mutex::new(State::new(seed))),
+            not_reserving: Arc::default(),
         }
+    }
+
+    /// Makes [`FileSystem::reserves_allocation`] answer `reserves` from now on (for
+    /// this file system and its clones): false plays a copy-on-write file system,
+    /// on which the engine writes through the file instead of into the mapping.
+    pub fn set_reserves_allocation(&self, reserves: bool) {
+        self.not_reserving
+            .store(!reserves, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Power loss: un-synced directory entries revert, each un-synced write of a file
@@ -279,6 +290,12 @@ impl SimFs {
 }
 
 impl FileSystem for SimFs {
+    fn reserves_allocation(&self, _dir: &Path) -> io::Result<bool> {
+        Ok(!self
+            .not_reserving
+            .load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let path = components(path)?;
         let mut state = self.state.lock();
