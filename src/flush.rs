@@ -368,6 +368,12 @@ impl LogInner {
         let mut w = self.lock_writer();
         w.wait_for_gate(&self.writer_gate);
         w.shut_down = true;
+        // A spare being prepared (with no lock held) finishes first, and sees
+        // `shut_down` (it then removes its file): nothing in the directory may change
+        // after `close` returns. Bounded: one open, allocate and map.
+        while w.spare_busy {
+            w.unlocked(|| std::thread::sleep(std::time::Duration::from_micros(200)));
+        }
         let mut d = self.durability.lock();
         d.shut_down = true;
         if let Some(reason) = self.poisoned.lock().clone() {

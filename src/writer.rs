@@ -514,19 +514,17 @@ impl LogInner {
         if let Some(e) = hint {
             self.record_background_error("prefault", &e);
         }
-        let unused = {
-            let mut w = self.lock_writer();
-            w.spare_busy = false;
-            if w.shut_down {
-                Some(spare)
-            } else {
-                w.spare = Some(spare);
-                None
-            }
-        };
-        if let Some(spare) = unused {
-            // `close` ran meanwhile; a file left here is a `.tmp` removed at open.
+        let mut w = self.lock_writer();
+        if w.shut_down {
+            // `close` began meanwhile and waits for `spare_busy` to clear: the file
+            // goes first, so nothing changes after `close` returns (a file left by a
+            // failed removal is a `.tmp` removed at open).
+            drop(w);
             let _ = self.config.fs.remove_file(&spare.path);
+            self.lock_writer().spare_busy = false;
+        } else {
+            w.spare = Some(spare);
+            w.spare_busy = false;
         }
     }
 }
