@@ -101,6 +101,6 @@ fn operator_and_exactly_once_names() {
         window: Duration::from_secs(60),
         max_ids: 10,
     };
-    let _: fn(&Queue, &Delivery, &Log, Vec<Record>) -> logqueue::Result<Range<Offset>> =
-        Queue::settle_into;
+    type SettleInto = fn(&Queue, &Delivery, &Log, Vec<Record>) -> logqueue::Result<Range<Offset>>;
+    let _: SettleInto = Queue::settle_into;
 }
