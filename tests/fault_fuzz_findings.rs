@@ -93,3 +93,38 @@ fn a_fresh_append_is_readable() {
     let r = finding("fresh-append-unreadable");
     assert!(r.is_ok(), "{r:?}");
 }
+
+/// The queue over the `receive-hangs-on-a-corrupt-stretch` directory: a segment the
+/// reader cannot read on in, followed by one based near u64::MAX. The read-ahead used
+/// to skip one offset per step across the whole stretch (a hang); it must settle the
+/// stretch (counted as corrupt) in bounded time.
+#[test]
+fn a_receive_over_an_unreadable_stretch_is_bounded() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/fuzz-open_dir/receive-hangs-on-a-corrupt-stretch");
+    let input = std::fs::read(path).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (interval, files) = dir_input::parse(&input);
+        let fs = SimFs::new(0);
+        for (name, body) in &files {
+            fs.write_file(format!("{}/{name}", dir_input::DIR), body)
+                .unwrap();
+        }
+        let log = Log::open(dir_input::DIR, config(&fs, interval)).unwrap();
+        let queue_config = logqueue::QueueConfig {
+            journal_bytes: 4096,
+            ..logqueue::QueueConfig::default()
+        };
+        let q = logqueue::Queue::open(&log, dir_input::QUEUE, queue_config).unwrap();
+        for _ in 0..3 {
+            let _ = q.receive(8, std::time::Duration::ZERO);
+        }
+        let skipped = q.stats().corrupt_skipped;
+        done_tx.send(skipped).unwrap();
+    });
+    let skipped = done_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("receive over an unreadable stretch finishes");
+    assert!(skipped > 0, "the unreadable stretch is counted");
+}

@@ -27,6 +27,10 @@ pub(super) fn expires_at(record: &StoredRecord) -> Option<i64> {
         .ok()
 }
 
+/// Offsets skipped one at a time, in a row, before the read-ahead skips the rest of
+/// a segment the reader cannot read on in.
+const STUCK_STEPS: u32 = 64;
+
 impl QueueInner {
     /// Settles `record` instead of delivering it, when it must not be delivered: a
     /// tombstone (unless [`QueueConfig::deliver_tombstones`](super::QueueConfig)) or
@@ -122,7 +126,11 @@ impl QueueInner {
         if unread.ahead.len() >= want.min(READ_AHEAD) {
             return Ok(());
         }
-        let ReadAhead { reader, ahead } = unread;
+        let ReadAhead {
+            reader,
+            ahead,
+            stuck,
+        } = unread;
         let before = LogReader::position(reader);
         if before >= self.log.end_offset() {
             return Ok(());
@@ -131,7 +139,7 @@ impl QueueInner {
             ahead.push_back(Unread::Record(v.to_owned_record()))
         });
         match r {
-            Ok(_) => {}
+            Ok(_) => *stuck = 0,
             Err(Error::Corrupt { .. }) => {
                 let from = match ahead.back() {
                     Some(Unread::Record(r)) => r.offset + 1,
@@ -139,8 +147,23 @@ impl QueueInner {
                 };
                 let mut to = LogReader::position(reader);
                 if to <= from {
-                    // Not moved past: skip the one record.
-                    to = from + 1;
+                    // Not moved past: skip the one record; after STUCK_STEPS in a row,
+                    // the rest of the segment (a stretch the reader cannot cross could
+                    // span up to 2^64 offsets: bounded progress, every skipped offset
+                    // counted in `corrupt_skipped`, never silently done).
+                    *stuck += 1;
+                    to = if *stuck <= STUCK_STEPS {
+                        from + 1
+                    } else {
+                        *stuck = 0;
+                        self.log
+                            .segments()
+                            .iter()
+                            .map(|s| s.base_offset)
+                            .find(|&b| b > from)
+                            .unwrap_or_else(|| self.log.end_offset())
+                            .max(from + 1)
+                    };
                     reader.seek(to)?;
                 }
                 ahead.push_back(Unread::Corrupt(to));

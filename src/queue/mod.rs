@@ -143,6 +143,9 @@ enum Unread {
 struct ReadAhead {
     reader: LogReader,
     ahead: std::collections::VecDeque<Unread>,
+    /// Offsets skipped one by one in a row because the reader could not move past
+    /// damage (see `QueueInner::read_ahead`).
+    stuck: u32,
 }
 
 #[derive(Debug)]
@@ -287,6 +290,7 @@ impl Queue {
             name: name.to_string(),
             dlq,
             unread: Mutex::new(ReadAhead {
+                stuck: 0,
                 reader,
                 ahead: std::collections::VecDeque::with_capacity(READ_AHEAD),
             }),
