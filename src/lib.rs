@@ -25,6 +25,7 @@ mod config;
 mod crash_history;
 mod cursor;
 mod dedup;
+mod dependents;
 mod error;
 mod flush;
 pub mod fs;

@@ -131,8 +131,8 @@ pub(crate) struct LogInner {
     /// The durable named cursors (see cursor.rs), all known from open on.
     pub(crate) cursors: Cursors,
     pub(crate) cleaner: CleanerState,
-    /// The queues open over this log, closed by [`Log::close`] before the log.
-    pub(crate) queues: crate::queue::OpenQueues,
+    /// What lives on this log (its open queues), closed by [`Log::close`] first.
+    pub(crate) dependents: crate::dependents::Dependents,
     /// Set for [`Log::open_read_only`]: the directory is another writer's (or none's),
     /// seen through re-listing and re-reading it; every write is refused.
     pub(crate) read_only: Option<ReadOnlyView>,
@@ -252,7 +252,7 @@ impl Log {
             retention: RetentionState::default(),
             cursors,
             cleaner: CleanerState::default(),
-            queues: crate::queue::OpenQueues::default(),
+            dependents: crate::dependents::Dependents::default(),
             read_only: None,
             dedup: config.dedup.as_ref().map(crate::dedup::DedupWindow::new),
             config,
@@ -558,7 +558,7 @@ impl Log {
     pub fn close(self) -> Result<()> {
         // The queues first, while the log is open: each flushes its state and
         // releases its lock, so it can be opened again (see `Queue::close`).
-        let queues = self.inner.queues.close_all();
+        let queues = self.inner.dependents.close_all();
         let cursors = self.inner.cursors.sync();
         let log = self.inner.close();
         log.and(queues).and(cursors)

@@ -204,7 +204,7 @@ impl Log {
             segment_cache: SegmentCache::new(config.max_open_segments),
             cursors,
             crash_history,
-            queues: crate::queue::OpenQueues::default(),
+            dependents: crate::dependents::Dependents::default(),
             config,
         });
         inner.refresh_view()?;

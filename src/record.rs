@@ -4,6 +4,11 @@ use std::time::Duration;
 
 use crate::Offset;
 
+/// Header holding the clock time (milliseconds, UTF-8 decimal) from which no queue
+/// delivers the record any more; set by [`Record::with_ttl`]. See
+/// [`QueueConfig::dead_letter_expired`](crate::QueueConfig::dead_letter_expired).
+pub const EXPIRES_AT: &str = "expires.at";
+
 /// A record to append. `value: None` is a tombstone (deletes the key in a compacted log).
 ///
 /// ```
@@ -68,7 +73,7 @@ impl Record {
     }
 
     /// Makes the record expire `ttl` after now (the system clock; see below): it gets
-    /// the header [`EXPIRES_AT`](crate::queue::EXPIRES_AT) (`expires.at`, clock
+    /// the header [`EXPIRES_AT`](EXPIRES_AT) (`expires.at`, clock
     /// milliseconds, UTF-8 decimal, like `delay.until`), replacing one set before. No
     /// queue delivers it at or after that time: it goes to the dead-letter log with
     /// `dlq.reason = expired`, or is settled silently when
@@ -91,8 +96,8 @@ impl Record {
     pub fn with_ttl(mut self, ttl: Duration) -> Record {
         let now = crate::clock::Clock::now_ms(&crate::SystemClock);
         let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        self.headers.retain(|h| h.key != crate::queue::EXPIRES_AT);
-        self.with_header(crate::queue::EXPIRES_AT, now.saturating_add(ms).to_string())
+        self.headers.retain(|h| h.key != EXPIRES_AT);
+        self.with_header(EXPIRES_AT, now.saturating_add(ms).to_string())
     }
 }
 

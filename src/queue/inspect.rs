@@ -68,24 +68,10 @@ impl Queue {
             None
         };
         let now = log.config().clock.now_ms();
-        Ok(QueueStats {
-            consumer_lag: end.saturating_sub(state.floor),
-            oldest_unacked_age_ms: oldest.map(|ts| now.saturating_sub(ts).max(0) as u64),
-            ack_floor: state.floor,
-            in_flight: state.leased() as u64,
-            backlog: end.saturating_sub(state.next()) + state.waiting() as u64,
-            delayed: state.delayed() as u64,
-            acked_total: state.totals.acked,
-            redelivered_total: state.totals.redelivered,
-            dead_lettered_total: state.totals.dead_lettered,
-            corrupt_skipped: state.totals.corrupt_skipped,
-            skipped_by_retention: state.skipped_by_retention,
-            // Counted in memory by the process that has the queue open, since it opened
-            // it, and not persisted: a view from the files cannot know them (documented
-            // on the fields).
-            tombstones_skipped: 0,
-            expired_total: 0,
-        })
+        // `tombstones_skipped` and `expired_total` are counted in memory by the process
+        // that has the queue open, since it opened it, and not persisted: a view from
+        // the files cannot know them (documented on the fields).
+        Ok(super::state::stats(&state, end, oldest, now, (0, 0)))
     }
 }
 

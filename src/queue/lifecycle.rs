@@ -13,41 +13,15 @@
 //! before the `floor` file, so that no moment leaves a snapshot without its floor
 //! (which retention would read as "protect everything").
 
-use std::sync::Weak;
-
 use super::*;
 use crate::fs::FileSystem;
 
 /// Suffix of a queue directory being deleted.
 const TOMBSTONE: &str = "~deleted";
 
-/// The queues open over one log (weakly held), for [`Log::close`] to close first.
-#[derive(Debug, Default)]
-pub(crate) struct OpenQueues(Mutex<Vec<Weak<QueueInner>>>);
-
-impl OpenQueues {
-    pub(super) fn add(&self, queue: &Arc<QueueInner>) {
-        let mut open = self.0.lock();
-        open.retain(|w| w.strong_count() > 0);
-        open.push(Arc::downgrade(queue));
-    }
-
-    /// Closes every queue still open; the first failure is returned, every queue is
-    /// closed either way.
-    pub(crate) fn close_all(&self) -> Result<()> {
-        let open: Vec<_> = std::mem::take(&mut *self.0.lock());
-        let mut first = Ok(());
-        for q in open.iter().filter_map(Weak::upgrade) {
-            match q.close() {
-                Ok(()) | Err(Error::Closed) => {}
-                Err(e) => {
-                    if first.is_ok() {
-                        first = Err(e);
-                    }
-                }
-            }
-        }
-        first
+impl crate::dependents::Dependent for QueueInner {
+    fn close_before_log(&self) -> Result<()> {
+        self.close()
     }
 }
 

@@ -46,13 +46,9 @@ pub use repair::RepairReport;
 /// Header holding the clock time (milliseconds, UTF-8 decimal) before which no queue
 /// delivers the record; set by [`Queue::send_delayed`].
 pub const DELAY_UNTIL: &str = "delay.until";
-/// Header holding the clock time (milliseconds, UTF-8 decimal) from which no queue
-/// delivers the record any more; set by [`Record::with_ttl`]. See
-/// [`QueueConfig::dead_letter_expired`].
-pub const EXPIRES_AT: &str = "expires.at";
+pub use crate::record::EXPIRES_AT;
 pub(crate) use floors::migrate_floors;
 use journal::{Event, Journal, Kind};
-pub(crate) use lifecycle::OpenQueues;
 pub(crate) use replay::LOCK_FILE;
 use state::{AckState, SlotState};
 
@@ -310,7 +306,9 @@ impl Queue {
             redriving: Mutex::new(()),
             config,
         });
-        log.inner.queues.add(&inner);
+        let weak: std::sync::Weak<QueueInner> = Arc::downgrade(&inner);
+        let dependent: std::sync::Weak<dyn crate::dependents::Dependent> = weak;
+        log.inner.dependents.add(dependent);
         Ok(Queue { inner })
     }
 
@@ -570,22 +568,8 @@ impl Queue {
         let end = inner.log.end_offset();
         let oldest = inner.oldest_timestamp(&mut core, end);
         let now = inner.log.config().clock.now_ms();
-        let s = &core.state;
-        QueueStats {
-            consumer_lag: end.saturating_sub(s.floor),
-            oldest_unacked_age_ms: oldest.map(|ts| now.saturating_sub(ts).max(0) as u64),
-            ack_floor: s.floor,
-            in_flight: s.leased() as u64,
-            backlog: end.saturating_sub(s.next()) + s.waiting() as u64,
-            delayed: s.delayed() as u64,
-            acked_total: s.totals.acked,
-            redelivered_total: s.totals.redelivered,
-            dead_lettered_total: s.totals.dead_lettered,
-            corrupt_skipped: s.totals.corrupt_skipped,
-            skipped_by_retention: s.skipped_by_retention,
-            tombstones_skipped: core.counts.tombstones_skipped,
-            expired_total: core.counts.expired,
-        }
+        let counts = (core.counts.tombstones_skipped, core.counts.expired);
+        state::stats(&core.state, end, oldest, now, counts)
     }
 
     /// Bytes of memory held by the in-memory ack state (slots and deadline heap).

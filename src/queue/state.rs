@@ -118,6 +118,33 @@ pub(crate) struct Totals {
     pub corrupt_skipped: u64,
 }
 
+/// The counters of [`QueueStats`] for `state` over a log ending at `end`: `oldest` is
+/// the timestamp of the record at the floor (if not done), `now` the clock, `counts`
+/// the in-memory-only (tombstones skipped, expired) counters.
+pub(crate) fn stats(
+    state: &AckState,
+    end: Offset,
+    oldest: Option<i64>,
+    now: i64,
+    counts: (u64, u64),
+) -> super::QueueStats {
+    super::QueueStats {
+        consumer_lag: end.saturating_sub(state.floor),
+        oldest_unacked_age_ms: oldest.map(|ts| now.saturating_sub(ts).max(0) as u64),
+        ack_floor: state.floor,
+        in_flight: state.leased() as u64,
+        backlog: end.saturating_sub(state.next()) + state.waiting() as u64,
+        delayed: state.delayed() as u64,
+        acked_total: state.totals.acked,
+        redelivered_total: state.totals.redelivered,
+        dead_lettered_total: state.totals.dead_lettered,
+        corrupt_skipped: state.totals.corrupt_skipped,
+        skipped_by_retention: state.skipped_by_retention,
+        tombstones_skipped: counts.0,
+        expired_total: counts.1,
+    }
+}
+
 /// The ack table of one queue.
 #[derive(Debug, Default)]
 pub(crate) struct AckState {
