@@ -26,6 +26,17 @@ fn config() -> LogConfig {
     small_config(64 << 10)
 }
 
+/// The value at `offset`: in "mixed" mode every third one is 16-32 KiB, large enough
+/// to be written through the file (`pwrite`) rather than stored into the map, so both
+/// write paths interleave in one segment.
+fn value_in(mode: &str, offset: u64) -> Vec<u8> {
+    let mut v = value_for(offset);
+    if mode == "mixed" && offset % 3 == 0 {
+        v.resize(v.len() + (16 << 10) + (offset % 5) as usize * 4096, b'L');
+    }
+    v
+}
+
 /// Records in the batch that starts at `start` (batch mode): 1 to 13, decided by the
 /// offset so that the parent knows where every batch boundary is.
 fn batch_len(start: u64) -> u64 {
@@ -39,7 +50,8 @@ fn child_appender() {
     let Some(dir) = std::env::var_os(DIR_VAR) else {
         return;
     };
-    let batches = std::env::var(MODE_VAR).as_deref() == Ok("batch");
+    let mode = std::env::var(MODE_VAR).unwrap_or_default();
+    let batches = mode == "batch";
     let log = Log::open(&dir, config()).unwrap();
     let mut out = std::io::stdout().lock();
     let mut next = log.end_offset();
@@ -56,7 +68,7 @@ fn child_appender() {
             assert_eq!(got, next..next + n);
             format!("BATCH {} {}", got.start, got.end)
         } else {
-            let got = log.append(Record::new(value_for(next))).unwrap();
+            let got = log.append(Record::new(value_in(&mode, next))).unwrap();
             assert_eq!(got, next);
             format!("OFFSET {got}")
         };
@@ -149,7 +161,8 @@ fn run_child(dir: &Path, mode: &str, rng: &mut Rng) -> (u64, u64, usize) {
 
 /// Checks the log in `dir`: dense from 0, at least `acked_end` records, each with its
 /// value, and (batch mode) ending on a batch boundary after `start`.
-fn check(dir: &Path, start: u64, acked_end: u64, batches: bool) -> u64 {
+fn check(dir: &Path, start: u64, acked_end: u64, mode: &str) -> u64 {
+    let batches = mode == "batch";
     let log = Log::open(dir, config()).unwrap();
     let end = log.end_offset();
     assert!(
@@ -161,7 +174,11 @@ fn check(dir: &Path, start: u64, acked_end: u64, batches: bool) -> u64 {
     for r in log.reader(0).unwrap() {
         let r = r.unwrap();
         assert_eq!(r.offset, n, "dense");
-        assert_eq!(r.value.as_deref(), Some(&value_for(n)[..]), "value at {n}");
+        assert_eq!(
+            r.value.as_deref(),
+            Some(&value_in(mode, n)[..]),
+            "value at {n}"
+        );
         n += 1;
     }
     assert_eq!(n, end);
@@ -198,19 +215,18 @@ fn rounds(mode: &str, count: usize) {
         // Each child starts where the previous recovery ended.
         assert_eq!(start, expected_start, "round {round}");
         assert!(acks > 0, "round {round}: the child acknowledged nothing");
-        let batches = mode == "batch";
         // Odd rounds check a copy, so the next child recovers the crash itself.
         let end = if round % 2 == 1 {
             let copy = tempfile::tempdir().unwrap();
             copy_dir(dir.path(), copy.path());
-            let end = check(copy.path(), start, acked_end, batches);
+            let end = check(copy.path(), start, acked_end, mode);
             // The copy and the original recover the same way.
             let log = Log::open(dir.path(), config()).unwrap();
             assert_eq!(log.end_offset(), end);
             drop(log);
             end
         } else {
-            check(dir.path(), start, acked_end, batches)
+            check(dir.path(), start, acked_end, mode)
         };
         println!("round {round}: {acks} acks, acked up to {acked_end}, recovered {end}");
         expected_start = end;
@@ -220,6 +236,13 @@ fn rounds(mode: &str, count: usize) {
 #[test]
 fn kill9_single_appends() {
     rounds("single", 4);
+}
+
+/// Values of 16-32 KiB among small ones: the large-write path (`pwrite` into the
+/// same page cache) survives kill -9 like stores into the map.
+#[test]
+fn kill9_mixed_large_and_small_appends() {
+    rounds("mixed", 3);
 }
 
 #[test]

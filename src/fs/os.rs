@@ -45,6 +45,29 @@ struct OsMapping {
     /// [`FileSystem::reserves_allocation`]). Reads through the map see them (one
     /// page cache, `MAP_SHARED`).
     through_file: bool,
+    /// The last write was large enough to go through the file (see
+    /// [`LARGE_WRITE_BYTES`]): prefaulting ahead (zeroing pages a `pwrite` then
+    /// overwrites) would only cost, so it is skipped while writes stay large.
+    writing_large: AtomicBool,
+}
+
+/// Writes of at least this many bytes go through the file (`pwrite`) even into a
+/// mapping that takes stores. Measured (bench-compare, 64 KiB and 100 x 1 KiB
+/// batches): a store into the map costs a zeroed page (the prefault, or a fault when
+/// the writer outruns it) plus the copy, `pwrite` the copy alone, and above a few
+/// KiB the copy outweighs the system call; below, stores are twice as fast.
+/// Coherent either way: one page cache behind the map and the file (`MAP_SHARED`),
+/// and `pwrite` never raises `SIGBUS`.
+const LARGE_WRITE_BYTES: usize = 16 << 10;
+
+/// Large writes of at most this many bytes reuse a per-thread buffer; larger ones
+/// allocate theirs, so an occasional huge batch does not pin its buffer forever.
+const REUSED_BUFFER_MAX_BYTES: usize = 1 << 20;
+
+thread_local! {
+    /// The buffer a large write is encoded into before its `pwrite`.
+    static LARGE_WRITE_BUFFER: std::cell::RefCell<Vec<u8>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl FileSystem for OsFs {
@@ -212,6 +235,11 @@ impl OsFile {
         if len == 0 {
             return Ok(Arc::new(EmptyMapping));
         }
+        Ok(Arc::new(self.os_mapping(len, through_file)?))
+    }
+
+    /// A mapping of `len` (> 0) bytes: writable when the handle is.
+    fn os_mapping(&self, len: usize, through_file: bool) -> io::Result<OsMapping> {
         let (map, bound) = if self.writable {
             self.size
                 .store(self.file.metadata()?.len(), Ordering::Release);
@@ -221,11 +249,12 @@ impl OsFile {
             let map = MmapOptions::new().len(len).map_raw_read_only(&*self.file)?;
             (map, None)
         };
-        Ok(Arc::new(OsMapping {
+        Ok(OsMapping {
             map,
             bound,
             through_file,
-        }))
+            writing_large: AtomicBool::new(false),
+        })
     }
 }
 
@@ -273,6 +302,7 @@ impl Mapping for OsMapping {
         let end = pos.saturating_add(len).min(self.map.len());
         if self.bound.is_none()
             || self.through_file
+            || self.writing_large.load(Ordering::Relaxed)
             || start >= end
             || POPULATE_UNSUPPORTED.load(Ordering::Relaxed)
         {
@@ -330,11 +360,16 @@ impl Mapping for OsMapping {
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> io::Result<()> {
         if let Some(file) = self.through_file() {
-            let mut buf = vec![0u8; len];
-            fill(&mut buf);
-            return write_through(file, self.map.len(), pos, &buf);
+            return write_through_buffered(file, self.map.len(), pos, len, fill);
         }
         self.check_writable(pos, len)?;
+        let large = len >= LARGE_WRITE_BYTES;
+        if self.writing_large.load(Ordering::Relaxed) != large {
+            self.writing_large.store(large, Ordering::Relaxed);
+        }
+        if let (true, Some((file, _))) = (large, &self.bound) {
+            return write_through_buffered(file, self.map.len(), pos, len, fill);
+        }
         // SAFETY: as in `write`: inside the mapping, below the file's size, and no
         // reader looks at these bytes while the slice lives (the caller's promise);
         // the slice does not outlive this call.
@@ -388,6 +423,38 @@ fn write_through(file: &File, map_len: usize, pos: usize, data: &[u8]) -> io::Re
         .filter(|&end| end <= map_len)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past mapping"))?;
     FileExt::write_all_at(file, data, pos as u64)
+}
+
+/// Encodes `len` bytes with `fill` into a buffer and `pwrite`s them at `pos` (see
+/// [`write_through`]).
+fn write_through_buffered(
+    file: &File,
+    map_len: usize,
+    pos: usize,
+    len: usize,
+    fill: &mut dyn FnMut(&mut [u8]),
+) -> io::Result<()> {
+    if len > REUSED_BUFFER_MAX_BYTES {
+        let mut buf = vec![0u8; len];
+        fill(&mut buf);
+        return write_through(file, map_len, pos, &buf);
+    }
+    LARGE_WRITE_BUFFER.with(|cell| {
+        // A `fill` that appended again on this thread would find the buffer taken:
+        // it then gets a buffer of its own rather than a panic.
+        let Ok(mut buf) = cell.try_borrow_mut() else {
+            let mut buf = vec![0u8; len];
+            fill(&mut buf);
+            return write_through(file, map_len, pos, &buf);
+        };
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        // `fill` sets every byte of the slice it gets (the `write_with` contract).
+        let slice = &mut buf[..len];
+        fill(slice);
+        write_through(file, map_len, pos, slice)
+    })
 }
 
 /// Mapping of zero bytes (mmap refuses a zero length).
@@ -460,5 +527,68 @@ mod tests {
         let mut buf = [0u8; 21];
         f.read_exact_at(&mut buf, 0).unwrap();
         assert_eq!(&buf, b"insidegrown elsewhere");
+    }
+
+    /// Large writes go through the file (`pwrite`), small ones are stores; both are
+    /// seen through the map and the file, in any order; a large write past the file's
+    /// end is refused like a store (never extends the file); the prefault is skipped
+    /// while writes are large and resumes with the first small one.
+    #[test]
+    fn large_and_small_writes_interleave_through_one_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        let f = OsFile {
+            file: Arc::new(file),
+            writable: true,
+            size: Arc::new(AtomicU64::new(0)),
+        };
+        let total = 4 * LARGE_WRITE_BYTES + 3 * 100 + 2 * (REUSED_BUFFER_MAX_BYTES + 1);
+        f.allocate(total as u64).unwrap();
+        let m = f.os_mapping(total + 4096, false).unwrap();
+        let mut expected = Vec::new();
+        let sizes = [
+            100,
+            LARGE_WRITE_BYTES,
+            100,
+            2 * LARGE_WRITE_BYTES,
+            REUSED_BUFFER_MAX_BYTES + 1,
+            100,
+            LARGE_WRITE_BYTES,
+            REUSED_BUFFER_MAX_BYTES + 1,
+        ];
+        for (i, len) in sizes.into_iter().enumerate() {
+            let byte = i as u8 + 1;
+            let pos = expected.len();
+            m.write_with(pos, len, &mut |buf| buf.fill(byte)).unwrap();
+            expected.extend(std::iter::repeat_n(byte, len));
+            // SAFETY: the mapping is `total + 4096` bytes long, `pos + len` within.
+            let seen = unsafe { std::slice::from_raw_parts(m.as_ptr().add(pos), len) };
+            assert!(
+                seen.iter().all(|&b| b == byte),
+                "write {i} seen through the map"
+            );
+            let large = len >= LARGE_WRITE_BYTES;
+            assert_eq!(m.writing_large.load(Ordering::Relaxed), large, "write {i}");
+        }
+        assert_eq!(expected.len(), total);
+        let mut file_bytes = vec![0u8; total];
+        f.read_exact_at(&mut file_bytes, 0).unwrap();
+        assert!(file_bytes == expected, "the file holds every write");
+        let past = m
+            .write_with(total, LARGE_WRITE_BYTES, &mut |buf| buf.fill(9))
+            .unwrap_err();
+        assert_eq!(past.kind(), io::ErrorKind::InvalidInput, "{past}");
+        assert_eq!(
+            f.size().unwrap(),
+            total as u64,
+            "a refused write does not extend"
+        );
     }
 }
