@@ -31,7 +31,7 @@ fn config() -> LogConfig {
 /// write paths interleave in one segment.
 fn value_in(mode: &str, offset: u64) -> Vec<u8> {
     let mut v = value_for(offset);
-    if mode == "mixed" && offset % 3 == 0 {
+    if mode == "mixed" && offset.is_multiple_of(3) {
         v.resize(v.len() + (16 << 10) + (offset % 5) as usize * 4096, b'L');
     }
     v
