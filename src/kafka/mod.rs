@@ -32,9 +32,11 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::{Error, Log, Result};
 
+mod import;
 mod mirror;
 mod rate;
 
+pub use import::{Import, ImportConfig, ImportStart, ImportStats};
 pub use mirror::{Mirror, MirrorConfig, MirrorStats};
 
 /// Header of every mirrored record: the id of the log it came from ([`log_id`]).

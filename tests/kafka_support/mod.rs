@@ -223,3 +223,82 @@ pub fn check_mirrored(msgs: &[Msg], expected: &[logqueue::StoredRecord]) -> usiz
     );
     duplicates
 }
+
+/// Produces `records` `(key, value, headers, timestamp)` with a plain idempotent
+/// rdkafka producer (Kafka's default partitioner) and waits for every ack.
+pub fn produce(brokers: &str, topic: &str, records: &[ProducedRecord]) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    for r in records {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+            .headers(headers)
+            .timestamp(r.timestamp);
+        record.key = r.key.as_deref();
+        record.payload = r.value.as_deref();
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// A record to produce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducedRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub timestamp: i64,
+}
+
+/// Keys, headers, timestamps, tombstones and keyless records; `i` is in the value.
+pub fn produced(i: u64) -> ProducedRecord {
+    let key = format!("key-{}", i % 7).into_bytes();
+    let (key, value) = match i % 5 {
+        0 => (Some(key), None),
+        1 => (None, Some(format!("keyless-{i}").into_bytes())),
+        _ => (Some(key), Some(format!("value-{i}").into_bytes())),
+    };
+    let headers = if i % 3 == 0 {
+        vec![("n".to_string(), i.to_string().into_bytes())]
+    } else {
+        Vec::new()
+    };
+    ProducedRecord {
+        key,
+        value,
+        headers,
+        timestamp: base_ms() + i as i64,
+    }
+}
+
+/// Milliseconds at the first call in this process: produced records carry recent
+/// timestamps, as live ones do (the log's dedup window judges ids by them).
+pub fn base_ms() -> i64 {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    })
+}
