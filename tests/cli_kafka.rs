@@ -36,7 +36,7 @@ fn mirror_then_import_kafka_round_trip_and_rerun_imports_nothing() {
     let records: Vec<StoredRecord> = {
         let log = Log::open(source.path(), LogConfig::default()).unwrap();
         for i in 0..500u64 {
-            let r = if i % 10 == 0 {
+            let r = if i.is_multiple_of(10) {
                 Record::tombstone(format!("k{}", i % 4))
             } else {
                 Record::keyed(format!("k{}", i % 4), format!("v{i}")).with_header("h", "x")

@@ -27,7 +27,7 @@ fn varied(i: u64) -> Record {
         1 => Record::new(format!("keyless-{i}")),
         _ => Record::keyed(key, format!("value-{i}")),
     };
-    let record = if i % 3 == 0 {
+    let record = if i.is_multiple_of(3) {
         record
             .with_header("source", format!("s{i}"))
             .with_header("empty", Vec::new())

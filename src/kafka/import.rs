@@ -260,6 +260,9 @@ struct Worker {
     started: bool,
 }
 
+/// A record with its idempotence id `<topic>/<partition>/<offset>`.
+type IdRecord = (Vec<u8>, Record);
+
 /// A batch appended to the log, to be committed to Kafka once durable.
 struct Pending {
     /// Offset after the batch's last record in the log (original offsets for
@@ -397,7 +400,7 @@ impl Worker {
         &self,
         consumer: &BaseConsumer<Watermarks>,
         at_end: &mut BTreeMap<i32, bool>,
-    ) -> Result<(Vec<(Vec<u8>, Record)>, BTreeMap<i32, i64>)> {
+    ) -> Result<(Vec<IdRecord>, BTreeMap<i32, i64>)> {
         let mut batch = Vec::new();
         let mut next = BTreeMap::new();
         let mut wait = Duration::from_millis(100);
@@ -420,7 +423,7 @@ impl Worker {
     }
 
     /// A consumed message as `(id, record)`.
-    fn record(&self, m: &BorrowedMessage<'_>) -> (Vec<u8>, Record) {
+    fn record(&self, m: &BorrowedMessage<'_>) -> IdRecord {
         let id = format!("{}/{}/{}", m.topic(), m.partition(), m.offset()).into_bytes();
         let mut record = Record {
             key: m.key().map(<[u8]>::to_vec),
@@ -438,7 +441,7 @@ impl Worker {
 
     /// Appends a batch idempotently, in log batches of at most half the log's
     /// `max_batch_bytes` (estimated); returns the offset after its last record.
-    fn append(&self, batch: Vec<(Vec<u8>, Record)>) -> Result<Offset> {
+    fn append(&self, batch: Vec<IdRecord>) -> Result<Offset> {
         let consumed = batch.len() as u64;
         let limit = u64::from(self.log.config().max_batch_bytes / 2).max(1);
         let mut appended = Vec::with_capacity(batch.len());

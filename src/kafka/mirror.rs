@@ -97,7 +97,8 @@ pub struct MirrorStats {
 /// so the records of a key keep their order in one partition. Keyless records go to
 /// random partitions. Records deleted before the mirror read them (only
 /// [`Log::delete_records_before`] can, the cursor holds retention) are an error in the
-/// stats, retried, never skipped silently.
+/// stats, retried, never skipped silently. Mirror a queue's dead-letter log the same
+/// way, to its own topic: `Mirror::start(&queue.dead_letters(), config)`.
 #[derive(Debug)]
 pub struct Mirror {
     shared: Arc<Shared>,

@@ -278,7 +278,7 @@ pub fn produced(i: u64) -> ProducedRecord {
         1 => (None, Some(format!("keyless-{i}").into_bytes())),
         _ => (Some(key), Some(format!("value-{i}").into_bytes())),
     };
-    let headers = if i % 3 == 0 {
+    let headers = if i.is_multiple_of(3) {
         vec![("n".to_string(), i.to_string().into_bytes())]
     } else {
         Vec::new()
