@@ -14,6 +14,7 @@ use logqueue::{DedupConfig, Error, FlushPolicy, Log, LogConfig, StoredRecord};
 fn dedup_log(dir: &std::path::Path) -> Log {
     let config = LogConfig {
         flush: FlushPolicy::Manual,
+        retention_ms: None,
         dedup: Some(DedupConfig {
             window: Duration::from_secs(3600),
             max_ids: 1_000_000,
@@ -129,4 +130,63 @@ fn import_refuses_a_log_without_a_dedup_window() {
         matches!(err, Error::InvalidConfig(ref why) if why.contains("dedup")),
         "{err}"
     );
+}
+
+#[test]
+fn restart_resumes_after_records_imported_but_not_committed() {
+    let Some(brokers) = brokers("import_uncommitted") else {
+        return;
+    };
+    let topic = unique_topic("import-uncommitted");
+    create_topic(&brokers, &topic, 3).unwrap();
+    // Old timestamps: the dedup window (1 h) would not recognize these ids again.
+    let records: Vec<_> = (0..300)
+        .map(|i| ProducedRecord {
+            timestamp: 1_600_000_000_000 + i as i64,
+            ..produced(i)
+        })
+        .collect();
+    produce(&brokers, &topic, &records);
+    // As a run that appended the first half of each partition and was killed before
+    // committing anything to Kafka.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dedup_log(dir.path());
+    let msgs = kafka_support::read_all(&brokers, &topic);
+    let mut earlier = 0;
+    for m in &msgs {
+        let half = msgs.iter().filter(|x| x.partition == m.partition).count() as i64 / 2;
+        if m.offset < half {
+            let id = format!("{topic}/{}/{}", m.partition, m.offset);
+            let record = logqueue::Record {
+                key: m.key.clone(),
+                value: m.value.clone(),
+                headers: m
+                    .headers
+                    .iter()
+                    .map(|(k, v)| logqueue::Header {
+                        key: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                timestamp: m.timestamp,
+            };
+            assert!(
+                !log.append_idempotent(id.as_bytes(), record)
+                    .unwrap()
+                    .duplicate
+            );
+            earlier += 1;
+        }
+    }
+    let mut config = ImportConfig::new(&brokers, &topic);
+    config.group = unique_topic("group");
+    let import = Import::start(&log, config).unwrap();
+    assert!(import.wait_caught_up(Duration::from_secs(60)).unwrap());
+    let stats = import.stop().unwrap();
+    assert_eq!(
+        (stats.imported, stats.duplicates),
+        (300 - earlier, 0),
+        "{stats:?}"
+    );
+    check_imported(&log, &records);
 }

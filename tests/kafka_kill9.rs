@@ -17,11 +17,13 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use kafka_support::{brokers, check_mirrored, produce, produced, read_all, unique_topic};
+use kafka_support::{
+    brokers, check_mirrored, produce, produced, read_all, unique_topic, ProducedRecord,
+};
 use logqueue::kafka::{create_topic, Import, ImportConfig, Mirror, MirrorConfig};
 use logqueue::{DedupConfig, Log, LogConfig, Record, StoredRecord};
 
-const RECORDS_PER_ROUND: u64 = 2_000;
+const RECORDS_PER_ROUND: u64 = 5_000;
 /// The mirror is fast: more records per round, so kills land mid-stream.
 const MIRROR_RECORDS_PER_ROUND: u64 = 30_000;
 const CHILD: &str = "LOGQUEUE_KAFKA_KILL9_CHILD";
@@ -54,6 +56,8 @@ fn next_delay(state: &mut u64, min: u64, max: u64) -> u64 {
 
 fn import_log(dir: &Path) -> Log {
     let config = LogConfig {
+        // The records carry old timestamps (below): no time retention.
+        retention_ms: None,
         dedup: Some(DedupConfig {
             window: Duration::from_secs(3600),
             max_ids: 1_000_000,
@@ -163,14 +167,28 @@ fn import_killed_at_random_moments_never_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let mut produced_total = 0;
     for _ in 0..rounds() {
+        // Timestamps from 2020, far older than the log's dedup window: a restart must
+        // not rely on the window to recognize what it consumes again.
         let batch: Vec<_> = (produced_total..produced_total + RECORDS_PER_ROUND)
-            .map(produced)
+            .map(|i| ProducedRecord {
+                timestamp: 1_600_000_000_000 + i as i64,
+                ..produced(i)
+            })
             .collect();
+        // The child imports while the records arrive; the kill lands during or soon
+        // after.
+        let child = spawn_child("import", dir.path(), &brokers, &topic, &group);
         produce(&brokers, &topic, &batch);
         produced_total += RECORDS_PER_ROUND;
-        let child = spawn_child("import", dir.path(), &brokers, &topic, &group);
-        std::thread::sleep(Duration::from_millis(next_delay(&mut rng, 300, 2_000)));
+        std::thread::sleep(Duration::from_millis(next_delay(&mut rng, 1, 800)));
         kill9(child);
+        let log = Log::open_read_only(dir.path()).unwrap();
+        let committed = log.cursors().unwrap().first().map_or(0, |c| c.position);
+        eprintln!(
+            "kafka_kill9 import: killed with {} of {produced_total} in the log, committed \
+             below log offset {committed}",
+            log.end_offset()
+        );
     }
     let log = import_log(dir.path());
     let mut config = ImportConfig::new(&brokers, &topic);

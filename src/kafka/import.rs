@@ -16,13 +16,15 @@ use rdkafka::{ClientContext, Offset as KafkaOffset, TopicPartitionList};
 
 use super::rate::Rate;
 use super::{broker, client_config};
-use crate::{Error, Log, Offset, Record, Result};
+use crate::{Cursor, CursorConfig, Error, Log, Offset, Record, Result, DEDUP_ID};
 
 /// Where an [`Import`] starts reading each partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImportStart {
-    /// The offsets committed in Kafka for [`ImportConfig::group`]; offset 0 (or the
-    /// earliest kept) for a partition without one. Resuming after a crash.
+    /// Resuming: the offsets committed in Kafka for [`ImportConfig::group`], moved
+    /// past the records of the topic the log holds after [`ImportConfig::cursor`]
+    /// (imported, not yet committed when the process stopped); offset 0 (or the
+    /// earliest kept) for a partition with neither.
     Committed,
     /// Offset 0 of every partition (or the earliest the broker still keeps).
     Earliest,
@@ -44,6 +46,11 @@ pub struct ImportConfig {
     pub group: String,
     /// Where to start (default [`ImportStart::Committed`]).
     pub start: ImportStart,
+    /// The log cursor (not protecting) marking the log offset up to which the
+    /// Kafka offsets are committed (default `kafka-import`); a restart scans the log
+    /// from it for records imported after the last commit. Give each import into
+    /// one log its own cursor.
+    pub cursor: String,
     /// librdkafka consumer settings, applied over the import's defaults.
     pub consumer: Vec<(String, String)>,
     /// Records appended per batch, at most (default 10,000).
@@ -60,6 +67,7 @@ impl ImportConfig {
             topic: topic.into(),
             group: "logqueue-import".to_string(),
             start: ImportStart::Committed,
+            cursor: "kafka-import".to_string(),
             consumer: Vec::new(),
             max_batch: 10_000,
             retry_backoff: Duration::from_millis(100),
@@ -104,12 +112,16 @@ pub struct ImportStats {
 ///
 /// No duplicates across crashes and restarts: offsets are committed to Kafka (for
 /// [`ImportConfig::group`]) only once the records are durable in the log
-/// ([`Log::durable_offset`]), and what is consumed again after a crash (at most what
-/// was appended since the last commit) is recognized by
-/// [`Log::append_idempotent_batch`]. That needs the log's dedup window
-/// ([`crate::LogConfig::dedup`]; [`Import::start`] refuses a log without one), and
-/// the restart must come within the window: an id older than the window is
-/// forgotten.
+/// ([`Log::durable_offset`]), then the cursor [`ImportConfig::cursor`] moves to
+/// the log offset they cover. A restart ([`ImportStart::Committed`]) reads the
+/// records after that cursor (those appended since the last commit: about one
+/// flush interval) and resumes after the last one of each partition, so nothing the
+/// log holds is consumed again. As a second line, every append goes through
+/// [`Log::append_idempotent_batch`], which needs the log's dedup window
+/// ([`crate::LogConfig::dedup`]; [`Import::start`] refuses a log without one): it
+/// recognizes records consumed again after an explicit [`ImportStart::Earliest`] or
+/// [`ImportStart::Offsets`] while their ids are in the window (the window judges
+/// ids by the records' timestamps, the Kafka CreateTime the import keeps).
 #[derive(Debug)]
 pub struct Import {
     shared: Arc<Shared>,
@@ -148,6 +160,7 @@ impl Import {
                 "ImportConfig::max_batch must be positive".into(),
             ));
         }
+        let cursor = log.cursor(&config.cursor, CursorConfig { protect: false })?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             running: AtomicBool::new(true),
@@ -157,6 +170,7 @@ impl Import {
         });
         let mut worker = Worker {
             log: log.clone(),
+            cursor,
             config,
             shared: Arc::clone(&shared),
             positions: BTreeMap::new(),
@@ -252,6 +266,8 @@ impl ConsumerContext for Watermarks {}
 
 struct Worker {
     log: Log,
+    /// Everything of the topic below it in the log is committed to Kafka.
+    cursor: Cursor,
     config: ImportConfig,
     shared: Arc<Shared>,
     /// Next offset to import per partition, kept across sessions.
@@ -349,6 +365,7 @@ impl Worker {
                             from.insert(e.partition(), o);
                         }
                     }
+                    self.scan_uncommitted(&mut from)?;
                 }
             }
             self.started = true;
@@ -357,6 +374,44 @@ impl Worker {
             self.positions.entry(p).or_insert(o);
         }
         Ok(())
+    }
+
+    /// Moves `from` past the records of the topic the log holds after the cursor:
+    /// imported, but not committed to Kafka when the last run ended.
+    fn scan_uncommitted(&self, from: &mut BTreeMap<i32, i64>) -> Result<()> {
+        let start = self.cursor.position().max(self.log.start_offset());
+        let prefix = format!("{}/", self.config.topic);
+        let mut reader = self.log.reader(start)?;
+        let mut unreadable = None;
+        reader.read_views(usize::MAX, |view| {
+            for (name, value) in view.headers() {
+                if name != DEDUP_ID {
+                    continue;
+                }
+                let Some(rest) = value.strip_prefix(prefix.as_bytes()) else {
+                    continue;
+                };
+                match parse_id_rest(rest) {
+                    Some((p, o)) => {
+                        let next = from.entry(p).or_insert(0);
+                        *next = (*next).max(o + 1);
+                    }
+                    None => {
+                        unreadable.get_or_insert(view.offset);
+                    }
+                }
+            }
+        })?;
+        match unreadable {
+            // Fail closed: a resume point we cannot read is not guessed.
+            Some(offset) => Err(Error::InvalidArgument(format!(
+                "record {offset} of {} has a {DEDUP_ID} header for topic {} that is not \
+                 <topic>/<partition>/<offset>",
+                self.log.dir().display(),
+                self.config.topic
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// One consumer from `positions` on; `Ok` when stopped.
@@ -499,6 +554,10 @@ impl Worker {
             pending.push_front(done);
             return Err(broker("commit offsets", e));
         }
+        // Only after Kafka has them: a restart scans the log from here.
+        if done.log_end > self.cursor.position() {
+            self.cursor.commit(done.log_end)?;
+        }
         Ok(())
     }
 
@@ -519,6 +578,13 @@ impl Worker {
         let total = *self.shared.consumed.lock();
         self.shared.rate.lock().update(total);
     }
+}
+
+/// `<partition>/<offset>` (the rest of an id after `<topic>/`).
+fn parse_id_rest(rest: &[u8]) -> Option<(i32, i64)> {
+    let text = std::str::from_utf8(rest).ok()?;
+    let (p, o) = text.split_once('/')?;
+    Some((p.parse().ok()?, o.parse().ok()?))
 }
 
 /// Bytes a record takes in a log batch, about (fields plus framing).
