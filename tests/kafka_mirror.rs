@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kafka_support::{brokers, check_mirrored, java_partition, read_all, unique_topic};
 use logqueue::kafka::{create_topic, Mirror, MirrorConfig};
-use logqueue::{FlushPolicy, Log, LogConfig, Record, StoredRecord};
+use logqueue::{FlushPolicy, Log, LogConfig, Queue, QueueConfig, Record, StoredRecord};
 
 const PARTITIONS: i32 = 3;
 
@@ -160,4 +160,64 @@ fn retention_waits_for_the_broker_to_acknowledge() {
     let msgs = read_all(&brokers, &topic);
     let firsts: std::collections::BTreeSet<u64> = msgs.iter().map(|m| m.source_offset()).collect();
     assert_eq!(firsts, (0..1_000).collect());
+}
+
+#[test]
+fn a_record_the_broker_refuses_is_retried_and_reported_never_skipped() {
+    let Some(brokers) = brokers("mirror_refused") else {
+        return;
+    };
+    let topic = unique_topic("mirror-refused");
+    create_topic(&brokers, &topic, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(Record::new("small")).unwrap();
+    log.append(Record::new(vec![b'x'; 20_000])).unwrap();
+    log.append(Record::new("after")).unwrap();
+    let mut config = MirrorConfig::new(&brokers, &topic);
+    // The client refuses messages above 10,000 bytes.
+    config.producer = vec![("message.max.bytes".into(), "10000".into())];
+    let mirror = Mirror::start(&log, config).unwrap();
+    assert!(mirror.wait_for(1, Duration::from_secs(30)).unwrap());
+    std::thread::sleep(Duration::from_millis(1_500));
+    let stats = mirror.stats();
+    assert_eq!((stats.position, stats.lag), (1, 2), "{stats:?}");
+    assert!(stats.errors >= 2, "retried: {stats:?}");
+    let error = stats.last_error.unwrap();
+    assert!(error.contains("offset 1"), "{error}");
+    assert!(stats.running);
+    mirror.stop().unwrap();
+    assert_eq!(log.cursors().unwrap()[0].position, 1);
+    let msgs = read_all(&brokers, &topic);
+    assert_eq!(msgs.len(), 1, "nothing after the refused record was sent");
+}
+
+#[test]
+fn a_queues_dead_letter_log_mirrors_to_its_own_topic() {
+    let Some(brokers) = brokers("mirror_dead_letters") else {
+        return;
+    };
+    let topic = unique_topic("mirror-dlq");
+    create_topic(&brokers, &topic, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let queue = Queue::open(&log, "orders", QueueConfig::default()).unwrap();
+    for i in 0..10 {
+        log.append(Record::keyed(format!("k{i}"), format!("order-{i}")))
+            .unwrap();
+    }
+    for d in queue.receive(10, Duration::from_secs(1)).unwrap() {
+        queue.dead_letter(&d.receipt, "bad order").unwrap();
+    }
+    let dead = queue.dead_letters();
+    assert_eq!(dead.end_offset(), 10);
+    let mirror = Mirror::start(&dead, MirrorConfig::new(&brokers, &topic)).unwrap();
+    assert!(mirror.wait_for(10, Duration::from_secs(60)).unwrap());
+    mirror.stop().unwrap();
+    let msgs = read_all(&brokers, &topic);
+    assert_eq!(check_mirrored(&msgs, &all_records(&dead)), 0);
+    for m in &msgs {
+        assert_eq!(m.header("dlq.reason"), Some(&b"bad order"[..]));
+        assert_eq!(m.header("dlq.queue"), Some(&b"orders"[..]));
+    }
 }

@@ -424,7 +424,10 @@ impl Worker {
     }
 
     /// Reads up to `room` records (at most [`READ_CHUNK`]) and hands them to the
-    /// producer; returns how many.
+    /// producer; returns how many. On a failure, first lets the broker acknowledge
+    /// what was sent before it and commits that, so a record the broker refuses
+    /// holds the mirror at itself (reported, retried) without sending the records
+    /// before it again and again.
     fn send_some(
         &self,
         producer: &BaseProducer<Acks>,
@@ -434,25 +437,36 @@ impl Worker {
     ) -> Result<usize> {
         let mut failed: Option<Error> = None;
         let mut count = 0;
-        reader.read_views(room.min(READ_CHUNK), |view| {
+        // Everything below it was handed to the producer.
+        let mut unsent = crate::LogReader::position(reader);
+        let read = reader.read_views(room.min(READ_CHUNK), |view| {
             if failed.is_some() {
                 return;
             }
             match self.send_one(producer, &view) {
                 Ok(()) => {
                     in_flight.sent.push_back((view.offset, false));
+                    unsent = view.offset + 1;
                     count += 1;
                 }
                 Err(e) => failed = Some(e),
             }
-        })?;
+        });
         self.shared.counters.lock().sent += count as u64;
-        match failed {
-            // The reader went past records not sent: the session must end, and the
-            // next one starts again from the cursor (which is below them).
-            Some(e) => Err(e),
-            None => Ok(count),
+        let failed = match (read, failed) {
+            (Ok(_), None) => return Ok(count),
+            (Err(e), _) | (Ok(_), Some(e)) => e,
+        };
+        // The reader went past records not sent: this session ends, and the next one
+        // starts again from the cursor, which must stay at or below `unsent`.
+        let _ = producer.flush(self.config.stop_timeout);
+        producer.poll(Duration::ZERO);
+        self.settle(producer, in_flight)?;
+        let to = in_flight.committable(unsent);
+        if to > self.cursor.position() {
+            self.cursor.commit(to)?;
         }
+        Err(failed)
     }
 
     /// Enqueues one record, waiting while the producer's queue is full.
@@ -497,5 +511,31 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cursor_may_move_only_over_the_lowest_contiguous_acknowledged_run() {
+        let mut f = InFlight {
+            sent: [3, 4, 7, 8].iter().map(|o| (*o, false)).collect(),
+        };
+        assert_eq!(f.committable(9), 3);
+        f.ack(4);
+        f.ack(8);
+        assert_eq!(f.committable(9), 3, "3 is not acknowledged yet");
+        f.ack(3);
+        assert_eq!(f.committable(9), 7, "over 3 and 4, up to unacknowledged 7");
+        f.ack(99); // not in flight (a late report of an earlier session): ignored
+        f.ack(7);
+        assert_eq!(
+            f.committable(9),
+            9,
+            "all acknowledged: up to where reading stopped"
+        );
+        assert!(f.sent.is_empty());
     }
 }
