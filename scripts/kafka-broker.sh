@@ -65,8 +65,15 @@ start_broker() {
 
 stop_broker() {
     local pid="$1"
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    kill "$pid" 2>/dev/null || return 0
+    # Started from another shell (a command substitution, or `start` earlier), so
+    # not our child to `wait` for: poll until it has exited, then insist.
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    echo "broker $pid still running 10 s after SIGTERM: SIGKILL" >&2
+    kill -9 "$pid" 2>/dev/null || true
 }
 
 case "${1:-}" in
