@@ -190,3 +190,43 @@ fn restart_resumes_after_records_imported_but_not_committed() {
     );
     check_imported(&log, &records);
 }
+
+#[test]
+fn a_missing_import_cursor_rescans_the_log_and_a_damaged_one_is_corrupt() {
+    let Some(brokers) = brokers("import_cursor_file") else {
+        return;
+    };
+    let topic = unique_topic("import-cursor-file");
+    create_topic(&brokers, &topic, 3).unwrap();
+    let records: Vec<_> = (0..600).map(produced).collect();
+    produce(&brokers, &topic, &records[..300]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dedup_log(dir.path());
+    let mut config = ImportConfig::new(&brokers, &topic);
+    config.group = unique_topic("group");
+    let import = Import::start(&log, config.clone()).unwrap();
+    assert!(import.wait_caught_up(Duration::from_secs(60)).unwrap());
+    import.stop().unwrap();
+    log.close().unwrap();
+    let cursor_file = dir.path().join("cursors").join("kafka-import.cursor");
+
+    // Missing cursor and a new group (no commits): the scan of the whole log finds
+    // the resume point.
+    std::fs::remove_file(&cursor_file).unwrap();
+    produce(&brokers, &topic, &records[300..]);
+    let log = dedup_log(dir.path());
+    config.group = unique_topic("group");
+    let import = Import::start(&log, config.clone()).unwrap();
+    assert!(import.wait_caught_up(Duration::from_secs(60)).unwrap());
+    let stats = import.stop().unwrap();
+    assert_eq!((stats.imported, stats.duplicates), (300, 0), "{stats:?}");
+    check_imported(&log, &records);
+    log.close().unwrap();
+
+    std::fs::write(&cursor_file, [0xAB; 64]).unwrap();
+    let log = dedup_log(dir.path());
+    match Import::start(&log, config).unwrap_err() {
+        Error::Corrupt { path, .. } => assert_eq!(path, cursor_file),
+        other => panic!("{other}"),
+    }
+}

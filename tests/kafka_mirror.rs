@@ -221,3 +221,47 @@ fn a_queues_dead_letter_log_mirrors_to_its_own_topic() {
         assert_eq!(m.header("dlq.queue"), Some(&b"orders"[..]));
     }
 }
+
+#[test]
+fn a_missing_cursor_sends_everything_again_and_a_damaged_one_is_corrupt() {
+    let Some(brokers) = brokers("mirror_cursor_file") else {
+        return;
+    };
+    let topic = unique_topic("mirror-cursor-file");
+    create_topic(&brokers, &topic, PARTITIONS).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    for i in 0..300 {
+        log.append(varied(i)).unwrap();
+    }
+    let mirror = Mirror::start(&log, MirrorConfig::new(&brokers, &topic)).unwrap();
+    assert!(mirror.wait_for(300, Duration::from_secs(60)).unwrap());
+    mirror.stop().unwrap();
+    log.close().unwrap();
+    let cursor_file = dir.path().join("cursors").join("kafka-mirror.cursor");
+
+    std::fs::remove_file(&cursor_file).unwrap();
+    let log = open(dir.path());
+    let mirror = Mirror::start(&log, MirrorConfig::new(&brokers, &topic)).unwrap();
+    assert!(mirror.wait_for(300, Duration::from_secs(60)).unwrap());
+    assert_eq!(
+        mirror.stop().unwrap().sent,
+        300,
+        "from the log's start again"
+    );
+    let msgs = read_all(&brokers, &topic);
+    assert_eq!(
+        check_mirrored(&msgs, &all_records(&log)),
+        300,
+        "each once more, dedupable"
+    );
+    log.close().unwrap();
+
+    std::fs::write(&cursor_file, [0xAB; 64]).unwrap();
+    let log = open(dir.path());
+    let err = Mirror::start(&log, MirrorConfig::new(&brokers, &topic)).unwrap_err();
+    match err {
+        logqueue::Error::Corrupt { path, .. } => assert_eq!(path, cursor_file),
+        other => panic!("{other}"),
+    }
+}

@@ -20,6 +20,11 @@
 //! aborted records, so a transactional mode could not be shown to work and is not
 //! shipped.
 //!
+//! State: each keeps its position in a cursor of the log (fail closed: a damaged
+//! cursor file is [`Error::Corrupt`] from `start`; a missing one starts at the log's
+//! start, which sends everything again for the mirror and rescans the log for the
+//! import; neither loses a record). See `docs/scale-out.md` for every case.
+//!
 //! Layering: this module sits above the log (it uses [`Log`], cursors and records);
 //! nothing in the crate below it imports it.
 
@@ -50,14 +55,12 @@ pub const OFFSET_HEADER: &str = "logqueue.offset";
 /// directory), and distinct for two logs on one machine.
 ///
 /// ```
-/// # #[cfg(feature = "kafka")] {
 /// use logqueue::{Log, LogConfig};
 /// let dir = tempfile::tempdir().unwrap();
 /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
 /// let id = logqueue::kafka::log_id(&log).unwrap();
 /// assert_eq!(id.len(), 16);
 /// assert_eq!(id, logqueue::kafka::log_id(&log).unwrap());
-/// # }
 /// ```
 pub fn log_id(log: &Log) -> Result<String> {
     let path =
