@@ -79,7 +79,9 @@ fn mirror(brokers: &str, topic: &str, n: u64) -> Duration {
     took
 }
 
-fn plain_consume(brokers: &str, topic: &str, n: u64) -> Duration {
+/// A plain consumer; with `into`, each record is also appended to that log
+/// (`append_batch` per 1,000, no idempotence): what a hand-written import costs.
+fn plain_consume(brokers: &str, topic: &str, n: u64, into: Option<&Log>) -> Duration {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "bench")
@@ -95,6 +97,7 @@ fn plain_consume(brokers: &str, topic: &str, n: u64) -> Duration {
     }
     consumer.assign(&tpl).unwrap();
     let (mut got, mut bytes) = (0u64, 0usize);
+    let mut batch = Vec::new();
     while got < n {
         match consumer.poll(Duration::from_millis(100)) {
             None | Some(Err(KafkaError::PartitionEOF(_))) => {}
@@ -103,6 +106,17 @@ fn plain_consume(brokers: &str, topic: &str, n: u64) -> Duration {
                 let m = m.unwrap();
                 bytes += m.payload().map_or(0, <[u8]>::len);
                 got += 1;
+                if let Some(log) = into {
+                    batch.push(Record {
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        headers: Vec::new(),
+                        timestamp: m.timestamp().to_millis(),
+                    });
+                    if batch.len() == 1000 || got == n {
+                        log.append_batch(std::mem::take(&mut batch)).unwrap();
+                    }
+                }
             }
         }
     }
@@ -147,18 +161,30 @@ fn mirror_vs_plain_producer_and_import_vs_plain_consumer() {
     let n = records();
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let (mut produce, mut mirrored, mut consume, mut imported) = (vec![], vec![], vec![], vec![]);
+    let mut hand = vec![];
     for run in 0..3 {
         let (a, b) = (unique_topic("bench-plain"), unique_topic("bench-mirror"));
         create_topic(&brokers, &a, 1).unwrap();
         create_topic(&brokers, &b, 1).unwrap();
         let p = rate(plain_produce(&brokers, &a, n));
         let m = rate(mirror(&brokers, &b, n));
-        let c = rate(plain_consume(&brokers, &a, n));
+        let c = rate(plain_consume(&brokers, &a, n, None));
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(
+            dir.path(),
+            LogConfig {
+                flush: FlushPolicy::Manual,
+                ..LogConfig::default()
+            },
+        )
+        .unwrap();
+        let h = rate(plain_consume(&brokers, &a, n, Some(&log)));
         let i = rate(import(&brokers, &a, n));
         eprintln!(
             "run {run}: plain producer {p:.0}/s, mirror {m:.0}/s; plain consumer {c:.0}/s, \
-             import {i:.0}/s"
+             plain consumer + append_batch {h:.0}/s, import {i:.0}/s"
         );
+        hand.push(h);
         produce.push(p);
         mirrored.push(m);
         consume.push(c);
@@ -170,10 +196,13 @@ fn mirror_vs_plain_producer_and_import_vs_plain_consumer() {
         median(consume),
         median(imported),
     );
+    let h = median(hand);
     eprintln!(
         "medians over 3 runs, {n} records of 100 B, 1 partition: plain producer {p:.0}/s, \
-         mirror {m:.0}/s ({:.2}x); plain consumer {c:.0}/s, import {i:.0}/s ({:.2}x)",
+         mirror {m:.0}/s ({:.2}x); plain consumer {c:.0}/s, plain consumer + append_batch \
+         {h:.0}/s, import {i:.0}/s ({:.2}x of the plain consumer, {:.2}x of consumer + append)",
         m / p,
-        i / c
+        i / c,
+        i / h
     );
 }

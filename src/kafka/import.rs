@@ -240,6 +240,10 @@ impl Drop for Import {
     }
 }
 
+/// Records per idempotent append at most: `append_idempotent_batch` compares each
+/// id with the earlier ones of its batch (quadratic), so batches stay short.
+const APPEND_CHUNK: usize = 512;
+
 /// Longest wait between retries after errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -494,8 +498,9 @@ impl Worker {
         (id, record)
     }
 
-    /// Appends a batch idempotently, in log batches of at most half the log's
-    /// `max_batch_bytes` (estimated); returns the offset after its last record.
+    /// Appends a batch idempotently, in log batches of at most [`APPEND_CHUNK`]
+    /// records and half the log's `max_batch_bytes` (estimated); returns the offset
+    /// after its last record.
     fn append(&self, batch: Vec<IdRecord>) -> Result<Offset> {
         let consumed = batch.len() as u64;
         let limit = u64::from(self.log.config().max_batch_bytes / 2).max(1);
@@ -504,7 +509,7 @@ impl Worker {
         let mut bytes = 0;
         for (id, record) in batch {
             let size = estimated_size(&id, &record);
-            if !chunk.is_empty() && bytes + size > limit {
+            if !chunk.is_empty() && (bytes + size > limit || chunk.len() == APPEND_CHUNK) {
                 appended.extend(
                     self.log
                         .append_idempotent_batch(std::mem::take(&mut chunk))?,
