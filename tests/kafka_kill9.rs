@@ -1,7 +1,8 @@
 //! kill -9 loops against a real broker (`KAFKA_BROKERS`; skipped when unset): a child
 //! process runs a `kafka::Mirror` (or a `kafka::Import`) and is killed at a random
-//! moment, round after round, while the parent keeps adding records. After the last
-//! round and a final drain:
+//! moment, round after round, while records keep coming (the mirror's child appends
+//! to its log as a service would; for the import the parent produces to the topic).
+//! After the last round and a final drain:
 //! - mirror: every log record is in the topic, per key the first copies are in
 //!   offset order in one partition, and every duplicate equals its original (same
 //!   `logqueue.offset`, same content): at-least-once.
@@ -24,8 +25,6 @@ use logqueue::kafka::{create_topic, Import, ImportConfig, Mirror, MirrorConfig};
 use logqueue::{DedupConfig, Log, LogConfig, Record, StoredRecord};
 
 const RECORDS_PER_ROUND: u64 = 5_000;
-/// The mirror is fast: more records per round, so kills land mid-stream.
-const MIRROR_RECORDS_PER_ROUND: u64 = 30_000;
 const CHILD: &str = "LOGQUEUE_KAFKA_KILL9_CHILD";
 
 fn rounds() -> u64 {
@@ -77,10 +76,21 @@ fn kill9_child() {
     let brokers = std::env::var("KAFKA_BROKERS").unwrap();
     let topic = std::env::var("KILL9_TOPIC").unwrap();
     if role == "mirror" {
+        // A service: appends all the time while its mirror runs.
         let log = Log::open(&dir, LogConfig::default()).unwrap();
         let _mirror = Mirror::start(&log, MirrorConfig::new(&brokers, &topic)).unwrap();
+        let mut next = log.end_offset();
         loop {
-            std::thread::sleep(Duration::from_secs(1));
+            let batch = (next..next + 100)
+                .map(|n| {
+                    Record::keyed(format!("k{}", n % 20), format!("v{n}"))
+                        .with_header("n", n.to_string())
+                })
+                .collect();
+            log.append_batch(batch).unwrap();
+            next += 100;
+            // About 10,000 records a second.
+            std::thread::sleep(Duration::from_millis(10));
         }
     } else {
         let log = import_log(Path::new(&dir));
@@ -122,25 +132,20 @@ fn mirror_killed_at_random_moments_loses_nothing() {
     let topic = unique_topic("kill9-mirror");
     create_topic(&brokers, &topic, 3).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut appended = 0;
     for _ in 0..rounds() {
-        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
-        for _ in 0..MIRROR_RECORDS_PER_ROUND {
-            let r = Record::keyed(format!("k{}", appended % 20), format!("v{appended}"))
-                .with_header("n", appended.to_string());
-            log.append(r).unwrap();
-            appended += 1;
-        }
-        log.close().unwrap();
         let child = spawn_child("mirror", dir.path(), &brokers, &topic, "");
-        std::thread::sleep(Duration::from_millis(next_delay(&mut rng, 300, 1_500)));
+        std::thread::sleep(Duration::from_millis(next_delay(&mut rng, 300, 2_500)));
         kill9(child);
-        let cursors = Log::open_read_only(dir.path()).unwrap().cursors().unwrap();
-        let at = cursors.first().map_or(0, |c| c.position);
-        eprintln!("kafka_kill9 mirror: killed at cursor {at} of {appended}");
+        let log = Log::open_read_only(dir.path()).unwrap();
+        let at = log.cursors().unwrap().first().map_or(0, |c| c.position);
+        eprintln!(
+            "kafka_kill9 mirror: killed at cursor {at} of {} appended",
+            log.end_offset()
+        );
     }
     // Final drain.
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let appended = log.end_offset();
     let mirror = Mirror::start(&log, MirrorConfig::new(&brokers, &topic)).unwrap();
     assert!(mirror.wait_for(appended, Duration::from_secs(120)).unwrap());
     mirror.stop().unwrap();
