@@ -38,6 +38,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use crate::{Error, Log, Result};
 
 mod import;
+mod import_worker;
 mod mirror;
 mod rate;
 
