@@ -90,6 +90,9 @@ pub enum Error {
     /// A write call on a log opened with [`crate::Log::open_read_only`] (or a queue of
     /// one): a read-only view never changes a byte of the directory.
     ReadOnly,
+    /// A Kafka broker or client call failed (the `kafka` feature's
+    /// mirror and import); the text says which call and why.
+    Broker(String),
 }
 
 /// `Result` with [`Error`].
@@ -174,6 +177,7 @@ impl fmt::Display for Error {
                 f,
                 "the log was opened read-only (Log::open_read_only): writes are refused"
             ),
+            Error::Broker(why) => write!(f, "kafka: {why}"),
         }
     }
 }

@@ -31,6 +31,8 @@ mod flush;
 pub mod fs;
 mod gaps;
 mod index;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod log;
 mod offset_map;
 mod queue;

@@ -6,6 +6,9 @@
 //! `delete-records`, `compact`, `retention`, `dlq redrive`, `dlq purge`) take the
 //! log's lock and refuse, with exit status 2, while another process has it open.
 //!
+//! With the `kafka` feature, `mirror` and `import-kafka` copy a log to a Kafka topic
+//! and a topic into a log (write commands: they take the lock).
+//!
 //! Exit status: 0 success; 1 the command ran and found a problem (corrupt data,
 //! failed records); 2 the log could not be opened (missing, locked, unreadable); 64
 //! bad arguments.
@@ -14,6 +17,8 @@ mod admin;
 mod demo;
 mod dlq;
 mod export;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod output;
 mod perf;
 mod read;
@@ -63,6 +68,12 @@ enum Command {
     Perf(perf::PerfArgs),
     /// A guided tour: the log, a queue, a crash-safe redelivery and a dead letter.
     Demo(demo::DemoArgs),
+    /// Copy the log to a Kafka topic (at-least-once, from a durable cursor).
+    #[cfg(feature = "kafka")]
+    Mirror(kafka::MirrorArgs),
+    /// Copy a Kafka topic into the log (idempotent: a restart never duplicates).
+    #[cfg(feature = "kafka")]
+    ImportKafka(kafka::ImportKafkaArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +100,10 @@ fn main() -> ExitCode {
         Command::Import(a) => export::import(a),
         Command::Perf(a) => perf::perf(a),
         Command::Demo(a) => demo::demo(a),
+        #[cfg(feature = "kafka")]
+        Command::Mirror(a) => kafka::mirror(a),
+        #[cfg(feature = "kafka")]
+        Command::ImportKafka(a) => kafka::import_kafka(a),
     };
     match result {
         Ok(code) => code,
