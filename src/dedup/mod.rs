@@ -55,6 +55,8 @@ pub struct DedupStats {
 
 /// Largest `max_ids`: sequence numbers and table sizes stay far from overflow.
 const MAX_IDS: usize = 1 << 32;
+/// Ids inserted at a time when the window is rebuilt at open.
+const REBUILD_CHUNK: usize = 32;
 /// Largest id: it is stored in every record that carries it.
 pub(crate) const MAX_ID_BYTES: usize = 4096;
 
@@ -119,15 +121,25 @@ impl DedupWindow {
             return Ok(());
         };
         let mut table = self.table.lock();
-        // Decoded in place (no copy): O(window) at a few tens of ns per record.
+        // At most one id per record from `from` on: sized once, not grown step by step.
+        let records = log.end_offset().saturating_sub(from);
+        table.reserve(usize::try_from(records).unwrap_or(usize::MAX));
+        // Decoded in place (no copy): O(window). Inserted a chunk at a time, so that
+        // the chunk's cache misses in the index overlap (see `IdTable::insert_all`).
+        let mut chunk = Vec::with_capacity(REBUILD_CHUNK);
         log.reader(from)?.read_views(usize::MAX, |view| {
             if view.timestamp < cutoff {
                 return;
             }
             if let Some(id) = view.header(DEDUP_ID) {
-                table.insert(self.fingerprint(id), view.offset, view.timestamp, cutoff);
+                chunk.push((self.fingerprint(id), view.offset, view.timestamp));
+                if chunk.len() == REBUILD_CHUNK {
+                    table.insert_all(&chunk, cutoff);
+                    chunk.clear();
+                }
             }
         })?;
+        table.insert_all(&chunk, cutoff);
         Ok(())
     }
 }

@@ -242,7 +242,34 @@ impl IdTable {
     }
 
     fn grow(&mut self) {
-        let size = self.buckets.len().saturating_mul(2).min(self.full_buckets);
+        self.grow_to(self.buckets.len().saturating_mul(2));
+    }
+
+    /// Makes room for `ids` more ids (up to `max_ids` in all) at once: the ring and the
+    /// index sized for them, instead of grown step by step (each growth of the index
+    /// places every entry again).
+    pub(crate) fn reserve(&mut self, ids: usize) {
+        let total = self.ring.len().saturating_add(ids).min(self.max_ids);
+        self.ring.reserve_exact(total - self.ring.len().min(total));
+        let buckets = total.div_ceil(IDS_PER_BUCKET);
+        if buckets > self.buckets.len() {
+            self.grow_to(buckets);
+        }
+    }
+
+    /// [`IdTable::insert`] of `(fingerprint, offset, timestamp)` triples, in order, with
+    /// the buckets of all of them requested first: their cache misses overlap.
+    pub(crate) fn insert_all(&mut self, ids: &[(u64, Offset, i64)], cutoff: i64) {
+        for &(fingerprint, _, _) in ids {
+            self.prefetch(fingerprint);
+        }
+        for &(fingerprint, offset, timestamp) in ids {
+            self.insert(fingerprint, offset, timestamp, cutoff);
+        }
+    }
+
+    fn grow_to(&mut self, size: usize) {
+        let size = size.min(self.full_buckets);
         let mut buckets = Vec::with_capacity(size);
         // Before the first touch: pages already faulted in stay 4 KiB.
         advise_huge_pages(buckets.spare_capacity_mut());
@@ -397,5 +424,27 @@ mod tests {
             };
             assert_eq!(t.candidates(fp, i64::MIN), want, "{i}");
         }
+    }
+
+    /// `reserve` sizes the index and the ring once (what the rebuild at open does):
+    /// inserting that many ids then grows neither, and every id is found.
+    #[test]
+    fn reserve_sizes_the_table_once_for_the_ids_to_come() {
+        let mut t = IdTable::new(10_000);
+        t.reserve(3_000);
+        let (buckets, ring) = (t.buckets.len(), t.ring.capacity());
+        assert_eq!(buckets, 600);
+        let ids: Vec<(u64, Offset, i64)> = (0..3_000u64)
+            .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i, 0))
+            .collect();
+        t.insert_all(&ids, i64::MIN);
+        assert_eq!((t.buckets.len(), t.ring.capacity()), (buckets, ring));
+        for &(fp, o, _) in &ids {
+            assert_eq!(t.candidates(fp, i64::MIN), vec![o]);
+        }
+        // Never past max_ids.
+        t.reserve(1 << 40);
+        assert_eq!(t.buckets.len(), 2_000);
+        assert!(t.ring.capacity() >= 10_000);
     }
 }
