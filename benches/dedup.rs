@@ -1,5 +1,6 @@
 //! Criterion benchmarks of exactly-once appends (issue 13), side by side in one run:
-//! `append_idempotent` vs `append` of 100 B records with a full 1,000,000-id window,
+//! `append_idempotent` vs `append` of 100 B records with a full 1,000,000-id window
+//! (one at a time, and `append_idempotent_batch` vs `append_batch` of 100),
 //! the window's memory per id (printed), `Log::open` with a full window vs without
 //! one, and `Queue::settle_into` vs `append` + `ack` (with and without the
 //! `wait_durable` that `settle_into` does).
@@ -133,6 +134,42 @@ fn interleaved(log: &Log, next: &mut u64, value: &[u8]) {
         i * 1e9,
         p / i
     );
+    // The same with batches of 100 (500 batches of each alternately, ten times).
+    let (mut p, mut i) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let start = Instant::now();
+        for _ in 0..500 {
+            plain.append_batch(batch_of_100(value)).unwrap();
+        }
+        p.push(start.elapsed().as_secs_f64() / 50_000.0);
+        let start = Instant::now();
+        for _ in 0..500 {
+            log.append_idempotent_batch(id_batch_of_100(next, value))
+                .unwrap();
+        }
+        i.push(start.elapsed().as_secs_f64() / 50_000.0);
+    }
+    let (p, i) = (median(&mut p), median(&mut i));
+    eprintln!(
+        "interleaved medians per record, batches of 100: append_batch {:.0} ns, append_idempotent_batch (1M-id window) {:.0} ns: {:.2}x the append_batch rate",
+        p * 1e9,
+        i * 1e9,
+        p / i
+    );
+}
+
+fn batch_of_100(value: &[u8]) -> Vec<Record> {
+    (0..100).map(|_| Record::new(value.to_vec())).collect()
+}
+
+/// 100 new ids from `next` on, with their records.
+fn id_batch_of_100(next: &mut u64, value: &[u8]) -> Vec<(Vec<u8>, Record)> {
+    (0..100)
+        .map(|_| {
+            *next += 1;
+            (id(*next).to_vec(), Record::new(value.to_vec()))
+        })
+        .collect()
 }
 
 fn append(c: &mut Criterion) {
@@ -189,6 +226,34 @@ fn append(c: &mut Criterion) {
                         .unwrap();
                     debug_assert!(got.duplicate);
                     n += 1;
+                }
+                start.elapsed()
+            })
+        },
+    );
+    g.finish();
+    let mut g = c.benchmark_group("dedup_append_batch_100x100B");
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("append_batch", |b| {
+        b.iter_custom(|iters| {
+            let dir = bench_dir();
+            let log = Log::open(dir.path(), config(false)).unwrap();
+            let start = Instant::now();
+            for _ in 0..iters {
+                log.append_batch(batch_of_100(&value)).unwrap();
+            }
+            start.elapsed()
+        })
+    });
+    g.bench_function(
+        BenchmarkId::new("append_idempotent_batch", "1M-id window"),
+        |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    log.append_idempotent_batch(id_batch_of_100(&mut next, &value))
+                        .unwrap();
                 }
                 start.elapsed()
             })
