@@ -9,6 +9,9 @@
 //! cargo bench --bench dedup
 //! ```
 //!
+//! `LOGQUEUE_BENCH_DEDUP_IDS=200000 cargo bench --bench dedup -- none` prints the
+//! interleaved medians alone for a window of another size.
+//!
 //! Logs live in temporary directories (`$LOGQUEUE_BENCH_DIR`, default the system
 //! temp dir). Numbers are in `docs/benchmarks.md`.
 
@@ -21,7 +24,14 @@ use criterion::{
 use logqueue::{DedupConfig, FlushPolicy, Log, LogConfig, Queue, QueueConfig, Record};
 use tempfile::TempDir;
 
-const WINDOW_IDS: usize = 1_000_000;
+/// The window's size: 1,000,000 ids, or `$LOGQUEUE_BENCH_DEDUP_IDS` (to see how the
+/// cost of a new id grows with the index's size against the caches).
+fn window_ids() -> usize {
+    std::env::var("LOGQUEUE_BENCH_DEDUP_IDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000)
+}
 
 fn bench_dir() -> TempDir {
     let base =
@@ -36,7 +46,7 @@ fn config(dedup: bool) -> LogConfig {
         retention_ms: None,
         dedup: dedup.then_some(DedupConfig {
             window: Duration::from_secs(3600),
-            max_ids: WINDOW_IDS,
+            max_ids: window_ids(),
         }),
         ..LogConfig::default()
     }
@@ -56,11 +66,11 @@ fn id(n: u64) -> [u8; 14] {
     id
 }
 
-/// A log whose window holds `WINDOW_IDS` ids of 100 B records.
+/// A log whose window holds `window_ids()` ids of 100 B records.
 fn full_window(dir: &Path) -> Log {
     let log = Log::open(dir, config(true)).unwrap();
     let value = vec![0x5Au8; 100];
-    for n in 0..WINDOW_IDS as u64 {
+    for n in 0..window_ids() as u64 {
         log.append_idempotent(&id(n), Record::new(value.clone()))
             .unwrap();
     }
@@ -129,8 +139,9 @@ fn interleaved(log: &Log, next: &mut u64, value: &[u8]) {
     };
     let (p, i) = (median(&mut p), median(&mut i));
     eprintln!(
-        "interleaved medians: append {:.0} ns, append_idempotent (1M-id window) {:.0} ns: {:.2}x the append rate",
+        "interleaved medians: append {:.0} ns, append_idempotent ({}-id window) {:.0} ns: {:.2}x the append rate",
         p * 1e9,
+        window_ids(),
         i * 1e9,
         p / i
     );
@@ -151,8 +162,9 @@ fn interleaved(log: &Log, next: &mut u64, value: &[u8]) {
     }
     let (p, i) = (median(&mut p), median(&mut i));
     eprintln!(
-        "interleaved medians per record, batches of 100: append_batch {:.0} ns, append_idempotent_batch (1M-id window) {:.0} ns: {:.2}x the append_batch rate",
+        "interleaved medians per record, batches of 100: append_batch {:.0} ns, append_idempotent_batch ({}-id window) {:.0} ns: {:.2}x the append_batch rate",
         p * 1e9,
+        window_ids(),
         i * 1e9,
         p / i
     );
@@ -184,7 +196,7 @@ fn append(c: &mut Criterion) {
         s.memory_bytes as f64 / s.ids as f64
     );
     let value = vec![0x5Au8; 100];
-    let mut next = WINDOW_IDS as u64;
+    let mut next = window_ids() as u64;
     interleaved(&log, &mut next, &value);
     let mut g = c.benchmark_group("dedup_append_100B");
     g.sampling_mode(SamplingMode::Flat);
