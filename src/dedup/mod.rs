@@ -121,7 +121,10 @@ impl DedupWindow {
             return Ok(());
         };
         let mut table = self.table.lock();
-        // At most one id per record from `from` on: sized once, not grown step by step.
+        // At most one id per record from `from` on: sized once, not grown step by step
+        // (every growth places all entries again). Never past `max_ids`, the bound the
+        // window's memory has anyway; what records without ids leave unused is given
+        // back below.
         let records = log.end_offset().saturating_sub(from);
         table.reserve(usize::try_from(records).unwrap_or(usize::MAX));
         // Decoded in place (no copy): O(window). Inserted a chunk at a time, so that
@@ -140,6 +143,7 @@ impl DedupWindow {
             }
         })?;
         table.insert_all(&chunk, cutoff);
+        table.shrink_to_fit();
         Ok(())
     }
 }

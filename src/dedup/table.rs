@@ -242,7 +242,7 @@ impl IdTable {
     }
 
     fn grow(&mut self) {
-        self.grow_to(self.buckets.len().saturating_mul(2));
+        self.resize_index(self.buckets.len().saturating_mul(2));
     }
 
     /// Makes room for `ids` more ids (up to `max_ids` in all) at once: the ring and the
@@ -253,7 +253,24 @@ impl IdTable {
         self.ring.reserve_exact(total - self.ring.len().min(total));
         let buckets = total.div_ceil(IDS_PER_BUCKET);
         if buckets > self.buckets.len() {
-            self.grow_to(buckets);
+            self.resize_index(buckets);
+        }
+    }
+
+    /// Gives back what a [`IdTable::reserve`] took beyond twice the ids held (the
+    /// records it was sized for did not all carry ids).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        let buckets = self
+            .ring
+            .len()
+            .div_ceil(IDS_PER_BUCKET)
+            .max(INITIAL_BUCKETS)
+            .min(self.full_buckets);
+        if self.buckets.len() > buckets * 2 {
+            self.resize_index(buckets);
+        }
+        if self.ring.capacity() > self.ring.len().max(1024) * 2 {
+            self.ring.shrink_to_fit();
         }
     }
 
@@ -268,7 +285,8 @@ impl IdTable {
         }
     }
 
-    fn grow_to(&mut self, size: usize) {
+    /// A new index of `size` buckets (at most the full size) holding the ring's entries.
+    fn resize_index(&mut self, size: usize) {
         let size = size.min(self.full_buckets);
         let mut buckets = Vec::with_capacity(size);
         // Before the first touch: pages already faulted in stay 4 KiB.
@@ -446,5 +464,12 @@ mod tests {
         t.reserve(1 << 40);
         assert_eq!(t.buckets.len(), 2_000);
         assert!(t.ring.capacity() >= 10_000);
+        // Fewer ids came than reserved for: the rest is given back, the ids stay found.
+        t.shrink_to_fit();
+        assert_eq!(t.buckets.len(), 600);
+        assert!(t.ring.capacity() < 10_000);
+        for &(fp, o, _) in &ids {
+            assert_eq!(t.candidates(fp, i64::MIN), vec![o]);
+        }
     }
 }
