@@ -1,5 +1,6 @@
 //! Criterion benchmarks of exactly-once appends (issue 13), side by side in one run:
-//! `append_idempotent` vs `append` of 100 B records with a full 1,000,000-id window,
+//! `append_idempotent` vs `append` of 100 B records with a full 1,000,000-id window
+//! (one at a time, and `append_idempotent_batch` vs `append_batch` of 100),
 //! the window's memory per id (printed), `Log::open` with a full window vs without
 //! one, and `Queue::settle_into` vs `append` + `ack` (with and without the
 //! `wait_durable` that `settle_into` does).
@@ -7,6 +8,9 @@
 //! ```text
 //! cargo bench --bench dedup
 //! ```
+//!
+//! `LOGQUEUE_BENCH_DEDUP_IDS=200000 cargo bench --bench dedup -- none` prints the
+//! interleaved medians alone for a window of another size.
 //!
 //! Logs live in temporary directories (`$LOGQUEUE_BENCH_DIR`, default the system
 //! temp dir). Numbers are in `docs/benchmarks.md`.
@@ -20,7 +24,14 @@ use criterion::{
 use logqueue::{DedupConfig, FlushPolicy, Log, LogConfig, Queue, QueueConfig, Record};
 use tempfile::TempDir;
 
-const WINDOW_IDS: usize = 1_000_000;
+/// The window's size: 1,000,000 ids, or `$LOGQUEUE_BENCH_DEDUP_IDS` (to see how the
+/// cost of a new id grows with the index's size against the caches).
+fn window_ids() -> usize {
+    std::env::var("LOGQUEUE_BENCH_DEDUP_IDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000)
+}
 
 fn bench_dir() -> TempDir {
     let base =
@@ -35,7 +46,7 @@ fn config(dedup: bool) -> LogConfig {
         retention_ms: None,
         dedup: dedup.then_some(DedupConfig {
             window: Duration::from_secs(3600),
-            max_ids: WINDOW_IDS,
+            max_ids: window_ids(),
         }),
         ..LogConfig::default()
     }
@@ -55,11 +66,11 @@ fn id(n: u64) -> [u8; 14] {
     id
 }
 
-/// A log whose window holds `WINDOW_IDS` ids of 100 B records.
+/// A log whose window holds `window_ids()` ids of 100 B records.
 fn full_window(dir: &Path) -> Log {
     let log = Log::open(dir, config(true)).unwrap();
     let value = vec![0x5Au8; 100];
-    for n in 0..WINDOW_IDS as u64 {
+    for n in 0..window_ids() as u64 {
         log.append_idempotent(&id(n), Record::new(value.clone()))
             .unwrap();
     }
@@ -128,11 +139,49 @@ fn interleaved(log: &Log, next: &mut u64, value: &[u8]) {
     };
     let (p, i) = (median(&mut p), median(&mut i));
     eprintln!(
-        "interleaved medians: append {:.0} ns, append_idempotent (1M-id window) {:.0} ns: {:.2}x the append rate",
+        "interleaved medians: append {:.0} ns, append_idempotent ({}-id window) {:.0} ns: {:.2}x the append rate",
         p * 1e9,
+        window_ids(),
         i * 1e9,
         p / i
     );
+    // The same with batches of 100 (500 batches of each alternately, ten times).
+    let (mut p, mut i) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let start = Instant::now();
+        for _ in 0..500 {
+            plain.append_batch(batch_of_100(value)).unwrap();
+        }
+        p.push(start.elapsed().as_secs_f64() / 50_000.0);
+        let start = Instant::now();
+        for _ in 0..500 {
+            log.append_idempotent_batch(id_batch_of_100(next, value))
+                .unwrap();
+        }
+        i.push(start.elapsed().as_secs_f64() / 50_000.0);
+    }
+    let (p, i) = (median(&mut p), median(&mut i));
+    eprintln!(
+        "interleaved medians per record, batches of 100: append_batch {:.0} ns, append_idempotent_batch ({}-id window) {:.0} ns: {:.2}x the append_batch rate",
+        p * 1e9,
+        window_ids(),
+        i * 1e9,
+        p / i
+    );
+}
+
+fn batch_of_100(value: &[u8]) -> Vec<Record> {
+    (0..100).map(|_| Record::new(value.to_vec())).collect()
+}
+
+/// 100 new ids from `next` on, with their records.
+fn id_batch_of_100(next: &mut u64, value: &[u8]) -> Vec<(Vec<u8>, Record)> {
+    (0..100)
+        .map(|_| {
+            *next += 1;
+            (id(*next).to_vec(), Record::new(value.to_vec()))
+        })
+        .collect()
 }
 
 fn append(c: &mut Criterion) {
@@ -147,7 +196,7 @@ fn append(c: &mut Criterion) {
         s.memory_bytes as f64 / s.ids as f64
     );
     let value = vec![0x5Au8; 100];
-    let mut next = WINDOW_IDS as u64;
+    let mut next = window_ids() as u64;
     interleaved(&log, &mut next, &value);
     let mut g = c.benchmark_group("dedup_append_100B");
     g.sampling_mode(SamplingMode::Flat);
@@ -189,6 +238,34 @@ fn append(c: &mut Criterion) {
                         .unwrap();
                     debug_assert!(got.duplicate);
                     n += 1;
+                }
+                start.elapsed()
+            })
+        },
+    );
+    g.finish();
+    let mut g = c.benchmark_group("dedup_append_batch_100x100B");
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("append_batch", |b| {
+        b.iter_custom(|iters| {
+            let dir = bench_dir();
+            let log = Log::open(dir.path(), config(false)).unwrap();
+            let start = Instant::now();
+            for _ in 0..iters {
+                log.append_batch(batch_of_100(&value)).unwrap();
+            }
+            start.elapsed()
+        })
+    });
+    g.bench_function(
+        BenchmarkId::new("append_idempotent_batch", "1M-id window"),
+        |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    log.append_idempotent_batch(id_batch_of_100(&mut next, &value))
+                        .unwrap();
                 }
                 start.elapsed()
             })

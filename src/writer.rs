@@ -110,6 +110,24 @@ impl Log {
     }
 
     fn append_source<S: AppendSource + ?Sized>(&self, records: &S) -> Result<Range<Offset>> {
+        self.append_source_at(records, self.inner.config.clock.now_ms())
+    }
+
+    /// [`Log::append_batch_ref`] with the clock already read (`now`): an idempotent
+    /// append reads it once, for the window and the append alike.
+    pub(crate) fn append_refs_at(
+        &self,
+        records: &[RecordRef<'_>],
+        now: i64,
+    ) -> Result<Range<Offset>> {
+        self.append_source_at(records, now)
+    }
+
+    fn append_source_at<S: AppendSource + ?Sized>(
+        &self,
+        records: &S,
+        now: i64,
+    ) -> Result<Range<Offset>> {
         let inner = &*self.inner;
         inner.check_writable()?;
         let count = records.count();
@@ -134,7 +152,6 @@ impl Log {
             size: payload,
             max: max_batch,
         })?;
-        let now = inner.config.clock.now_ms();
         // The exact size is known before anything is written: a batch too large is
         // refused without touching the segment, and one that fits is encoded
         // straight into it.

@@ -414,3 +414,82 @@ fn the_id_header_replaces_one_the_record_carries_and_keeps_the_others() {
             .duplicate
     );
 }
+
+#[test]
+fn a_batch_carries_each_id_in_its_record_with_the_other_headers_and_timestamps() {
+    let fs = SimFs::new(0);
+    let clock = ManualClock::new(1_000_000);
+    let log = sim_log(&fs, &clock, 1000);
+    let got = log
+        .append_idempotent_batch(vec![
+            (
+                b"p".to_vec(),
+                Record::new("1")
+                    .with_header("h", "x")
+                    .with_header(DEDUP_ID, "forged"),
+            ),
+            (b"q".to_vec(), Record::keyed("k", "2")),
+            (b"r".to_vec(), Record::new("3").with_timestamp(999_000)),
+        ])
+        .unwrap();
+    assert_eq!(got, vec![new_at(0), new_at(1), new_at(2)]);
+    let records: Vec<_> = (0..3).map(|o| log.read(o).unwrap().unwrap()).collect();
+    let headers: Vec<Vec<(&str, &[u8])>> = records
+        .iter()
+        .map(|r| {
+            r.headers
+                .iter()
+                .map(|h| (h.key.as_str(), h.value.as_slice()))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        headers,
+        vec![
+            vec![("h", &b"x"[..]), (DEDUP_ID, &b"p"[..])],
+            vec![(DEDUP_ID, &b"q"[..])],
+            vec![(DEDUP_ID, &b"r"[..])],
+        ]
+    );
+    assert_eq!(records[1].key.as_deref(), Some(&b"k"[..]));
+    let timestamps: Vec<i64> = records.iter().map(|r| r.timestamp).collect();
+    assert_eq!(timestamps, [1_000_000, 1_000_000, 999_000]);
+    // The forged id is not remembered; the real ones are.
+    let again = log
+        .append_idempotent_batch(vec![
+            (b"forged".to_vec(), Record::new("4")),
+            (b"p".to_vec(), Record::new("1")),
+            (b"r".to_vec(), Record::new("3")),
+        ])
+        .unwrap();
+    assert_eq!(again, vec![new_at(3), dup_of(0), dup_of(2)]);
+}
+
+/// The rebuild at open sizes the table for the records in the window; when most of
+/// them carry no id it gives the unused memory back (the ids stay duplicates).
+#[test]
+fn a_reopen_over_records_without_ids_keeps_the_memory_of_the_ids_only() {
+    let fs = SimFs::new(0);
+    let clock = ManualClock::new(1_000_000);
+    {
+        let log = sim_log(&fs, &clock, 100_000);
+        let plain: Vec<Record> = (0..5_000).map(|_| Record::new("p")).collect();
+        log.append_batch(plain).unwrap();
+        for n in 0..10u32 {
+            log.append_idempotent(&n.to_be_bytes(), Record::new("i"))
+                .unwrap();
+        }
+        log.close().unwrap();
+    }
+    let log = sim_log(&fs, &clock, 100_000);
+    let stats = log.dedup_stats().unwrap();
+    assert_eq!(stats.ids, 10);
+    // A table sized for the 5,010 records would hold about 185 KB.
+    assert!(stats.memory_bytes <= 16 * 1024, "{stats:?}");
+    for n in 0..10u32 {
+        let got = log
+            .append_idempotent(&n.to_be_bytes(), Record::new("i"))
+            .unwrap();
+        assert_eq!(got, dup_of(5_000 + u64::from(n)));
+    }
+}

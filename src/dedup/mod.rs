@@ -27,7 +27,8 @@ use std::hash::BuildHasher;
 
 use crate::config::{CleanupPolicy, DedupConfig, LogConfig};
 use crate::log::Log;
-use crate::{Error, Offset, Record, Result};
+use crate::{Error, Offset, Record, RecordRef, Result};
+use std::ops::Range;
 
 use table::IdTable;
 
@@ -54,6 +55,8 @@ pub struct DedupStats {
 
 /// Largest `max_ids`: sequence numbers and table sizes stay far from overflow.
 const MAX_IDS: usize = 1 << 32;
+/// Ids inserted at a time when the window is rebuilt at open.
+const REBUILD_CHUNK: usize = 32;
 /// Largest id: it is stored in every record that carries it.
 pub(crate) const MAX_ID_BYTES: usize = 4096;
 
@@ -118,15 +121,29 @@ impl DedupWindow {
             return Ok(());
         };
         let mut table = self.table.lock();
-        // Decoded in place (no copy): O(window) at a few tens of ns per record.
+        // At most one id per record from `from` on: sized once, not grown step by step
+        // (every growth places all entries again). Never past `max_ids`, the bound the
+        // window's memory has anyway; what records without ids leave unused is given
+        // back below.
+        let records = log.end_offset().saturating_sub(from);
+        table.reserve(usize::try_from(records).unwrap_or(usize::MAX));
+        // Decoded in place (no copy): O(window). Inserted a chunk at a time, so that
+        // the chunk's cache misses in the index overlap (see `IdTable::insert_all`).
+        let mut chunk = Vec::with_capacity(REBUILD_CHUNK);
         log.reader(from)?.read_views(usize::MAX, |view| {
             if view.timestamp < cutoff {
                 return;
             }
             if let Some(id) = view.header(DEDUP_ID) {
-                table.insert(self.fingerprint(id), view.offset, view.timestamp, cutoff);
+                chunk.push((self.fingerprint(id), view.offset, view.timestamp));
+                if chunk.len() == REBUILD_CHUNK {
+                    table.insert_all(&chunk, cutoff);
+                    chunk.clear();
+                }
             }
         })?;
+        table.insert_all(&chunk, cutoff);
+        table.shrink_to_fit();
         Ok(())
     }
 }
@@ -141,22 +158,63 @@ fn validate_id(id: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Puts `id` in the record's [`DEDUP_ID`] header (replacing one it has) and its
-/// timestamp (`now` when it has none); returns the timestamp.
-fn carry_id(record: &mut Record, id: &[u8], now: i64) -> i64 {
-    let timestamp = *record.timestamp.get_or_insert(now);
-    record.headers.retain(|h| h.key != DEDUP_ID);
-    record.headers.push(crate::Header {
-        key: DEDUP_ID.to_string(),
-        value: id.to_vec(),
-    });
-    timestamp
+/// Appends to `flat` the headers of `record` with `id` as its [`DEDUP_ID`] header
+/// (replacing one it carries, last); returns where they are in `flat`.
+fn push_headers_with_id<'a>(
+    flat: &mut Vec<(&'a str, &'a [u8])>,
+    record: &'a Record,
+    id: &'a [u8],
+) -> Range<usize> {
+    let start = flat.len();
+    flat.extend(
+        record
+            .headers
+            .iter()
+            .filter(|h| h.key != DEDUP_ID)
+            .map(|h| (h.key.as_str(), h.value.as_slice())),
+    );
+    flat.push((DEDUP_ID, id));
+    start..flat.len()
+}
+
+/// `record` borrowed, with `headers` and its timestamp (`now` when it has none).
+fn borrow<'a>(record: &'a Record, headers: &'a [(&'a str, &'a [u8])], now: i64) -> RecordRef<'a> {
+    RecordRef {
+        key: record.key.as_deref(),
+        value: record.value.as_deref(),
+        headers,
+        timestamp: Some(record.timestamp.unwrap_or(now)),
+    }
 }
 
 /// One id checked against the window: a duplicate of `offset`, or new.
 enum Seen {
     Duplicate(Offset),
     New,
+}
+
+/// For each pair, the first earlier pair with the same id, if any: sorted by
+/// fingerprint (O(n log n), not a scan of all earlier pairs per pair).
+fn earlier_pairs_with_the_same_id(
+    items: &[(Vec<u8>, Record)],
+    fingerprints: &[u64],
+) -> Vec<Option<usize>> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    // Stable: within one fingerprint, in the order given.
+    order.sort_by_key(|&k| fingerprints[k]);
+    let mut earlier = vec![None; items.len()];
+    for (n, &k) in order.iter().enumerate() {
+        let same_fingerprint = order[..n]
+            .iter()
+            .rev()
+            .take_while(|&&j| fingerprints[j] == fingerprints[k]);
+        // The earliest with the same id: it is the one that is not itself a duplicate.
+        earlier[k] = same_fingerprint
+            .filter(|&&j| items[j].0 == items[k].0)
+            .last()
+            .copied();
+    }
+    earlier
 }
 
 impl Log {
@@ -196,38 +254,42 @@ impl Log {
     /// assert!(!first.duplicate && again.duplicate);
     /// assert_eq!((first.offset, again.offset, log.end_offset()), (0, 0, 1));
     /// ```
-    pub fn append_idempotent(&self, id: &[u8], mut record: Record) -> Result<Appended> {
+    pub fn append_idempotent(&self, id: &[u8], record: Record) -> Result<Appended> {
         let window = self.dedup_window()?;
         self.inner.check_writable()?;
         validate_id(id)?;
-        let now = self.config().clock.now_ms();
-        let cutoff = window.cutoff(now);
         let fingerprint = window.fingerprint(id);
         let mut table = window.table.lock();
-        table.warm(fingerprint);
+        // At a full window the id's bucket is a cache miss: started first, it overlaps
+        // with the clock read (one for the window and the append alike).
+        table.prefetch(fingerprint);
+        let now = self.config().clock.now_ms();
+        let cutoff = window.cutoff(now);
         if let Seen::Duplicate(offset) = self.check_id(&table, fingerprint, id, cutoff)? {
             return Ok(Appended {
                 offset,
                 duplicate: true,
             });
         }
-        let timestamp = *record.timestamp.get_or_insert(now);
-        let offset = if record.headers.is_empty() {
-            // The common case, without allocating: the id header borrowed.
-            let headers = [(DEDUP_ID, id)];
-            let borrowed = crate::RecordRef {
-                key: record.key.as_deref(),
-                value: record.value.as_deref(),
-                headers: &headers,
-                timestamp: Some(timestamp),
-            };
-            self.append_batch_ref(std::slice::from_ref(&borrowed))?
-                .start
+        // Borrowed, not copied into a new `Record`: no allocation without other headers.
+        let only_id = [(DEDUP_ID, id)];
+        let mut flat = Vec::new();
+        let headers = if record.headers.is_empty() {
+            &only_id[..]
         } else {
-            carry_id(&mut record, id, now);
-            self.append_records(std::slice::from_ref(&record))?.start
+            let span = push_headers_with_id(&mut flat, &record, id);
+            &flat[span]
         };
-        table.insert(fingerprint, offset, timestamp, cutoff);
+        let borrowed = borrow(&record, headers, now);
+        let offset = self
+            .append_refs_at(std::slice::from_ref(&borrowed), now)?
+            .start;
+        table.insert(
+            fingerprint,
+            offset,
+            borrowed.timestamp.unwrap_or(now),
+            cutoff,
+        );
         Ok(Appended {
             offset,
             duplicate: false,
@@ -258,43 +320,54 @@ impl Log {
     pub fn append_idempotent_batch(&self, items: Vec<(Vec<u8>, Record)>) -> Result<Vec<Appended>> {
         let window = self.dedup_window()?;
         self.inner.check_writable()?;
-        let now = self.config().clock.now_ms();
-        let cutoff = window.cutoff(now);
-        let mut prepared = Vec::with_capacity(items.len());
-        for (id, mut record) in items {
-            validate_id(&id)?;
-            let timestamp = carry_id(&mut record, &id, now);
-            prepared.push((window.fingerprint(&id), id, Some(record), timestamp));
+        let mut fingerprints = Vec::with_capacity(items.len());
+        for (id, _) in &items {
+            validate_id(id)?;
+            fingerprints.push(window.fingerprint(id));
         }
         let mut table = window.table.lock();
+        // All buckets requested at once: their cache misses overlap.
+        for &fingerprint in &fingerprints {
+            table.prefetch(fingerprint);
+        }
+        let now = self.config().clock.now_ms();
+        let cutoff = window.cutoff(now);
+        let earlier = earlier_pairs_with_the_same_id(&items, &fingerprints);
         // Per pair: a duplicate of a record, of an earlier pair (its index), or new.
-        let mut seen: Vec<std::result::Result<Seen, usize>> = Vec::with_capacity(prepared.len());
-        for (k, (fingerprint, id, _, _)) in prepared.iter().enumerate() {
-            let earlier = prepared[..k]
-                .iter()
-                .position(|(f, i, _, _)| f == fingerprint && i == id);
-            seen.push(match earlier {
+        let mut seen: Vec<std::result::Result<Seen, usize>> = Vec::with_capacity(items.len());
+        for (k, (id, _)) in items.iter().enumerate() {
+            seen.push(match earlier[k] {
                 Some(j) => Err(j),
-                None => Ok(self.check_id(&table, *fingerprint, id, cutoff)?),
+                None => Ok(self.check_id(&table, fingerprints[k], id, cutoff)?),
             });
         }
-        let fresh: Vec<Record> = prepared
-            .iter_mut()
+        let is_new = |s: &std::result::Result<Seen, usize>| matches!(s, Ok(Seen::New));
+        let mut flat = Vec::new();
+        let mut spans = Vec::new();
+        for ((id, record), s) in items.iter().zip(&seen) {
+            if is_new(s) {
+                spans.push(push_headers_with_id(&mut flat, record, id));
+            }
+        }
+        let fresh: Vec<RecordRef<'_>> = items
+            .iter()
             .zip(&seen)
-            .filter(|(_, s)| matches!(s, Ok(Seen::New)))
-            .filter_map(|((_, _, record, _), _)| record.take())
+            .filter(|(_, s)| is_new(s))
+            .zip(spans)
+            .map(|(((_, record), _), span)| borrow(record, &flat[span], now))
             .collect();
-        let range = self.append_records(&fresh)?;
+        let range = self.append_refs_at(&fresh, now)?;
         let mut next = range.start;
         let mut out: Vec<Appended> = Vec::with_capacity(seen.len());
-        for ((fingerprint, _, _, timestamp), s) in prepared.iter().zip(&seen) {
+        for ((fingerprint, (_, record)), s) in fingerprints.iter().zip(&items).zip(&seen) {
             out.push(match s {
                 Ok(Seen::Duplicate(offset)) => Appended {
                     offset: *offset,
                     duplicate: true,
                 },
                 Ok(Seen::New) => {
-                    table.insert(*fingerprint, next, *timestamp, cutoff);
+                    let timestamp = record.timestamp.unwrap_or(now);
+                    table.insert(*fingerprint, next, timestamp, cutoff);
                     next += 1;
                     Appended {
                         offset: next - 1,
@@ -381,5 +454,25 @@ mod tests {
         assert_eq!((got.offset, got.duplicate), (1, false));
         let again = log.append_idempotent(b"b", Record::new("2")).unwrap();
         assert_eq!((again.offset, again.duplicate), (1, true));
+    }
+
+    /// In a batch, pairs with one fingerprint but different ids (forced here) are
+    /// not duplicates of each other; those with the same id are, of the first one.
+    #[test]
+    fn in_a_batch_only_the_same_id_is_a_duplicate_not_the_same_fingerprint() {
+        let items: Vec<(Vec<u8>, Record)> = [&b"a"[..], b"b", b"a", b"c", b"b", b"a"]
+            .iter()
+            .map(|id| (id.to_vec(), Record::new("v")))
+            .collect();
+        let collide = [7, 7, 7, 3, 7, 7];
+        assert_eq!(
+            earlier_pairs_with_the_same_id(&items, &collide),
+            [None, None, Some(0), None, Some(1), Some(0)]
+        );
+        let distinct = [1, 2, 1, 3, 2, 1];
+        assert_eq!(
+            earlier_pairs_with_the_same_id(&items, &distinct),
+            [None, None, Some(0), None, Some(1), Some(0)]
+        );
     }
 }

@@ -1,13 +1,30 @@
-//! The in-memory id table of a dedup window: flat, about 36 bytes per id.
+//! The in-memory id table of a dedup window: flat, about 37 bytes per id.
 //!
-//! Ids are remembered by a 64-bit keyed fingerprint, never by their bytes: a ring of
-//! 24-byte entries (fingerprint, offset, timestamp) in append order, which is also
-//! the order they age out in, and an open-addressing index (linear probing,
-//! backward-shift deletion, load ≤ 2/3: a miss probes 5 slots on average, 8 to a
-//! cache line; at 7/8 it was 32) of 8-byte slots: the fingerprint's top 32
-//! bits (its tag, which also gives its home slot) and the entry's sequence number
-//! modulo 2^32 (unique: at most 2^32 entries are kept). Probing compares tags in the
-//! slots alone; the ring is read only on a tag match.
+//! Ids are remembered by a 64-bit keyed fingerprint, never by their bytes, in two
+//! arrays:
+//!
+//! - a ring of 24-byte entries (fingerprint, offset, timestamp) in append order, which
+//!   is also the order they age out in. Entry `i` has the sequence number
+//!   `first_seq + i`; forgetting the oldest id moves the front and `first_seq` and
+//!   touches nothing else.
+//! - an index of 64-byte buckets, one cache line each: seven slots (the fingerprint's
+//!   top 24 bits as a tag, and an entry's sequence number modulo 2^40) and an overflow
+//!   mark. A slot is live while its sequence number lies in the ring's span; a slot
+//!   whose entry aged out is free as it is, never cleared (so an insert at a full
+//!   window reads and writes one cache line of the index, not two: the slot of the
+//!   id it forgets is never looked at).
+//!
+//! An id's home bucket comes from the fingerprint's low 32 bits. When the home has no
+//! free slot the id goes to the next bucket that has one, and every bucket it passes
+//! records its sequence number (plus one) as its overflow mark. A lookup goes on past
+//! a bucket only while the mark names a live entry: entries age out in sequence order,
+//! so once the newest entry that passed a bucket is gone, all that passed it earlier
+//! are gone too. At most five live ids per bucket on average (load 5/7): a lookup of a
+//! new id reads one cache line, or two when its home overflowed not long ago.
+//!
+//! A stale slot whose sequence number comes round again (2^40 inserts later) looks
+//! live: it then names some live entry, whose full fingerprint is compared, and the
+//! entry is also found through its own slot; it costs a probe, never a wrong answer.
 //! A fingerprint match is only a candidate: the caller compares the full id stored
 //! in the record (see `dedup/mod.rs`).
 
@@ -15,19 +32,30 @@ use std::collections::VecDeque;
 
 use crate::Offset;
 
+/// Slots per bucket: seven 8-byte slots and the 8-byte overflow mark fill 64 bytes.
+const SLOTS: usize = 7;
+/// Live ids per bucket at most, on average over the index (load 5/7).
+const IDS_PER_BUCKET: usize = 5;
+/// Buckets of a new table (grown by doubling up to the size for `max_ids`).
+const INITIAL_BUCKETS: usize = 128;
+const SEQ_BITS: u32 = 40;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+/// A slot never used. Tags are never all ones, so no slot in use equals it.
 const EMPTY: u64 = u64::MAX;
+const MAX_TAG: u64 = (1 << (64 - SEQ_BITS)) - 2;
 
-/// The fingerprint's top 32 bits, never all ones (so that no slot is `EMPTY`).
-fn tag(fingerprint: u64) -> u32 {
-    ((fingerprint >> 32) as u32).min(u32::MAX - 1)
+/// The fingerprint's top 24 bits, never all ones. The home bucket comes from the low
+/// bits: ids sharing a bucket still differ in their tags.
+fn tag(fingerprint: u64) -> u64 {
+    (fingerprint >> SEQ_BITS).min(MAX_TAG)
 }
 
-fn slot(tag: u32, seq: u64) -> u64 {
-    (u64::from(tag) << 32) | (seq & 0xFFFF_FFFF)
+fn slot(tag: u64, seq: u64) -> u64 {
+    (tag << SEQ_BITS) | (seq & SEQ_MASK)
 }
 
-fn slot_tag(slot: u64) -> u32 {
-    (slot >> 32) as u32
+fn slot_tag(slot: u64) -> u64 {
+    slot >> SEQ_BITS
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -37,27 +65,41 @@ struct Entry {
     timestamp: i64,
 }
 
+/// One cache line of the index.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct Bucket {
+    /// One plus the sequence number of the newest entry placed past this bucket (0:
+    /// none): a lookup goes on to the next bucket while that entry is live.
+    overflow: u64,
+    /// Tag and sequence number (see `slot`), `EMPTY` if never used.
+    slots: [u64; SLOTS],
+}
+
+const EMPTY_BUCKET: Bucket = Bucket {
+    overflow: 0,
+    slots: [EMPTY; SLOTS],
+};
+
 #[derive(Debug)]
 pub(crate) struct IdTable {
     /// Entries in append order; `ring[i]` has sequence number `first_seq + i`.
     ring: VecDeque<Entry>,
     first_seq: u64,
-    /// Tag and sequence number (see `slot`), `EMPTY` for a free slot.
-    slots: Vec<u64>,
-    /// The slot count the table grows to (`max_ids` at load 2/3).
-    full_slots: usize,
+    buckets: Vec<Bucket>,
+    /// The bucket count the table grows to (`max_ids` at load 5/7).
+    full_buckets: usize,
     max_ids: usize,
 }
 
 impl IdTable {
     pub(crate) fn new(max_ids: usize) -> IdTable {
-        let full_slots = max_ids.saturating_mul(3) / 2 + 1;
-        let initial = full_slots.min(1024);
+        let full_buckets = max_ids.div_ceil(IDS_PER_BUCKET).max(1);
         IdTable {
             ring: VecDeque::new(),
             first_seq: 0,
-            slots: vec![EMPTY; initial],
-            full_slots,
+            buckets: vec![EMPTY_BUCKET; full_buckets.min(INITIAL_BUCKETS)],
+            full_buckets,
             max_ids,
         }
     }
@@ -69,32 +111,38 @@ impl IdTable {
     /// Bytes held by the table.
     pub(crate) fn memory_bytes(&self) -> usize {
         self.ring.capacity() * std::mem::size_of::<Entry>()
-            + self.slots.capacity() * std::mem::size_of::<u64>()
+            + self.buckets.capacity() * std::mem::size_of::<Bucket>()
     }
 
-    fn home(&self, tag: u32) -> usize {
+    fn home(&self, fingerprint: u64) -> usize {
         // Multiply-shift onto any table size (no power of two needed).
-        ((u128::from(tag) * self.slots.len() as u128) >> 32) as usize
+        (((fingerprint & 0xFFFF_FFFF) * self.buckets.len() as u64) >> 32) as usize
     }
 
-    /// The ring entry of a slot: its sequence number is the one in the ring's span
-    /// with these low 32 bits.
-    fn entry(&self, slot: u64) -> &Entry {
-        let low = slot & 0xFFFF_FFFF;
-        let index = low.wrapping_sub(self.first_seq) & 0xFFFF_FFFF;
-        &self.ring[index as usize]
+    /// The live entry a slot names, if any (`EMPTY` names none: its tag matches no id's).
+    fn live_entry(&self, slot: u64) -> Option<&Entry> {
+        let index = slot.wrapping_sub(self.first_seq) & SEQ_MASK;
+        self.ring.get(usize::try_from(index).ok()?)
     }
 
-    /// Starts loading the two slots the next insert of `fingerprint` touches first
-    /// (its home, and the home of the entry that ages out before it): at a full
-    /// window both are cache misses, and loads issued together overlap.
-    pub(crate) fn warm(&self, fingerprint: u64) {
-        let own = self.slots[self.home(tag(fingerprint))];
-        let oldest = self
-            .ring
-            .front()
-            .map_or(0, |e| self.slots[self.home(tag(e.fingerprint))]);
-        std::hint::black_box((own, oldest));
+    fn is_free(&self, slot: u64) -> bool {
+        slot == EMPTY || self.live_entry(slot).is_none()
+    }
+
+    /// Whether a lookup must go on past a bucket with this overflow mark.
+    fn passes(&self, overflow: u64) -> bool {
+        overflow > self.first_seq
+    }
+
+    /// Starts loading the bucket a lookup or insert of `fingerprint` reads first:
+    /// at a full window it is a cache miss, which overlaps with the work done until
+    /// the lookup.
+    pub(crate) fn prefetch(&self, fingerprint: u64) {
+        prefetch(self.home_address(fingerprint));
+    }
+
+    fn home_address(&self, fingerprint: u64) -> usize {
+        self.buckets.as_ptr() as usize + self.home(fingerprint) * std::mem::size_of::<Bucket>()
     }
 
     /// Offsets of the remembered ids with this fingerprint and a timestamp at or
@@ -102,21 +150,29 @@ impl IdTable {
     pub(crate) fn candidates(&self, fingerprint: u64, cutoff: i64) -> Vec<Offset> {
         let mut found = Vec::new();
         let tag = tag(fingerprint);
-        let mut i = self.home(tag);
-        loop {
-            let s = self.slots[i];
-            if s == EMPTY {
-                break;
-            }
-            if slot_tag(s) == tag {
-                let e = self.entry(s);
-                if e.fingerprint == fingerprint && e.timestamp >= cutoff {
-                    found.push(e.offset);
+        let mut b = self.home(fingerprint);
+        // Bounded by the table size: a mark is live only while its entry is, and
+        // fewer entries are live than there are slots.
+        for _ in 0..self.buckets.len() {
+            let bucket = &self.buckets[b];
+            for &s in &bucket.slots {
+                if slot_tag(s) != tag {
+                    continue;
+                }
+                if let Some(e) = self.live_entry(s) {
+                    if e.fingerprint == fingerprint && e.timestamp >= cutoff {
+                        found.push(e.offset);
+                    }
                 }
             }
-            i = (i + 1) % self.slots.len();
+            if !self.passes(bucket.overflow) {
+                break;
+            }
+            b = (b + 1) % self.buckets.len();
         }
         found.sort_unstable();
+        // A slot come round again (see the module notes) finds an entry twice.
+        found.dedup();
         found
     }
 
@@ -125,9 +181,11 @@ impl IdTable {
     pub(crate) fn insert(&mut self, fingerprint: u64, offset: Offset, timestamp: i64, cutoff: i64) {
         self.age_out(cutoff);
         while self.ring.len() >= self.max_ids {
-            self.pop_oldest();
+            self.forget_oldest();
         }
-        if (self.ring.len() + 1) * 3 > self.slots.len() * 2 && self.slots.len() < self.full_slots {
+        if self.ring.len() >= self.buckets.len() * IDS_PER_BUCKET
+            && self.buckets.len() < self.full_buckets
+        {
             self.grow();
         }
         if self.ring.len() == self.ring.capacity() {
@@ -138,7 +196,6 @@ impl IdTable {
                 .max(1024)
                 .min(self.max_ids - self.ring.len());
             self.ring.reserve_exact(more);
-            advise_huge_pages(self.ring.as_slices().0);
         }
         let seq = self.first_seq + self.ring.len() as u64;
         self.ring.push_back(Entry {
@@ -154,75 +211,113 @@ impl IdTable {
     /// it, never before it is checked: `candidates` filters by timestamp too).
     pub(crate) fn age_out(&mut self, cutoff: i64) {
         while self.ring.front().is_some_and(|e| e.timestamp < cutoff) {
-            self.pop_oldest();
+            self.forget_oldest();
         }
     }
 
-    fn place(&mut self, seq: u64, fingerprint: u64) {
-        let tag = tag(fingerprint);
-        let mut i = self.home(tag);
-        while self.slots[i] != EMPTY {
-            i = (i + 1) % self.slots.len();
+    /// The oldest entry leaves the ring; its slot becomes free by that alone.
+    fn forget_oldest(&mut self) {
+        if self.ring.pop_front().is_some() {
+            self.first_seq += 1;
         }
-        self.slots[i] = slot(tag, seq);
+    }
+
+    /// Puts the entry `seq` (in the ring already) into the first free slot from its
+    /// home on, marking the full buckets it passes.
+    fn place(&mut self, seq: u64, fingerprint: u64) {
+        let new = slot(tag(fingerprint), seq);
+        let n = self.buckets.len();
+        let mut b = self.home(fingerprint);
+        // There is a free slot: at most 5/7 of the slots are live (see `insert`).
+        for _ in 0..n {
+            let free = self.buckets[b].slots.iter().position(|&s| self.is_free(s));
+            if let Some(i) = free {
+                self.buckets[b].slots[i] = new;
+                return;
+            }
+            self.buckets[b].overflow = seq + 1;
+            b = (b + 1) % n;
+        }
+        debug_assert!(false, "no free slot in the dedup index");
     }
 
     fn grow(&mut self) {
-        let size = self.slots.len().saturating_mul(2).min(self.full_slots);
-        self.slots = vec![EMPTY; size];
-        advise_huge_pages(&self.slots);
+        self.resize_index(self.buckets.len().saturating_mul(2));
+    }
+
+    /// Makes room for `ids` more ids (up to `max_ids` in all) at once: the ring and the
+    /// index sized for them, instead of grown step by step (each growth of the index
+    /// places every entry again).
+    pub(crate) fn reserve(&mut self, ids: usize) {
+        let total = self.ring.len().saturating_add(ids).min(self.max_ids);
+        self.ring.reserve_exact(total - self.ring.len().min(total));
+        let buckets = total.div_ceil(IDS_PER_BUCKET);
+        if buckets > self.buckets.len() {
+            self.resize_index(buckets);
+        }
+    }
+
+    /// Gives back what a [`IdTable::reserve`] took beyond twice the ids held (the
+    /// records it was sized for did not all carry ids).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        let buckets = self
+            .ring
+            .len()
+            .div_ceil(IDS_PER_BUCKET)
+            .max(INITIAL_BUCKETS)
+            .min(self.full_buckets);
+        if self.buckets.len() > buckets * 2 {
+            self.resize_index(buckets);
+        }
+        if self.ring.capacity() > self.ring.len().max(1024) * 2 {
+            self.ring.shrink_to_fit();
+        }
+    }
+
+    /// [`IdTable::insert`] of `(fingerprint, offset, timestamp)` triples, in order, with
+    /// the buckets of all of them requested first: their cache misses overlap.
+    pub(crate) fn insert_all(&mut self, ids: &[(u64, Offset, i64)], cutoff: i64) {
+        for &(fingerprint, _, _) in ids {
+            self.prefetch(fingerprint);
+        }
+        for &(fingerprint, offset, timestamp) in ids {
+            self.insert(fingerprint, offset, timestamp, cutoff);
+        }
+    }
+
+    /// A new index of `size` buckets (at most the full size) holding the ring's entries.
+    fn resize_index(&mut self, size: usize) {
+        let size = size.min(self.full_buckets);
+        let mut buckets = Vec::with_capacity(size);
+        // Before the first touch: pages already faulted in stay 4 KiB.
+        advise_huge_pages(buckets.spare_capacity_mut());
+        buckets.resize(size, EMPTY_BUCKET);
+        self.buckets = buckets;
+        // In sequence order, as they were placed: the overflow marks come out the same.
         for k in 0..self.ring.len() {
             let fingerprint = self.ring[k].fingerprint;
             self.place(self.first_seq + k as u64, fingerprint);
         }
     }
-
-    fn pop_oldest(&mut self) {
-        let Some(e) = self.ring.front().copied() else {
-            return;
-        };
-        let tag = tag(e.fingerprint);
-        let seq = slot(tag, self.first_seq);
-        let n = self.slots.len();
-        let mut i = self.home(tag);
-        while self.slots[i] != seq {
-            // The entry is in the index by construction: its probe chain has no gap.
-            if self.slots[i] == EMPTY {
-                break;
-            }
-            i = (i + 1) % n;
-        }
-        if self.slots[i] == seq {
-            // Backward-shift deletion: pull later members of the chain into the hole
-            // unless their home lies cyclically in (hole, their slot].
-            let mut j = i;
-            loop {
-                j = (j + 1) % n;
-                let s = self.slots[j];
-                if s == EMPTY {
-                    break;
-                }
-                let home = self.home(slot_tag(s));
-                let stays = if i <= j {
-                    i < home && home <= j
-                } else {
-                    i < home || home <= j
-                };
-                if !stays {
-                    self.slots[i] = s;
-                    i = j;
-                }
-            }
-            self.slots[i] = EMPTY;
-        }
-        self.ring.pop_front();
-        self.first_seq += 1;
-    }
 }
 
-/// Asks for transparent huge pages under a large table (a hint; where the system
-/// ignores it nothing changes): a full window is tens of MB probed at random, and
-/// with 4 KiB pages nearly every probe also misses the TLB.
+/// A hint to the CPU to load the cache line at `address` (an index bucket).
+fn prefetch(address: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint: it neither faults (even on an unmapped address)
+    // nor changes memory; no memory is accessed in the language's sense.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(address as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
+/// Asks for transparent huge pages under a large index, before its pages are first
+/// touched (a hint; where the system ignores it nothing changes): a full window's
+/// index is megabytes probed at random, and with 4 KiB pages nearly every probe also
+/// misses the TLB. (The ring is read and written at its two ends only.)
 fn advise_huge_pages<T>(buf: &[T]) {
     const HUGE: usize = 2 << 20;
     let bytes = std::mem::size_of_val(buf);
@@ -252,7 +347,7 @@ mod tests {
     fn finds_what_it_keeps_and_forgets_by_count_and_age() {
         let mut t = IdTable::new(100);
         for i in 0..1000u64 {
-            // Few distinct fingerprints: long probe chains and shifts on deletion.
+            // Few distinct fingerprints: full buckets and long overflow runs.
             t.insert(i % 37, i, i as i64, i64::MIN);
             assert!(t.len() <= 100);
         }
@@ -287,5 +382,94 @@ mod tests {
         }
         let per_id = t.memory_bytes() as f64 / t.len() as f64;
         assert!(per_id <= 40.0, "{per_id} bytes per id");
+    }
+
+    /// Ids that all share one home bucket (what a broken or attacked fingerprint
+    /// would give) overflow into the next buckets and are all found; once they age
+    /// out, the slots they held are reused and a lookup stops at the home again.
+    #[test]
+    fn ids_sharing_a_home_overflow_and_are_found_until_they_age_out() {
+        let mut t = IdTable::new(1000);
+        // Low 32 bits zero: one home bucket; the tags differ.
+        let fp = |i: u64| (i + 1) << 40;
+        for i in 0..40u64 {
+            t.insert(fp(i), i, i as i64, i64::MIN);
+        }
+        for i in 0..40u64 {
+            assert_eq!(t.candidates(fp(i), i64::MIN), vec![i], "{i}");
+        }
+        let home = t.home(fp(0));
+        assert!(t.passes(t.buckets[home].overflow), "the home overflowed");
+        // The oldest age out: the home's slots are free again (never cleared) and a new
+        // id takes one of them, while those placed past it are still found.
+        t.age_out(3);
+        t.insert(fp(100), 100, 100, 3);
+        assert!(t.buckets[home].slots.contains(&slot(tag(fp(100)), 40)));
+        for i in 3..40u64 {
+            assert_eq!(t.candidates(fp(i), i64::MIN), vec![i], "{i}");
+        }
+        assert!(t.candidates(fp(0), i64::MIN).is_empty());
+        // All of them age out: the home's mark names a dead entry, a lookup stops there.
+        t.age_out(1_000);
+        assert_eq!(t.len(), 0);
+        assert!(!t.passes(t.buckets[home].overflow));
+        assert!(t.candidates(fp(39), i64::MIN).is_empty());
+    }
+
+    /// Sequence numbers past 2^40 (slots keep them modulo 2^40): entries before and
+    /// after the wrap are found, and those that aged out are not.
+    #[test]
+    fn sequence_numbers_wrapping_in_the_slots_find_the_right_entries() {
+        let mut t = IdTable::new(64);
+        t.first_seq = (1 << SEQ_BITS) - 250;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut fps = Vec::new();
+        for i in 0..300u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Sixteen homes at most: overflow across the wrap too.
+            let fp = x & !0xFFFF_FFF0;
+            t.insert(fp, i, 0, i64::MIN);
+            fps.push(fp);
+        }
+        assert!(t.first_seq < (1 << SEQ_BITS) && t.first_seq + 64 > (1 << SEQ_BITS));
+        for (i, &fp) in fps.iter().enumerate() {
+            let want: Vec<u64> = if i >= 300 - 64 {
+                vec![i as u64]
+            } else {
+                vec![]
+            };
+            assert_eq!(t.candidates(fp, i64::MIN), want, "{i}");
+        }
+    }
+
+    /// `reserve` sizes the index and the ring once (what the rebuild at open does):
+    /// inserting that many ids then grows neither, and every id is found.
+    #[test]
+    fn reserve_sizes_the_table_once_for_the_ids_to_come() {
+        let mut t = IdTable::new(10_000);
+        t.reserve(3_000);
+        let (buckets, ring) = (t.buckets.len(), t.ring.capacity());
+        assert_eq!(buckets, 600);
+        let ids: Vec<(u64, Offset, i64)> = (0..3_000u64)
+            .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i, 0))
+            .collect();
+        t.insert_all(&ids, i64::MIN);
+        assert_eq!((t.buckets.len(), t.ring.capacity()), (buckets, ring));
+        for &(fp, o, _) in &ids {
+            assert_eq!(t.candidates(fp, i64::MIN), vec![o]);
+        }
+        // Never past max_ids.
+        t.reserve(1 << 40);
+        assert_eq!(t.buckets.len(), 2_000);
+        assert!(t.ring.capacity() >= 10_000);
+        // Fewer ids came than reserved for: the rest is given back, the ids stay found.
+        t.shrink_to_fit();
+        assert_eq!(t.buckets.len(), 600);
+        assert!(t.ring.capacity() < 10_000);
+        for &(fp, o, _) in &ids {
+            assert_eq!(t.candidates(fp, i64::MIN), vec![o]);
+        }
     }
 }
