@@ -112,7 +112,7 @@ fn read_commands_beside_a_live_writer_are_correct_and_change_nothing() {
     eprintln!("{rounds} rounds of read commands beside the writer");
 
     // Frozen mid-run: whatever changes now is the commands' doing.
-    writer.pause(true);
+    writer.pause_settled();
     let before = digest_dir(&dir);
     let text = logqueue(&["stats"], &dir);
     let text = String::from_utf8_lossy(&text.stdout);

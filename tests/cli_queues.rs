@@ -234,7 +234,7 @@ fn queue_commands_and_inspect_beside_a_live_queue_in_another_process() {
     eprintln!("{rounds} rounds; {letters_seen} dead letters; {last_acked} acks");
     assert!(letters_seen > 0 && last_acked > 0);
     // Frozen mid-run (the queue's lock held): the queue commands change no file.
-    writer.pause(true);
+    writer.pause_settled();
     let before = digest_dir(&dir);
     for args in [
         &["queues"][..],

@@ -196,6 +196,33 @@ impl LiveWriter {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Suspends the writer at a moment when no cleaner swap is half done (no
+    /// `.cleaned` or `.swap` file in its directory): a reader beside a writer frozen
+    /// mid-swap sees the directory as a crash would leave it, which only the writer's
+    /// own recovery completes. Tries for 10 s, then panics.
+    pub fn pause_settled(&self) {
+        let began = Instant::now();
+        loop {
+            self.pause(true);
+            let unsettled = std::fs::read_dir(&self.dir)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .any(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.ends_with(".cleaned") || name.ends_with(".swap")
+                });
+            if !unsettled {
+                return;
+            }
+            self.pause(false);
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "the writer was never caught outside a cleaner swap"
+            );
+            std::thread::sleep(Duration::from_millis(7));
+        }
+    }
+
     /// Suspends (`SIGSTOP`) or resumes (`SIGCONT`) the writer process.
     pub fn pause(&self, paused: bool) {
         let sig = if paused { libc::SIGSTOP } else { libc::SIGCONT };
