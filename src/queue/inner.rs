@@ -106,11 +106,14 @@ impl QueueInner {
     pub(super) fn rotate(&self, core: &mut Core) -> Result<()> {
         self.log.flush()?;
         self.flush_dead_letters(core)?;
+        // The snapshot accounts for the outcomes up to `state.outcome_end`.
+        self.flush_outcomes(core)?;
         let generation = core.journal.generation() + 1;
         let fs = Arc::clone(core.journal.fs());
         let capacity = self.config.journal_bytes as usize;
         core.journal = Journal::create(fs, &core.dir, generation, capacity, &core.state)?;
-        self.write_floor(core)
+        self.write_floor(core)?;
+        self.commit_accounted(core)
     }
 
     /// Commits the floor to the queue's cursor if it moved since. The caller has made
@@ -126,15 +129,19 @@ impl QueueInner {
         receipt: &Receipt,
         f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
     ) -> Result<()> {
-        self.settle_framed(receipt, None, f)
+        self.settle_framed(receipt, (None, None), f)
     }
 
     /// [`QueueInner::settle`] with the journal frame of the event `f` will give
-    /// encoded ahead, outside the lock (an ack: see `journal::encode_one`).
+    /// encoded ahead, outside the lock (an ack: see `journal::encode_one`), and the
+    /// record read ahead for an ack's outcome (read under the lock when `None`).
     pub(super) fn settle_framed(
         &self,
         receipt: &Receipt,
-        frame: Option<&[u8; journal::FRAME_HEADER + journal::EVENT_LEN]>,
+        (frame, source): (
+            Option<&[u8; journal::FRAME_HEADER + journal::EVENT_LEN]>,
+            Option<StoredRecord>,
+        ),
         f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
     ) -> Result<()> {
         let mut core = self.core.lock();
@@ -168,6 +175,12 @@ impl QueueInner {
             }
         }
         journal::apply(&mut core.state, event);
+        if kind == Kind::Ack {
+            // After the journal event, unsynced: a missing one is filled in at open
+            // from the journal (see `outcomes.rs`).
+            let what = (outcomes::Outcome::Acked, receipt.offset, receipt.attempt);
+            self.append_outcome(&mut core, what, None, source.as_ref(), false)?;
+        }
         if matches!(kind, Kind::Ack | Kind::DeadLetter) {
             self.finished(&mut core, receipt.offset);
             self.write_events(&mut core)?;
@@ -236,13 +249,24 @@ impl QueueInner {
             }
             Err(e) => return Err(e),
         };
+        let outcome = self.outcomes.as_ref().map(|_| {
+            let now = self.log.config().clock.now_ms();
+            let what = outcomes::Outcome::DeadLettered;
+            outcomes::record(what, offset, attempts, Some(reason), Some(&record), now)
+        });
         let letter = dead_letter::letter(record, &self.name, attempts, reason, per_key);
         // Durable before the journal says done: a journal write can outlive an
         // un-synced dead-letter append in a power loss.
         let r = self.dlq.append(letter).map(|_| ());
         self.dead_letter_failure(core, r)?;
         self.flush_dead_letters(core)?;
-        Ok(Some(self.dlq.end_offset()))
+        let end = self.dlq.end_offset();
+        // After the letter (a letter without its outcome gets it at open), durable
+        // before the journal event too.
+        if let Some(outcome) = outcome {
+            self.append_outcomes(core, vec![outcome], true)?;
+        }
+        Ok(Some(end))
     }
 
     /// fsyncs the dead-letter log; a failure poisons the queue naming it.

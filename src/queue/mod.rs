@@ -20,6 +20,7 @@ mod inspect;
 mod journal;
 mod lifecycle;
 mod many;
+mod outcomes;
 mod peek;
 mod per_key;
 mod redrive;
@@ -40,6 +41,10 @@ pub use config::{
     Delivery, Ordering, QueueConfig, QueueStats, Receipt, ReceiveOptions, StartPosition,
 };
 pub use dead_letter::{DLQ_ATTEMPTS, DLQ_KEY_RELEASED, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON};
+pub use outcomes::{
+    ACKED, CORRELATION_ID, DEAD_LETTERED, EXPIRED, OUTCOME, OUTCOME_ATTEMPTS, OUTCOME_OFFSET,
+    OUTCOME_REASON, OUTCOME_RECORD_TIMESTAMP, PURGED,
+};
 pub use redrive::REDRIVE_FROM;
 pub use repair::RepairReport;
 
@@ -89,6 +94,8 @@ struct QueueInner {
     name: String,
     config: QueueConfig,
     dlq: Log,
+    /// The outcomes log, when [`QueueConfig::outcomes`] is on (see `outcomes.rs`).
+    outcomes: Option<Log>,
     /// Lock order: `unread`, then `core`.
     unread: Mutex<ReadAhead>,
     core: Mutex<Core>,
@@ -100,6 +107,8 @@ struct QueueInner {
 
 /// Directory of the dead-letter log inside the queue's directory.
 const DEAD_LETTER_DIR: &str = "dead-letter";
+/// Directory of the outcomes log inside the queue's directory.
+const OUTCOMES_DIR: &str = "outcomes";
 
 /// A held lock on `queues/<name>/queue.lock`.
 struct QueueLock(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>);
@@ -156,6 +165,8 @@ struct Core {
     poisoned: Option<String>,
     /// The log cursor holding the queue's floor for retention (see `floors.rs`).
     floor_cursor: crate::Cursor,
+    /// The outcomes log's cursor at the end the state accounts for (see `outcomes.rs`).
+    outcomes_cursor: Option<crate::Cursor>,
     /// Offset and timestamp of the record last read for `oldest_unacked_age_ms`.
     oldest: Option<(Offset, i64)>,
     /// Counters kept in memory since open.
@@ -230,9 +241,13 @@ impl Queue {
             &dir.join(DEAD_LETTER_DIR),
             config.dead_letter_retention,
         )?;
+        let outcomes_dir = dir.join(OUTCOMES_DIR);
+        let outcomes = outcomes::open_existing(log, &outcomes_dir, config.outcome_retention)?;
         // Loaded from offset 0, not the log's start: what was done below the start is
         // known, so `clamp` counts only the records skipped without being done.
-        let loaded = replay::load(&*fs, &dir, 0..log.end_offset(), &dlq)?;
+        let mut acks = Vec::new();
+        let side_logs = (&dlq, outcomes.as_ref());
+        let loaded = replay::load(&*fs, &dir, 0..log.end_offset(), side_logs, &mut acks)?;
         let generation = loaded.as_ref().map_or(0, |(g, _)| *g);
         let (mut state, floor_cursor) = {
             // The start floor is chosen and shown to retention (the queue's cursor,
@@ -258,7 +273,11 @@ impl Queue {
         };
         state.set_backoff(config.backoff.iter().map(|d| millis(*d)).collect());
         // Before the per-key table is rebuilt: a reconciled record releases its key.
-        dead_letter::reconcile(log, &dlq, name, &mut state)?;
+        let letters = dead_letter::reconcile(log, &dlq, name, &mut state)?;
+        let feed = (config.outcomes, config.outcome_retention);
+        let settled = (&acks[..], &letters[..]);
+        let outcomes = outcomes::at_open(log, &outcomes_dir, feed, outcomes, &mut state, settled)?;
+        drop((acks, letters));
         let per_key = match config.ordering {
             Ordering::PerKey => Some(per_key::PerKey::rebuild(log, &mut state)?),
             Ordering::Unordered => None,
@@ -267,16 +286,34 @@ impl Queue {
         // the dead-letter log up to the end it accounts for.
         log.flush()?;
         dlq.flush()?;
+        if let Some(o) = &outcomes {
+            o.flush()?;
+        }
         let capacity = usize::try_from(config.journal_bytes)
             .map_err(|_| Error::InvalidConfig("journal_bytes too large".into()))?;
         let journal = Journal::create(Arc::clone(&fs), &dir, generation + 1, capacity, &state)?;
         floors::commit(&floor_cursor, state.floor)?;
+        // After the snapshot: retention of the outcomes log keeps what it accounts for.
+        let outcomes_cursor = match (&outcomes, state.outcome_end) {
+            (Some(o), Some(end)) => {
+                let c = o.cursor(outcomes::ACCOUNTED_CURSOR, crate::CursorConfig::default())?;
+                floors::commit(&c, end)?;
+                Some(c)
+            }
+            _ => None,
+        };
         // After the snapshot: a crash during creation must leave no file that counts
         // as queue state without a snapshot (see `replay.rs`, when a directory is new).
         redrive::create_if_new(&*fs, &dir, &dlq)?;
         // The snapshot just written accounts for every dead letter.
         if config.dead_letter_retention.is_some() {
             dlq.enforce_retention()?;
+        }
+        if let Some(o) = outcomes
+            .as_ref()
+            .filter(|_| config.outcome_retention.is_some())
+        {
+            o.enforce_retention()?;
         }
         let reader = log.reader(state.next())?;
         let inner = Arc::new(QueueInner {
@@ -285,6 +322,7 @@ impl Queue {
             log: log.clone(),
             name: name.to_string(),
             dlq,
+            outcomes,
             unread: Mutex::new(ReadAhead {
                 stuck: 0,
                 reader,
@@ -299,6 +337,7 @@ impl Queue {
                 dir,
                 poisoned: None,
                 floor_cursor,
+                outcomes_cursor,
                 oldest: None,
                 counts: Counts::default(),
             }),
@@ -481,8 +520,10 @@ impl Queue {
             attempt: receipt.attempt,
             deadline: 0,
         });
+        // The record's key and correlation id for its outcome, read before the lock.
+        let source = self.inner.outcome_source(receipt.offset);
         self.inner
-            .settle_framed(receipt, Some(&frame), |_, _| Ok((Kind::Ack, 0)))
+            .settle_framed(receipt, (Some(&frame), source), |_, _| Ok((Kind::Ack, 0)))
     }
 
     /// Gives a delivery back: the record is delivered again (with `attempt + 1`) once
@@ -552,6 +593,38 @@ impl Queue {
         self.inner.dlq.clone()
     }
 
+    /// The outcome feed (`queues/<name>/outcomes/`) when [`QueueConfig::outcomes`] is
+    /// on: one record per settled record, with the headers [`OUTCOME`] (`acked`,
+    /// `dead-lettered`, `expired` or `purged`), [`OUTCOME_OFFSET`],
+    /// [`OUTCOME_ATTEMPTS`], [`OUTCOME_REASON`] (dead letters),
+    /// [`OUTCOME_RECORD_TIMESTAMP`] and the record's [`CORRELATION_ID`] when it has
+    /// one; its key is the record's key, its timestamp when it settled. Exactly one
+    /// outcome per settled record across crashes; what counts as settled is in
+    /// `docs/queue.md` (the outcome feed). A producer follows it with a cursor.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logqueue::{CursorConfig, Log, LogConfig, Queue, QueueConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let config = QueueConfig { outcomes: true, ..QueueConfig::default() };
+    /// let q = Queue::open(&log, "mailer", config).unwrap();
+    /// q.send(Record::keyed("order-1", "mail").with_header("correlation.id", "c-1")).unwrap();
+    /// let d = q.receive(1, Duration::ZERO).unwrap().remove(0);
+    /// q.ack(&d.receipt).unwrap();
+    /// let feed = q.outcomes().unwrap();
+    /// let follower = feed.cursor("business-system", CursorConfig::default()).unwrap();
+    /// let mut reader = feed.reader(follower.position()).unwrap();
+    /// let o = reader.next_blocking(Duration::from_secs(1)).unwrap().unwrap();
+    /// assert_eq!(o.header("outcome"), Some(&b"acked"[..]));
+    /// assert_eq!(o.header("correlation.id"), Some(&b"c-1"[..]));
+    /// assert_eq!(o.key.as_deref(), Some(&b"order-1"[..]));
+    /// follower.commit(o.offset + 1).unwrap();
+    /// ```
+    pub fn outcomes(&self) -> Option<Log> {
+        self.inner.outcomes.clone()
+    }
+
     /// Why the queue refuses every call, if an earlier failure made its on-disk state
     /// unknown (a failed journal, log or dead-letter write or fsync); `None` when it
     /// is healthy. Every call then returns [`Error::QueuePoisoned`] with this reason;
@@ -587,10 +660,12 @@ impl Queue {
             .log
             .flush()
             .and_then(|()| inner.flush_dead_letters(&mut core))
+            .and_then(|()| inner.flush_outcomes(&mut core))
             .and_then(|()| core.journal.sync())
             .and_then(|()| inner.write_floor(&mut core));
         inner.poison_on_err(&mut core, r)?;
-        inner.dead_letter_retention()
+        inner.dead_letter_retention()?;
+        inner.outcome_retention()
     }
 }
 

@@ -1,0 +1,474 @@
+//! The outcome feed of a queue (issue 13, item 3): with [`QueueConfig::outcomes`]
+//! on, every record the queue settles gets exactly one outcome record in the log
+//! `queues/<name>/outcomes/`, which producers follow with a cursor
+//! ([`Queue::outcomes`](super::Queue::outcomes)).
+//!
+//! What settles a record, and its outcome (`outcome` header):
+//! - `ack`, `ack_many`, `settle_into`: `acked`;
+//! - `dead_letter`, `max_deliveries`, and an expired record while
+//!   `dead_letter_expired` is on: `dead-lettered`, with `outcome.reason` = the
+//!   letter's `dlq.reason` (`expired` for the expired ones);
+//! - an expired record while `dead_letter_expired` is off: `expired`;
+//! - `purge`: `purged`, for every record it settled.
+//!
+//! No outcome: tombstones settled without delivery (`deliver_tombstones` off; also
+//! in a purge), records passed because they were gone or unreadable (retention,
+//! compaction, corruption), and records the queue could not read at the time it
+//! dead-lettered them (nothing to copy, no letter). A redriven record is a new
+//! record at a new offset: its settlement gets its own outcome (so a producer may
+//! see `dead-lettered`, then `acked` for the same `correlation.id`; the redriven
+//! copy's outcome names the new offset).
+//!
+//! Crash safety: the queue state (snapshot) records the outcomes log's end it
+//! accounts for (`AckState::outcome_end`), and:
+//! - outcomes other than `acked` are appended and fsynced *before* the journal event
+//!   that settles the record (as the dead letter is): the outcome is the evidence of
+//!   the settlement, and at open an outcome past the accounted end whose record is
+//!   not done rolls the settlement forward (`dead_letter::roll_forward`, shared with
+//!   the dead-letter reconciliation). A dead letter found by the dead-letter
+//!   reconciliation without its outcome (the process died between the two appends)
+//!   gets its outcome then;
+//! - `acked` outcomes are appended *after* the ack's journal event, without an
+//!   fsync (an fsync per ack would cost the ack path its speed): the journal is the
+//!   evidence, and at open every ack the current journal generation holds whose
+//!   outcome is not in the log past the accounted end gets it then (filled in). An
+//!   `acked` outcome that reached the disk without its journal event (a power loss)
+//!   rolls the ack forward like the others.
+//!
+//! The accounted end only moves when a snapshot is written (open and journal
+//! rotation), after the outcomes log was fsynced; the outcomes at or past it are
+//! protected from the outcomes log's retention by its cursor [`ACCOUNTED_CURSOR`],
+//! so that an outcome the reconciliation needs is never deleted before it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::dead_letter::{self, Evidence, Lettered};
+use super::journal::Kind;
+use super::state::AckState;
+use crate::{Error, Log, Offset, Record, Result, StoredRecord};
+
+/// Header holding how the record ended: [`ACKED`], [`DEAD_LETTERED`], [`EXPIRED`] or
+/// [`PURGED`].
+pub const OUTCOME: &str = "outcome";
+/// Header naming the record's offset in the queue's log (UTF-8 decimal).
+pub const OUTCOME_OFFSET: &str = "outcome.offset";
+/// Header counting the deliveries the record had (UTF-8 decimal; 0: never delivered).
+pub const OUTCOME_ATTEMPTS: &str = "outcome.attempts";
+/// Header saying why the record was dead-lettered (its `dlq.reason`).
+pub const OUTCOME_REASON: &str = "outcome.reason";
+/// Header holding the settled record's own timestamp (UTF-8 decimal milliseconds):
+/// the outcome's timestamp is when it settled.
+pub const OUTCOME_RECORD_TIMESTAMP: &str = "outcome.record_timestamp";
+/// Header a producer sets on its records to find their outcomes: copied to the
+/// outcome when present.
+pub const CORRELATION_ID: &str = "correlation.id";
+/// [`OUTCOME`] of an acked record.
+pub const ACKED: &str = "acked";
+/// [`OUTCOME`] of a dead-lettered record.
+pub const DEAD_LETTERED: &str = "dead-lettered";
+/// [`OUTCOME`] of a record found expired and settled without a dead letter.
+pub const EXPIRED: &str = "expired";
+/// [`OUTCOME`] of a record settled by [`Queue::purge`](super::Queue::purge).
+pub const PURGED: &str = "purged";
+
+/// Cursor of the outcomes log at the end the queue state accounts for: it protects
+/// what the reconciliation at open still needs from retention.
+pub(crate) const ACCOUNTED_CURSOR: &str = "accounted";
+
+/// Outcomes appended in one batch (purge, fill-in at open): bounds the memory.
+pub(crate) const BATCH: usize = 256;
+
+/// How a record ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Acked,
+    DeadLettered,
+    Expired,
+    Purged,
+}
+
+impl Outcome {
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Acked => ACKED,
+            Outcome::DeadLettered => DEAD_LETTERED,
+            Outcome::Expired => EXPIRED,
+            Outcome::Purged => PURGED,
+        }
+    }
+
+    fn parse(b: &[u8]) -> Option<Outcome> {
+        [
+            Outcome::Acked,
+            Outcome::DeadLettered,
+            Outcome::Expired,
+            Outcome::Purged,
+        ]
+        .into_iter()
+        .find(|o| o.name().as_bytes() == b)
+    }
+
+    /// The journal event that settles a record this way.
+    fn event_kind(self) -> Kind {
+        match self {
+            Outcome::Acked => Kind::Ack,
+            Outcome::DeadLettered => Kind::DeadLetter,
+            Outcome::Expired | Outcome::Purged => Kind::Gone,
+        }
+    }
+}
+
+/// Opens the outcomes log in `dir` (as the dead-letter log: the parent's file
+/// system and clock, flushed by the queue, retention applied by the queue).
+pub(crate) fn open(
+    parent: &Log,
+    dir: &Path,
+    retention: Option<std::time::Duration>,
+) -> Result<Log> {
+    dead_letter::open(parent, dir, retention)
+}
+
+/// The outcome record of the record at `offset`: key and `correlation.id` from
+/// `source` (the record, when it could be read), timestamp `now`.
+pub(crate) fn record(
+    outcome: Outcome,
+    offset: Offset,
+    attempts: u32,
+    reason: Option<&str>,
+    source: Option<&StoredRecord>,
+    now: i64,
+) -> Record {
+    let mut r = Record {
+        key: source.and_then(|s| s.key.clone()),
+        value: None,
+        headers: Vec::with_capacity(5),
+        timestamp: Some(now),
+    }
+    .with_header(OUTCOME, outcome.name())
+    .with_header(OUTCOME_OFFSET, offset.to_string())
+    .with_header(OUTCOME_ATTEMPTS, attempts.to_string());
+    if let Some(reason) = reason {
+        r = r.with_header(OUTCOME_REASON, reason);
+    }
+    if let Some(s) = source {
+        r = r.with_header(OUTCOME_RECORD_TIMESTAMP, s.timestamp.to_string());
+        if let Some(id) = s.header(CORRELATION_ID) {
+            r = r.with_header(CORRELATION_ID, id.to_vec());
+        }
+    }
+    r
+}
+
+/// The UTF-8 decimal value of header `name` of `r`.
+fn number(r: &StoredRecord, name: &str) -> Option<u64> {
+    std::str::from_utf8(r.header(name)?).ok()?.parse().ok()
+}
+
+/// False when `stored` (the record now at the outcome's offset) is not the one the
+/// outcome is about (key or timestamp differ).
+fn same_source(stored: &StoredRecord, outcome: &StoredRecord) -> bool {
+    stored.key == outcome.key
+        && number(outcome, OUTCOME_RECORD_TIMESTAMP).is_none_or(|t| t as i64 == stored.timestamp)
+}
+
+fn corrupt(outcomes: &Log, at: Option<Offset>, why: String) -> Error {
+    Error::corrupt(outcomes.dir(), 0, at, why)
+}
+
+/// Reconciles the queue state with the outcomes log at open; `state.outcome_end`
+/// is `Some` (the state accounts for this log). `acks` are the acks the journal
+/// replay applied, `letters` the records the dead-letter reconciliation marked.
+///
+/// 1. The state accounting for more outcomes than the log holds: durable outcomes
+///    are gone, `Error::Corrupt` naming the outcomes log.
+/// 2. Every outcome at or past the accounted end rolls its settlement forward
+///    (unless its record is done already: see [`dead_letter::roll_forward`]). One
+///    that is not an outcome (no `outcome` or `outcome.offset` header) is `Corrupt`.
+/// 3. Every ack and dead letter of step 0 without an outcome there gets one.
+///
+/// Memory: the acks and letters (at most one per journal event), never the outcomes
+/// log; the fill-in is appended [`BATCH`] outcomes at a time. Returns how many
+/// outcomes were filled in.
+pub(crate) fn reconcile(
+    log: &Log,
+    outcomes: &Log,
+    state: &mut AckState,
+    acks: &[(Offset, u32)],
+    letters: &[Lettered],
+) -> Result<u64> {
+    let end = outcomes.end_offset();
+    let accounted = state.outcome_end.unwrap_or(end);
+    if accounted > end {
+        return Err(corrupt(
+            outcomes,
+            Some(end),
+            format!(
+                "the queue state accounts for outcomes up to offset {accounted} but the \
+                 outcomes log ends at {end}: durable outcomes are missing"
+            ),
+        ));
+    }
+    // What may lack its outcome: offset -> (attempts, reason).
+    let mut wanted: HashMap<Offset, (u32, Option<&str>)> = HashMap::new();
+    for &(offset, attempt) in acks.iter().filter(|(o, _)| *o < state.next()) {
+        wanted.insert(offset, (attempt, None));
+    }
+    for l in letters {
+        wanted.insert(l.offset, (l.attempts, Some(l.reason.as_str())));
+    }
+    for r in outcomes.reader(accounted.max(outcomes.start_offset()))? {
+        let r = r?;
+        let (Some(outcome), Some(offset)) = (
+            r.header(OUTCOME).and_then(Outcome::parse),
+            number(&r, OUTCOME_OFFSET),
+        ) else {
+            let why = "a record without valid outcome and outcome.offset headers".to_string();
+            return Err(corrupt(outcomes, Some(r.offset), why));
+        };
+        wanted.remove(&offset);
+        let evidence = Evidence {
+            offset,
+            kind: outcome.event_kind(),
+            attempts: number(&r, OUTCOME_ATTEMPTS)
+                .and_then(|a| u32::try_from(a).ok())
+                .unwrap_or(0),
+        };
+        dead_letter::roll_forward(log, state, evidence, |stored| same_source(stored, &r));
+    }
+    // In the order the settlements happened (acks, then the letters found at open).
+    let mut missing: Vec<(Offset, u32, Option<&str>)> = acks
+        .iter()
+        .filter_map(|&(o, _)| wanted.remove(&o).map(|(a, why)| (o, a, why)))
+        .collect();
+    missing.extend(
+        letters
+            .iter()
+            .filter_map(|l| wanted.remove(&l.offset).map(|(a, why)| (l.offset, a, why))),
+    );
+    let now = log.config().clock.now_ms();
+    for chunk in missing.chunks(BATCH) {
+        let batch: Vec<Record> = chunk
+            .iter()
+            .map(|&(offset, attempts, reason)| {
+                let kind = match reason {
+                    Some(_) => Outcome::DeadLettered,
+                    None => Outcome::Acked,
+                };
+                let source = log.read(offset).ok().flatten();
+                record(kind, offset, attempts, reason, source.as_ref(), now)
+            })
+            .collect();
+        outcomes.append_batch(batch)?;
+    }
+    outcomes.flush()?;
+    state.outcome_end = Some(outcomes.end_offset());
+    Ok(missing.len() as u64)
+}
+
+/// At [`Queue::open`](super::Queue::open), before the state is read: the outcomes
+/// log in `dir` when the directory exists (not created here: a state that accounts
+/// for a log whose directory is gone must fail, see [`at_open`]).
+pub(crate) fn open_existing(
+    parent: &Log,
+    dir: &Path,
+    retention: Option<std::time::Duration>,
+) -> Result<Option<Log>> {
+    if !parent.config().fs.exists(dir) {
+        return Ok(None);
+    }
+    open(parent, dir, retention).map(Some)
+}
+
+/// At [`Queue::open`](super::Queue::open), after the dead-letter reconciliation:
+/// reconciles the outcomes log the state accounts for (a directory that is gone is
+/// `Corrupt`: its durable outcomes are lost), then returns the log to keep when the
+/// feed is `on` (created when new; the feed starts at its end) with
+/// `state.outcome_end` set, or closes it and clears the field when the feed is off
+/// (a feed turned off is reconciled one last time; settlements while it is off get
+/// no outcome, and turning it on again continues the log from its end).
+pub(crate) fn at_open(
+    log: &Log,
+    dir: &Path,
+    (on, retention): (bool, Option<std::time::Duration>),
+    existing: Option<Log>,
+    state: &mut AckState,
+    (acks, letters): (&[(Offset, u32)], &[Lettered]),
+) -> Result<Option<Log>> {
+    if state.outcome_end.is_some() {
+        let Some(outcomes) = &existing else {
+            return Err(Error::corrupt(
+                dir,
+                0,
+                None,
+                "the queue state accounts for an outcomes log, but its directory is missing: \
+                 its durable outcomes are gone",
+            ));
+        };
+        reconcile(log, outcomes, state, acks, letters)?;
+    }
+    if !on {
+        state.outcome_end = None;
+        if let Some(outcomes) = existing {
+            outcomes.close()?;
+        }
+        return Ok(None);
+    }
+    let outcomes = match existing {
+        Some(o) => o,
+        None => open(log, dir, retention)?,
+    };
+    state.outcome_end = Some(outcomes.end_offset());
+    Ok(Some(outcomes))
+}
+
+/// Why a queue whose outcomes append or fsync failed refuses every call: the outcome
+/// may or may not be on disk, so only [`super::Queue::open`] can tell.
+pub(crate) fn failure_message(dir: &Path, e: &Error) -> String {
+    format!(
+        "the outcomes log {} failed ({e}); the queue refuses every call until it is \
+         reopened: Queue::open writes the outcomes the log lacks and counts an outcome \
+         that reached the disk as its record's settlement (free space or fix the disk \
+         first)",
+        dir.display()
+    )
+}
+
+impl super::QueueInner {
+    /// The record at `offset`, read for its outcome (before the core lock is taken,
+    /// on the ack path); `None` when the feed is off or the record cannot be read.
+    pub(super) fn outcome_source(&self, offset: Offset) -> Option<StoredRecord> {
+        self.outcomes.as_ref()?;
+        self.log.read(offset).ok().flatten()
+    }
+
+    /// Appends the outcome of the record at `offset` (nothing when the feed is off);
+    /// with `sync`, fsyncs it before returning (every outcome but `acked`, see the
+    /// module docs). `source` is the record, `None` to read it here. A failure
+    /// poisons the queue naming the outcomes log.
+    pub(super) fn append_outcome(
+        &self,
+        core: &mut super::Core,
+        (outcome, offset, attempts): (Outcome, Offset, u32),
+        reason: Option<&str>,
+        source: Option<&StoredRecord>,
+        sync: bool,
+    ) -> Result<()> {
+        if self.outcomes.is_none() {
+            return Ok(());
+        }
+        let read;
+        let source = match source {
+            Some(s) => Some(s),
+            None => {
+                read = self.log.read(offset).ok().flatten();
+                read.as_ref()
+            }
+        };
+        let now = self.log.config().clock.now_ms();
+        let r = record(outcome, offset, attempts, reason, source, now);
+        self.append_outcomes(core, vec![r], sync)
+    }
+
+    /// Appends `records` (outcomes) as one batch, fsynced with `sync`; moves
+    /// `state.outcome_end` past them. A failure poisons the queue.
+    pub(super) fn append_outcomes(
+        &self,
+        core: &mut super::Core,
+        mut records: Vec<Record>,
+        sync: bool,
+    ) -> Result<()> {
+        let Some(out) = &self.outcomes else {
+            return Ok(());
+        };
+        let r = match records.len() {
+            0 => Ok(()),
+            1 => out.append(records.pop().expect("one")).map(|_| ()),
+            _ => out.append_batch(records).map(|_| ()),
+        };
+        let r = r.and_then(|()| if sync { out.flush() } else { Ok(()) });
+        self.outcomes_failure(core, r)?;
+        core.state.outcome_end = Some(out.end_offset());
+        Ok(())
+    }
+
+    /// fsyncs the outcomes log (if the feed is on); a failure poisons the queue.
+    pub(super) fn flush_outcomes(&self, core: &mut super::Core) -> Result<()> {
+        let r = self.outcomes.as_ref().map_or(Ok(()), Log::flush);
+        self.outcomes_failure(core, r)
+    }
+
+    /// Moves the outcomes log's [`ACCOUNTED_CURSOR`] up to the end the snapshot just
+    /// written accounts for.
+    pub(super) fn commit_accounted(&self, core: &mut super::Core) -> Result<()> {
+        match (&core.outcomes_cursor, core.state.outcome_end) {
+            (Some(c), Some(end)) if c.position() != end => c.commit(end),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies [`QueueConfig::outcome_retention`](super::QueueConfig::outcome_retention)
+    /// (the accounted cursor keeps what the next open needs).
+    pub(super) fn outcome_retention(&self) -> Result<()> {
+        match &self.outcomes {
+            Some(out) if self.config.outcome_retention.is_some() => {
+                out.enforce_retention().map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A failed outcomes write or fsync poisons the queue with a reason that names
+    /// the outcomes log and says how to recover.
+    fn outcomes_failure(&self, core: &mut super::Core, r: Result<()>) -> Result<()> {
+        if let (Err(e), Some(out)) = (&r, &self.outcomes) {
+            if core.poisoned.is_none() && !matches!(e, Error::Closed) {
+                core.poisoned = Some(failure_message(out.dir(), e));
+            }
+        }
+        r
+    }
+
+    /// For [`Queue::purge`](super::Queue::purge), before its event: appends and
+    /// fsyncs a `purged` outcome for every record below `end` that is not done (not
+    /// tombstones the queue would not deliver), reading the log from the floor,
+    /// [`BATCH`] at a time.
+    pub(super) fn purge_outcomes(&self, core: &mut super::Core, end: Offset) -> Result<()> {
+        if self.outcomes.is_none() {
+            return Ok(());
+        }
+        let now = self.log.config().clock.now_ms();
+        let from = core.state.floor.max(self.log.start_offset());
+        let mut batch = Vec::with_capacity(BATCH);
+        for r in self.log.reader(from)? {
+            // Unreadable: no outcome for it (delivery would pass it) nor, the reader
+            // being unable to go on, for the rest of its stretch.
+            let Ok(r) = r else { break };
+            if r.offset >= end {
+                break;
+            }
+            let attempts = match core.state.slot(r.offset) {
+                Some(s) if s.state == super::SlotState::Done => continue,
+                Some(s) => s.attempt,
+                None if r.offset < core.state.next() => continue,
+                None => 0,
+            };
+            if r.value.is_none() && !self.config.deliver_tombstones {
+                continue;
+            }
+            batch.push(record(
+                Outcome::Purged,
+                r.offset,
+                attempts,
+                None,
+                Some(&r),
+                now,
+            ));
+            if batch.len() == BATCH {
+                self.append_outcomes(core, std::mem::take(&mut batch), false)?;
+            }
+        }
+        self.append_outcomes(core, batch, false)?;
+        self.flush_outcomes(core)
+    }
+}
