@@ -275,6 +275,7 @@ impl QueueInner {
                 Ok(Some(record)) => {
                     let attempt = slot.attempt + 1;
                     self.lease(core, offset, attempt, deadline);
+                    self.remember_source(core, &record);
                     out.push(Delivery {
                         record,
                         receipt: Receipt { offset, attempt },
@@ -343,6 +344,7 @@ impl QueueInner {
                         continue;
                     }
                     self.lease(core, offset, 1, deadline);
+                    self.remember_source(core, &record);
                     out.push(Delivery {
                         record,
                         receipt: Receipt { offset, attempt: 1 },

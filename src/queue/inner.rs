@@ -129,19 +129,15 @@ impl QueueInner {
         receipt: &Receipt,
         f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
     ) -> Result<()> {
-        self.settle_framed(receipt, (None, None), f)
+        self.settle_framed(receipt, None, f)
     }
 
     /// [`QueueInner::settle`] with the journal frame of the event `f` will give
-    /// encoded ahead, outside the lock (an ack: see `journal::encode_one`), and the
-    /// record read ahead for an ack's outcome (read under the lock when `None`).
+    /// encoded ahead, outside the lock (an ack: see `journal::encode_one`).
     pub(super) fn settle_framed(
         &self,
         receipt: &Receipt,
-        (frame, source): (
-            Option<&[u8; journal::FRAME_HEADER + journal::EVENT_LEN]>,
-            Option<StoredRecord>,
-        ),
+        frame: Option<&[u8; journal::FRAME_HEADER + journal::EVENT_LEN]>,
         f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
     ) -> Result<()> {
         let mut core = self.core.lock();
@@ -179,7 +175,9 @@ impl QueueInner {
             // After the journal event, unsynced: a missing one is filled in at open
             // from the journal (see `outcomes.rs`).
             let what = (outcomes::Outcome::Acked, receipt.offset, receipt.attempt);
-            self.append_outcome(&mut core, what, None, source.as_ref(), false)?;
+            self.append_outcome(&mut core, what, None, None, false)?;
+        } else if kind == Kind::Nack {
+            core.sources.remove(&receipt.offset);
         }
         if matches!(kind, Kind::Ack | Kind::DeadLetter) {
             self.finished(&mut core, receipt.offset);
@@ -250,9 +248,11 @@ impl QueueInner {
             Err(e) => return Err(e),
         };
         let outcome = self.outcomes.as_ref().map(|_| {
+            core.sources.remove(&offset);
             let now = self.log.config().clock.now_ms();
             let what = outcomes::Outcome::DeadLettered;
-            outcomes::record(what, offset, attempts, Some(reason), Some(&record), now)
+            let source = Some(outcomes::Source::of(&record));
+            outcomes::record(what, offset, attempts, Some(reason), source, now)
         });
         let letter = dead_letter::letter(record, &self.name, attempts, reason, per_key);
         // Durable before the journal says done: a journal write can outlive an

@@ -44,7 +44,6 @@ impl QueueInner {
     fn settle_many(
         &self,
         receipts: &[Receipt],
-        sources: Vec<Option<StoredRecord>>,
         event: impl Fn(&Core, &Receipt, i64) -> (Kind, i64),
     ) -> Result<Vec<Receipt>> {
         let repeat = repeats(receipts);
@@ -52,8 +51,6 @@ impl QueueInner {
         let mut core = self.core.lock();
         self.check(&core)?;
         let mut stale = Vec::new();
-        // Receipt index of each event.
-        let mut settled = Vec::new();
         for (i, r) in receipts.iter().enumerate() {
             let current = core
                 .state
@@ -64,7 +61,6 @@ impl QueueInner {
                 continue;
             }
             let (kind, deadline) = event(&core, r, now);
-            settled.push(i);
             core.events.push(Event {
                 kind,
                 offset: r.offset,
@@ -79,21 +75,23 @@ impl QueueInner {
         let events = core.events.clone();
         self.write_events(&mut core)?;
         let mut acked = Vec::new();
-        for (e, i) in events.into_iter().zip(settled) {
+        for e in events {
             journal::apply(&mut core.state, e);
             if e.kind == Kind::Ack {
                 self.finished(&mut core, e.offset);
                 if self.outcomes.is_some() {
-                    acked.push((e.offset, e.attempt, i));
+                    acked.push((e.offset, e.attempt));
                 }
+            } else {
+                core.sources.remove(&e.offset);
             }
         }
         // The acks' outcomes, after their journal frame (see `outcomes.rs`).
         for chunk in acked.chunks(outcomes::BATCH) {
             let records = chunk
                 .iter()
-                .map(|&(offset, attempt, i)| {
-                    let source = sources.get(i).and_then(Option::as_ref);
+                .map(|&(offset, attempt)| {
+                    let source = self.take_source(&mut core, offset);
                     let what = outcomes::Outcome::Acked;
                     outcomes::record(what, offset, attempt, None, source, now)
                 })
@@ -134,17 +132,7 @@ impl Queue {
     /// assert_eq!(q.ack_many(&receipts[..1]).unwrap(), receipts[..1]); // stale now
     /// ```
     pub fn ack_many(&self, receipts: &[Receipt]) -> Result<Vec<Receipt>> {
-        // The records' keys and correlation ids for their outcomes, read before the
-        // lock (nothing when the feed is off).
-        let sources = match self.inner.outcomes {
-            Some(_) => receipts
-                .iter()
-                .map(|r| self.inner.outcome_source(r.offset))
-                .collect(),
-            None => Vec::new(),
-        };
-        self.inner
-            .settle_many(receipts, sources, |_, _, _| (Kind::Ack, 0))
+        self.inner.settle_many(receipts, |_, _, _| (Kind::Ack, 0))
     }
 
     /// Gives many deliveries back at once, each visible again after `delay` (zero:
@@ -154,15 +142,14 @@ impl Queue {
     /// and changes nothing.
     pub fn nack_many(&self, receipts: &[Receipt], delay: Duration) -> Result<Vec<Receipt>> {
         self.inner.check_visibility("nack delay", delay)?;
-        self.inner
-            .settle_many(receipts, Vec::new(), |core, r, now| {
-                let delay = if delay.is_zero() {
-                    core.state.backoff_ms(r.attempt)
-                } else {
-                    millis(delay)
-                };
-                (Kind::Nack, now.saturating_add(delay))
-            })
+        self.inner.settle_many(receipts, |core, r, now| {
+            let delay = if delay.is_zero() {
+                core.state.backoff_ms(r.attempt)
+            } else {
+                millis(delay)
+            };
+            (Kind::Nack, now.saturating_add(delay))
+        })
     }
 }
 

@@ -167,6 +167,8 @@ struct Core {
     floor_cursor: crate::Cursor,
     /// The outcomes log's cursor at the end the state accounts for (see `outcomes.rs`).
     outcomes_cursor: Option<crate::Cursor>,
+    /// What the outcomes of leased records copy from them, by offset (feed on only).
+    sources: std::collections::HashMap<Offset, outcomes::Source>,
     /// Offset and timestamp of the record last read for `oldest_unacked_age_ms`.
     oldest: Option<(Offset, i64)>,
     /// Counters kept in memory since open.
@@ -338,6 +340,7 @@ impl Queue {
                 poisoned: None,
                 floor_cursor,
                 outcomes_cursor,
+                sources: std::collections::HashMap::new(),
                 oldest: None,
                 counts: Counts::default(),
             }),
@@ -520,10 +523,8 @@ impl Queue {
             attempt: receipt.attempt,
             deadline: 0,
         });
-        // The record's key and correlation id for its outcome, read before the lock.
-        let source = self.inner.outcome_source(receipt.offset);
         self.inner
-            .settle_framed(receipt, (Some(&frame), source), |_, _| Ok((Kind::Ack, 0)))
+            .settle_framed(receipt, Some(&frame), |_, _| Ok((Kind::Ack, 0)))
     }
 
     /// Gives a delivery back: the record is delivered again (with `attempt + 1`) once

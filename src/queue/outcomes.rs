@@ -129,6 +129,26 @@ pub(crate) fn open(
     dead_letter::open(parent, dir, retention)
 }
 
+/// What an outcome copies from its record. Kept from the delivery (see
+/// `QueueInner::remember_source`), so that an ack needs no read of the log: reading
+/// one record back costs a decode of its whole batch.
+#[derive(Clone, Debug)]
+pub(crate) struct Source {
+    key: Option<Vec<u8>>,
+    correlation: Option<Vec<u8>>,
+    timestamp: i64,
+}
+
+impl Source {
+    pub fn of(r: &StoredRecord) -> Source {
+        Source {
+            key: r.key.clone(),
+            correlation: r.header(CORRELATION_ID).map(<[u8]>::to_vec),
+            timestamp: r.timestamp,
+        }
+    }
+}
+
 /// The outcome record of the record at `offset`: key and `correlation.id` from
 /// `source` (the record, when it could be read), timestamp `now`.
 pub(crate) fn record(
@@ -136,13 +156,13 @@ pub(crate) fn record(
     offset: Offset,
     attempts: u32,
     reason: Option<&str>,
-    source: Option<&StoredRecord>,
+    source: Option<Source>,
     now: i64,
 ) -> Record {
     let mut r = Record {
-        key: source.and_then(|s| s.key.clone()),
+        key: None,
         value: None,
-        headers: Vec::with_capacity(5),
+        headers: Vec::with_capacity(6),
         timestamp: Some(now),
     }
     .with_header(OUTCOME, outcome.name())
@@ -152,12 +172,18 @@ pub(crate) fn record(
         r = r.with_header(OUTCOME_REASON, reason);
     }
     if let Some(s) = source {
+        r.key = s.key;
         r = r.with_header(OUTCOME_RECORD_TIMESTAMP, s.timestamp.to_string());
-        if let Some(id) = s.header(CORRELATION_ID) {
-            r = r.with_header(CORRELATION_ID, id.to_vec());
+        if let Some(id) = s.correlation {
+            r = r.with_header(CORRELATION_ID, id);
         }
     }
     r
+}
+
+/// The source of the record at `offset` of `log`, read back (`None`: unreadable).
+fn read_source(log: &Log, offset: Offset) -> Option<Source> {
+    log.read(offset).ok().flatten().as_ref().map(Source::of)
 }
 
 /// The UTF-8 decimal value of header `name` of `r`.
@@ -255,8 +281,14 @@ pub(crate) fn reconcile(
                     Some(_) => Outcome::DeadLettered,
                     None => Outcome::Acked,
                 };
-                let source = log.read(offset).ok().flatten();
-                record(kind, offset, attempts, reason, source.as_ref(), now)
+                record(
+                    kind,
+                    offset,
+                    attempts,
+                    reason,
+                    read_source(log, offset),
+                    now,
+                )
             })
             .collect();
         outcomes.append_batch(batch)?;
@@ -335,17 +367,36 @@ pub(crate) fn failure_message(dir: &Path, e: &Error) -> String {
 }
 
 impl super::QueueInner {
-    /// The record at `offset`, read for its outcome (before the core lock is taken,
-    /// on the ack path); `None` when the feed is off or the record cannot be read.
-    pub(super) fn outcome_source(&self, offset: Offset) -> Option<StoredRecord> {
-        self.outcomes.as_ref()?;
-        self.log.read(offset).ok().flatten()
+    /// Keeps what the outcome of `record`, just leased, copies from it (when the feed
+    /// is on). Entries of records no longer leased are dropped once the map holds
+    /// twice `max_in_flight`.
+    pub(super) fn remember_source(&self, core: &mut super::Core, record: &StoredRecord) {
+        if self.outcomes.is_none() {
+            return;
+        }
+        if core.sources.len() >= 2 * self.config.max_in_flight {
+            let state = &core.state;
+            core.sources.retain(|&o, _| {
+                state
+                    .slot(o)
+                    .is_some_and(|s| s.state == super::SlotState::Leased)
+            });
+        }
+        core.sources.insert(record.offset, Source::of(record));
+    }
+
+    /// The source of the record at `offset` for its outcome: kept from its delivery,
+    /// else read back from the log.
+    pub(super) fn take_source(&self, core: &mut super::Core, offset: Offset) -> Option<Source> {
+        core.sources
+            .remove(&offset)
+            .or_else(|| read_source(&self.log, offset))
     }
 
     /// Appends the outcome of the record at `offset` (nothing when the feed is off);
     /// with `sync`, fsyncs it before returning (every outcome but `acked`, see the
-    /// module docs). `source` is the record, `None` to read it here. A failure
-    /// poisons the queue naming the outcomes log.
+    /// module docs). `source` is the record, `None` to take it from the deliveries'
+    /// or read it. A failure poisons the queue naming the outcomes log.
     pub(super) fn append_outcome(
         &self,
         core: &mut super::Core,
@@ -357,13 +408,12 @@ impl super::QueueInner {
         if self.outcomes.is_none() {
             return Ok(());
         }
-        let read;
         let source = match source {
-            Some(s) => Some(s),
-            None => {
-                read = self.log.read(offset).ok().flatten();
-                read.as_ref()
+            Some(s) => {
+                core.sources.remove(&offset);
+                Some(Source::of(s))
             }
+            None => self.take_source(core, offset),
         };
         let now = self.log.config().clock.now_ms();
         let r = record(outcome, offset, attempts, reason, source, now);
@@ -456,12 +506,13 @@ impl super::QueueInner {
             if r.value.is_none() && !self.config.deliver_tombstones {
                 continue;
             }
+            let source = Some(Source::of(&r));
             batch.push(record(
                 Outcome::Purged,
                 r.offset,
                 attempts,
                 None,
-                Some(&r),
+                source,
                 now,
             ));
             if batch.len() == BATCH {
@@ -469,6 +520,7 @@ impl super::QueueInner {
             }
         }
         self.append_outcomes(core, batch, false)?;
+        core.sources.retain(|&o, _| o >= end);
         self.flush_outcomes(core)
     }
 }
