@@ -249,10 +249,13 @@ impl QueueInner {
         };
         let outcome = self.outcomes.as_ref().map(|_| {
             core.sources.remove(&offset);
-            let now = self.log.config().clock.now_ms();
-            let what = outcomes::Outcome::DeadLettered;
-            let source = Some(outcomes::Source::of(&record));
-            outcomes::record(what, offset, attempts, Some(reason), source, now)
+            outcomes::Item {
+                outcome: outcomes::Outcome::DeadLettered,
+                offset,
+                attempts,
+                reason: Some(reason),
+                source: Some(outcomes::Source::of(&record)),
+            }
         });
         let letter = dead_letter::letter(record, &self.name, attempts, reason, per_key);
         // Durable before the journal says done: a journal write can outlive an
@@ -264,7 +267,7 @@ impl QueueInner {
         // After the letter (a letter without its outcome gets it at open), durable
         // before the journal event too.
         if let Some(outcome) = outcome {
-            self.append_outcomes(core, vec![outcome], true)?;
+            self.append_outcomes(core, &[outcome], true)?;
         }
         Ok(Some(end))
     }

@@ -88,15 +88,17 @@ impl QueueInner {
         }
         // The acks' outcomes, after their journal frame (see `outcomes.rs`).
         for chunk in acked.chunks(outcomes::BATCH) {
-            let records = chunk
+            let items: Vec<_> = chunk
                 .iter()
-                .map(|&(offset, attempt)| {
-                    let source = self.take_source(&mut core, offset);
-                    let what = outcomes::Outcome::Acked;
-                    outcomes::record(what, offset, attempt, None, source, now)
+                .map(|&(offset, attempts)| outcomes::Item {
+                    outcome: outcomes::Outcome::Acked,
+                    offset,
+                    attempts,
+                    reason: None,
+                    source: self.take_source(&mut core, offset),
                 })
                 .collect();
-            self.append_outcomes(&mut core, records, false)?;
+            self.append_outcomes(&mut core, &items, false)?;
         }
         // Keys released under `PerKey` (rebuilt at open if this frame is lost).
         self.write_events(&mut core)?;

@@ -46,7 +46,7 @@ use std::path::Path;
 use super::dead_letter::{self, Evidence, Lettered};
 use super::journal::Kind;
 use super::state::AckState;
-use crate::{Error, Log, Offset, Record, Result, StoredRecord};
+use crate::{Error, Log, Offset, RecordRef, Result, StoredRecord};
 
 /// Header holding how the record ended: [`ACKED`], [`DEAD_LETTERED`], [`EXPIRED`] or
 /// [`PURGED`].
@@ -149,36 +149,65 @@ impl Source {
     }
 }
 
-/// The outcome record of the record at `offset`: key and `correlation.id` from
-/// `source` (the record, when it could be read), timestamp `now`.
-pub(crate) fn record(
-    outcome: Outcome,
-    offset: Offset,
-    attempts: u32,
-    reason: Option<&str>,
-    source: Option<Source>,
-    now: i64,
-) -> Record {
-    let mut r = Record {
-        key: None,
-        value: None,
-        headers: Vec::with_capacity(6),
-        timestamp: Some(now),
+/// One outcome to append: of the record at `offset`, key and `correlation.id` from
+/// `source` (the record, when it could be read).
+#[derive(Debug)]
+pub(crate) struct Item<'a> {
+    pub outcome: Outcome,
+    pub offset: Offset,
+    pub attempts: u32,
+    pub reason: Option<&'a str>,
+    pub source: Option<Source>,
+}
+
+/// Appends `items` as one batch of outcome records with timestamp `now`. Built as
+/// borrowed records: a handful of allocations per call, none per header (this is
+/// on the ack path).
+pub(crate) fn append_items(out: &Log, items: &[Item<'_>], now: i64) -> Result<()> {
+    use std::io::Write;
+    if items.is_empty() {
+        return Ok(());
     }
-    .with_header(OUTCOME, outcome.name())
-    .with_header(OUTCOME_OFFSET, offset.to_string())
-    .with_header(OUTCOME_ATTEMPTS, attempts.to_string());
-    if let Some(reason) = reason {
-        r = r.with_header(OUTCOME_REASON, reason);
-    }
-    if let Some(s) = source {
-        r.key = s.key;
-        r = r.with_header(OUTCOME_RECORD_TIMESTAMP, s.timestamp.to_string());
-        if let Some(id) = s.correlation {
-            r = r.with_header(CORRELATION_ID, id);
+    // The decimal numbers, three per item, in one buffer.
+    let mut digits: Vec<u8> = Vec::with_capacity(items.len() * 48);
+    let mut spans = Vec::with_capacity(items.len() * 3);
+    for it in items {
+        let ts = it.source.as_ref().map_or(0, |s| s.timestamp);
+        for v in [it.offset as i128, i128::from(it.attempts), i128::from(ts)] {
+            let start = digits.len();
+            write!(digits, "{v}").expect("writing to a Vec");
+            spans.push(start..digits.len());
         }
     }
-    r
+    let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(items.len() * 6);
+    let mut bounds = Vec::with_capacity(items.len());
+    for (it, n) in items.iter().zip(spans.chunks_exact(3)) {
+        let start = headers.len();
+        headers.push((OUTCOME, it.outcome.name().as_bytes()));
+        headers.push((OUTCOME_OFFSET, &digits[n[0].clone()]));
+        headers.push((OUTCOME_ATTEMPTS, &digits[n[1].clone()]));
+        if let Some(reason) = it.reason {
+            headers.push((OUTCOME_REASON, reason.as_bytes()));
+        }
+        if let Some(s) = &it.source {
+            headers.push((OUTCOME_RECORD_TIMESTAMP, &digits[n[2].clone()]));
+            if let Some(id) = &s.correlation {
+                headers.push((CORRELATION_ID, id));
+            }
+        }
+        bounds.push(start..headers.len());
+    }
+    let records: Vec<RecordRef<'_>> = items
+        .iter()
+        .zip(bounds)
+        .map(|(it, b)| RecordRef {
+            key: it.source.as_ref().and_then(|s| s.key.as_deref()),
+            value: None,
+            headers: &headers[b],
+            timestamp: Some(now),
+        })
+        .collect();
+    out.append_batch_ref(&records).map(|_| ())
 }
 
 /// The source of the record at `offset` of `log`, read back (`None`: unreadable).
@@ -274,24 +303,20 @@ pub(crate) fn reconcile(
     );
     let now = log.config().clock.now_ms();
     for chunk in missing.chunks(BATCH) {
-        let batch: Vec<Record> = chunk
+        let batch: Vec<Item<'_>> = chunk
             .iter()
-            .map(|&(offset, attempts, reason)| {
-                let kind = match reason {
+            .map(|&(offset, attempts, reason)| Item {
+                outcome: match reason {
                     Some(_) => Outcome::DeadLettered,
                     None => Outcome::Acked,
-                };
-                record(
-                    kind,
-                    offset,
-                    attempts,
-                    reason,
-                    read_source(log, offset),
-                    now,
-                )
+                },
+                offset,
+                attempts,
+                reason,
+                source: read_source(log, offset),
             })
             .collect();
-        outcomes.append_batch(batch)?;
+        append_items(outcomes, &batch, now)?;
     }
     outcomes.flush()?;
     state.outcome_end = Some(outcomes.end_offset());
@@ -415,27 +440,29 @@ impl super::QueueInner {
             }
             None => self.take_source(core, offset),
         };
-        let now = self.log.config().clock.now_ms();
-        let r = record(outcome, offset, attempts, reason, source, now);
-        self.append_outcomes(core, vec![r], sync)
+        let item = Item {
+            outcome,
+            offset,
+            attempts,
+            reason,
+            source,
+        };
+        self.append_outcomes(core, &[item], sync)
     }
 
-    /// Appends `records` (outcomes) as one batch, fsynced with `sync`; moves
-    /// `state.outcome_end` past them. A failure poisons the queue.
+    /// Appends `items` as one batch, fsynced with `sync`; moves `state.outcome_end`
+    /// past them. A failure poisons the queue.
     pub(super) fn append_outcomes(
         &self,
         core: &mut super::Core,
-        mut records: Vec<Record>,
+        items: &[Item<'_>],
         sync: bool,
     ) -> Result<()> {
         let Some(out) = &self.outcomes else {
             return Ok(());
         };
-        let r = match records.len() {
-            0 => Ok(()),
-            1 => out.append(records.pop().expect("one")).map(|_| ()),
-            _ => out.append_batch(records).map(|_| ()),
-        };
+        let now = self.log.config().clock.now_ms();
+        let r = append_items(out, items, now);
         let r = r.and_then(|()| if sync { out.flush() } else { Ok(()) });
         self.outcomes_failure(core, r)?;
         core.state.outcome_end = Some(out.end_offset());
@@ -487,7 +514,6 @@ impl super::QueueInner {
         if self.outcomes.is_none() {
             return Ok(());
         }
-        let now = self.log.config().clock.now_ms();
         let from = core.state.floor.max(self.log.start_offset());
         let mut batch = Vec::with_capacity(BATCH);
         for r in self.log.reader(from)? {
@@ -506,20 +532,19 @@ impl super::QueueInner {
             if r.value.is_none() && !self.config.deliver_tombstones {
                 continue;
             }
-            let source = Some(Source::of(&r));
-            batch.push(record(
-                Outcome::Purged,
-                r.offset,
+            batch.push(Item {
+                outcome: Outcome::Purged,
+                offset: r.offset,
                 attempts,
-                None,
-                source,
-                now,
-            ));
+                reason: None,
+                source: Some(Source::of(&r)),
+            });
             if batch.len() == BATCH {
-                self.append_outcomes(core, std::mem::take(&mut batch), false)?;
+                self.append_outcomes(core, &batch, false)?;
+                batch.clear();
             }
         }
-        self.append_outcomes(core, batch, false)?;
+        self.append_outcomes(core, &batch, false)?;
         core.sources.retain(|&o, _| o >= end);
         self.flush_outcomes(core)
     }
