@@ -335,6 +335,14 @@ fn a_missing_or_behind_outcomes_log_fails_the_open() {
                 other => panic!("{damage}, feed on {on}: {other:?}"),
             }
         }
+        // The way back.
+        Queue::repair(&log, "q").unwrap();
+        let q = Queue::open(&log, "q", qcfg()).unwrap();
+        assert_eq!(q.stats().ack_floor, 2, "{damage}: the acks kept");
+        q.send(Record::new("c")).unwrap();
+        let d = q.receive(1, NO_WAIT).unwrap().remove(0);
+        q.ack(&d.receipt).unwrap();
+        assert_eq!(feed(&q).last().unwrap().0, 2, "{damage}: the feed goes on");
     }
 }
 

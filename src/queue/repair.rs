@@ -141,10 +141,8 @@ pub(crate) fn repair(log: &Log, name: &str) -> Result<RepairReport> {
     state.log_epoch = Some(log.inner.crash_history.epoch());
     let reconciled = dead_letter::reconcile(log, &dlq, name, state)?.len() as u64;
     // Every outcome counts again too (its record settled): the next open reads the
-    // whole outcomes log, when there is one.
-    if fs.exists(&dir.join(super::OUTCOMES_DIR)) {
-        state.outcome_end = Some(0);
-    }
+    // whole outcomes log, when there is one; none there, the feed restarts empty.
+    state.outcome_end = fs.exists(&dir.join(super::OUTCOMES_DIR)).then_some(0);
     let saved_to = dir.join(format!("damaged-{}", log.config().clock.now_ms()));
     save_copies(&*fs, &dir, &saved_to)?;
     // The new snapshot is fsynced: the logs must be durable up to what it names.
