@@ -173,11 +173,13 @@ pub(crate) fn append_items(out: &Log, items: &[Item<'_>], now: i64) -> Result<()
     let mut spans = Vec::with_capacity(items.len() * 3);
     for it in items {
         let ts = it.source.as_ref().map_or(0, |s| s.timestamp);
-        for v in [it.offset as i128, i128::from(it.attempts), i128::from(ts)] {
-            let start = digits.len();
-            write!(digits, "{v}").expect("writing to a Vec");
-            spans.push(start..digits.len());
-        }
+        let start = digits.len();
+        write!(digits, "{}", it.offset).expect("writing to a Vec");
+        let (offset, start) = (start..digits.len(), digits.len());
+        write!(digits, "{}", it.attempts).expect("writing to a Vec");
+        let (attempts, start) = (start..digits.len(), digits.len());
+        write!(digits, "{ts}").expect("writing to a Vec");
+        spans.extend([offset, attempts, start..digits.len()]);
     }
     let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(items.len() * 6);
     let mut bounds = Vec::with_capacity(items.len());
