@@ -347,6 +347,22 @@ fn a_missing_or_behind_outcomes_log_fails_the_open() {
 }
 
 #[test]
+fn deleting_the_queue_deletes_its_feed() {
+    let fs = SimFs::new(0);
+    let clock = ManualClock::new(0);
+    let log = open_log(&fs, &clock);
+    let q = Queue::open(&log, "q", qcfg()).unwrap();
+    q.send(Record::new("a")).unwrap();
+    let d = q.receive(1, NO_WAIT).unwrap().remove(0);
+    q.ack(&d.receipt).unwrap();
+    q.close().unwrap();
+    Queue::delete(&log, "q").unwrap();
+    assert!(!fs.exists(std::path::Path::new("/log/queues/q/outcomes")));
+    let q = Queue::open(&log, "q", qcfg()).unwrap();
+    assert_eq!(q.outcomes().unwrap().end_offset(), 0);
+}
+
+#[test]
 fn a_foreign_record_in_the_outcomes_log_fails_the_open() {
     let fs = SimFs::new(0);
     let clock = ManualClock::new(0);
