@@ -6,8 +6,9 @@
 //! `replay.rs`, which also says when a queue directory is new), a log cursor
 //! `queue.<name>` that lets the log's retention keep what the queue still needs while
 //! it is closed (see `floors.rs`), the `redrive` intent file (see `redrive.rs`), the dead-letter log in
-//! `dead-letter/`, reconciled with the state at open (see `dead_letter.rs`), and the
-//! lock file `queue.lock`. In memory: the ack floor, a 12-byte slot per offset between
+//! `dead-letter/`, reconciled with the state at open (see `dead_letter.rs`), with the
+//! outcome feed on the outcomes log in `outcomes/` (see `outcomes.rs`,
+//! `outcome_writes.rs`), and the lock file `queue.lock`. In memory: the ack floor, a 12-byte slot per offset between
 //! the floor and the delivery cursor, and a deadline heap (see `state.rs`).
 
 mod config;
@@ -20,6 +21,7 @@ mod inspect;
 mod journal;
 mod lifecycle;
 mod many;
+mod outcome_writes;
 mod outcomes;
 mod peek;
 mod per_key;
@@ -295,15 +297,7 @@ impl Queue {
             .map_err(|_| Error::InvalidConfig("journal_bytes too large".into()))?;
         let journal = Journal::create(Arc::clone(&fs), &dir, generation + 1, capacity, &state)?;
         floors::commit(&floor_cursor, state.floor)?;
-        // After the snapshot: retention of the outcomes log keeps what it accounts for.
-        let outcomes_cursor = match (&outcomes, state.outcome_end) {
-            (Some(o), Some(end)) => {
-                let c = o.cursor(outcomes::ACCOUNTED_CURSOR, crate::CursorConfig::default())?;
-                floors::commit(&c, end)?;
-                Some(c)
-            }
-            _ => None,
-        };
+        let outcomes_cursor = outcomes::attach_accounted(outcomes.as_ref(), &state)?;
         // After the snapshot: a crash during creation must leave no file that counts
         // as queue state without a snapshot (see `replay.rs`, when a directory is new).
         redrive::create_if_new(&*fs, &dir, &dlq)?;
@@ -592,38 +586,6 @@ impl Queue {
     /// The dead-letter log (`queues/<name>/dead-letter/`).
     pub fn dead_letters(&self) -> Log {
         self.inner.dlq.clone()
-    }
-
-    /// The outcome feed (`queues/<name>/outcomes/`) when [`QueueConfig::outcomes`] is
-    /// on: one record per settled record, with the headers [`OUTCOME`] (`acked`,
-    /// `dead-lettered`, `expired` or `purged`), [`OUTCOME_OFFSET`],
-    /// [`OUTCOME_ATTEMPTS`], [`OUTCOME_REASON`] (dead letters),
-    /// [`OUTCOME_RECORD_TIMESTAMP`] and the record's [`CORRELATION_ID`] when it has
-    /// one; its key is the record's key, its timestamp when it settled. Exactly one
-    /// outcome per settled record across crashes; what counts as settled is in
-    /// `docs/queue.md` (the outcome feed). A producer follows it with a cursor.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use logqueue::{CursorConfig, Log, LogConfig, Queue, QueueConfig, Record};
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
-    /// let config = QueueConfig { outcomes: true, ..QueueConfig::default() };
-    /// let q = Queue::open(&log, "mailer", config).unwrap();
-    /// q.send(Record::keyed("order-1", "mail").with_header("correlation.id", "c-1")).unwrap();
-    /// let d = q.receive(1, Duration::ZERO).unwrap().remove(0);
-    /// q.ack(&d.receipt).unwrap();
-    /// let feed = q.outcomes().unwrap();
-    /// let follower = feed.cursor("business-system", CursorConfig::default()).unwrap();
-    /// let mut reader = feed.reader(follower.position()).unwrap();
-    /// let o = reader.next_blocking(Duration::from_secs(1)).unwrap().unwrap();
-    /// assert_eq!(o.header("outcome"), Some(&b"acked"[..]));
-    /// assert_eq!(o.header("correlation.id"), Some(&b"c-1"[..]));
-    /// assert_eq!(o.key.as_deref(), Some(&b"order-1"[..]));
-    /// follower.commit(o.offset + 1).unwrap();
-    /// ```
-    pub fn outcomes(&self) -> Option<Log> {
-        self.inner.outcomes.clone()
     }
 
     /// Why the queue refuses every call, if an earlier failure made its on-disk state

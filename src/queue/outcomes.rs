@@ -46,7 +46,7 @@ use std::path::Path;
 use super::dead_letter::{self, Evidence, Lettered};
 use super::journal::Kind;
 use super::state::AckState;
-use crate::{Error, Log, Offset, RecordRef, Result, StoredRecord};
+use crate::{Cursor, CursorConfig, Error, Log, Offset, RecordRef, Result, StoredRecord};
 
 /// Header holding how the record ended: [`ACKED`], [`DEAD_LETTERED`], [`EXPIRED`] or
 /// [`PURGED`].
@@ -213,7 +213,7 @@ pub(crate) fn append_items(out: &Log, items: &[Item<'_>], now: i64) -> Result<()
 }
 
 /// The source of the record at `offset` of `log`, read back (`None`: unreadable).
-fn read_source(log: &Log, offset: Offset) -> Option<Source> {
+pub(crate) fn read_source(log: &Log, offset: Offset) -> Option<Source> {
     log.read(offset).ok().flatten().as_ref().map(Source::of)
 }
 
@@ -381,6 +381,54 @@ pub(crate) fn at_open(
     Ok(Some(outcomes))
 }
 
+/// After the snapshot `Queue::open` wrote: the outcomes log's [`ACCOUNTED_CURSOR`]
+/// at the end the state accounts for (created if missing), so that retention keeps
+/// what the next open may need.
+pub(crate) fn attach_accounted(outcomes: Option<&Log>, state: &AckState) -> Result<Option<Cursor>> {
+    let (Some(o), Some(end)) = (outcomes, state.outcome_end) else {
+        return Ok(None);
+    };
+    let c = o.cursor(ACCOUNTED_CURSOR, CursorConfig::default())?;
+    if c.position() != end {
+        c.commit(end)?;
+    }
+    Ok(Some(c))
+}
+
+impl super::Queue {
+    /// The outcome feed (`queues/<name>/outcomes/`) when [`QueueConfig::outcomes`](super::QueueConfig::outcomes) is
+    /// on: one record per settled record, with the headers [`OUTCOME`] (`acked`,
+    /// `dead-lettered`, `expired` or `purged`), [`OUTCOME_OFFSET`],
+    /// [`OUTCOME_ATTEMPTS`], [`OUTCOME_REASON`] (dead letters),
+    /// [`OUTCOME_RECORD_TIMESTAMP`] and the record's [`CORRELATION_ID`] when it has
+    /// one; its key is the record's key, its timestamp when it settled. Exactly one
+    /// outcome per settled record across crashes; what counts as settled is in
+    /// `docs/queue.md` (the outcome feed). A producer follows it with a cursor.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logqueue::{CursorConfig, Log, LogConfig, Queue, QueueConfig, Record};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let config = QueueConfig { outcomes: true, ..QueueConfig::default() };
+    /// let q = Queue::open(&log, "mailer", config).unwrap();
+    /// q.send(Record::keyed("order-1", "mail").with_header("correlation.id", "c-1")).unwrap();
+    /// let d = q.receive(1, Duration::ZERO).unwrap().remove(0);
+    /// q.ack(&d.receipt).unwrap();
+    /// let feed = q.outcomes().unwrap();
+    /// let follower = feed.cursor("business-system", CursorConfig::default()).unwrap();
+    /// let mut reader = feed.reader(follower.position()).unwrap();
+    /// let o = reader.next_blocking(Duration::from_secs(1)).unwrap().unwrap();
+    /// assert_eq!(o.header("outcome"), Some(&b"acked"[..]));
+    /// assert_eq!(o.header("correlation.id"), Some(&b"c-1"[..]));
+    /// assert_eq!(o.key.as_deref(), Some(&b"order-1"[..]));
+    /// follower.commit(o.offset + 1).unwrap();
+    /// ```
+    pub fn outcomes(&self) -> Option<Log> {
+        self.inner.outcomes.clone()
+    }
+}
+
 /// Why a queue whose outcomes append or fsync failed refuses every call: the outcome
 /// may or may not be on disk, so only [`super::Queue::open`] can tell.
 pub(crate) fn failure_message(dir: &Path, e: &Error) -> String {
@@ -391,163 +439,4 @@ pub(crate) fn failure_message(dir: &Path, e: &Error) -> String {
          first)",
         dir.display()
     )
-}
-
-impl super::QueueInner {
-    /// Keeps what the outcome of `record`, just leased, copies from it (when the feed
-    /// is on). Entries of records no longer leased are dropped once the map holds
-    /// twice `max_in_flight`.
-    pub(super) fn remember_source(&self, core: &mut super::Core, record: &StoredRecord) {
-        if self.outcomes.is_none() {
-            return;
-        }
-        if core.sources.len() >= 2 * self.config.max_in_flight {
-            let state = &core.state;
-            core.sources.retain(|&o, _| {
-                state
-                    .slot(o)
-                    .is_some_and(|s| s.state == super::SlotState::Leased)
-            });
-        }
-        core.sources.insert(record.offset, Source::of(record));
-    }
-
-    /// The source of the record at `offset` for its outcome: kept from its delivery,
-    /// else read back from the log.
-    pub(super) fn take_source(&self, core: &mut super::Core, offset: Offset) -> Option<Source> {
-        core.sources
-            .remove(&offset)
-            .or_else(|| read_source(&self.log, offset))
-    }
-
-    /// Appends the outcome of the record at `offset` (nothing when the feed is off);
-    /// with `sync`, fsyncs it before returning (every outcome but `acked`, see the
-    /// module docs). `source` is the record, `None` to take it from the deliveries'
-    /// or read it. A failure poisons the queue naming the outcomes log.
-    pub(super) fn append_outcome(
-        &self,
-        core: &mut super::Core,
-        (outcome, offset, attempts): (Outcome, Offset, u32),
-        reason: Option<&str>,
-        source: Option<&StoredRecord>,
-        sync: bool,
-    ) -> Result<()> {
-        if self.outcomes.is_none() {
-            return Ok(());
-        }
-        let source = match source {
-            Some(s) => {
-                core.sources.remove(&offset);
-                Some(Source::of(s))
-            }
-            None => self.take_source(core, offset),
-        };
-        let item = Item {
-            outcome,
-            offset,
-            attempts,
-            reason,
-            source,
-        };
-        self.append_outcomes(core, &[item], sync)
-    }
-
-    /// Appends `items` as one batch, fsynced with `sync`; moves `state.outcome_end`
-    /// past them. A failure poisons the queue.
-    pub(super) fn append_outcomes(
-        &self,
-        core: &mut super::Core,
-        items: &[Item<'_>],
-        sync: bool,
-    ) -> Result<()> {
-        let Some(out) = &self.outcomes else {
-            return Ok(());
-        };
-        let now = self.log.config().clock.now_ms();
-        let r = append_items(out, items, now);
-        let r = r.and_then(|()| if sync { out.flush() } else { Ok(()) });
-        self.outcomes_failure(core, r)?;
-        core.state.outcome_end = Some(out.end_offset());
-        Ok(())
-    }
-
-    /// fsyncs the outcomes log (if the feed is on); a failure poisons the queue.
-    pub(super) fn flush_outcomes(&self, core: &mut super::Core) -> Result<()> {
-        let r = self.outcomes.as_ref().map_or(Ok(()), Log::flush);
-        self.outcomes_failure(core, r)
-    }
-
-    /// Moves the outcomes log's [`ACCOUNTED_CURSOR`] up to the end the snapshot just
-    /// written accounts for.
-    pub(super) fn commit_accounted(&self, core: &mut super::Core) -> Result<()> {
-        match (&core.outcomes_cursor, core.state.outcome_end) {
-            (Some(c), Some(end)) if c.position() != end => c.commit(end),
-            _ => Ok(()),
-        }
-    }
-
-    /// Applies [`QueueConfig::outcome_retention`](super::QueueConfig::outcome_retention)
-    /// (the accounted cursor keeps what the next open needs).
-    pub(super) fn outcome_retention(&self) -> Result<()> {
-        match &self.outcomes {
-            Some(out) if self.config.outcome_retention.is_some() => {
-                out.enforce_retention().map(|_| ())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// A failed outcomes write or fsync poisons the queue with a reason that names
-    /// the outcomes log and says how to recover.
-    fn outcomes_failure(&self, core: &mut super::Core, r: Result<()>) -> Result<()> {
-        if let (Err(e), Some(out)) = (&r, &self.outcomes) {
-            if core.poisoned.is_none() && !matches!(e, Error::Closed) {
-                core.poisoned = Some(failure_message(out.dir(), e));
-            }
-        }
-        r
-    }
-
-    /// For [`Queue::purge`](super::Queue::purge), before its event: appends and
-    /// fsyncs a `purged` outcome for every record below `end` that is not done (not
-    /// tombstones the queue would not deliver), reading the log from the floor,
-    /// [`BATCH`] at a time.
-    pub(super) fn purge_outcomes(&self, core: &mut super::Core, end: Offset) -> Result<()> {
-        if self.outcomes.is_none() {
-            return Ok(());
-        }
-        let from = core.state.floor.max(self.log.start_offset());
-        let mut batch = Vec::with_capacity(BATCH);
-        for r in self.log.reader(from)? {
-            // Unreadable: no outcome for it (delivery would pass it) nor, the reader
-            // being unable to go on, for the rest of its stretch.
-            let Ok(r) = r else { break };
-            if r.offset >= end {
-                break;
-            }
-            let attempts = match core.state.slot(r.offset) {
-                Some(s) if s.state == super::SlotState::Done => continue,
-                Some(s) => s.attempt,
-                None if r.offset < core.state.next() => continue,
-                None => 0,
-            };
-            if r.value.is_none() && !self.config.deliver_tombstones {
-                continue;
-            }
-            batch.push(Item {
-                outcome: Outcome::Purged,
-                offset: r.offset,
-                attempts,
-                reason: None,
-                source: Some(Source::of(&r)),
-            });
-            if batch.len() == BATCH {
-                self.append_outcomes(core, &batch, false)?;
-                batch.clear();
-            }
-        }
-        self.append_outcomes(core, &batch, false)?;
-        core.sources.retain(|&o, _| o >= end);
-        self.flush_outcomes(core)
-    }
 }
