@@ -444,6 +444,12 @@ fn workload(log: &Log, q: &Queue, clock: &ManualClock) -> logqueue::Result<()> {
     let got = q.receive(3, NO_WAIT)?;
     let receipts: Vec<_> = got.iter().map(|d| d.receipt).collect();
     q.ack_many(&receipts)?;
+    // Enough single acks to fill the 4 KiB journal: a rotation (snapshot) happens.
+    for i in 0..60 {
+        q.send(Record::new(format!("more{i}")))?;
+        let d = q.receive(1, NO_WAIT)?.remove(0);
+        q.ack(&d.receipt)?;
+    }
     log.flush()?;
     q.flush()
 }
@@ -523,6 +529,11 @@ fn workload_ops() -> u64 {
     workload(&log, &q, &clock).unwrap();
     drain(&q, &clock).unwrap();
     check(&log, &q);
+    let journals = fs.list(std::path::Path::new("/log/queues/q")).unwrap();
+    assert!(
+        !journals.contains(&"journal-00000000000000000001".to_string()),
+        "the workload rotates the journal: {journals:?}"
+    );
     fs.op_count() - before
 }
 
