@@ -440,3 +440,102 @@ pub(crate) fn failure_message(dir: &Path, e: &Error) -> String {
         dir.display()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LogConfig, Record};
+
+    fn sim_log(dir: &str) -> Log {
+        let config = LogConfig {
+            fs: std::sync::Arc::new(crate::sim::SimFs::new(0)),
+            background: false,
+            ..LogConfig::default()
+        };
+        Log::open(dir, config).unwrap()
+    }
+
+    /// Items become outcome records with every header, in order, one batch.
+    #[test]
+    fn items_are_appended_as_outcome_records() {
+        let log = sim_log("/o");
+        let source = Record::keyed("k", "v")
+            .with_header(CORRELATION_ID, "c-1")
+            .with_timestamp(42);
+        log.append(source).unwrap();
+        let stored = log.read(0).unwrap().unwrap();
+        let items = [
+            Item {
+                outcome: Outcome::Acked,
+                offset: 7,
+                attempts: 2,
+                reason: None,
+                source: Some(Source::of(&stored)),
+            },
+            Item {
+                outcome: Outcome::DeadLettered,
+                offset: u64::MAX,
+                attempts: 0,
+                reason: Some("bad"),
+                source: None,
+            },
+        ];
+        append_items(&log, &items, 99).unwrap();
+        let a = log.read(1).unwrap().unwrap();
+        let b = log.read(2).unwrap().unwrap();
+        let h = |r: &StoredRecord, k: &str| r.header(k).map(<[u8]>::to_vec);
+        assert_eq!((a.key.as_deref(), a.timestamp), (Some(&b"k"[..]), 99));
+        assert_eq!(h(&a, OUTCOME), Some(b"acked".to_vec()));
+        assert_eq!(h(&a, OUTCOME_OFFSET), Some(b"7".to_vec()));
+        assert_eq!(h(&a, OUTCOME_ATTEMPTS), Some(b"2".to_vec()));
+        assert_eq!(h(&a, OUTCOME_REASON), None);
+        assert_eq!(h(&a, OUTCOME_RECORD_TIMESTAMP), Some(b"42".to_vec()));
+        assert_eq!(h(&a, CORRELATION_ID), Some(b"c-1".to_vec()));
+        assert!(same_source(&stored, &a));
+        assert_eq!(b.key, None);
+        assert_eq!(h(&b, OUTCOME), Some(b"dead-lettered".to_vec()));
+        assert_eq!(
+            h(&b, OUTCOME_OFFSET),
+            Some(u64::MAX.to_string().into_bytes())
+        );
+        assert_eq!(h(&b, OUTCOME_REASON), Some(b"bad".to_vec()));
+        assert_eq!(h(&b, CORRELATION_ID), None);
+        for o in [
+            Outcome::Acked,
+            Outcome::DeadLettered,
+            Outcome::Expired,
+            Outcome::Purged,
+        ] {
+            assert_eq!(Outcome::parse(o.name().as_bytes()), Some(o));
+        }
+        assert_eq!(Outcome::parse(b"done"), None);
+        append_items(&log, &[], 1).unwrap();
+        assert_eq!(log.end_offset(), 3, "nothing appended for no items");
+    }
+
+    /// An outcome is about the record at its offset only if key and record
+    /// timestamp match (an offset reused after a power loss holds another).
+    #[test]
+    fn same_source_compares_key_and_record_timestamp() {
+        let log = sim_log("/o");
+        log.append(Record::keyed("k", "v").with_timestamp(5))
+            .unwrap();
+        log.append(Record::keyed("k", "v").with_timestamp(6))
+            .unwrap();
+        log.append(Record::keyed("j", "v").with_timestamp(5))
+            .unwrap();
+        let r = |o| log.read(o).unwrap().unwrap();
+        let item = |s: &StoredRecord| Item {
+            outcome: Outcome::Acked,
+            offset: 0,
+            attempts: 1,
+            reason: None,
+            source: Some(Source::of(s)),
+        };
+        append_items(&log, &[item(&r(0))], 0).unwrap();
+        let outcome = r(3);
+        assert!(same_source(&r(0), &outcome));
+        assert!(!same_source(&r(1), &outcome), "another timestamp");
+        assert!(!same_source(&r(2), &outcome), "another key");
+    }
+}
