@@ -1,11 +1,12 @@
 //! Criterion benchmarks of the queue: receive+ack cycles (batch 1 and 100; 1, 2 and 4
 //! consumer threads; acking one by one or with `ack_many`), ack+flush (the cost of
-//! making one ack durable), plus a report of memory and disk state with 1,000,000
-//! records in flight.
+//! making one ack durable), receive+ack with the outcome feed off and on (its cost),
+//! plus a report of memory and disk state with 1,000,000 records in flight.
 //!
 //! ```text
 //! cargo bench --bench queue                 # everything
 //! cargo bench --bench queue -- receive_ack  # the consumer grid only (no report)
+//! cargo bench --bench queue -- outcomes     # the outcome feed off vs on
 //! ```
 //!
 //! Logs live in temporary directories (`$LOGQUEUE_BENCH_DIR`, default the system temp
@@ -141,6 +142,52 @@ fn receive_ack(c: &mut Criterion) {
                     })
                 });
             }
+        }
+    }
+    g.finish();
+}
+
+/// Receive+ack of 100,000 records by one consumer with the outcome feed off and on,
+/// acking one by one (batch 1) and with `ack_many` (batch 100), side by side.
+fn outcomes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("outcomes");
+    g.sampling_mode(SamplingMode::Flat);
+    let dir = bench_dir();
+    let log = filled_log(&dir, CHUNK);
+    let mut n = 0u64;
+    for (acks, batch) in [(Acks::OneByOne, 1usize), (Acks::Many, 100)] {
+        for feed in [false, true] {
+            g.throughput(Throughput::Elements(CHUNK));
+            let ack = match acks {
+                Acks::OneByOne => "ack",
+                Acks::Many => "ack_many",
+            };
+            let id = BenchmarkId::new(
+                format!("{ack}/batch_{batch}"),
+                if feed { "feed_on" } else { "feed_off" },
+            );
+            g.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        n += 1;
+                        let name = format!("o{n}");
+                        let config = QueueConfig {
+                            journal_bytes: 16 << 20,
+                            outcomes: feed,
+                            ..QueueConfig::default()
+                        };
+                        let q = Queue::open(&log, &name, config).expect("queue");
+                        total += cycle(&q, CHUNK, batch, 1, acks);
+                        if feed {
+                            assert_eq!(q.outcomes().expect("feed").end_offset(), CHUNK);
+                        }
+                        q.close().expect("close");
+                        Queue::delete(&log, &name).expect("delete");
+                    }
+                    total
+                })
+            });
         }
     }
     g.finish();
@@ -331,6 +378,7 @@ fn main() {
     receive_ack(&mut c);
     ack_100(&mut c);
     ack_flush(&mut c);
+    outcomes(&mut c);
     per_key(&mut c);
     c.final_summary();
 }

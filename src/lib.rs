@@ -60,6 +60,11 @@ pub use queue::{
     StartPosition, DELAY_UNTIL, DLQ_ATTEMPTS, DLQ_KEY_RELEASED, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON,
     EXPIRES_AT, REDRIVE_FROM,
 };
+/// The outcome feed's headers and values ([`Queue::outcomes`]).
+pub use queue::{
+    ACKED, CORRELATION_ID, DEAD_LETTERED, EXPIRED, OUTCOME, OUTCOME_ATTEMPTS, OUTCOME_OFFSET,
+    OUTCOME_REASON, OUTCOME_RECORD_TIMESTAMP, PURGED,
+};
 pub use reader::{fuzz_decode_batch, BatchHeader, LogReader, RecordBatch};
 pub use record::{Header, Record, RecordRef, StoredRecord};
 pub use segment::CorruptRange;

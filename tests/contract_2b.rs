@@ -1,7 +1,5 @@
 //! The second round's contract additions (DESIGN.md §2b) that have landed, name by
 //! name and signature by signature: outside tests compile against exactly these.
-//! (Not yet landed, so not here: `QueueConfig::{outcomes, outcome_retention}` and
-//! `Queue::outcomes`, issue 13's outcome feed.)
 
 use std::ops::Range;
 use std::path::Path;
@@ -73,6 +71,8 @@ fn queue_api_names() {
     let _: Option<Duration> = c.dead_letter_retention;
     let _: bool = c.deliver_tombstones;
     let _: bool = c.dead_letter_expired;
+    let _: bool = c.outcomes;
+    let _: Option<Duration> = c.outcome_retention;
     let s = QueueStats {
         tombstones_skipped: 1,
         expired_total: 2,
@@ -103,4 +103,5 @@ fn operator_and_exactly_once_names() {
     };
     type SettleInto = fn(&Queue, &Delivery, &Log, Vec<Record>) -> logqueue::Result<Range<Offset>>;
     let _: SettleInto = Queue::settle_into;
+    let _: fn(&Queue) -> Option<Log> = Queue::outcomes;
 }

@@ -1,6 +1,6 @@
 //! The damage sweep of the fault suite (issue 9): every kind of file the engine writes
 //! (segments, both indexes, every checkpoint, the queue's floor cursor, snapshot,
-//! journal and redrive intent, the dead-letter log's files) × {flip a byte, zero 16 bytes,
+//! journal and redrive intent, the dead-letter and outcomes logs' files) × {flip a byte, zero 16 bytes,
 //! truncate, remove} at positions spread over the file × {after a clean close, in a
 //! crash image (SimFs power loss after a flush)}. Each case must not panic or hang,
 //! never return wrong data, and either keep every durable record and ack or report
@@ -244,6 +244,7 @@ fn check_compacted(fs: &SimFs, clock: &ManualClock, p: &Promises) -> Outcome {
 fn kind_of(path: &str) -> String {
     let (area, name) = match path.rsplit_once('/') {
         Some((dir, name)) if dir.ends_with("/dead-letter") => ("dead-letter", name),
+        Some((dir, name)) if dir.contains("/outcomes") => ("outcomes", name),
         Some((dir, name)) if dir.contains("/queues/") => ("queue", name),
         // A queue's floor is a log cursor (`queues/<q>/floor` in earlier versions).
         Some((dir, name)) if dir.ends_with("/cursors") && name.ends_with(".cursor") => {

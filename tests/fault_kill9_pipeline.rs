@@ -12,6 +12,11 @@
 //! parent settles what is left with the same transform): every input in A has its
 //! outputs in B exactly once and the queue has acked everything, nothing in flight.
 //!
+//! The queue runs with its outcome feed on (issue 13, item 3): after every round no
+//! input has two outcomes and every input whose `settle_into` returned has one; after
+//! the drain every input has exactly one, `acked`, carrying the input's
+//! `correlation.id`.
+//!
 //! `LOGQUEUE_FAULT_ROUNDS` (default 20) sets the rounds, `LOGQUEUE_SEED` replays the
 //! kill timings and the children's choices (thread timing is not replayed).
 
@@ -28,7 +33,10 @@ use std::time::{Duration, Instant};
 
 use common::fault::print_violations;
 use common::{small_config, Rng};
-use logqueue::{DedupConfig, Delivery, Log, LogConfig, Queue, QueueConfig, Record, DEDUP_ID};
+use logqueue::{
+    DedupConfig, Delivery, Log, LogConfig, Queue, QueueConfig, Record, CORRELATION_ID, DEDUP_ID,
+    OUTCOME, OUTCOME_OFFSET,
+};
 
 const DIR_VAR: &str = "LOGQUEUE_KILL9P_DIR";
 const ROUND_VAR: &str = "LOGQUEUE_KILL9P_ROUND";
@@ -56,6 +64,7 @@ fn queue_config() -> QueueConfig {
         visibility_timeout: Duration::from_secs(1),
         max_deliveries: None,
         journal_bytes: 64 << 10,
+        outcomes: true,
         ..QueueConfig::default()
     }
 }
@@ -126,7 +135,10 @@ fn producer(p: &Pipeline, mut ledger: Ledger, round: u64, mut rng: Rng, until: I
             for _ in 0..rng.range(1, 5) {
                 let v = format!("r{round}-n{n}");
                 n += 1;
-                match p.q.send(Record::new(v.clone())) {
+                match p
+                    .q
+                    .send(Record::new(v.clone()).with_header(CORRELATION_ID, v.clone()))
+                {
                     Ok(o) => ledger.line(&format!("send-ok off={o} v={v}")),
                     Err(e) => ledger.line(&format!("send-err v={v} e={}", word(&e))),
                 }
@@ -259,10 +271,12 @@ impl History {
     }
 }
 
-/// What the logs hold: inputs by offset, outputs by input value (offset, output).
+/// What the logs hold: inputs by offset, outputs by input value (offset, output),
+/// outcomes by input offset (outcome, correlation id).
 struct Contents {
     inputs: BTreeMap<u64, String>,
     outputs: BTreeMap<String, Vec<(u64, String)>>,
+    outcomes: BTreeMap<u64, Vec<(String, String)>>,
 }
 
 fn contents(p: &Pipeline, h: &mut History, when: &str) -> Contents {
@@ -293,7 +307,31 @@ fn contents(p: &Pipeline, h: &mut History, when: &str) -> Contents {
             Err(e) => return fail(h, format!("{when}: reading B: {e}")),
         }
     }
-    Contents { inputs, outputs }
+    let mut outcomes: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
+    let feed = p.q.outcomes().expect("the feed is on");
+    for r in feed.reader(feed.start_offset()).unwrap() {
+        match r {
+            Ok(r) => {
+                let text =
+                    |k: &str| String::from_utf8_lossy(r.header(k).unwrap_or_default()).into_owned();
+                match text(OUTCOME_OFFSET).parse::<u64>() {
+                    Ok(o) => outcomes
+                        .entry(o)
+                        .or_default()
+                        .push((text(OUTCOME), text(CORRELATION_ID))),
+                    Err(_) => {
+                        h.violation(format!("{when}: outcome at {} without an offset", r.offset))
+                    }
+                }
+            }
+            Err(e) => return fail(h, format!("{when}: reading the outcomes: {e}")),
+        }
+    }
+    Contents {
+        inputs,
+        outputs,
+        outcomes,
+    }
 }
 
 fn fail(h: &mut History, v: String) -> Contents {
@@ -301,7 +339,22 @@ fn fail(h: &mut History, v: String) -> Contents {
     Contents {
         inputs: BTreeMap::new(),
         outputs: BTreeMap::new(),
+        outcomes: BTreeMap::new(),
     }
+}
+
+/// At most one outcome per input, `acked` and carrying the input's correlation id;
+/// returns how many outcomes there are.
+fn check_outcomes(c: &Contents, h: &mut History, when: &str) -> u64 {
+    for (o, got) in &c.outcomes {
+        let want = c.inputs.get(o).map(|v| ("acked".to_string(), v.clone()));
+        if got.len() != 1 || Some(&got[0]) != want.as_ref() {
+            h.violation(format!(
+                "{when}: outcomes of input {o}: {got:?}, want one {want:?}"
+            ));
+        }
+    }
+    c.outcomes.values().map(|v| v.len() as u64).sum()
 }
 
 /// Outputs in B of one input: exactly `outputs_of(input)`, consecutive.
@@ -346,7 +399,13 @@ fn check(base: &Path, h: &mut History, when: &str) -> (u64, u64) {
                 "{when}: settle_into of {o} returned, its outputs are not in B"
             ));
         }
+        if !c.outcomes.contains_key(o) {
+            found.push(format!(
+                "{when}: settle_into of {o} returned, it has no outcome"
+            ));
+        }
     }
+    check_outcomes(&c, h, when);
     for l in h.with("dlv") {
         let o = l.num("off");
         if settled.get(&o).is_some_and(|at| *at < l.at) {
@@ -396,7 +455,12 @@ fn final_drain(base: &Path, h: &mut History) {
             Some(got) => check_outputs_of(input, got, h, "final"),
             None => h.violation(format!("final: input {o} ({input}) has no outputs in B")),
         }
+        if !c.outcomes.contains_key(o) {
+            h.violation(format!("final: input {o} ({input}) has no outcome"));
+        }
     }
+    let outcomes = check_outcomes(&c, h, "final");
+    println!("kill9 pipeline: {outcomes} outcomes in the feed after the drain");
     let s = p.q.stats();
     if s.ack_floor != p.input.end_offset() || s.in_flight != 0 || s.backlog != 0 {
         h.violation(format!(

@@ -83,6 +83,22 @@ pub struct QueueConfig {
     /// with `dlq.reason = expired`; when false it is settled without a trace but the
     /// count [`QueueStats::expired_total`]. Either way it is never delivered.
     pub dead_letter_expired: bool,
+    /// (false) The outcome feed: every record the queue settles gets exactly one
+    /// outcome record in the log `queues/<name>/outcomes/`
+    /// ([`Queue::outcomes`](super::Queue::outcomes); what counts as settled and the
+    /// headers: `docs/queue.md`). Switched on for an existing queue, the feed starts
+    /// with the settlements after that open; switched off, the open reconciles the
+    /// log one last time and later settlements get no outcome (switched on again, the
+    /// log continues from its end).
+    pub outcomes: bool,
+    /// (None: forever) Time retention of the outcomes log, as
+    /// [`LogConfig::retention_ms`](crate::LogConfig::retention_ms) of that log: whole
+    /// sealed segments whose newest outcome is older than this (an outcome's
+    /// timestamp is when its record settled) are deleted. Applied at open,
+    /// [`Queue::flush`](super::Queue::flush) and [`Queue::close`](super::Queue::close)
+    /// (no thread runs it), never to outcomes the queue state does not yet account
+    /// for, nor past a protecting cursor of a follower.
+    pub outcome_retention: Option<Duration>,
 }
 
 impl Default for QueueConfig {
@@ -100,6 +116,8 @@ impl Default for QueueConfig {
             dead_letter_retention: None,
             deliver_tombstones: false,
             dead_letter_expired: true,
+            outcomes: false,
+            outcome_retention: None,
         }
     }
 }
@@ -118,6 +136,9 @@ impl QueueConfig {
         }
         if self.dead_letter_retention == Some(Duration::ZERO) {
             return bad("dead_letter_retention must be at least 1 ms (None keeps forever)");
+        }
+        if self.outcome_retention == Some(Duration::ZERO) {
+            return bad("outcome_retention must be at least 1 ms (None keeps forever)");
         }
         if self.max_in_flight == 0 {
             return bad("max_in_flight must be at least 1");

@@ -112,6 +112,15 @@ fn number(r: &StoredRecord, name: &str) -> Option<u64> {
     std::str::from_utf8(r.header(name)?).ok()?.parse().ok()
 }
 
+/// A record the reconciliation at open found dead-lettered without the state
+/// knowing (see [`reconcile`]): its outcome may be missing too (`outcomes.rs`).
+#[derive(Debug)]
+pub(crate) struct Lettered {
+    pub offset: Offset,
+    pub attempts: u32,
+    pub reason: String,
+}
+
 /// Reconciles the queue state with the dead-letter log at open (issue 9, defect 3).
 ///
 /// Dead-lettering spans two files: the letter is appended to the dead-letter log and
@@ -127,9 +136,13 @@ fn number(r: &StoredRecord, name: &str) -> Option<u64> {
 /// The state accounting for more letters than the log holds means letters that were
 /// durable are gone: `Error::Corrupt` naming the dead-letter log. State from a
 /// snapshot without the field accounts for the whole log (the behaviour before).
-/// Returns how many records were marked.
-pub(crate) fn reconcile(log: &Log, dlq: &Log, queue: &str, state: &mut AckState) -> Result<u64> {
-    let log_end = log.end_offset();
+/// Returns the records marked.
+pub(crate) fn reconcile(
+    log: &Log,
+    dlq: &Log,
+    queue: &str,
+    state: &mut AckState,
+) -> Result<Vec<Lettered>> {
     let end = dlq.end_offset();
     let accounted = state.dead_letter_end.unwrap_or(end);
     if accounted > end {
@@ -143,65 +156,104 @@ pub(crate) fn reconcile(log: &Log, dlq: &Log, queue: &str, state: &mut AckState)
             ),
         ));
     }
-    let mut marked = 0;
+    let mut marked = Vec::new();
     for r in dlq.reader(accounted.max(dlq.start_offset()))? {
         let r = r?;
         if r.header(DLQ_QUEUE) != Some(queue.as_bytes()) {
             continue;
         }
-        let Some(offset) = number(&r, DLQ_OFFSET).filter(|&o| o < log_end) else {
+        let Some(offset) = number(&r, DLQ_OFFSET) else {
             continue;
         };
-        if offset < state.floor
-            || state
-                .slot(offset)
-                .is_some_and(|s| s.state == SlotState::Done)
-        {
-            continue;
-        }
-        if !same_record(log, offset, &r) {
-            // The offset holds another record (the lettered one was lost from the
-            // log and the offset reused by an append before this open).
-            continue;
-        }
-        let attempt = match state.slot(offset) {
-            Some(s) => s.attempt,
-            None => {
-                // Its lease was lost with the journal's tail (a power loss): the
-                // records between the cursor and it were never delivered, as far as
-                // the state knows, and must stay deliverable, not be skipped.
-                open_gap(log, state, offset);
-                state.totals.dead_lettered += 1;
-                number(&r, DLQ_ATTEMPTS)
-                    .and_then(|a| u32::try_from(a).ok())
-                    .unwrap_or(0)
-            }
+        let attempts = number(&r, DLQ_ATTEMPTS).and_then(|a| u32::try_from(a).ok());
+        let evidence = Evidence {
+            offset,
+            kind: Kind::DeadLetter,
+            attempts: attempts.unwrap_or(0),
         };
-        journal::apply(
-            state,
-            Event {
-                kind: Kind::DeadLetter,
+        if roll_forward(log, state, evidence, |stored| same_record(stored, &r)) {
+            marked.push(Lettered {
                 offset,
-                attempt,
-                deadline: 0,
-            },
-        );
-        marked += 1;
+                attempts: state.slot(offset).map_or(evidence.attempts, |s| s.attempt),
+                reason: String::from_utf8_lossy(r.header(DLQ_REASON).unwrap_or_default())
+                    .into_owned(),
+            });
+        }
     }
     state.dead_letter_end = Some(end);
     Ok(marked)
 }
 
-/// False when the record at `offset` of `log` is readable and is not the one `letter`
-/// copied (key, value and timestamp differ). An unreadable record counts as the same:
-/// the letter is then the only copy left.
-fn same_record(log: &Log, offset: Offset, letter: &StoredRecord) -> bool {
-    match log.read(offset) {
-        Ok(Some(r)) => {
-            r.key == letter.key && r.value == letter.value && r.timestamp == letter.timestamp
-        }
-        _ => true,
+/// A settlement found in a side log (a dead letter, an outcome) at open.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Evidence {
+    pub offset: Offset,
+    /// The event that settles it: `DeadLetter`, `Ack` or `Gone`.
+    pub kind: Kind,
+    /// Deliveries the side log says the record had (used when the state lost its
+    /// lease).
+    pub attempts: u32,
+}
+
+/// Marks `e.offset` settled in `state` as `e.kind` unless it is already done, below
+/// the floor or at or past the log's end, or the record now at the offset is not
+/// the one the evidence is about (`same` is false: the record was lost from the log
+/// in a power loss and the offset reused). True when marked. Shared by the
+/// dead-letter and outcomes reconciliations.
+pub(crate) fn roll_forward(
+    log: &Log,
+    state: &mut AckState,
+    e: Evidence,
+    same: impl FnOnce(&StoredRecord) -> bool,
+) -> bool {
+    let offset = e.offset;
+    if offset >= log.end_offset()
+        || offset < state.floor
+        || state
+            .slot(offset)
+            .is_some_and(|s| s.state == SlotState::Done)
+    {
+        return false;
     }
+    // An unreadable record counts as the same: the side log then holds the only
+    // trace of it.
+    if let Ok(Some(stored)) = log.read(offset) {
+        if !same(&stored) {
+            return false;
+        }
+    }
+    let attempt = match state.slot(offset) {
+        Some(s) => s.attempt,
+        None => {
+            // Its lease was lost with the journal's tail (a power loss), or it was
+            // never delivered (a purge): the records between the cursor and it were
+            // never delivered, as far as the state knows, and must stay deliverable,
+            // not be skipped.
+            open_gap(log, state, offset);
+            match e.kind {
+                Kind::Ack => state.totals.acked += 1,
+                Kind::DeadLetter => state.totals.dead_lettered += 1,
+                _ => {}
+            }
+            e.attempts
+        }
+    };
+    journal::apply(
+        state,
+        Event {
+            kind: e.kind,
+            offset,
+            attempt,
+            deadline: 0,
+        },
+    );
+    true
+}
+
+/// False when `stored` (the record now at the letter's offset) is not the one
+/// `letter` copied (key, value and timestamp differ).
+fn same_record(stored: &StoredRecord, letter: &StoredRecord) -> bool {
+    stored.key == letter.key && stored.value == letter.value && stored.timestamp == letter.timestamp
 }
 
 /// Puts the records in `[state.next(), to)` in the window as never delivered
@@ -255,16 +307,30 @@ mod tests {
             value: r.value,
             headers: Vec::new(),
         };
-        assert!(same_record(&log, 0, &stored));
-        assert!(same_record(&log, 0, &letter(Record::keyed("k", "v"))));
-        assert!(!same_record(&log, 0, &letter(Record::keyed("k", "w"))));
-        assert!(!same_record(&log, 0, &letter(Record::keyed("j", "v"))));
+        assert!(same_record(&stored, &stored));
+        assert!(same_record(&stored, &letter(Record::keyed("k", "v"))));
+        assert!(!same_record(&stored, &letter(Record::keyed("k", "w"))));
+        assert!(!same_record(&stored, &letter(Record::keyed("j", "v"))));
         assert!(!same_record(
-            &log,
-            0,
+            &stored,
             &letter(Record::keyed("k", "v").with_timestamp(8))
         ));
-        // Nothing readable there: the letter is the only copy, counted as the record.
-        assert!(same_record(&log, 5, &letter(Record::keyed("x", "y"))));
+        // Nothing readable at an offset: the evidence is the only copy, and counts.
+        let mut state = AckState::new(0);
+        let e = Evidence {
+            offset: 0,
+            kind: Kind::DeadLetter,
+            attempts: 2,
+        };
+        assert!(!roll_forward(
+            &log,
+            &mut state,
+            Evidence { offset: 5, ..e },
+            |_| true
+        ));
+        assert!(!roll_forward(&log, &mut state, e, |_| false));
+        assert!(roll_forward(&log, &mut state, e, |_| true));
+        assert_eq!(state.totals.dead_lettered, 1);
+        assert!(!roll_forward(&log, &mut state, e, |_| true), "done already");
     }
 }

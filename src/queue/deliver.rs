@@ -2,6 +2,7 @@
 //! delivered, read ahead of the cursor from the log.
 
 use super::journal::{self, Event, Kind};
+use super::outcomes::Outcome;
 use super::per_key::BLOCKED;
 use super::state::SlotState;
 use super::{
@@ -65,7 +66,14 @@ impl QueueInner {
             };
             match end {
                 Some(end) => self.push(core, Kind::DeadLetter, offset, attempt, end as i64),
-                None => self.push(core, Kind::Gone, offset, attempt, 0),
+                None => {
+                    if !self.config.dead_letter_expired {
+                        // Durable before the event (see `outcomes.rs`).
+                        let what = (Outcome::Expired, offset, attempt);
+                        self.append_outcome(core, what, None, Some(record), true)?;
+                    }
+                    self.push(core, Kind::Gone, offset, attempt, 0)
+                }
             }
         } else {
             core.counts.tombstones_skipped += 1;
@@ -267,6 +275,7 @@ impl QueueInner {
                 Ok(Some(record)) => {
                     let attempt = slot.attempt + 1;
                     self.lease(core, offset, attempt, deadline);
+                    self.remember_source(core, &record);
                     out.push(Delivery {
                         record,
                         receipt: Receipt { offset, attempt },
@@ -335,6 +344,7 @@ impl QueueInner {
                         continue;
                     }
                     self.lease(core, offset, 1, deadline);
+                    self.remember_source(core, &record);
                     out.push(Delivery {
                         record,
                         receipt: Receipt { offset, attempt: 1 },

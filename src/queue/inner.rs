@@ -106,11 +106,14 @@ impl QueueInner {
     pub(super) fn rotate(&self, core: &mut Core) -> Result<()> {
         self.log.flush()?;
         self.flush_dead_letters(core)?;
+        // The snapshot accounts for the outcomes up to `state.outcome_end`.
+        self.flush_outcomes(core)?;
         let generation = core.journal.generation() + 1;
         let fs = Arc::clone(core.journal.fs());
         let capacity = self.config.journal_bytes as usize;
         core.journal = Journal::create(fs, &core.dir, generation, capacity, &core.state)?;
-        self.write_floor(core)
+        self.write_floor(core)?;
+        self.commit_accounted(core)
     }
 
     /// Commits the floor to the queue's cursor if it moved since. The caller has made
@@ -168,6 +171,14 @@ impl QueueInner {
             }
         }
         journal::apply(&mut core.state, event);
+        if kind == Kind::Ack {
+            // After the journal event, unsynced: a missing one is filled in at open
+            // from the journal (see `outcomes.rs`).
+            let what = (outcomes::Outcome::Acked, receipt.offset, receipt.attempt);
+            self.append_outcome(&mut core, what, None, None, false)?;
+        } else if kind == Kind::Nack {
+            core.sources.remove(&receipt.offset);
+        }
         if matches!(kind, Kind::Ack | Kind::DeadLetter) {
             self.finished(&mut core, receipt.offset);
             self.write_events(&mut core)?;
@@ -236,13 +247,29 @@ impl QueueInner {
             }
             Err(e) => return Err(e),
         };
+        let outcome = self.outcomes.as_ref().map(|_| {
+            core.sources.remove(&offset);
+            outcomes::Item {
+                outcome: outcomes::Outcome::DeadLettered,
+                offset,
+                attempts,
+                reason: Some(reason),
+                source: Some(outcomes::Source::of(&record)),
+            }
+        });
         let letter = dead_letter::letter(record, &self.name, attempts, reason, per_key);
         // Durable before the journal says done: a journal write can outlive an
         // un-synced dead-letter append in a power loss.
         let r = self.dlq.append(letter).map(|_| ());
         self.dead_letter_failure(core, r)?;
         self.flush_dead_letters(core)?;
-        Ok(Some(self.dlq.end_offset()))
+        let end = self.dlq.end_offset();
+        // After the letter (a letter without its outcome gets it at open), durable
+        // before the journal event too.
+        if let Some(outcome) = outcome {
+            self.append_outcomes(core, &[outcome], true)?;
+        }
+        Ok(Some(end))
     }
 
     /// fsyncs the dead-letter log; a failure poisons the queue naming it.

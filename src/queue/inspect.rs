@@ -87,7 +87,7 @@ fn read_state(
 ) -> Result<(AckState, u64, u64)> {
     let fs = &*log.config().fs;
     log.inner.refresh_view()?;
-    let loaded = replay::load(fs, dir, 0..log.end_offset(), dlq)?;
+    let loaded = replay::load(fs, dir, 0..log.end_offset(), (dlq, None), &mut Vec::new())?;
     dlq.inner.refresh_view()?;
     let (start, end) = (log.start_offset(), log.end_offset());
     let mut state = match loaded {

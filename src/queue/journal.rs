@@ -26,7 +26,10 @@
 //! Snapshot format: `"LQS2" | generation u64 | floor u64 | next u64 | acked u64 |
 //! redelivered u64 | dead_lettered u64 | corrupt_skipped u64 | count u64`, then
 //! `count` 24-byte slots as events (kind = slot state), then (optional, absent in
-//! snapshots from before issue 9) `dead_letter_end u64`, then a CRC32 of all before.
+//! snapshots from before issue 9) `dead_letter_end u64`, then (optional) the log's
+//! crash epoch `u64`, then (only with the outcome feed on, issue 13)
+//! `outcome_end u64` (an absent field before it is `u64::MAX`), then a CRC32 of all
+//! before.
 //! `"LQS1"` is the same layout naming a format-1 journal.
 
 use std::ops::Range;
@@ -469,8 +472,14 @@ pub(crate) fn encode_snapshot(generation: u64, state: &AckState) -> Vec<u8> {
         encode_event(&mut out, s.state as u8, o, s.attempt, s.deadline);
     }
     // The optional trailer: 8 bytes, the dead-letter log's end; 16 bytes, that end
-    // (u64::MAX: none) and the log's crash epoch.
+    // (u64::MAX: none) and the log's crash epoch; 24 bytes, those two and the
+    // outcomes log's end (written only when the outcome feed is on).
     match (state.dead_letter_end, state.log_epoch) {
+        (end, epoch) if state.outcome_end.is_some() => {
+            out.extend_from_slice(&end.unwrap_or(u64::MAX).to_le_bytes());
+            out.extend_from_slice(&epoch.unwrap_or(u64::MAX).to_le_bytes());
+            out.extend_from_slice(&state.outcome_end.unwrap_or(u64::MAX).to_le_bytes());
+        }
         (end, Some(epoch)) => {
             out.extend_from_slice(&end.unwrap_or(u64::MAX).to_le_bytes());
             out.extend_from_slice(&epoch.to_le_bytes());
@@ -513,13 +522,21 @@ pub(crate) fn decode_snapshot(bytes: &[u8], log: Range<Offset>) -> Option<(Forma
     // of 24, so 8 or 16 more bytes cannot be mistaken for slots.
     let mut dead_letter_end = None;
     let mut log_epoch = None;
+    let mut outcome_end = None;
     let trailer = slots.len().checked_sub(slot_bytes)?;
-    if trailer == 8 || trailer == 16 {
+    if trailer == 8 || trailer == 16 || trailer == 24 {
         let (s, t) = slots.split_at(slot_bytes);
         let end = u64::from_le_bytes(t[..8].try_into().ok()?);
-        if trailer == 16 {
+        let field = |i: usize| u64::from_le_bytes(t[8 * i..8 * i + 8].try_into().expect("8"));
+        if trailer == 24 {
+            // Written only with the outcome feed on: its end is never "none".
             dead_letter_end = (end != u64::MAX).then_some(end);
-            log_epoch = Some(u64::from_le_bytes(t[8..].try_into().ok()?));
+            log_epoch = Some(field(1)).filter(|&e| e != u64::MAX);
+            outcome_end = Some(field(2)).filter(|&e| e != u64::MAX);
+            outcome_end?;
+        } else if trailer == 16 {
+            dead_letter_end = (end != u64::MAX).then_some(end);
+            log_epoch = Some(field(1));
         } else {
             dead_letter_end = Some(end);
         }
@@ -534,6 +551,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8], log: Range<Offset>) -> Option<(Forma
     let mut state = AckState::new(floor);
     state.dead_letter_end = dead_letter_end;
     state.log_epoch = log_epoch;
+    state.outcome_end = outcome_end;
     state.totals = Totals {
         acked: u64_at(3)?,
         redelivered: u64_at(4)?,
@@ -582,6 +600,12 @@ mod tests {
             s.log_epoch = epoch;
             let (_, _, d) = decode_snapshot(&encode_snapshot(3, &s), 0..100).unwrap();
             assert_eq!((d.dead_letter_end, d.log_epoch), (end, epoch));
+            assert_eq!(d.outcome_end, None);
+            s.outcome_end = Some(21);
+            let (_, _, d) = decode_snapshot(&encode_snapshot(3, &s), 0..100).unwrap();
+            assert_eq!((d.dead_letter_end, d.log_epoch), (end, epoch));
+            assert_eq!(d.outcome_end, Some(21));
+            s.outcome_end = None;
         }
         s.dead_letter_end = Some(17);
         s.log_epoch = Some(2);

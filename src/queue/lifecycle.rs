@@ -38,9 +38,11 @@ impl QueueInner {
                     .log
                     .flush()
                     .and_then(|()| self.flush_dead_letters(&mut core))
+                    .and_then(|()| self.flush_outcomes(&mut core))
                     .and_then(|()| core.journal.sync())
                     .and_then(|()| self.write_floor(&mut core))
-                    .and_then(|()| self.dead_letter_retention());
+                    .and_then(|()| self.dead_letter_retention())
+                    .and_then(|()| self.outcome_retention());
                 self.poison_on_err(&mut core, r)
             }
             Err(e) => Err(e),
@@ -48,9 +50,14 @@ impl QueueInner {
         self.closed.store(true, AtomicOrdering::Release);
         // The dead-letter log's lock and the queue's lock go, in that order (open
         // takes them the other way round), whatever the flush said.
-        let dlq = match self.dlq.clone().close() {
+        let closed = |log: Log| match log.close() {
             Err(Error::Closed) => Ok(()),
             r => r,
+        };
+        let dlq = closed(self.dlq.clone());
+        let dlq = match self.outcomes.clone().map(closed) {
+            Some(r) => dlq.and(r),
+            None => dlq,
         };
         self.lock.lock().take();
         drop(core);
@@ -244,6 +251,15 @@ impl Queue {
             return Ok(0);
         }
         let was_at_cap = core.state.leased() >= inner.config.max_in_flight;
+        // The outcomes first, durable (see `outcomes.rs`): a crash before the event
+        // leaves the records with an outcome purged (rolled forward at open), the
+        // rest not.
+        // The log first: an outcome never names a record a power loss can take.
+        let r = inner
+            .log
+            .flush()
+            .and_then(|()| inner.purge_outcomes(&mut core, end));
+        inner.poison_on_err(&mut core, r)?;
         // One event: everything up to and including `end - 1` is done.
         let event = Event {
             kind: Kind::Purge,

@@ -74,11 +74,31 @@ impl QueueInner {
         let was_at_cap = core.state.leased() >= self.config.max_in_flight;
         let events = core.events.clone();
         self.write_events(&mut core)?;
+        let mut acked = Vec::new();
         for e in events {
             journal::apply(&mut core.state, e);
             if e.kind == Kind::Ack {
                 self.finished(&mut core, e.offset);
+                if self.outcomes.is_some() {
+                    acked.push((e.offset, e.attempt));
+                }
+            } else {
+                core.sources.remove(&e.offset);
             }
+        }
+        // The acks' outcomes, after their journal frame (see `outcomes.rs`).
+        for chunk in acked.chunks(outcomes::BATCH) {
+            let items: Vec<_> = chunk
+                .iter()
+                .map(|&(offset, attempts)| outcomes::Item {
+                    outcome: outcomes::Outcome::Acked,
+                    offset,
+                    attempts,
+                    reason: None,
+                    source: self.take_source(&mut core, offset),
+                })
+                .collect();
+            self.append_outcomes(&mut core, &items, false)?;
         }
         // Keys released under `PerKey` (rebuilt at open if this frame is lost).
         self.write_events(&mut core)?;

@@ -6,8 +6,9 @@
 //! `replay.rs`, which also says when a queue directory is new), a log cursor
 //! `queue.<name>` that lets the log's retention keep what the queue still needs while
 //! it is closed (see `floors.rs`), the `redrive` intent file (see `redrive.rs`), the dead-letter log in
-//! `dead-letter/`, reconciled with the state at open (see `dead_letter.rs`), and the
-//! lock file `queue.lock`. In memory: the ack floor, a 12-byte slot per offset between
+//! `dead-letter/`, reconciled with the state at open (see `dead_letter.rs`), with the
+//! outcome feed on the outcomes log in `outcomes/` (see `outcomes.rs`,
+//! `outcome_writes.rs`), and the lock file `queue.lock`. In memory: the ack floor, a 12-byte slot per offset between
 //! the floor and the delivery cursor, and a deadline heap (see `state.rs`).
 
 mod config;
@@ -20,6 +21,8 @@ mod inspect;
 mod journal;
 mod lifecycle;
 mod many;
+mod outcome_writes;
+mod outcomes;
 mod peek;
 mod per_key;
 mod redrive;
@@ -40,6 +43,10 @@ pub use config::{
     Delivery, Ordering, QueueConfig, QueueStats, Receipt, ReceiveOptions, StartPosition,
 };
 pub use dead_letter::{DLQ_ATTEMPTS, DLQ_KEY_RELEASED, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON};
+pub use outcomes::{
+    ACKED, CORRELATION_ID, DEAD_LETTERED, EXPIRED, OUTCOME, OUTCOME_ATTEMPTS, OUTCOME_OFFSET,
+    OUTCOME_REASON, OUTCOME_RECORD_TIMESTAMP, PURGED,
+};
 pub use redrive::REDRIVE_FROM;
 pub use repair::RepairReport;
 
@@ -89,6 +96,8 @@ struct QueueInner {
     name: String,
     config: QueueConfig,
     dlq: Log,
+    /// The outcomes log, when [`QueueConfig::outcomes`] is on (see `outcomes.rs`).
+    outcomes: Option<Log>,
     /// Lock order: `unread`, then `core`.
     unread: Mutex<ReadAhead>,
     core: Mutex<Core>,
@@ -100,6 +109,8 @@ struct QueueInner {
 
 /// Directory of the dead-letter log inside the queue's directory.
 const DEAD_LETTER_DIR: &str = "dead-letter";
+/// Directory of the outcomes log inside the queue's directory.
+const OUTCOMES_DIR: &str = "outcomes";
 
 /// A held lock on `queues/<name>/queue.lock`.
 struct QueueLock(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>);
@@ -156,6 +167,10 @@ struct Core {
     poisoned: Option<String>,
     /// The log cursor holding the queue's floor for retention (see `floors.rs`).
     floor_cursor: crate::Cursor,
+    /// The outcomes log's cursor at the end the state accounts for (see `outcomes.rs`).
+    outcomes_cursor: Option<crate::Cursor>,
+    /// What the outcomes of leased records copy from them, by offset (feed on only).
+    sources: std::collections::HashMap<Offset, outcomes::Source>,
     /// Offset and timestamp of the record last read for `oldest_unacked_age_ms`.
     oldest: Option<(Offset, i64)>,
     /// Counters kept in memory since open.
@@ -230,9 +245,13 @@ impl Queue {
             &dir.join(DEAD_LETTER_DIR),
             config.dead_letter_retention,
         )?;
+        let outcomes_dir = dir.join(OUTCOMES_DIR);
+        let outcomes = outcomes::open_existing(log, &outcomes_dir, config.outcome_retention)?;
         // Loaded from offset 0, not the log's start: what was done below the start is
         // known, so `clamp` counts only the records skipped without being done.
-        let loaded = replay::load(&*fs, &dir, 0..log.end_offset(), &dlq)?;
+        let mut acks = Vec::new();
+        let side_logs = (&dlq, outcomes.as_ref());
+        let loaded = replay::load(&*fs, &dir, 0..log.end_offset(), side_logs, &mut acks)?;
         let generation = loaded.as_ref().map_or(0, |(g, _)| *g);
         let (mut state, floor_cursor) = {
             // The start floor is chosen and shown to retention (the queue's cursor,
@@ -258,7 +277,11 @@ impl Queue {
         };
         state.set_backoff(config.backoff.iter().map(|d| millis(*d)).collect());
         // Before the per-key table is rebuilt: a reconciled record releases its key.
-        dead_letter::reconcile(log, &dlq, name, &mut state)?;
+        let letters = dead_letter::reconcile(log, &dlq, name, &mut state)?;
+        let feed = (config.outcomes, config.outcome_retention);
+        let settled = (&acks[..], &letters[..]);
+        let outcomes = outcomes::at_open(log, &outcomes_dir, feed, outcomes, &mut state, settled)?;
+        drop((acks, letters));
         let per_key = match config.ordering {
             Ordering::PerKey => Some(per_key::PerKey::rebuild(log, &mut state)?),
             Ordering::Unordered => None,
@@ -267,16 +290,26 @@ impl Queue {
         // the dead-letter log up to the end it accounts for.
         log.flush()?;
         dlq.flush()?;
+        if let Some(o) = &outcomes {
+            o.flush()?;
+        }
         let capacity = usize::try_from(config.journal_bytes)
             .map_err(|_| Error::InvalidConfig("journal_bytes too large".into()))?;
         let journal = Journal::create(Arc::clone(&fs), &dir, generation + 1, capacity, &state)?;
         floors::commit(&floor_cursor, state.floor)?;
+        let outcomes_cursor = outcomes::attach_accounted(outcomes.as_ref(), &state)?;
         // After the snapshot: a crash during creation must leave no file that counts
         // as queue state without a snapshot (see `replay.rs`, when a directory is new).
         redrive::create_if_new(&*fs, &dir, &dlq)?;
         // The snapshot just written accounts for every dead letter.
         if config.dead_letter_retention.is_some() {
             dlq.enforce_retention()?;
+        }
+        if let Some(o) = outcomes
+            .as_ref()
+            .filter(|_| config.outcome_retention.is_some())
+        {
+            o.enforce_retention()?;
         }
         let reader = log.reader(state.next())?;
         let inner = Arc::new(QueueInner {
@@ -285,6 +318,7 @@ impl Queue {
             log: log.clone(),
             name: name.to_string(),
             dlq,
+            outcomes,
             unread: Mutex::new(ReadAhead {
                 stuck: 0,
                 reader,
@@ -299,6 +333,8 @@ impl Queue {
                 dir,
                 poisoned: None,
                 floor_cursor,
+                outcomes_cursor,
+                sources: std::collections::HashMap::new(),
                 oldest: None,
                 counts: Counts::default(),
             }),
@@ -587,10 +623,12 @@ impl Queue {
             .log
             .flush()
             .and_then(|()| inner.flush_dead_letters(&mut core))
+            .and_then(|()| inner.flush_outcomes(&mut core))
             .and_then(|()| core.journal.sync())
             .and_then(|()| inner.write_floor(&mut core));
         inner.poison_on_err(&mut core, r)?;
-        inner.dead_letter_retention()
+        inner.dead_letter_retention()?;
+        inner.outcome_retention()
     }
 }
 

@@ -139,7 +139,10 @@ pub(crate) fn repair(log: &Log, name: &str) -> Result<RepairReport> {
     };
     state.clamp(log.start_offset(), usable.min(end));
     state.log_epoch = Some(log.inner.crash_history.epoch());
-    let reconciled = dead_letter::reconcile(log, &dlq, name, state)?;
+    let reconciled = dead_letter::reconcile(log, &dlq, name, state)?.len() as u64;
+    // Every outcome counts again too (its record settled): the next open reads the
+    // whole outcomes log, when there is one; none there, the feed restarts empty.
+    state.outcome_end = fs.exists(&dir.join(super::OUTCOMES_DIR)).then_some(0);
     let saved_to = dir.join(format!("damaged-{}", log.config().clock.now_ms()));
     save_copies(&*fs, &dir, &saved_to)?;
     // The new snapshot is fsynced: the logs must be durable up to what it names.

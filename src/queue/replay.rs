@@ -43,16 +43,20 @@ pub(crate) const LOCK_FILE: &str = "queue.lock";
 /// `0..end`: state is never ahead of the log, and planted offsets cannot make the
 /// window huge; what lies below the log's start is kept so the caller can count what
 /// was skipped, see `AckState::clamp`). `None`: a new queue (see the module docs);
-/// `dead_letters` is the queue's dead-letter log, looked at only then.
+/// `side_logs` are the queue's dead-letter and outcomes logs, looked at only then.
+/// When the snapshot accounts for an outcomes log, the acks the journal applies (a
+/// leased record settled) are appended to `acks` as `(offset, attempt)`, in journal
+/// order: the outcomes reconciliation (`outcomes.rs`) fills in those missing from it.
 pub(crate) fn load(
     fs: &dyn FileSystem,
     dir: &Path,
     log: Range<Offset>,
-    dead_letters: &Log,
+    side_logs: (&Log, Option<&Log>),
+    acks: &mut Vec<(Offset, u32)>,
 ) -> Result<Option<(u64, AckState)>> {
     let path = dir.join(SNAPSHOT);
     let Some(bytes) = read_whole(fs, &path, "read queue snapshot")? else {
-        check_new(fs, dir, dead_letters)?;
+        check_new(fs, dir, side_logs)?;
         return Ok(None);
     };
     let (format, generation, mut state) = journal::decode_snapshot(&bytes, log.clone())
@@ -64,7 +68,8 @@ pub(crate) fn load(
                 "queue snapshot fails its check (magic, layout or CRC)",
             )
         })?;
-    replay_journal(fs, dir, format, generation, log, &mut state)?;
+    let acks = state.outcome_end.is_some().then_some(acks);
+    replay_journal(fs, dir, (format, generation), log, &mut state, acks)?;
     Ok(Some((generation, state)))
 }
 
@@ -123,7 +128,8 @@ pub(super) fn read_whole(
 /// No snapshot: succeeds when nothing in `dir` holds queue state (a new queue, or one
 /// whose creation crashed before its snapshot was durable), else `Corrupt` naming the
 /// missing snapshot and what was found.
-fn check_new(fs: &dyn FileSystem, dir: &Path, dead_letters: &Log) -> Result<()> {
+fn check_new(fs: &dyn FileSystem, dir: &Path, side_logs: (&Log, Option<&Log>)) -> Result<()> {
+    let (dead_letters, outcomes) = side_logs;
     let snapshot = dir.join(SNAPSHOT);
     let missing = |what: String| {
         Err(Error::corrupt(
@@ -148,6 +154,14 @@ fn check_new(fs: &dyn FileSystem, dir: &Path, dead_letters: &Log) -> Result<()> 
                     "its dead-letter log holds {} records",
                     dead_letters.end_offset()
                 ));
+            }
+            continue;
+        }
+        if name == super::OUTCOMES_DIR {
+            // Created before the snapshot when a queue starts with the feed on.
+            let end = outcomes.map_or(0, Log::end_offset);
+            if end > 0 {
+                return missing(format!("its outcomes log holds {end} records"));
             }
             continue;
         }
@@ -183,10 +197,10 @@ fn journal_has_data(fs: &dyn FileSystem, path: &Path) -> Result<bool> {
 fn replay_journal(
     fs: &dyn FileSystem,
     dir: &Path,
-    format: Format,
-    generation: u64,
+    (format, generation): (Format, u64),
     log: Range<Offset>,
     state: &mut AckState,
+    mut acks: Option<&mut Vec<(Offset, u32)>>,
 ) -> Result<()> {
     let path = dir.join(journal::journal_name(generation));
     let file = match fs.open(&path, OpenMode::Read) {
@@ -217,6 +231,14 @@ fn replay_journal(
         if log.contains(&e.offset) {
             if e.kind == Kind::CorruptRange {
                 e.deadline = e.deadline.clamp(0, log.end as i64);
+            }
+            if let Some(acks) = acks.as_deref_mut().filter(|_| e.kind == Kind::Ack) {
+                let settles = state
+                    .slot(e.offset)
+                    .is_some_and(|s| s.state != super::state::SlotState::Done);
+                if settles {
+                    acks.push((e.offset, e.attempt));
+                }
             }
             journal::apply(state, e);
         }
@@ -416,7 +438,7 @@ mod tests {
             ..LogConfig::default()
         };
         let dlq = Log::open(format!("{DIR}/dead-letter"), config).unwrap();
-        load(&fs, Path::new(DIR), 0..n, &dlq)
+        load(&fs, Path::new(DIR), 0..n, (&dlq, None), &mut Vec::new())
     }
 
     fn acked(r: Result<Option<(u64, AckState)>>) -> u64 {
@@ -491,7 +513,7 @@ mod tests {
         };
         let dlq = Log::open(format!("{DIR}/dead-letter"), config).unwrap();
         let dir = Path::new(DIR);
-        let load = || load(&fs, dir, 0..10, &dlq);
+        let load = || load(&fs, dir, 0..10, (&dlq, None), &mut Vec::new());
         fs.write_file(format!("{DIR}/{LOCK_FILE}"), b"").unwrap();
         fs.write_file(format!("{DIR}/snapshot.tmp"), b"half")
             .unwrap();

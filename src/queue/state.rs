@@ -173,6 +173,12 @@ pub(crate) struct AckState {
     /// crash recovery left since then is dropped (those offsets may hold other
     /// records now). `None` for state from before the field existed.
     pub log_epoch: Option<u64>,
+    /// The outcomes log's end offset this state accounts for (see `outcomes.rs`):
+    /// every outcome of a settlement applied to this state lies below it, and the
+    /// outcomes of the acks in the current journal generation at or past it. `None`:
+    /// the outcome feed was off when this state's generation began (or a snapshot
+    /// from before the field existed).
+    pub outcome_end: Option<Offset>,
     /// Records not done that [`AckState::clamp`] jumped over because they were below
     /// the log's start offset (in memory only, since the queue was opened).
     pub skipped_by_retention: u64,
@@ -445,6 +451,7 @@ impl AckState {
                 skipped_by_retention: self.skipped_by_retention,
                 dead_letter_end: self.dead_letter_end,
                 log_epoch: self.log_epoch,
+                outcome_end: self.outcome_end,
                 backoff: std::mem::take(&mut self.backoff),
                 ..AckState::new(end)
             };

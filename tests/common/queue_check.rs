@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use logqueue::sim::SimFs;
 use logqueue::{
-    Error, FlushPolicy, Log, LogConfig, ManualClock, Offset, Queue, QueueConfig, REDRIVE_FROM,
+    Error, FlushPolicy, Log, LogConfig, ManualClock, Offset, Queue, QueueConfig, OUTCOME_OFFSET,
+    REDRIVE_FROM,
 };
 
 use super::fault::{dead_letter_offsets, Outcome, Promises};
@@ -204,7 +205,65 @@ pub fn check_queue(
         }
     }
     check_redrive_copies(&log, &mut out);
+    if setup.queue.outcomes {
+        let settled = want
+            .acked
+            .iter()
+            .chain(want.dead.iter())
+            .chain(delivered.keys())
+            .chain(after.keys())
+            .copied()
+            .filter(|&o| o < want.log_end)
+            .collect();
+        check_outcomes(&q, &settled, &mut out);
+    }
     out
+}
+
+/// The outcome feed (issue 13): never two outcomes for one record, and one for every
+/// record known to be settled (acked or dead-lettered) unless damage was reported.
+fn check_outcomes(q: &Queue, settled: &BTreeSet<Offset>, out: &mut Outcome) {
+    let Some(feed) = q.outcomes() else {
+        return out.violation("the outcome feed is on but Queue::outcomes is None");
+    };
+    let mut count: BTreeMap<Offset, u32> = BTreeMap::new();
+    let reader = match feed.reader(feed.start_offset()) {
+        Ok(r) => r,
+        Err(e) if is_corrupt(&e) => return out.report(format!("outcomes: {e}")),
+        Err(e) => return out.violation(format!("reading the outcomes failed: {e}")),
+    };
+    for r in reader {
+        match r {
+            Ok(r) => {
+                let o = r
+                    .header(OUTCOME_OFFSET)
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+                match o {
+                    Some(o) => *count.entry(o).or_default() += 1,
+                    None => out.violation(format!("outcome at {} names no offset", r.offset)),
+                }
+            }
+            Err(e) if is_corrupt(&e) => return out.report(format!("outcomes: {e}")),
+            Err(e) => return out.violation(format!("reading the outcomes failed: {e}")),
+        }
+    }
+    for (o, n) in &count {
+        if *n > 1 {
+            out.violation(format!("record {o} has {n} outcomes"));
+        }
+    }
+    let missing: Vec<Offset> = settled
+        .iter()
+        .filter(|o| !count.contains_key(o))
+        .copied()
+        .collect();
+    if !missing.is_empty() && !out.was_reported() {
+        out.violation(format!(
+            "{} settled records have no outcome ({})",
+            missing.len(),
+            few(&missing)
+        ));
+    }
 }
 
 /// Reads every offset of the log: right values only; durable records present unless

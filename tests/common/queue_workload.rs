@@ -17,6 +17,8 @@ pub fn workload_queue_config() -> QueueConfig {
         visibility_timeout: Duration::from_secs(10),
         max_deliveries: Some(3),
         journal_bytes: 4096,
+        // The outcome feed's files are written, faulted and damaged too (issue 13).
+        outcomes: true,
         ..QueueConfig::default()
     }
 }
