@@ -27,7 +27,7 @@ fn fill(log: &Log, versions: u32) {
 }
 
 fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(5));
@@ -160,8 +160,10 @@ fn close_does_not_wait_for_a_throttled_pass() {
     std::thread::sleep(Duration::from_millis(50));
     let t = Instant::now();
     log.close().unwrap();
+    // The pass needs about two minutes: a close within 20 s did not wait for it, and
+    // leaves room for a loaded machine (a 2 s bound failed once under heavy load).
     assert!(
-        t.elapsed() < Duration::from_secs(2),
+        t.elapsed() < Duration::from_secs(20),
         "close took {:?}",
         t.elapsed()
     );
