@@ -9,7 +9,7 @@ use crate::batch::{self, BatchMeta, RecordParts};
 use crate::config::FlushPolicy;
 use crate::index;
 use crate::log::{Log, LogInner};
-use crate::segment::{Segment, Spare};
+use crate::segment::{Decision, Publish, Segment, Spare};
 use crate::writer_lock::WriterGuard;
 use crate::{Error, Offset, Record, RecordRef, Result};
 
@@ -129,7 +129,7 @@ impl Log {
         now: i64,
     ) -> Result<Range<Offset>> {
         // Without a decision the batch is always written.
-        self.append_source_decided(records, now, None)?
+        self.append_source_decided(records, now, &mut Publish)?
             .ok_or_else(|| Error::io("append", self.dir(), std::io::Error::other("not appended")))
     }
 
@@ -144,16 +144,16 @@ impl Log {
         &self,
         records: &[RecordRef<'_>],
         now: i64,
-        decide: &mut dyn FnMut() -> bool,
+        mut decide: impl FnMut() -> bool,
     ) -> Result<Option<Range<Offset>>> {
-        self.append_source_decided(records, now, Some(decide))
+        self.append_source_decided(records, now, &mut decide)
     }
 
-    fn append_source_decided<S: AppendSource + ?Sized>(
+    fn append_source_decided<S: AppendSource + ?Sized, D: Decision>(
         &self,
         records: &S,
         now: i64,
-        decide: Option<&mut dyn FnMut() -> bool>,
+        decide: &mut D,
     ) -> Result<Option<Range<Offset>>> {
         let inner = &*self.inner;
         inner.check_writable()?;
@@ -334,7 +334,7 @@ impl LogInner {
         w: &mut Writer,
         batch: &PlannedBatch,
         fill: impl FnOnce(&mut [u8]) -> Result<()>,
-        decide: Option<&mut dyn FnMut() -> bool>,
+        decide: &mut impl Decision,
     ) -> Result<bool> {
         let len = batch.len as u64;
         let base = batch.base;
