@@ -484,12 +484,15 @@ mod tests {
 
     /// A duplicate (and a fingerprint match that turns out new) writes its batch past
     /// the published end before the check says no: those bytes must never come back
-    /// as a record. Killed (page cache kept) or power-lost, the log reopens with the
-    /// records that were appended, and the duplicates are still duplicates.
+    /// as a record. Killed (page cache kept) or power-lost, with stores into the map or
+    /// writes through the file, the log reopens with the records that were appended,
+    /// and the duplicates are still duplicates.
     #[test]
     fn an_abandoned_duplicate_never_comes_back_after_a_kill_or_a_power_loss() {
-        for power_loss in [false, true] {
+        for (power_loss, reserves) in [(false, true), (true, true), (false, false), (true, false)] {
             let fs = SimFs::new(7);
+            // Not reserving: written through the file (`pwrite`), not into the map.
+            fs.set_reserves_allocation(reserves);
             let log = Log::open("/log", sim_config(&fs)).unwrap();
             let big = vec![7u8; 20 << 10]; // written through the file, not stored
             for (id, value) in [(&b"a"[..], &b"1"[..]), (b"big", &big[..])] {
@@ -509,7 +512,11 @@ mod tests {
             }
             drop(log);
             let log = Log::open("/log", sim_config(&fs)).unwrap();
-            assert_eq!(log.end_offset(), 2, "power loss: {power_loss}");
+            assert_eq!(
+                log.end_offset(),
+                2,
+                "power loss {power_loss}, reserves {reserves}"
+            );
             for (id, offset) in [(&b"a"[..], 0), (b"big", 1)] {
                 let again = log.append_idempotent(id, Record::new("x")).unwrap();
                 assert_eq!((again.offset, again.duplicate), (offset, true));
