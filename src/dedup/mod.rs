@@ -277,10 +277,11 @@ impl Log {
         };
         let borrowed = borrow(&record, headers, now);
         let records = std::slice::from_ref(&borrowed);
-        // Decided under the append lock, memory only: a new id is appended at once; a
-        // fingerprint match writes nothing and is confirmed below, with the append
-        // lock released (reading the earlier record may open a sealed segment). The
-        // table lock is held throughout: no other idempotent append comes between.
+        // Decided under the append lock, memory only: a new id is published at once; a
+        // fingerprint match publishes nothing (its bytes past the end never decode) and
+        // is confirmed below, with the append lock released (reading the earlier record
+        // may open a sealed segment). The table lock is held throughout: no other
+        // idempotent append comes between.
         let appended = self.append_refs_if(records, now, &mut || {
             table.candidates(fingerprint, cutoff).is_empty()
         })?;
