@@ -161,6 +161,19 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Batch<'_>, BatchError> {
     parse_header(bytes)
 }
 
+/// Where the CRC of an encoded batch is (see [`withhold_crc`]).
+pub(crate) const CRC_FIELD: std::ops::Range<usize> = POS_CRC..POS_CRC + 4;
+
+/// Makes the encoded batch at the start of `bytes` fail its CRC check until the
+/// returned bytes are put back at [`CRC_FIELD`]: the field gets the CRC's complement,
+/// which never equals it. A batch written that way past the published end and then
+/// abandoned is a torn tail to recovery, never a record.
+pub(crate) fn withhold_crc(bytes: &mut [u8]) -> [u8; 4] {
+    let crc = read_u32(bytes, POS_CRC);
+    bytes[CRC_FIELD].copy_from_slice(&(!crc).to_le_bytes());
+    crc.to_le_bytes()
+}
+
 /// [`decode`] with a CRC hasher made once by the caller (`crc32fast::Hasher::new()`
 /// detects the CPU's features on every call): for loops over many batches.
 #[inline]

@@ -9,7 +9,7 @@ use crate::batch::{self, BatchMeta, RecordParts};
 use crate::config::FlushPolicy;
 use crate::index;
 use crate::log::{Log, LogInner};
-use crate::segment::{Segment, Spare};
+use crate::segment::{Decision, Publish, Segment, Spare};
 use crate::writer_lock::WriterGuard;
 use crate::{Error, Offset, Record, RecordRef, Result};
 
@@ -128,12 +128,39 @@ impl Log {
         records: &S,
         now: i64,
     ) -> Result<Range<Offset>> {
+        // Without a decision the batch is always written.
+        self.append_source_decided(records, now, &mut Publish)?
+            .ok_or_else(|| Error::io("append", self.dir(), std::io::Error::other("not appended")))
+    }
+
+    /// [`Log::append_refs_at`] that asks `decide` under the append lock, once the
+    /// batch is written past the published end with its CRC withheld and just before
+    /// it is published: `false` publishes nothing and gives `None` (the bytes left
+    /// never decode: see [`Segment::append_with`]). An idempotent append checks its
+    /// id there, so the cache miss on the id's bucket (prefetched before) overlaps
+    /// with the append's own work instead of stalling in front of it. `decide` runs
+    /// under the append lock: memory only, no file operation.
+    pub(crate) fn append_refs_if(
+        &self,
+        records: &[RecordRef<'_>],
+        now: i64,
+        mut decide: impl FnMut() -> bool,
+    ) -> Result<Option<Range<Offset>>> {
+        self.append_source_decided(records, now, &mut decide)
+    }
+
+    fn append_source_decided<S: AppendSource + ?Sized, D: Decision>(
+        &self,
+        records: &S,
+        now: i64,
+        decide: &mut D,
+    ) -> Result<Option<Range<Offset>>> {
         let inner = &*self.inner;
         inner.check_writable()?;
         let count = records.count();
         if count == 0 {
             let end = self.end_offset();
-            return Ok(end..end);
+            return Ok(Some(end..end));
         }
         if inner.config.cleanup.compacts() && records.missing_key() {
             return Err(Error::MissingKey);
@@ -164,39 +191,7 @@ impl Log {
         }
         let (range, rolled) = {
             let mut w = inner.lock_writer();
-            let mut rolled = false;
-            let mut grew = false;
-            loop {
-                // Under the lock, and again after every wait: `close` (and a failed
-                // roll's poisoning) may have happened meanwhile, and after `close`
-                // sealed the files nothing may be written to them.
-                w.wait_for_gate(&inner.writer_gate);
-                inner.check_writable()?;
-                let base = w.next_offset;
-                // The offset space is u64: a log whose end was planted near u64::MAX
-                // (a checkpoint or file name) has no room left: an error, not a panic.
-                if base.checked_add(count as u64).is_none() {
-                    return Err(Error::OffsetOutOfRange {
-                        offset: base,
-                        start: self.start_offset(),
-                        end: base,
-                    });
-                }
-                // A roll or a growth first, with the lock released for its file
-                // operations; then look again (the log may have closed meanwhile).
-                let last_offset = base + u64::from(last_delta);
-                if inner.must_roll(&w, len as u64, last_offset, now) {
-                    inner.roll(&mut w)?;
-                    rolled = true;
-                    continue;
-                }
-                // One growth per append: the one it needs, or else the one ahead.
-                if !grew && inner.grow_if_needed(&mut w, len as u64)? {
-                    grew = true;
-                    continue;
-                }
-                break;
-            }
+            let rolled = self.make_room(&mut w, count, len, last_delta, now)?;
             let base = w.next_offset;
             let meta = BatchMeta {
                 base_offset: base,
@@ -211,7 +206,7 @@ impl Log {
                 max_timestamp,
                 now,
             };
-            inner.write_batch(&mut w, &batch, |buf| {
+            let encode = |buf: &mut [u8]| {
                 records.encode_into(buf, meta, now).ok_or_else(|| {
                     Error::io(
                         "encode batch",
@@ -219,24 +214,86 @@ impl Log {
                         std::io::Error::other("encoded size differs from its prediction"),
                     )
                 })
-            })?;
-            w.records_since_flush += count as u64;
-            // Only appenders change these, under the lock: plain loads and stores,
-            // no read-modify-write on the append path; `stats` reads them lock-free.
-            let c = &inner.counters;
-            let records = c.records_appended.load(AtomicOrdering::Relaxed);
-            c.records_appended
-                .store(records + count as u64, AtomicOrdering::Relaxed);
-            let batches = c.batches_appended.load(AtomicOrdering::Relaxed);
-            c.batches_appended
-                .store(batches + 1, AtomicOrdering::Relaxed);
+            };
+            let written = inner.write_batch(&mut w, &batch, encode, decide)?;
+            if written {
+                w.records_since_flush += count as u64;
+                // Only appenders change these, under the lock: plain loads and stores,
+                // no read-modify-write on the append path; `stats` reads them lock-free.
+                let c = &inner.counters;
+                let records = c.records_appended.load(AtomicOrdering::Relaxed);
+                c.records_appended
+                    .store(records + count as u64, AtomicOrdering::Relaxed);
+                let batches = c.batches_appended.load(AtomicOrdering::Relaxed);
+                c.batches_appended
+                    .store(batches + 1, AtomicOrdering::Relaxed);
+            }
             drop(w);
-            (base..base + count as u64, rolled)
+            (written.then_some(base..base + count as u64), rolled)
         };
-        inner.appended.notify();
+        if range.is_some() {
+            inner.appended.notify();
+        }
         if rolled {
             inner.after_roll()?;
         }
+        if let Some(range) = &range {
+            self.flush_after_append(range, now)?;
+        }
+        Ok(range)
+    }
+
+    /// Under the lock, and again after every wait: `close` (and a failed roll's
+    /// poisoning) may have happened meanwhile, and after `close` sealed the files
+    /// nothing may be written to them. Rolls or grows the active segment (with the
+    /// lock released for the file operations) until a batch of `count` records and
+    /// `len` bytes fits; true when it rolled.
+    #[inline]
+    fn make_room(
+        &self,
+        w: &mut WriterGuard<'_>,
+        count: usize,
+        len: usize,
+        last_delta: u32,
+        now: i64,
+    ) -> Result<bool> {
+        let inner = &*self.inner;
+        let mut rolled = false;
+        let mut grew = false;
+        loop {
+            w.wait_for_gate(&inner.writer_gate);
+            inner.check_writable()?;
+            let base = w.next_offset;
+            // The offset space is u64: a log whose end was planted near u64::MAX
+            // (a checkpoint or file name) has no room left: an error, not a panic.
+            if base.checked_add(count as u64).is_none() {
+                return Err(Error::OffsetOutOfRange {
+                    offset: base,
+                    start: self.start_offset(),
+                    end: base,
+                });
+            }
+            // A roll or a growth first, with the lock released for its file
+            // operations; then look again (the log may have closed meanwhile).
+            let last_offset = base + u64::from(last_delta);
+            if inner.must_roll(w, len as u64, last_offset, now) {
+                inner.roll(w)?;
+                rolled = true;
+                continue;
+            }
+            // One growth per append: the one it needs, or else the one ahead.
+            if !grew && inner.grow_if_needed(w, len as u64)? {
+                grew = true;
+                continue;
+            }
+            return Ok(rolled);
+        }
+    }
+
+    /// The flush policy's part of an append of `range`.
+    #[inline]
+    fn flush_after_append(&self, range: &Range<Offset>, now: i64) -> Result<()> {
+        let inner = &*self.inner;
         match inner.config.flush {
             // `wait_durable(range.end - 1)` without its entry checks: a `close` since
             // the append made the record durable, which is success, not `Closed`.
@@ -262,20 +319,23 @@ impl Log {
             }
             FlushPolicy::Manual => {}
         }
-        Ok(range)
+        Ok(())
     }
 }
 
 impl LogInner {
     /// Writer only: puts one batch at the end of the active segment (which has room
     /// for it: see [`LogInner::grow_if_needed`]); `fill` encodes it into the
-    /// `batch.len` bytes it is given, in the segment's mapping.
+    /// `batch.len` bytes it is given, in the segment's mapping. With `decide`, the
+    /// batch is published only if it says yes once the batch is written (see
+    /// [`Segment::append_with`]); false when it said no.
     fn write_batch(
         &self,
         w: &mut Writer,
         batch: &PlannedBatch,
         fill: impl FnOnce(&mut [u8]) -> Result<()>,
-    ) -> Result<()> {
+        decide: &mut impl Decision,
+    ) -> Result<bool> {
         let len = batch.len as u64;
         let base = batch.base;
         let last_offset = base + u64::from(batch.last_delta);
@@ -287,15 +347,20 @@ impl LogInner {
         let interval = u64::from(self.config.index_interval_bytes);
         let index_ts = (w.bytes_since_index >= interval).then_some(w.max_timestamp);
         let next = last_offset + 1;
-        w.active
+        let written = w
+            .active
             .append_with(
                 w.position,
                 batch.len,
                 fill,
+                decide,
                 (base, next, batch.max_timestamp, batch.now),
                 index_ts,
             )
             .inspect_err(|e| self.poison(e))?;
+        if !written {
+            return Ok(false);
+        }
         if index_ts.is_some() {
             w.bytes_since_index = 0;
             w.index_entries += 1;
@@ -308,7 +373,7 @@ impl LogInner {
             w.first_append_time = batch.now;
         }
         self.end_offset.store(next, AtomicOrdering::SeqCst);
-        Ok(())
+        Ok(true)
     }
 
     /// Writer only, gate open: makes sure `len` more bytes fit the active segment's

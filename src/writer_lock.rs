@@ -268,6 +268,45 @@ mod tests {
         );
     }
 
+    /// Idempotent appends: new ids (decided under the append lock), duplicates and
+    /// fingerprint matches (confirmed by reading the earlier record, which may open a
+    /// sealed segment, with the append lock released), across rolls.
+    #[test]
+    fn no_file_operation_under_the_append_lock_in_idempotent_appends() {
+        let fs = CheckedFs::new();
+        let config = LogConfig {
+            fs: Arc::new(fs.clone()),
+            clock: Arc::new(ManualClock::new(1_000_000)),
+            background: false,
+            flush: FlushPolicy::EveryRecords(50),
+            segment_bytes: 4 << 10,
+            dedup: Some(crate::DedupConfig {
+                window: Duration::from_secs(3600),
+                max_ids: 10_000,
+            }),
+            ..LogConfig::default()
+        };
+        let log = Log::open("/log", config).unwrap();
+        for round in 0..3u32 {
+            for i in 0..300u32 {
+                let id = i.to_le_bytes();
+                let got = log
+                    .append_idempotent(&id, Record::new(vec![round as u8; 100]))
+                    .unwrap();
+                assert_eq!((got.offset, got.duplicate), (u64::from(i), round > 0));
+            }
+        }
+        assert!(log.stats().rolls > 5);
+        log.close().unwrap();
+        let violations = fs.violations.lock();
+        assert!(
+            violations.is_empty(),
+            "{} file operations under the append lock, first: {:?}",
+            violations.len(),
+            &violations[..violations.len().min(5)]
+        );
+    }
+
     /// While a roll's file operations are under way (here: held inside the
     /// creation of the new segment file), `stats`, `flush` and
     /// `delete_records_before` do not wait for it: the append lock is free. (Before,

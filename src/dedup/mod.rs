@@ -261,16 +261,11 @@ impl Log {
         let fingerprint = window.fingerprint(id);
         let mut table = window.table.lock();
         // At a full window the id's bucket is a cache miss: started first, it overlaps
-        // with the clock read (one for the window and the append alike).
+        // with the clock read, the header flattening and the append's own work up to
+        // the decision, where the check finds the bucket loaded.
         table.prefetch(fingerprint);
         let now = self.config().clock.now_ms();
         let cutoff = window.cutoff(now);
-        if let Seen::Duplicate(offset) = self.check_id(&table, fingerprint, id, cutoff)? {
-            return Ok(Appended {
-                offset,
-                duplicate: true,
-            });
-        }
         // Borrowed, not copied into a new `Record`: no allocation without other headers.
         let only_id = [(DEDUP_ID, id)];
         let mut flat = Vec::new();
@@ -281,9 +276,27 @@ impl Log {
             &flat[span]
         };
         let borrowed = borrow(&record, headers, now);
-        let offset = self
-            .append_refs_at(std::slice::from_ref(&borrowed), now)?
-            .start;
+        let records = std::slice::from_ref(&borrowed);
+        // Decided under the append lock, memory only: a new id is published at once; a
+        // fingerprint match publishes nothing (its bytes past the end never decode) and
+        // is confirmed below, with the append lock released (reading the earlier record
+        // may open a sealed segment). The table lock is held throughout: no other
+        // idempotent append comes between.
+        let appended = self.append_refs_if(records, now, &mut || {
+            table.candidates(fingerprint, cutoff).is_empty()
+        })?;
+        let offset = match appended {
+            Some(range) => range.start,
+            None => {
+                if let Seen::Duplicate(offset) = self.check_id(&table, fingerprint, id, cutoff)? {
+                    return Ok(Appended {
+                        offset,
+                        duplicate: true,
+                    });
+                }
+                self.append_refs_at(records, now)?.start
+            }
+        };
         table.insert(
             fingerprint,
             offset,
@@ -454,6 +467,95 @@ mod tests {
         assert_eq!((got.offset, got.duplicate), (1, false));
         let again = log.append_idempotent(b"b", Record::new("2")).unwrap();
         assert_eq!((again.offset, again.duplicate), (1, true));
+    }
+
+    fn sim_config(fs: &SimFs) -> LogConfig {
+        LogConfig {
+            fs: Arc::new(fs.clone()),
+            clock: Arc::new(ManualClock::new(1_000)),
+            background: false,
+            flush: crate::FlushPolicy::Manual,
+            dedup: Some(DedupConfig {
+                window: Duration::from_secs(60),
+                max_ids: 100,
+            }),
+            ..LogConfig::default()
+        }
+    }
+
+    /// A duplicate (and a fingerprint match that turns out new) writes its batch past
+    /// the published end before the check says no: those bytes must never come back
+    /// as a record. Killed (page cache kept) or power-lost, with stores into the map or
+    /// writes through the file, the log reopens with the records that were appended,
+    /// and the duplicates are still duplicates.
+    #[test]
+    fn an_abandoned_duplicate_never_comes_back_after_a_kill_or_a_power_loss() {
+        for (power_loss, reserves) in [(false, true), (true, true), (false, false), (true, false)] {
+            let fs = SimFs::new(7);
+            // Not reserving: written through the file (`pwrite`), not into the map.
+            fs.set_reserves_allocation(reserves);
+            let log = Log::open("/log", sim_config(&fs)).unwrap();
+            let big = vec![7u8; 20 << 10]; // written through the file, not stored
+            for (id, value) in [(&b"a"[..], &b"1"[..]), (b"big", &big[..])] {
+                let first = log.append_idempotent(id, Record::new(value)).unwrap();
+                assert!(!first.duplicate);
+            }
+            log.flush().unwrap();
+            for (id, value) in [(&b"big"[..], &big[..]), (b"a", b"1")] {
+                let again = log.append_idempotent(id, Record::new(value)).unwrap();
+                assert!(again.duplicate);
+            }
+            assert_eq!(log.end_offset(), 2);
+            if power_loss {
+                fs.crash();
+            } else {
+                fs.kill();
+            }
+            drop(log);
+            let log = Log::open("/log", sim_config(&fs)).unwrap();
+            assert_eq!(
+                log.end_offset(),
+                2,
+                "power loss {power_loss}, reserves {reserves}"
+            );
+            for (id, offset) in [(&b"a"[..], 0), (b"big", 1)] {
+                let again = log.append_idempotent(id, Record::new("x")).unwrap();
+                assert_eq!((again.offset, again.duplicate), (offset, true));
+            }
+            assert_eq!(log.end_offset(), 2);
+        }
+    }
+
+    /// `append_refs_if`: the decision is asked under the append lock, with the batch
+    /// not yet published; a no publishes nothing (end, counters, reads unchanged)
+    /// and the next append takes the same offset.
+    #[test]
+    fn a_decided_append_that_says_no_publishes_nothing() {
+        let fs = SimFs::new(0);
+        let log = Log::open("/log", sim_config(&fs)).unwrap();
+        log.append(Record::new("first")).unwrap();
+        let value = Record::new("declined");
+        let headers: [(&str, &[u8]); 0] = [];
+        let refs = [borrow(&value, &headers, 5)];
+        let mut asked = 0;
+        let got = log
+            .append_refs_if(&refs, 5, &mut || {
+                asked += 1;
+                assert!(cfg!(not(debug_assertions)) || crate::writer_lock::append_lock_held());
+                false
+            })
+            .unwrap();
+        assert_eq!((got, asked), (None, 1));
+        assert_eq!(log.end_offset(), 1);
+        assert_eq!(log.stats().records_appended, 1);
+        assert!(log.read(1).unwrap_or(None).is_none());
+        let yes = log.append_refs_if(&refs, 5, &mut || true).unwrap();
+        assert_eq!(yes, Some(1..2));
+        assert_eq!(
+            log.read(1).unwrap().unwrap().value.as_deref(),
+            Some(&b"declined"[..])
+        );
+        assert_eq!(log.append(Record::new("after")).unwrap(), 2);
     }
 
     /// In a batch, pairs with one fingerprint but different ids (forced here) are

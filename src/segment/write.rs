@@ -8,34 +8,83 @@ use crate::batch;
 use crate::index;
 use crate::{Error, Offset, Result};
 
+/// Whether a batch written into the active segment is published: asked once it is
+/// written, under the append lock (see [`Segment::append_with`]).
+pub(crate) trait Decision {
+    /// False for a plain append (always published: nothing withheld, nothing asked).
+    const ASKS: bool;
+    /// Memory only: it runs under the append lock.
+    fn publish(&mut self) -> bool;
+}
+
+/// A plain append: always published.
+pub(crate) struct Publish;
+
+impl Decision for Publish {
+    const ASKS: bool = false;
+    fn publish(&mut self) -> bool {
+        true
+    }
+}
+
+impl<F: FnMut() -> bool> Decision for F {
+    const ASKS: bool = true;
+    fn publish(&mut self) -> bool {
+        self()
+    }
+}
+
 impl Segment {
     /// Writer only: lets `fill` write a batch of `len` bytes at `position` (the
     /// published end) straight into the mapping, and publishes it (unless `fill`
     /// failed), then indexes it if the interval has passed.
-    pub fn append_with(
+    ///
+    /// A [`Decision`] that asks: the batch is written with its CRC withheld (see
+    /// [`batch::withhold_crc`]), `decide` is asked, and only a yes puts the CRC back
+    /// and publishes: a no leaves bytes past the published end that never decode
+    /// (recovery cuts them as a torn tail; the next append overwrites them). False
+    /// when `decide` said no.
+    pub fn append_with<D: Decision>(
         &self,
         position: u64,
         len: usize,
         fill: impl FnOnce(&mut [u8]) -> Result<()>,
+        decide: &mut D,
         batch_meta: (Offset, Offset, i64, i64),
         index_entry_ts: Option<i64>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let (first_offset, next_offset, max_ts, append_time) = batch_meta;
         debug_assert_eq!(position, self.published());
         let pos = usize::try_from(position).expect("positions fit in usize (capacity checked)");
         let mut fill = Some(fill);
         let mut filled = Ok(());
-        self.handles
+        let mut crc = None;
+        let decided = self
+            .handles
             .with_map(|map| {
                 let map = map.expect("the active segment is mapped and pinned");
                 map.write_with(pos, len, &mut |buf| {
                     if let Some(fill) = fill.take() {
                         filled = fill(buf);
+                        if D::ASKS && filled.is_ok() {
+                            crc = Some(batch::withhold_crc(buf));
+                        }
                     }
-                })
+                })?;
+                let Some(crc) = crc else {
+                    return Ok(true);
+                };
+                if !decide.publish() {
+                    return Ok(false);
+                }
+                map.write(pos + batch::CRC_FIELD.start, &crc)?;
+                Ok(true)
             })
             .map_err(|e| Error::io("write segment", self.path(), e))?;
         filled?;
+        if !decided {
+            return Ok(false);
+        }
         debug_assert!(self.handles.with_map(|map| map.is_some_and(|map| {
             batch::decode(map.bytes(pos, pos + len)).is_ok_and(|b| b.base_offset == first_offset)
         })));
@@ -65,7 +114,7 @@ impl Segment {
                 .indexes
                 .push(rel, pos32, ts);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Seals the active segment: file cut to its data, index files written. It stays
