@@ -18,8 +18,8 @@ use super::import::{ImportConfig, ImportStart, Shared};
 use super::{broker, client_config};
 use crate::{Cursor, Error, Log, Offset, Record, Result, DEDUP_ID};
 
-/// Records per idempotent append at most: `append_idempotent_batch` compares each
-/// id with the earlier ones of its batch (quadratic), so batches stay short.
+/// Records per idempotent append at most: a bounded batch (its records, ids and the
+/// window's prefetches) per call, and a durable point reached often.
 const APPEND_CHUNK: usize = 512;
 
 /// Longest wait between retries after errors.
