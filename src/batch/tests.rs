@@ -1,0 +1,194 @@
+use super::encode::put_varlong;
+use super::*;
+use crate::Record;
+
+fn meta(base: Offset, last_delta: u32) -> BatchMeta {
+    BatchMeta {
+        base_offset: base,
+        last_offset_delta: last_delta,
+        append_time: 5_000,
+        delete_horizon: None,
+    }
+}
+
+fn encode_records(base: Offset, records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let parts = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| RecordParts::from_record(r, i as u32, 5_000));
+    encode(&mut out, meta(base, records.len() as u32 - 1), parts);
+    out
+}
+
+/// An empty batch (compaction's end marker) decodes with no records; a record
+/// count of 0 without the empty attribute, or the attribute with records, does not.
+#[test]
+fn empty_batches_need_their_attribute() {
+    let mut out = Vec::new();
+    encode(&mut out, meta(10, 4), std::iter::empty());
+    let b = decode(&out).unwrap();
+    assert_eq!(
+        (b.base_offset, b.last_offset(), b.record_count),
+        (10, 14, 0)
+    );
+    b.validate_records().unwrap();
+    assert_eq!(b.records().count(), 0);
+    let reseal = |mut bytes: Vec<u8>| {
+        let crc = crc32fast::hash(&bytes[POS_MAGIC..]);
+        bytes[POS_CRC..POS_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    };
+    let mut no_attr = out.clone();
+    no_attr[POS_ATTRIBUTES] &= !ATTR_EMPTY;
+    assert!(decode(&reseal(no_attr)).is_err());
+    let mut with_records = encode_records(10, &[Record::new("x")]);
+    with_records[POS_ATTRIBUTES] |= ATTR_EMPTY;
+    assert!(decode(&reseal(with_records)).is_err());
+}
+
+#[test]
+fn roundtrip_all_field_kinds() {
+    let records = vec![
+        Record::new("v1"),
+        Record::keyed("k", "v2")
+            .with_header("a", "1")
+            .with_header("b", ""),
+        Record::tombstone("k").with_timestamp(-7),
+        Record::keyed(vec![0u8; 300], vec![1u8; 70_000]).with_timestamp(i64::MAX),
+    ];
+    let bytes = encode_records(42, &records);
+    let batch = decode(&bytes).unwrap();
+    let hasher = crc32fast::Hasher::new();
+    assert_eq!(decode_with(&bytes, &hasher).unwrap().bytes, batch.bytes);
+    assert_eq!(batch.base_offset, 42);
+    assert_eq!(batch.last_offset(), 45);
+    assert_eq!(batch.record_count, 4);
+    assert_eq!(batch.append_time, 5_000);
+    assert_eq!(batch.max_timestamp, i64::MAX);
+    batch.validate_records().unwrap();
+    let got: Vec<StoredRecord> = batch
+        .records()
+        .map(|r| r.unwrap().to_owned_record())
+        .collect();
+    for (i, (g, r)) in got.iter().zip(&records).enumerate() {
+        assert_eq!(g.offset, 42 + i as u64);
+        assert_eq!(g.key, r.key);
+        assert_eq!(g.value, r.value);
+        assert_eq!(g.headers, r.headers);
+        assert_eq!(g.timestamp, r.timestamp.unwrap_or(5_000));
+    }
+}
+
+#[test]
+fn every_flipped_bit_is_detected() {
+    let bytes = encode_records(1, &[Record::keyed("key", "value").with_header("h", "x")]);
+    for bit in 0..bytes.len() * 8 {
+        let mut b = bytes.clone();
+        b[bit / 8] ^= 1 << (bit % 8);
+        let ok = decode(&b).and_then(|batch| batch.validate_records().map(|_| batch.base_offset));
+        // A flip in the length field may shorten the batch; any decode that
+        // still succeeds would have to match the CRC, which a single flip can't.
+        assert!(ok.is_err(), "bit {bit} flip went unnoticed");
+        let hasher = crc32fast::Hasher::new();
+        let ok = decode_with(&b, &hasher)
+            .and_then(|batch| batch.validate_records().map(|_| batch.base_offset));
+        assert!(ok.is_err(), "bit {bit} flip went unnoticed by decode_with");
+    }
+}
+
+#[test]
+fn every_truncation_is_detected() {
+    let bytes = encode_records(1, &[Record::new("hello"), Record::new("world")]);
+    for cut in 0..bytes.len() {
+        assert!(decode(&bytes[..cut]).is_err(), "cut at {cut} decoded");
+    }
+    assert_eq!(decode(&[0u8; 64]).unwrap_err(), BatchError::Zero);
+}
+
+#[test]
+fn gaps_and_horizon_survive_reencoding() {
+    let bytes = encode_records(10, &[Record::new("a"), Record::new("b"), Record::new("c")]);
+    let batch = decode(&bytes).unwrap();
+    let views: Vec<_> = batch.records().map(Result::unwrap).collect();
+    let mut out = Vec::new();
+    let kept = [views[0], views[2]];
+    encode(
+        &mut out,
+        BatchMeta {
+            delete_horizon: Some(99),
+            ..meta(10, batch.last_offset_delta)
+        },
+        kept.iter().map(|v| RecordParts::from_view(v, 10)),
+    );
+    let again = decode(&out).unwrap();
+    assert_eq!(again.delete_horizon, Some(99));
+    assert_eq!(again.last_offset(), 12);
+    let offsets: Vec<_> = again.records().map(|r| r.unwrap().offset).collect();
+    assert_eq!(offsets, vec![10, 12]);
+}
+
+/// Found by fuzz/open_dir: a batch ending at offset u64::MAX decoded, and recovery
+/// computed the next offset as `last + 1`, an overflow (a panic in debug builds).
+#[test]
+fn a_batch_must_leave_room_for_the_next_offset() {
+    let ok = encode_records(u64::MAX - 2, &[Record::new("a"), Record::new("b")]);
+    assert_eq!(decode(&ok).unwrap().last_offset(), u64::MAX - 1);
+    let full = encode_records(u64::MAX - 1, &[Record::new("a"), Record::new("b")]);
+    assert_eq!(
+        decode(&full).unwrap_err(),
+        BatchError::Invalid("offset overflow")
+    );
+}
+
+#[test]
+fn varint_edges() {
+    for v in [
+        0i64,
+        1,
+        -1,
+        63,
+        -64,
+        64,
+        8191,
+        -8192,
+        8192,
+        -8193,
+        i64::from(i32::MAX),
+        i64::from(i32::MIN),
+        i64::MIN,
+        i64::MAX,
+    ] {
+        let mut out = Vec::new();
+        put_varlong(&mut out, v);
+        assert_eq!(out.len(), varint_len(v));
+        assert_eq!(Cursor { bytes: &out }.varlong().unwrap(), v);
+        let as_varint = Cursor { bytes: &out }.varint();
+        if i32::try_from(v).is_ok() {
+            assert_eq!(as_varint.unwrap(), v);
+        } else {
+            assert!(as_varint.is_err(), "{v} accepted as a 32-bit varint");
+        }
+    }
+    // Overlong encodings decode to the same value on every path.
+    assert_eq!(
+        Cursor {
+            bytes: &[0x82, 0x00]
+        }
+        .varint()
+        .unwrap(),
+        1
+    );
+    assert_eq!(
+        Cursor {
+            bytes: &[0x82, 0x80, 0x00]
+        }
+        .varint()
+        .unwrap(),
+        1
+    );
+    // Truncated and over-long varints fail.
+    assert!(Cursor { bytes: &[0x80] }.varint().is_err());
+    assert!(Cursor { bytes: &[] }.varlong().is_err());
+    assert!(Cursor { bytes: &[0xff; 11] }.varlong().is_err());
+}
