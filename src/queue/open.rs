@@ -1,0 +1,198 @@
+//! [`Queue::open`]: the steps from a directory on disk (or none) to an open queue.
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::journal::Journal;
+use super::state::AckState;
+use super::{
+    dead_letter, floors, lifecycle, lock_queue, millis, outcomes, per_key, redrive, replay,
+    valid_name, Core, Counts, Ordering, Queue, QueueConfig, QueueInner, ReadAhead, StartPosition,
+    DEAD_LETTER_DIR, OUTCOMES_DIR, READ_AHEAD,
+};
+use crate::{Error, Log, Result};
+
+impl Queue {
+    /// Opens (creating if needed) the queue `name` over `log`, with its state in
+    /// `<log dir>/queues/<name>/`. Names are ASCII letters, digits, `.`, `_`, `-`.
+    /// Records that were leased when the queue was last open are deliverable again at
+    /// once, their attempt counts kept, one per [`Queue::receive`] (any of them may be
+    /// what killed the process). Dead letters the state does not account for (the
+    /// process died between the dead-letter append and the journal) are counted as
+    /// done, so a record is never both dead-lettered and delivered again. A queue
+    /// already open is [`Error::Locked`].
+    pub fn open(log: &Log, name: &str, config: QueueConfig) -> Result<Queue> {
+        check_can_open(log, name, &config)?;
+        let fs = Arc::clone(&log.config().fs);
+        let dir = log.dir().join("queues").join(name);
+        lifecycle::finish_deletes_quietly(log);
+        create_dirs(&*fs, &dir)?;
+        // The queue's own lock, before any of its files is read or written. (Queues
+        // of earlier versions used the dead-letter log's lock, taken just below too.)
+        let lock = lock_queue(&*fs, &dir)?;
+        let dlq = dead_letter::open(
+            log,
+            &dir.join(DEAD_LETTER_DIR),
+            config.dead_letter_retention,
+        )?;
+        let outcomes_dir = dir.join(OUTCOMES_DIR);
+        let outcomes = outcomes::open_existing(log, &outcomes_dir, config.outcome_retention)?;
+        // Loaded from offset 0, not the log's start: what was done below the start is
+        // known, so `clamp` counts only the records skipped without being done.
+        let mut acks = Vec::new();
+        let side_logs = (&dlq, outcomes.as_ref());
+        let loaded = replay::load(&*fs, &dir, 0..log.end_offset(), side_logs, &mut acks)?;
+        let generation = loaded.as_ref().map_or(0, |(g, _)| *g);
+        let (mut state, floor_cursor) = starting_state(log, name, &dir, loaded, &config)?;
+        state.set_backoff(config.backoff.iter().map(|d| millis(*d)).collect());
+        // Before the per-key table is rebuilt: a reconciled record releases its key.
+        let letters = dead_letter::reconcile(log, &dlq, name, &mut state)?;
+        let feed = (config.outcomes, config.outcome_retention);
+        let settled = (&acks[..], &letters[..]);
+        let outcomes = outcomes::at_open(log, &outcomes_dir, feed, outcomes, &mut state, settled)?;
+        drop((acks, letters));
+        let per_key = match config.ordering {
+            Ordering::PerKey => Some(per_key::PerKey::rebuild(log, &mut state)?),
+            Ordering::Unordered => None,
+        };
+        flush_before_snapshot(log, &dlq, outcomes.as_ref())?;
+        let capacity = usize::try_from(config.journal_bytes)
+            .map_err(|_| Error::InvalidConfig("journal_bytes too large".into()))?;
+        let journal = Journal::create(Arc::clone(&fs), &dir, generation + 1, capacity, &state)?;
+        floors::commit(&floor_cursor, state.floor)?;
+        let outcomes_cursor = outcomes::attach_accounted(outcomes.as_ref(), &state)?;
+        // After the snapshot: a crash during creation must leave no file that counts
+        // as queue state without a snapshot (see `replay.rs`, when a directory is new).
+        redrive::create_if_new(&*fs, &dir, &dlq)?;
+        enforce_side_log_retention(&config, &dlq, outcomes.as_ref())?;
+        let reader = log.reader(state.next())?;
+        let inner = Arc::new(QueueInner {
+            lock: Mutex::new(Some(lock)),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            log: log.clone(),
+            name: name.to_string(),
+            dlq,
+            outcomes,
+            unread: Mutex::new(ReadAhead {
+                stuck: 0,
+                reader,
+                ahead: std::collections::VecDeque::with_capacity(READ_AHEAD),
+            }),
+            core: Mutex::new(Core {
+                state,
+                journal,
+                per_key,
+                reread: Vec::new(),
+                events: Vec::with_capacity(256),
+                dir,
+                poisoned: None,
+                floor_cursor,
+                outcomes_cursor,
+                sources: std::collections::HashMap::new(),
+                oldest: None,
+                counts: Counts::default(),
+            }),
+            released: AtomicU64::new(0),
+            redriving: Mutex::new(()),
+            config,
+        });
+        let weak: std::sync::Weak<QueueInner> = Arc::downgrade(&inner);
+        let dependent: std::sync::Weak<dyn crate::dependents::Dependent> = weak;
+        log.inner.dependents.add(dependent);
+        Ok(Queue { inner })
+    }
+}
+
+/// The checks before a queue touches anything on disk: a valid config and name, over
+/// a log that is open and writable.
+fn check_can_open(log: &Log, name: &str, config: &QueueConfig) -> Result<()> {
+    config.validate()?;
+    if !valid_name(name) {
+        return Err(Error::InvalidConfig(format!("bad queue name {name:?}")));
+    }
+    log.inner.check_open()?;
+    log.inner.refuse_read_only()?;
+    Ok(())
+}
+
+/// The state the queue opens with (the loaded snapshot with its leases recovered,
+/// or a new state at the configured start), clamped to the log, and the queue's
+/// floor cursor attached at its floor.
+fn starting_state(
+    log: &Log,
+    name: &str,
+    dir: &Path,
+    loaded: Option<(u64, AckState)>,
+    config: &QueueConfig,
+) -> Result<(AckState, crate::Cursor)> {
+    // The start floor is chosen and shown to retention (the queue's cursor,
+    // see floors.rs) in one critical section with retention's
+    // check-and-delete (see retention.rs): a pass either sees this floor or
+    // deleted before the start offset is read here.
+    let _retention = log.inner.retention.pass.lock();
+    let mut state = match loaded {
+        Some((_, mut s)) => {
+            s.recover_leases();
+            s
+        }
+        None => AckState::new(match config.start {
+            StartPosition::Earliest => log.start_offset(),
+            StartPosition::Latest => log.end_offset(),
+        }),
+    };
+    let end = replay::usable_end(log, &state)?;
+    state.clamp(log.start_offset(), end);
+    state.log_epoch = Some(log.inner.crash_history.epoch());
+    let cursor = floors::attach(log, name, dir, state.floor, config.protect_unacked)?;
+    Ok((state, cursor))
+}
+
+/// Flushes the log and the queue's side logs before the open writes its snapshot.
+fn flush_before_snapshot(log: &Log, dlq: &Log, outcomes: Option<&Log>) -> Result<()> {
+    // The snapshot is fsynced: the log must be durable up to what it names, and
+    // the dead-letter log up to the end it accounts for.
+    log.flush()?;
+    dlq.flush()?;
+    if let Some(o) = outcomes {
+        o.flush()?;
+    }
+    Ok(())
+}
+
+/// Applies the side logs' configured retention once the open's snapshot is written.
+fn enforce_side_log_retention(
+    config: &QueueConfig,
+    dlq: &Log,
+    outcomes: Option<&Log>,
+) -> Result<()> {
+    // The snapshot just written accounts for every dead letter.
+    if config.dead_letter_retention.is_some() {
+        dlq.enforce_retention()?;
+    }
+    if let Some(o) = outcomes.filter(|_| config.outcome_retention.is_some()) {
+        o.enforce_retention()?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` and fsyncs the parents of every directory it had to create.
+fn create_dirs(fs: &dyn crate::fs::FileSystem, dir: &Path) -> Result<()> {
+    let mut created = Vec::new();
+    let mut missing = Some(dir);
+    while let Some(d) = missing.filter(|d| !d.as_os_str().is_empty() && !fs.exists(d)) {
+        created.push(d);
+        missing = d.parent();
+    }
+    fs.create_dir_all(dir)
+        .map_err(|e| Error::io("create queue directory", dir, e))?;
+    for d in created {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs.sync_dir(parent)
+                .map_err(|e| Error::io("sync directory", parent, e))?;
+        }
+    }
+    Ok(())
+}
