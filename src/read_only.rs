@@ -30,25 +30,19 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::Mutex;
 
-use crate::background::{AppendSignal, Shutdown};
 use crate::batch;
 use crate::checkpoint::{self, RecoveryPointFile};
-use crate::cleaner::CleanerState;
-use crate::config::LogConfig;
-use crate::flush::{Durability, FlushState};
-use crate::fs::{FileHandle, FileSystem, OpenMode, OsFs};
+use crate::fs::{FileHandle, FileSystem, OpenMode};
 use crate::index::{self, Indexes};
-use crate::log::{Counters, Log, LogInner};
+use crate::log::{Log, LogInner};
 use crate::recovery::SWAP_SUFFIX;
-use crate::retention::RetentionState;
 use crate::segment::{self, Segment, SegmentCache, SegmentMeta, LOG_SUFFIX};
-use crate::writer::Writer;
 use crate::{Error, Offset, Result};
 
 /// A reader's iterator at the end of the log looks at the files at most this often.
@@ -58,6 +52,8 @@ pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Listings of an unsettled directory before the view takes it as it is.
 const SETTLE_ATTEMPTS: u32 = 400;
 const SETTLE_PAUSE: Duration = Duration::from_millis(5);
+
+mod open;
 /// Bytes of the active segment read per `pread` while catching up.
 const TAIL_READ_BYTES: u64 = 8 << 20;
 
@@ -104,113 +100,6 @@ impl From<Error> for Unsettled {
 }
 
 impl Log {
-    /// Opens the log in `dir` for reading only, beside a writer in another process
-    /// (or none): no lock is taken and no file is created, changed or removed. Reads
-    /// see every record up to the last whole, CRC-valid batch on disk, follow rolls,
-    /// retention and compaction, and [`crate::LogReader::next_blocking`] sees new
-    /// appends by polling the files (every 10 ms). Every write is
-    /// [`Error::ReadOnly`].
-    ///
-    /// The view looks at the directory again on `reader`, `stats`, `segments`,
-    /// `verify`, `offset_for_timestamp`, a `read` at or past the end it knows, a
-    /// reader's iterator reaching that end (at most every 2 ms) and while
-    /// `next_blocking` waits; between those it answers from what it saw last (records
-    /// retention deleted since then may still be read).
-    ///
-    /// ```
-    /// use logqueue::{Error, Log, LogConfig, Record};
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let writer = Log::open(dir.path(), LogConfig::default()).unwrap();
-    /// writer.append(Record::new("a")).unwrap();
-    /// let view = Log::open_read_only(dir.path()).unwrap();
-    /// assert_eq!(view.read(0).unwrap().unwrap().value.as_deref(), Some(&b"a"[..]));
-    /// writer.append(Record::new("b")).unwrap();
-    /// assert_eq!(view.read(1).unwrap().unwrap().value.as_deref(), Some(&b"b"[..]));
-    /// assert!(matches!(view.append(Record::new("c")), Err(Error::ReadOnly)));
-    /// ```
-    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Log> {
-        let dir = dir.as_ref().to_path_buf();
-        let meta = std::fs::metadata(&dir).map_err(|e| Error::io("open log directory", &dir, e))?;
-        if !meta.is_dir() {
-            return Err(Error::io(
-                "open log directory",
-                &dir,
-                std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
-            ));
-        }
-        let config = LogConfig {
-            background: false,
-            ..LogConfig::default()
-        };
-        let fs: Arc<dyn FileSystem> = Arc::new(OsFs);
-        let view = ReadOnlyView {
-            fs: Arc::clone(&fs),
-            state: Mutex::new(ViewState::default()),
-        };
-        let placeholder = Arc::new(empty_segment(&fs, &dir, 0));
-        let rp_path = dir.join(checkpoint::RECOVERY_POINT);
-        let writer = Writer {
-            active: Arc::clone(&placeholder),
-            position: 0,
-            allocated: 0,
-            next_offset: 0,
-            bytes_since_index: u64::MAX,
-            max_timestamp: i64::MIN,
-            first_append_time: i64::MIN,
-            unsynced: Vec::new(),
-            dir_dirty: false,
-            records_since_flush: 0,
-            index_entries: 0,
-            shut_down: true,
-            gate: false,
-            spare: None,
-            spare_busy: false,
-            spares_made: 0,
-        };
-        let cursors = crate::cursor::Cursors::load_read_only(&*fs, &dir)?;
-        let crash_history = crate::crash_history::CrashHistory::load(&*fs, &dir)?;
-        let inner = Arc::new(LogInner {
-            dir,
-            segments: RwLock::new(Arc::new(vec![placeholder])),
-            writer: Mutex::new(writer),
-            writer_gate: Condvar::new(),
-            durability: Mutex::new(Durability::new(RecoveryPointFile::unwritten(
-                Arc::new(Unwritable),
-                rp_path,
-            ))),
-            maintenance: Mutex::new(()),
-            end_offset: AtomicU64::new(0),
-            durable_offset: AtomicU64::new(0),
-            start_offset: AtomicU64::new(0),
-            flush_state: Mutex::new(FlushState::new(0)),
-            flush_done: Condvar::new(),
-            flush_arrived: Condvar::new(),
-            appended: AppendSignal::default(),
-            closed: AtomicBool::new(false),
-            poisoned: Mutex::new(None),
-            is_poisoned: AtomicBool::new(false),
-            lock: Mutex::new(None),
-            background: Mutex::new(Vec::new()),
-            shutdown: Arc::new(Shutdown::default()),
-            roll_syncer: AtomicBool::new(false),
-            last_sync_ms: AtomicI64::new(0),
-            background_error: Mutex::new(None),
-            counters: Counters::default(),
-            retention: RetentionState::default(),
-            cleaner: CleanerState::default(),
-            read_only: Some(view),
-            // Nothing is appended through a read-only view: no window to keep.
-            dedup: None,
-            segment_cache: SegmentCache::new(config.max_open_segments),
-            cursors,
-            crash_history,
-            dependents: crate::dependents::Dependents::default(),
-            config,
-        });
-        inner.refresh_view()?;
-        Ok(Log::user(inner))
-    }
-
     /// True for a log opened with [`Log::open_read_only`].
     pub fn is_read_only(&self) -> bool {
         self.inner.read_only.is_some()
