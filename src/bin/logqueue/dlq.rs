@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use logqueue::{
-    Log, Queue, QueueConfig, StoredRecord, DLQ_ATTEMPTS, DLQ_OFFSET, DLQ_QUEUE, DLQ_REASON,
+    Log, Queue, QueueConfig, QueueStats, StoredRecord, DLQ_ATTEMPTS, DLQ_OFFSET, DLQ_QUEUE,
+    DLQ_REASON,
 };
 use serde_json::json;
 
@@ -76,47 +77,61 @@ pub fn queues(a: QueuesArgs) -> CmdResult {
                 })
                 .collect::<Vec<_>>(),
         ),
-        Format::Text => {
-            println!(
-                "{:<20} {:>12} {:>9} {:>9} {:>8} {:>12} {:>16} {:>10} {:>12} {:>10}",
-                "QUEUE",
-                "FLOOR",
-                "IN-FLIGHT",
-                "BACKLOG",
-                "DELAYED",
-                "DEAD-LETTERS",
-                "OLDEST-UNACKED",
-                "LAG",
-                "CURSOR",
-                "CURSOR-LAG"
-            );
-            for (name, s, dl, cursor) in &rows {
-                match s {
-                    Ok(s) => {
-                        println!(
-                        "{name:<20} {:>12} {:>9} {:>9} {:>8} {:>12} {:>16} {:>10} {:>12} {:>10}",
-                        s.ack_floor,
-                        s.in_flight,
-                        s.backlog,
-                        s.delayed,
-                        dl.map_or("?".into(), |n| n.to_string()),
-                        s.oldest_unacked_age_ms
-                            .map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
-                        s.consumer_lag,
-                        cursor.as_ref().map_or("-".into(), |c| c.position.to_string()),
-                        cursor.as_ref().map_or("-".into(), |c| c.lag.to_string()),
-                    )
-                    }
-                    Err(e) => println!("{name:<20} cannot read: {e}"),
-                }
-            }
-        }
+        Format::Text => print_queues_text(&rows),
     }
     Ok(if failed {
         ExitCode::from(EXIT_PROBLEM)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// One queue's line of `queues`: its name, its state (or why it cannot be read), its
+/// dead letters (`None`: unreadable) and its cursor.
+type QueueRow = (
+    String,
+    logqueue::Result<QueueStats>,
+    Option<u64>,
+    Option<CursorLag>,
+);
+
+/// The text form of `queues`: a header, then one line per queue.
+fn print_queues_text(rows: &[QueueRow]) {
+    println!(
+        "{:<20} {:>12} {:>9} {:>9} {:>8} {:>12} {:>16} {:>10} {:>12} {:>10}",
+        "QUEUE",
+        "FLOOR",
+        "IN-FLIGHT",
+        "BACKLOG",
+        "DELAYED",
+        "DEAD-LETTERS",
+        "OLDEST-UNACKED",
+        "LAG",
+        "CURSOR",
+        "CURSOR-LAG"
+    );
+    for (name, s, dl, cursor) in rows {
+        match s {
+            Ok(s) => {
+                println!(
+                    "{name:<20} {:>12} {:>9} {:>9} {:>8} {:>12} {:>16} {:>10} {:>12} {:>10}",
+                    s.ack_floor,
+                    s.in_flight,
+                    s.backlog,
+                    s.delayed,
+                    dl.map_or("?".into(), |n| n.to_string()),
+                    s.oldest_unacked_age_ms
+                        .map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+                    s.consumer_lag,
+                    cursor
+                        .as_ref()
+                        .map_or("-".into(), |c| c.position.to_string()),
+                    cursor.as_ref().map_or("-".into(), |c| c.lag.to_string()),
+                )
+            }
+            Err(e) => println!("{name:<20} cannot read: {e}"),
+        }
+    }
 }
 
 #[derive(Args)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use logqueue::{Error, Log, Offset};
+use logqueue::{BatchHeader, Error, Log, Offset};
 use serde_json::json;
 
 use crate::output::{
@@ -71,27 +71,7 @@ pub fn dump(a: DumpArgs) -> CmdResult {
             Err(e) => return Err(Failure::engine("dump", e)),
         };
         if a.batches {
-            let h = batch.header();
-            let line = match a.format {
-                Format::Json => json!({ "batch": h }).to_string(),
-                Format::Text => format!(
-                    "batch segment={} position={} size={} crc={:#010x} offsets={}..={} records={} \
-                     first_time={} max_time={} append_time={}{}",
-                    h.segment,
-                    h.position,
-                    h.size_bytes,
-                    h.crc,
-                    h.base_offset,
-                    h.last_offset,
-                    h.record_count,
-                    crate::time::format_ms(h.first_timestamp),
-                    crate::time::format_ms(h.max_timestamp),
-                    crate::time::format_ms(h.append_time),
-                    h.delete_horizon
-                        .map(|t| format!(" delete_horizon={}", crate::time::format_ms(t)))
-                        .unwrap_or_default()
-                ),
-            };
+            let line = batch_header_line(&batch.header(), a.format);
             if writeln!(out, "{line}").is_err() {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -122,6 +102,30 @@ pub fn dump(a: DumpArgs) -> CmdResult {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The line `dump --batches` prints before a batch's records.
+fn batch_header_line(h: &BatchHeader, format: Format) -> String {
+    match format {
+        Format::Json => json!({ "batch": h }).to_string(),
+        Format::Text => format!(
+            "batch segment={} position={} size={} crc={:#010x} offsets={}..={} records={} \
+             first_time={} max_time={} append_time={}{}",
+            h.segment,
+            h.position,
+            h.size_bytes,
+            h.crc,
+            h.base_offset,
+            h.last_offset,
+            h.record_count,
+            crate::time::format_ms(h.first_timestamp),
+            crate::time::format_ms(h.max_timestamp),
+            crate::time::format_ms(h.append_time),
+            h.delete_horizon
+                .map(|t| format!(" delete_horizon={}", crate::time::format_ms(t)))
+                .unwrap_or_default()
+        ),
+    }
 }
 
 /// The entries of one index file: `width`-byte little-endian entries, decoded by

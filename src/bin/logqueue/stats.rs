@@ -1,11 +1,11 @@
 //! stats: offsets, segments, bytes, dirty ratio, cursors and queues with their lag
 //! (read-only); and the cursor lag that `queues` shows too.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use logqueue::{CursorInfo, Log, Offset, Queue};
+use logqueue::{CursorInfo, Log, LogStats, Offset, Queue, QueueStats, SegmentInfo};
 use serde_json::{json, Value};
 
 use crate::output::{open_read, print_json, CmdResult, Failure, Format, EXIT_PROBLEM};
@@ -97,64 +97,72 @@ pub fn stats(a: StatsArgs) -> CmdResult {
                 Err(e) => json!({ "name": n, "error": e }),
             }).collect::<Vec<_>>(),
         })),
-        Format::Text => {
-            println!("directory      {}", a.dir.display());
-            println!(
-                "offsets        start {}  durable {}  end {}",
-                stats.start_offset, stats.durable_offset, stats.end_offset
-            );
-            println!(
-                "segments       {} ({} bytes of batches)",
-                stats.segments, stats.size_bytes
-            );
-            println!(
-                "compaction     clean {} bytes, dirty {} bytes (dirty ratio {dirty:.2}), cleaner offset {}",
-                stats.clean_bytes,
-                stats.dirty_bytes,
-                stats.cleaner_offset
-            );
-            println!("corrupt ranges {}", stats.corrupt_ranges);
-            if let Some(e) = &stats.last_background_error {
-                println!("last error     {e}");
-            }
-            for s in &segments {
-                println!(
-                    "  segment {:>20} next {:>20} {:>12} bytes{}",
-                    s.base_offset,
-                    s.next_offset,
-                    s.size_bytes,
-                    if s.active { "  (active)" } else { "" }
-                );
-            }
-            match &cursors {
-                Ok((cursors, end)) => {
-                    println!("cursors        {} (lag: behind end {end})", cursors.len());
-                    for c in cursors {
-                        println!(
-                            "  cursor {:<30} position {:>12} lag {:>12}{}",
-                            c.name,
-                            c.position,
-                            c.lag,
-                            if c.protect { "  (protects)" } else { "" }
-                        );
-                    }
-                }
-                Err(e) => println!("cursors        cannot read: {e}"),
-            }
-            for (name, s) in &queues {
-                match s {
-                    Ok(s) => println!(
-                        "queue {name}: floor {} in flight {} backlog {} lag {}",
-                        s.ack_floor, s.in_flight, s.backlog, s.consumer_lag
-                    ),
-                    Err(e) => println!("queue {name}: cannot read: {e}"),
-                }
-            }
-        }
+        Format::Text => print_text(&a.dir, &stats, dirty, &segments, &cursors, &queues),
     }
     Ok(if failed {
         ExitCode::from(EXIT_PROBLEM)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The text form of `stats`: the log, its segments, its cursors, its queues.
+fn print_text(
+    dir: &Path,
+    stats: &LogStats,
+    dirty: f64,
+    segments: &[SegmentInfo],
+    cursors: &Result<(Vec<CursorLag>, Offset), String>,
+    queues: &[(String, Result<QueueStats, String>)],
+) {
+    println!("directory      {}", dir.display());
+    println!(
+        "offsets        start {}  durable {}  end {}",
+        stats.start_offset, stats.durable_offset, stats.end_offset
+    );
+    println!(
+        "segments       {} ({} bytes of batches)",
+        stats.segments, stats.size_bytes
+    );
+    println!(
+        "compaction     clean {} bytes, dirty {} bytes (dirty ratio {dirty:.2}), cleaner offset {}",
+        stats.clean_bytes, stats.dirty_bytes, stats.cleaner_offset
+    );
+    println!("corrupt ranges {}", stats.corrupt_ranges);
+    if let Some(e) = &stats.last_background_error {
+        println!("last error     {e}");
+    }
+    for s in segments {
+        println!(
+            "  segment {:>20} next {:>20} {:>12} bytes{}",
+            s.base_offset,
+            s.next_offset,
+            s.size_bytes,
+            if s.active { "  (active)" } else { "" }
+        );
+    }
+    match cursors {
+        Ok((cursors, end)) => {
+            println!("cursors        {} (lag: behind end {end})", cursors.len());
+            for c in cursors {
+                println!(
+                    "  cursor {:<30} position {:>12} lag {:>12}{}",
+                    c.name,
+                    c.position,
+                    c.lag,
+                    if c.protect { "  (protects)" } else { "" }
+                );
+            }
+        }
+        Err(e) => println!("cursors        cannot read: {e}"),
+    }
+    for (name, s) in queues {
+        match s {
+            Ok(s) => println!(
+                "queue {name}: floor {} in flight {} backlog {} lag {}",
+                s.ack_floor, s.in_flight, s.backlog, s.consumer_lag
+            ),
+            Err(e) => println!("queue {name}: cannot read: {e}"),
+        }
+    }
 }
