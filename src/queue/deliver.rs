@@ -224,8 +224,27 @@ impl QueueInner {
         visibility: std::time::Duration,
     ) -> Result<Vec<Delivery>> {
         let deadline = now.saturating_add(millis(visibility));
-        let cap = self.config.max_in_flight;
         // Expired leases and nacked records first.
+        if self.collect_due(core, &mut out, max, now, deadline)? {
+            return Ok(out);
+        }
+        // Then records never delivered, read in place from the log ahead of need.
+        self.collect_unread(core, unread, &mut out, max, now, deadline)?;
+        Ok(out)
+    }
+
+    /// Leases due records (expired leases, nacked records) into `out`, up to `max`,
+    /// dead-lettering those out of deliveries and settling those gone or damaged.
+    /// True when a recovered lease was delivered alone: the call returns it as is.
+    fn collect_due(
+        &self,
+        core: &mut Core,
+        out: &mut Vec<Delivery>,
+        max: usize,
+        now: i64,
+        deadline: i64,
+    ) -> Result<bool> {
+        let cap = self.config.max_in_flight;
         while out.len() < max {
             let Some((offset, slot)) = core.state.pop_due(now) else {
                 break;
@@ -240,21 +259,7 @@ impl QueueInner {
             // one more lease would need an attempt no receipt can carry.
             let limit = self.config.max_deliveries.unwrap_or(u32::MAX);
             if slot.attempt >= limit {
-                let reason = dead_letter::REASON_MAX_DELIVERIES;
-                let (kind, end) =
-                    match self.append_dead_letter(core, offset, slot.attempt, reason)? {
-                        Some(end) => (Kind::DeadLetter, end as i64),
-                        None => (Kind::Gone, 0),
-                    };
-                let e = Event {
-                    kind,
-                    offset,
-                    attempt: slot.attempt,
-                    deadline: end,
-                };
-                journal::apply(&mut core.state, e);
-                core.events.push(e);
-                self.finished(core, offset);
+                self.dead_letter_exhausted(core, offset, slot.attempt)?;
                 continue;
             }
             // A recovered lease goes alone: it may be the record that killed the
@@ -283,7 +288,7 @@ impl QueueInner {
                         deadline_ms: deadline,
                     });
                     if alone {
-                        return Ok(out);
+                        return Ok(true);
                     }
                 }
                 Ok(None) | Err(Error::OffsetOutOfRange { .. }) => {
@@ -293,9 +298,7 @@ impl QueueInner {
                         attempt: slot.attempt,
                         deadline: 0,
                     };
-                    journal::apply(&mut core.state, e);
-                    core.events.push(e);
-                    self.finished(core, offset);
+                    self.journal_settled(core, e);
                 }
                 Err(Error::Corrupt { .. }) => {
                     let e = Event {
@@ -304,14 +307,51 @@ impl QueueInner {
                         attempt: slot.attempt,
                         deadline: offset as i64 + 1,
                     };
-                    journal::apply(&mut core.state, e);
-                    core.events.push(e);
-                    self.finished(core, offset);
+                    self.journal_settled(core, e);
                 }
                 Err(e) => return Err(e),
             }
         }
-        // Then records never delivered, read in place from the log ahead of need.
+        Ok(false)
+    }
+
+    /// Dead-letters `offset`, delivered `attempt` times already: out of deliveries.
+    fn dead_letter_exhausted(&self, core: &mut Core, offset: Offset, attempt: u32) -> Result<()> {
+        let reason = dead_letter::REASON_MAX_DELIVERIES;
+        let (kind, end) = match self.append_dead_letter(core, offset, attempt, reason)? {
+            Some(end) => (Kind::DeadLetter, end as i64),
+            None => (Kind::Gone, 0),
+        };
+        let e = Event {
+            kind,
+            offset,
+            attempt,
+            deadline: end,
+        };
+        self.journal_settled(core, e);
+        Ok(())
+    }
+
+    /// Applies and journals `e`, which settles its record, then releases the record's
+    /// key for the next of its key.
+    fn journal_settled(&self, core: &mut Core, e: Event) {
+        journal::apply(&mut core.state, e);
+        core.events.push(e);
+        self.finished(core, e.offset);
+    }
+
+    /// Leases records never delivered into `out`, up to `max` and the in-flight cap,
+    /// holding back those blocked behind their key or delayed.
+    fn collect_unread(
+        &self,
+        core: &mut Core,
+        unread: &mut ReadAhead,
+        out: &mut Vec<Delivery>,
+        max: usize,
+        now: i64,
+        deadline: i64,
+    ) -> Result<()> {
+        let cap = self.config.max_in_flight;
         while out.len() < max && core.state.leased() < cap {
             let Some(item) = self.next_unread(unread)? else {
                 break;
@@ -364,6 +404,6 @@ impl QueueInner {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
