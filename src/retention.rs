@@ -116,14 +116,35 @@ impl LogInner {
         // Until the segments below the floor are out of the list and the start offset
         // moved: no floor can go down in between (see the module docs).
         let _pass = self.retention.pass.lock();
-        let floor = {
-            let floors: Vec<FloorFn> = self.retention.floors.lock().clone();
-            let (cursors, _) = self.cursors.floor();
-            floors.iter().filter_map(|f| f()).chain(cursors).min()
-        };
+        let floor = self.retention_floor();
         self.retention
             .last_floor_plus_one
             .store(floor.map_or(0, |f| f.saturating_add(1)), Ordering::Relaxed);
+        let limits = self.time_and_size_limits();
+        let mut report = RetentionReport::default();
+        // Not the append lock: the start-offset checkpoint is written under this
+        // one. Rolls go on meanwhile, but only append to the segment list.
+        let _maintenance = self.maintenance.lock();
+        self.check_writable()?;
+        let (retired, held) = self.unlist_expired(now, floor, limits)?;
+        self.retention.held_segments.store(held, Ordering::Relaxed);
+        report.start_offset = self.start_offset.load(Ordering::Acquire);
+        if retired.is_empty() {
+            return Ok(report);
+        }
+        self.retire_files(&retired, now, &mut report)?;
+        Ok(report)
+    }
+
+    /// The lowest offset a registered floor or a protecting cursor still needs.
+    fn retention_floor(&self) -> Option<Offset> {
+        let floors: Vec<FloorFn> = self.retention.floors.lock().clone();
+        let (cursors, _) = self.cursors.floor();
+        floors.iter().filter_map(|f| f()).chain(cursors).min()
+    }
+
+    /// The time (milliseconds) and size limits that apply to this log.
+    fn time_and_size_limits(&self) -> (Option<i64>, Option<u64>) {
         // A log that only compacts keeps every key's latest record however old: time
         // and size retention apply to `Delete` and `CompactAndDelete` (as Kafka's
         // cleanup.policy); the start-offset rule applies to all.
@@ -134,96 +155,119 @@ impl LogInner {
             .filter(|_| deletes)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let retention_bytes = self.config.retention_bytes.filter(|_| deletes);
-        let mut report = RetentionReport::default();
+        (retention_ms, retention_bytes)
+    }
+
+    /// Takes the expired segments off the front of the list (rolling first when the
+    /// active one alone has expired) and moves the start offset past them; returns
+    /// them, and how many segments a floor holds back. Called with the retention pass
+    /// and maintenance locks held.
+    fn unlist_expired(
+        &self,
+        now: i64,
+        floor: Option<Offset>,
+        (retention_ms, retention_bytes): (Option<i64>, Option<u64>),
+    ) -> Result<(Vec<Arc<Segment>>, u64)> {
         let mut held = 0u64;
-        // Not the append lock: the start-offset checkpoint is written under this
-        // one. Rolls go on meanwhile, but only append to the segment list.
-        let _maintenance = self.maintenance.lock();
-        self.check_writable()?;
-        let retired: Vec<Arc<Segment>> = {
-            let start = self.start_offset.load(Ordering::Acquire);
-            let mut segments = self.snapshot();
-            let mut total: u64 = segments.iter().map(|s| s.published()).sum();
-            let mut count = 0;
-            while count < segments.len() {
-                let seg = Arc::clone(&segments[count]);
-                let active = count == segments.len() - 1;
-                let next_base = if active {
-                    self.end_offset.load(Ordering::Acquire)
-                } else {
-                    segments[count + 1].base_offset
-                };
-                let by_start = !active && next_base <= start;
-                let by_time = match retention_ms {
-                    // A sealed segment compaction emptied holds nothing to keep.
-                    Some(_) if seg.published() == 0 && !active => true,
-                    Some(r) if seg.published() > 0 => {
-                        let ts = retention_timestamp(&seg.meta()?);
-                        ts != i64::MIN && ts < now.saturating_sub(r)
-                    }
-                    _ => false,
-                };
-                let by_size = !active
-                    && retention_bytes.is_some_and(|limit| total - seg.published() >= limit);
-                let protected = floor.is_some_and(|f| next_base > f);
-                if !(by_start || ((by_time || by_size) && !protected)) {
-                    if (by_time || by_size) && protected {
-                        held = (segments.len() - count) as u64;
-                    }
-                    break;
-                }
-                if active {
-                    // The active segment alone has expired: roll (unless an append
-                    // rolled meanwhile), then delete it.
-                    let mut w = self.lock_writer();
-                    w.wait_for_gate(&self.writer_gate);
-                    self.check_writable()?;
-                    if Arc::ptr_eq(&w.active, &seg) {
-                        self.roll(&mut w)?;
-                    }
-                    drop(w);
-                    segments = self.snapshot();
-                }
-                total -= seg.published();
-                count += 1;
-            }
-            if count == 0 {
-                Vec::new()
+        let start = self.start_offset.load(Ordering::Acquire);
+        let mut segments = self.snapshot();
+        let mut total: u64 = segments.iter().map(|s| s.published()).sum();
+        let mut count = 0;
+        while count < segments.len() {
+            let seg = Arc::clone(&segments[count]);
+            let active = count == segments.len() - 1;
+            let next_base = if active {
+                self.end_offset.load(Ordering::Acquire)
             } else {
-                let remaining = &segments[count..];
-                let new_start = start.max(remaining[0].base_offset);
-                if new_start > start {
-                    checkpoint::durable_replace(
-                        &*self.config.fs,
-                        &self.dir,
-                        checkpoint::LOG_START_OFFSET,
-                        &checkpoint::encode_offset(new_start),
-                    )?;
-                    self.start_offset.store(new_start, Ordering::Release);
+                segments[count + 1].base_offset
+            };
+            let by_start = !active && next_base <= start;
+            let by_time = match retention_ms {
+                // A sealed segment compaction emptied holds nothing to keep.
+                Some(_) if seg.published() == 0 && !active => true,
+                Some(r) if seg.published() > 0 => {
+                    let ts = retention_timestamp(&seg.meta()?);
+                    ts != i64::MIN && ts < now.saturating_sub(r)
                 }
-                // The version swap, from the list as it is now: rolls may have
-                // appended to it since the snapshot, nothing else changed it.
-                let mut list = self.segments.write();
-                debug_assert!(list[..count]
-                    .iter()
-                    .zip(&segments[..count])
-                    .all(|(a, b)| Arc::ptr_eq(a, b)));
-                *list = Arc::new(list[count..].to_vec());
-                drop(list);
-                // Sealed segments waiting for their fsync no longer need it.
-                self.lock_writer()
-                    .unsynced
-                    .retain(|s| !segments[..count].iter().any(|r| Arc::ptr_eq(r, s)));
-                segments[..count].to_vec()
+                _ => false,
+            };
+            let by_size =
+                !active && retention_bytes.is_some_and(|limit| total - seg.published() >= limit);
+            let protected = floor.is_some_and(|f| next_base > f);
+            if !(by_start || ((by_time || by_size) && !protected)) {
+                if (by_time || by_size) && protected {
+                    held = (segments.len() - count) as u64;
+                }
+                break;
             }
-        };
-        self.retention.held_segments.store(held, Ordering::Relaxed);
-        report.start_offset = self.start_offset.load(Ordering::Acquire);
-        if retired.is_empty() {
-            return Ok(report);
+            if active {
+                // The active segment alone has expired: roll (unless an append
+                // rolled meanwhile), then delete it.
+                let mut w = self.lock_writer();
+                w.wait_for_gate(&self.writer_gate);
+                self.check_writable()?;
+                if Arc::ptr_eq(&w.active, &seg) {
+                    self.roll(&mut w)?;
+                }
+                drop(w);
+                segments = self.snapshot();
+            }
+            total -= seg.published();
+            count += 1;
         }
+        let retired = if count == 0 {
+            Vec::new()
+        } else {
+            self.unlist_first(&segments, start, count)?
+        };
+        Ok((retired, held))
+    }
+
+    /// Writes the new start offset, drops the first `count` of `segments` from the
+    /// list, and returns them.
+    fn unlist_first(
+        &self,
+        segments: &[Arc<Segment>],
+        start: Offset,
+        count: usize,
+    ) -> Result<Vec<Arc<Segment>>> {
+        let remaining = &segments[count..];
+        let new_start = start.max(remaining[0].base_offset);
+        if new_start > start {
+            checkpoint::durable_replace(
+                &*self.config.fs,
+                &self.dir,
+                checkpoint::LOG_START_OFFSET,
+                &checkpoint::encode_offset(new_start),
+            )?;
+            self.start_offset.store(new_start, Ordering::Release);
+        }
+        // The version swap, from the list as it is now: rolls may have
+        // appended to it since the snapshot, nothing else changed it.
+        let mut list = self.segments.write();
+        debug_assert!(list[..count]
+            .iter()
+            .zip(&segments[..count])
+            .all(|(a, b)| Arc::ptr_eq(a, b)));
+        *list = Arc::new(list[count..].to_vec());
+        drop(list);
+        // Sealed segments waiting for their fsync no longer need it.
+        self.lock_writer()
+            .unsynced
+            .retain(|s| !segments[..count].iter().any(|r| Arc::ptr_eq(r, s)));
+        Ok(segments[..count].to_vec())
+    }
+
+    /// Renames the files of the `retired` segments `.deleted` and schedules their
+    /// unlinking; counts them in `report`.
+    fn retire_files(
+        &self,
+        retired: &[Arc<Segment>],
+        now: i64,
+        report: &mut RetentionReport,
+    ) -> Result<()> {
         let mut paths = Vec::new();
-        for seg in &retired {
+        for seg in retired {
             // Open and map for good before renaming, so readers holding the segment
             // keep reading it (the cache of open segments must not release it).
             let _ = seg.keep_open();
@@ -249,7 +293,7 @@ impl LogInner {
             paths: renamed,
         });
         self.unlink_due(now, false);
-        Ok(report)
+        Ok(())
     }
 
     /// Unlinks `paths` (already renamed `.deleted`) after `file_delete_delay`.
