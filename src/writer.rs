@@ -5,13 +5,18 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 
 use crate::background::Prepare;
-use crate::batch::{self, BatchMeta, RecordParts};
+use crate::batch::{self, BatchMeta};
 use crate::config::FlushPolicy;
 use crate::index;
 use crate::log::{Log, LogInner};
 use crate::segment::{Decision, Publish, Segment, Spare};
 use crate::writer_lock::WriterGuard;
 use crate::{Error, Offset, Record, RecordRef, Result};
+
+mod source;
+mod spare;
+
+use source::{AppendSource, Borrowed};
 
 /// Bytes by which the active segment's file grows at a time (real blocks, fallocate).
 pub(crate) const ALLOC_CHUNK_BYTES: u64 = 8 << 20;
@@ -165,30 +170,7 @@ impl Log {
         if inner.config.cleanup.compacts() && records.missing_key() {
             return Err(Error::MissingKey);
         }
-        let max_batch = u64::from(inner.config.max_batch_bytes);
-        // Cheap lower bound first, so a huge record is refused before it is encoded;
-        // the exact check follows the encoding.
-        let payload: u64 = records.payload_bytes() + batch::HEADER_LEN as u64;
-        if payload > max_batch {
-            return Err(Error::RecordTooLarge {
-                size: payload,
-                max: max_batch,
-            });
-        }
-        let last_delta = u32::try_from(count - 1).map_err(|_| Error::RecordTooLarge {
-            size: payload,
-            max: max_batch,
-        })?;
-        // The exact size is known before anything is written: a batch too large is
-        // refused without touching the segment, and one that fits is encoded
-        // straight into it.
-        let (len, max_timestamp) = records.encoded_len(now);
-        if len as u64 > max_batch {
-            return Err(Error::RecordTooLarge {
-                size: len as u64,
-                max: max_batch,
-            });
-        }
+        let (last_delta, len, max_timestamp) = inner.batch_size(records, count, now)?;
         let (range, rolled) = {
             let mut w = inner.lock_writer();
             let rolled = self.make_room(&mut w, count, len, last_delta, now)?;
@@ -218,15 +200,7 @@ impl Log {
             let written = inner.write_batch(&mut w, &batch, encode, decide)?;
             if written {
                 w.records_since_flush += count as u64;
-                // Only appenders change these, under the lock: plain loads and stores,
-                // no read-modify-write on the append path; `stats` reads them lock-free.
-                let c = &inner.counters;
-                let records = c.records_appended.load(AtomicOrdering::Relaxed);
-                c.records_appended
-                    .store(records + count as u64, AtomicOrdering::Relaxed);
-                let batches = c.batches_appended.load(AtomicOrdering::Relaxed);
-                c.batches_appended
-                    .store(batches + 1, AtomicOrdering::Relaxed);
+                inner.count_appended(count as u64);
             }
             drop(w);
             (written.then_some(base..base + count as u64), rolled)
@@ -324,6 +298,57 @@ impl Log {
 }
 
 impl LogInner {
+    /// The last offset delta, encoded length and highest timestamp of a batch of
+    /// `count` (more than 0) `records`, or [`Error::RecordTooLarge`] past
+    /// `max_batch_bytes`.
+    #[inline]
+    fn batch_size<S: AppendSource + ?Sized>(
+        &self,
+        records: &S,
+        count: usize,
+        now: i64,
+    ) -> Result<(u32, usize, i64)> {
+        let max_batch = u64::from(self.config.max_batch_bytes);
+        // Cheap lower bound first, so a huge record is refused before it is encoded;
+        // the exact check follows the encoding.
+        let payload: u64 = records.payload_bytes() + batch::HEADER_LEN as u64;
+        if payload > max_batch {
+            return Err(Error::RecordTooLarge {
+                size: payload,
+                max: max_batch,
+            });
+        }
+        let last_delta = u32::try_from(count - 1).map_err(|_| Error::RecordTooLarge {
+            size: payload,
+            max: max_batch,
+        })?;
+        // The exact size is known before anything is written: a batch too large is
+        // refused without touching the segment, and one that fits is encoded
+        // straight into it.
+        let (len, max_timestamp) = records.encoded_len(now);
+        if len as u64 > max_batch {
+            return Err(Error::RecordTooLarge {
+                size: len as u64,
+                max: max_batch,
+            });
+        }
+        Ok((last_delta, len, max_timestamp))
+    }
+
+    /// Counts an appended batch of `count` records in the log's counters.
+    #[inline]
+    fn count_appended(&self, count: u64) {
+        // Only appenders change these, under the lock: plain loads and stores,
+        // no read-modify-write on the append path; `stats` reads them lock-free.
+        let c = &self.counters;
+        let records = c.records_appended.load(AtomicOrdering::Relaxed);
+        c.records_appended
+            .store(records + count, AtomicOrdering::Relaxed);
+        let batches = c.batches_appended.load(AtomicOrdering::Relaxed);
+        c.batches_appended
+            .store(batches + 1, AtomicOrdering::Relaxed);
+    }
+
     /// Writer only: puts one batch at the end of the active segment (which has room
     /// for it: see [`LogInner::grow_if_needed`]); `fill` encodes it into the
     /// `batch.len` bytes it is given, in the segment's mapping. With `decide`, the
@@ -561,56 +586,6 @@ impl LogInner {
     }
 }
 
-impl LogInner {
-    /// Prepares the next segment's file ahead of the roll that needs it, with no
-    /// log lock held across the file operations (at most one at a time; nothing
-    /// when a spare is ready). A failure is not fatal, the next roll creates the
-    /// file itself; it is recorded as the last background error.
-    pub(crate) fn prepare_spare(&self) {
-        let n = {
-            let mut w = self.lock_writer();
-            if w.spare.is_some() || w.spare_busy || w.shut_down {
-                return;
-            }
-            w.spare_busy = true;
-            w.spares_made += 1;
-            w.spares_made
-        };
-        let capacity = self.config.segment_capacity();
-        let prepared = Spare::prepare(
-            &*self.config.fs,
-            &self.segment_cache,
-            &self.dir,
-            n,
-            capacity,
-            ALLOC_CHUNK_BYTES.min(capacity),
-        );
-        let (spare, hint) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                self.lock_writer().spare_busy = false;
-                self.record_background_error("prepare spare segment", &e);
-                return;
-            }
-        };
-        if let Some(e) = hint {
-            self.record_background_error("prefault", &e);
-        }
-        let mut w = self.lock_writer();
-        if w.shut_down {
-            // `close` began meanwhile and waits for `spare_busy` to clear: the file
-            // goes first, so nothing changes after `close` returns (a file left by a
-            // failed removal is a `.tmp` removed at open).
-            drop(w);
-            let _ = self.config.fs.remove_file(&spare.path);
-            self.lock_writer().spare_busy = false;
-        } else {
-            w.spare = Some(spare);
-            w.spare_busy = false;
-        }
-    }
-}
-
 /// The size and offsets of a batch about to be written, known before it is encoded.
 struct PlannedBatch {
     len: usize,
@@ -634,99 +609,5 @@ pub(crate) fn prefault_now(segment: &Segment, from: u64, to: u64) -> Result<()> 
         Err(_) if segment.writable_mapping().is_none() || segment.published() >= to => Ok(()),
         Err(e) => Err(Error::io("prefault segment", segment.path(), e)),
         Ok(()) => Ok(()),
-    }
-}
-
-/// What an append encodes: owned records, borrowed ones, or one record of borrowed
-/// bytes.
-trait AppendSource {
-    fn count(&self) -> usize;
-    fn missing_key(&self) -> bool;
-    /// Key and value bytes: a lower bound of the encoded size.
-    fn payload_bytes(&self) -> u64;
-    /// The parts of the records, the clock reading `now` for those without a timestamp.
-    fn parts(&self, now: i64) -> impl Iterator<Item = RecordParts<'_>> + Clone;
-    /// The exact encoded size of the batch, and its largest timestamp.
-    fn encoded_len(&self, now: i64) -> (usize, i64) {
-        let max = self
-            .parts(now)
-            .map(|p| p.timestamp)
-            .max()
-            .unwrap_or(i64::MIN);
-        (batch::encoded_len(self.parts(now)), max)
-    }
-    /// Encodes the batch into `buf`, exactly [`AppendSource::encoded_len`] long.
-    fn encode_into(&self, buf: &mut [u8], meta: BatchMeta, now: i64) -> Option<()> {
-        batch::encode_into(buf, meta, self.parts(now))
-    }
-}
-
-impl AppendSource for [Record] {
-    fn count(&self) -> usize {
-        self.len()
-    }
-
-    fn missing_key(&self) -> bool {
-        self.iter().any(|r| r.key.is_none())
-    }
-
-    fn payload_bytes(&self) -> u64 {
-        self.iter()
-            .map(|r| {
-                (r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len)) as u64
-            })
-            .sum()
-    }
-
-    fn parts(&self, now: i64) -> impl Iterator<Item = RecordParts<'_>> + Clone {
-        self.iter()
-            .enumerate()
-            .map(move |(i, r)| RecordParts::from_record(r, i as u32, now))
-    }
-}
-
-impl AppendSource for [RecordRef<'_>] {
-    fn count(&self) -> usize {
-        self.len()
-    }
-
-    fn missing_key(&self) -> bool {
-        self.iter().any(|r| r.key.is_none())
-    }
-
-    fn payload_bytes(&self) -> u64 {
-        self.iter()
-            .map(|r| (r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len)) as u64)
-            .sum()
-    }
-
-    fn parts(&self, now: i64) -> impl Iterator<Item = RecordParts<'_>> + Clone {
-        self.iter()
-            .enumerate()
-            .map(move |(i, r)| RecordParts::from_ref(r, i as u32, now))
-    }
-}
-
-/// One record of borrowed bytes (see [`Log::append_slice`]).
-struct Borrowed<'a> {
-    key: Option<&'a [u8]>,
-    value: &'a [u8],
-}
-
-impl AppendSource for Borrowed<'_> {
-    fn count(&self) -> usize {
-        1
-    }
-
-    fn missing_key(&self) -> bool {
-        self.key.is_none()
-    }
-
-    fn payload_bytes(&self) -> u64 {
-        (self.key.map_or(0, <[u8]>::len) + self.value.len()) as u64
-    }
-
-    fn parts(&self, now: i64) -> impl Iterator<Item = RecordParts<'_>> + Clone {
-        std::iter::once(RecordParts::borrowed(self.key, Some(self.value), now))
     }
 }
