@@ -13,8 +13,11 @@ use crate::segment::{Decision, Publish, Segment, Spare};
 use crate::writer_lock::WriterGuard;
 use crate::{Error, Offset, Record, RecordRef, Result};
 
+mod prefault;
 mod source;
 mod spare;
+
+pub(crate) use prefault::prefault_now;
 
 use source::{AppendSource, Borrowed};
 
@@ -465,22 +468,6 @@ impl LogInner {
         Ok(())
     }
 
-    /// Maps `[from, to)` of `segment` (allocated) for writing, in the background
-    /// when the preparer runs.
-    pub(crate) fn prefault(&self, segment: &Arc<Segment>, from: u64, to: u64) {
-        let request = Prepare {
-            segment: Arc::clone(segment),
-            from,
-            to,
-            allocate: false,
-        };
-        if !self.shutdown.request_prepare(request) {
-            if let Err(e) = prefault_now(segment, from, to) {
-                self.record_background_error("prefault", &e);
-            }
-        }
-    }
-
     fn must_roll(&self, w: &Writer, len: u64, last_offset: Offset, now: i64) -> bool {
         if w.position == 0 {
             return false;
@@ -593,21 +580,4 @@ struct PlannedBatch {
     last_delta: u32,
     max_timestamp: i64,
     now: i64,
-}
-
-/// Maps `[from, to)` of a segment's writable mapping in one call. A failure is
-/// returned for the log to report (see [`crate::fs::Mapping::try_prefault`]); the
-/// writes then fault the pages in themselves. A segment sealed (cut short) since is
-/// not a failure: nothing will be written there.
-pub(crate) fn prefault_now(segment: &Segment, from: u64, to: u64) -> Result<()> {
-    let Some(map) = segment.writable_mapping() else {
-        return Ok(());
-    };
-    let start = usize::try_from(from).unwrap_or(usize::MAX);
-    let len = usize::try_from(to.saturating_sub(from)).unwrap_or(0);
-    match map.try_prefault(start, len) {
-        Err(_) if segment.writable_mapping().is_none() || segment.published() >= to => Ok(()),
-        Err(e) => Err(Error::io("prefault segment", segment.path(), e)),
-        Ok(()) => Ok(()),
-    }
 }
