@@ -167,7 +167,10 @@ fn close_does_not_wait_for_a_throttled_pass() {
         "close took {:?}",
         t.elapsed()
     );
-    // The aborted pass changed nothing.
+    // The aborted pass lost nothing. A pass that began while the log was being filled
+    // (a small prefix, below the throttle's first check) may still have swapped its
+    // group in after `before` was read (seen once under load): so what is left must be
+    // records of `before`, unchanged, with every key's latest one among them.
     let log = Log::open(
         DIR,
         LogConfig {
@@ -177,5 +180,14 @@ fn close_does_not_wait_for_a_throttled_pass() {
     )
     .unwrap();
     let after: Vec<_> = log.reader(0).unwrap().map(|r| r.unwrap()).collect();
-    assert_eq!(after, before);
+    for r in &after {
+        assert!(before.contains(r), "a record that was not there: {r:?}");
+    }
+    let mut latest = std::collections::BTreeMap::new();
+    for r in &before {
+        latest.insert(r.key.clone(), r);
+    }
+    for r in latest.values() {
+        assert!(after.contains(r), "lost the latest record of a key: {r:?}");
+    }
 }
