@@ -308,7 +308,7 @@ impl History {
 
 /// Checks the directory and the ledgers so far; returns the records in the log.
 fn check(base: &Path, per_key: bool, h: &mut History, when: &str) -> u64 {
-    let log = match Log::open(log_dir(base), log_config()) {
+    let log = match common::open_log_retrying_locked(log_dir(base), log_config()) {
         Ok(l) => l,
         Err(e) => {
             h.violation(format!("{when}: Log::open failed: {e}"));
@@ -354,7 +354,7 @@ fn check(base: &Path, per_key: bool, h: &mut History, when: &str) -> u64 {
         }
     }
     check_redrive_copies(&records, &mut found, when);
-    let q = match Queue::open(&log, "q", queue_config(per_key)) {
+    let q = match common::retry_locked(|| Queue::open(&log, "q", queue_config(per_key))) {
         Ok(q) => q,
         Err(e) => {
             h.violation(format!("{when}: Queue::open failed: {e}"));
@@ -532,8 +532,10 @@ fn check_per_key(
 /// dead letters left and receives the copies; then every record must be exactly one
 /// of acked or dead-lettered.
 fn final_drain(base: &Path, per_key: bool, h: &mut History, round: u64) {
-    let opened = Log::open(log_dir(base), log_config())
-        .and_then(|log| Queue::open(&log, "q", queue_config(per_key)).map(|q| (log, q)));
+    let opened = common::retry_locked(|| {
+        Log::open(log_dir(base), log_config())
+            .and_then(|log| Queue::open(&log, "q", queue_config(per_key)).map(|q| (log, q)))
+    });
     let (log, q) = match opened {
         Ok(lq) => lq,
         Err(e) => {

@@ -163,7 +163,7 @@ fn run_child(dir: &Path, mode: &str, rng: &mut Rng) -> (u64, u64, usize) {
 /// value, and (batch mode) ending on a batch boundary after `start`.
 fn check(dir: &Path, start: u64, acked_end: u64, mode: &str) -> u64 {
     let batches = mode == "batch";
-    let log = Log::open(dir, config()).unwrap();
+    let log = common::open_log_retrying_locked(dir, config()).unwrap();
     let end = log.end_offset();
     assert!(
         end >= acked_end,
@@ -221,7 +221,7 @@ fn rounds(mode: &str, count: usize) {
             copy_dir(dir.path(), copy.path());
             let end = check(copy.path(), start, acked_end, mode);
             // The copy and the original recover the same way.
-            let log = Log::open(dir.path(), config()).unwrap();
+            let log = common::open_log_retrying_locked(dir.path(), config()).unwrap();
             assert_eq!(log.end_offset(), end);
             drop(log);
             end

@@ -345,3 +345,26 @@ pub fn flip_bit(path: &Path, pos: u64, bit: u8) {
     b[pos as usize] ^= 1 << bit;
     std::fs::write(path, b).unwrap();
 }
+
+/// Runs `open` again while it fails with `Error::Locked`, for up to 10 s. In a test
+/// binary whose tests run in parallel and spawn child processes, a child forked by one
+/// test holds a copy of every descriptor of this process (another test's log or queue
+/// `LOCK` included) until it execs and close-on-exec drops them: for that moment a log
+/// or queue closed just before still looks locked (seen once under load). A real
+/// second holder keeps it past 10 s.
+pub fn retry_locked<T>(mut open: impl FnMut() -> logqueue::Result<T>) -> logqueue::Result<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `Log::open` through [`retry_locked`].
+pub fn open_log_retrying_locked(dir: impl AsRef<Path>, config: LogConfig) -> logqueue::Result<Log> {
+    retry_locked(|| Log::open(dir.as_ref(), config.clone()))
+}
