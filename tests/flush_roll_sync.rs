@@ -130,6 +130,12 @@ fn manual_rolls_are_synced_and_compacted_in_the_background() {
         background: true,
         compaction: CompactionConfig {
             check_interval: Duration::from_millis(5),
+            // Any dirty byte is worth a pass: the first pass may run before the roll
+            // syncer reached the last sealed segments (seen under load: a pass to 182
+            // of 192 left one dirty segment below the default 0.5 ratio, since the
+            // compacted segments keep their empty end-marking batches), and this test
+            // waits for a pass to reach the sealed end.
+            min_cleanable_dirty_ratio: 0.01,
             ..CompactionConfig::default()
         },
         ..common::sim_config(&fs, &clock, 1024)
