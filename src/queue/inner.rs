@@ -177,7 +177,7 @@ impl QueueInner {
             let what = (outcomes::Outcome::Acked, receipt.offset, receipt.attempt);
             self.append_outcome(&mut core, what, None, None, false)?;
         } else if kind == Kind::Nack {
-            core.sources.remove(&receipt.offset);
+            self.forget_source(&mut core, receipt.offset);
         }
         if matches!(kind, Kind::Ack | Kind::DeadLetter) {
             self.finished(&mut core, receipt.offset);

@@ -83,7 +83,7 @@ impl QueueInner {
                     acked.push((e.offset, e.attempt));
                 }
             } else {
-                core.sources.remove(&e.offset);
+                self.forget_source(&mut core, e.offset);
             }
         }
         // The acks' outcomes, after their journal frame (see `outcomes.rs`).

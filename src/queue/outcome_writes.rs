@@ -26,6 +26,15 @@ impl super::QueueInner {
         core.sources.insert(record.offset, Source::of(record));
     }
 
+    /// Forgets what was kept for the outcome of the record at `offset` (a nack: its
+    /// next delivery keeps it again). Nothing to do, and no hashing on the ack path,
+    /// when the feed is off.
+    pub(super) fn forget_source(&self, core: &mut super::Core, offset: Offset) {
+        if self.outcomes.is_some() {
+            core.sources.remove(&offset);
+        }
+    }
+
     /// The source of the record at `offset` for its outcome: kept from its delivery,
     /// else read back from the log.
     pub(super) fn take_source(&self, core: &mut super::Core, offset: Offset) -> Option<Source> {
