@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -192,19 +192,13 @@ impl Import {
     /// Waits until every partition was read to its end ([`ImportStats::caught_up`]).
     /// `Ok(false)` on timeout; an error if the thread ended.
     pub fn wait_caught_up(&self, timeout: Duration) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.shared.stats.lock().caught_up {
-                return Ok(true);
-            }
-            if !self.shared.running.load(Ordering::Acquire) {
-                return Err(Error::Broker("the import thread has ended".into()));
-            }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        super::worker::wait_until(
+            "import",
+            &self.shared.running,
+            timeout,
+            Duration::from_millis(5),
+            || self.shared.stats.lock().caught_up,
+        )
     }
 
     /// Stops the thread, flushes the log and commits the final positions to Kafka;
@@ -215,13 +209,7 @@ impl Import {
     }
 
     fn join(&mut self) -> Result<()> {
-        self.shared.stop.store(true, Ordering::Release);
-        match self.thread.take() {
-            Some(thread) => thread
-                .join()
-                .map_err(|_| Error::Broker("the import thread panicked".into()))?,
-            None => Ok(()),
-        }
+        super::worker::stop_and_join("import", &self.shared.stop, &mut self.thread)
     }
 }
 

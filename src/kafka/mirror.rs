@@ -205,19 +205,13 @@ impl Mirror {
     /// Waits until every record below `offset` is acknowledged (the cursor is at or
     /// past it). `Ok(false)` on timeout; the thread's error if it ended.
     pub fn wait_for(&self, offset: Offset, timeout: Duration) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.cursor.position() >= offset {
-                return Ok(true);
-            }
-            if !self.shared.running.load(Ordering::Acquire) {
-                return Err(Error::Broker("the mirror thread has ended".into()));
-            }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        super::worker::wait_until(
+            "mirror",
+            &self.shared.running,
+            timeout,
+            Duration::from_millis(2),
+            || self.cursor.position() >= offset,
+        )
     }
 
     /// Stops the thread after the broker acknowledged what was sent (up to
@@ -228,13 +222,7 @@ impl Mirror {
     }
 
     fn join(&mut self) -> Result<()> {
-        self.shared.stop.store(true, Ordering::Release);
-        match self.thread.take() {
-            Some(thread) => thread
-                .join()
-                .map_err(|_| Error::Broker("the mirror thread panicked".into()))?,
-            None => Ok(()),
-        }
+        super::worker::stop_and_join("mirror", &self.shared.stop, &mut self.thread)
     }
 }
 

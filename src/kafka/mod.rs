@@ -41,6 +41,7 @@ mod import;
 mod import_worker;
 mod mirror;
 mod rate;
+mod worker;
 
 pub use import::{Import, ImportConfig, ImportStart, ImportStats};
 pub use mirror::{Mirror, MirrorConfig, MirrorStats};
