@@ -21,9 +21,10 @@
 
 mod table;
 
-use parking_lot::Mutex;
-use std::collections::hash_map::RandomState;
+use foldhash::quality::RandomState;
+use parking_lot::{Mutex, MutexGuard};
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::{CleanupPolicy, DedupConfig, LogConfig};
 use crate::log::Log;
@@ -94,15 +95,73 @@ pub(crate) struct DedupWindow {
     hasher: RandomState,
     /// Held across the check and the append: two appends of one id yield one record.
     table: Mutex<IdTable>,
+    /// The table's index span as of the last release of its lock: an append asks the
+    /// CPU for its id's bucket before it waits for the lock (see [`TableGuard`]).
+    index_buckets: AtomicUsize,
+    index_count: AtomicUsize,
+    index_summaries: AtomicUsize,
+}
+
+/// The locked table; notes its index span for [`DedupWindow::prefetch`] when released.
+struct TableGuard<'a> {
+    table: MutexGuard<'a, IdTable>,
+    window: &'a DedupWindow,
+}
+
+impl std::ops::Deref for TableGuard<'_> {
+    type Target = IdTable;
+    fn deref(&self) -> &IdTable {
+        &self.table
+    }
+}
+
+impl std::ops::DerefMut for TableGuard<'_> {
+    fn deref_mut(&mut self) -> &mut IdTable {
+        &mut self.table
+    }
+}
+
+impl Drop for TableGuard<'_> {
+    fn drop(&mut self) {
+        let span = self.table.index_span();
+        // Relaxed: a hint; a reader that sees a mix of two spans prefetches a wrong
+        // line, which is harmless.
+        let w = self.window;
+        w.index_buckets.store(span.buckets, Ordering::Relaxed);
+        w.index_count.store(span.count, Ordering::Relaxed);
+        w.index_summaries.store(span.summaries, Ordering::Relaxed);
+    }
 }
 
 impl DedupWindow {
     pub(crate) fn new(config: &DedupConfig) -> DedupWindow {
         DedupWindow {
             window_ms: i64::try_from(config.window.as_millis()).unwrap_or(i64::MAX / 2),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             table: Mutex::new(IdTable::new(config.max_ids)),
+            index_buckets: AtomicUsize::new(0),
+            index_count: AtomicUsize::new(0),
+            index_summaries: AtomicUsize::new(0),
         }
+    }
+
+    fn lock(&self) -> TableGuard<'_> {
+        TableGuard {
+            table: self.table.lock(),
+            window: self,
+        }
+    }
+
+    /// Starts loading the index bucket of `fingerprint` before the table's lock is
+    /// taken: at a full window it is a cache miss, and the earlier it starts, the
+    /// more of it overlaps with the append's own work up to the check.
+    fn prefetch(&self, fingerprint: u64) {
+        let span = table::IndexSpan {
+            buckets: self.index_buckets.load(Ordering::Relaxed),
+            count: self.index_count.load(Ordering::Relaxed),
+            summaries: self.index_summaries.load(Ordering::Relaxed),
+        };
+        table::prefetch_home(span, fingerprint);
     }
 
     fn fingerprint(&self, id: &[u8]) -> u64 {
@@ -120,7 +179,7 @@ impl DedupWindow {
         let Some(from) = log.offset_for_timestamp(cutoff)? else {
             return Ok(());
         };
-        let mut table = self.table.lock();
+        let mut table = self.lock();
         // At most one id per record from `from` on: sized once, not grown step by step
         // (every growth places all entries again). Never past `max_ids`, the bound the
         // window's memory has anyway; what records without ids leave unused is given
@@ -259,11 +318,11 @@ impl Log {
         self.inner.check_writable()?;
         validate_id(id)?;
         let fingerprint = window.fingerprint(id);
-        let mut table = window.table.lock();
         // At a full window the id's bucket is a cache miss: started first, it overlaps
-        // with the clock read, the header flattening and the append's own work up to
-        // the decision, where the check finds the bucket loaded.
-        table.prefetch(fingerprint);
+        // with the lock, the clock read, the header flattening and the append's own
+        // work up to the decision, where the check finds the bucket loaded.
+        window.prefetch(fingerprint);
+        let mut table = window.lock();
         let now = self.config().clock.now_ms();
         let cutoff = window.cutoff(now);
         // Borrowed, not copied into a new `Record`: no allocation without other headers.
@@ -338,7 +397,7 @@ impl Log {
             validate_id(id)?;
             fingerprints.push(window.fingerprint(id));
         }
-        let mut table = window.table.lock();
+        let mut table = window.lock();
         // All buckets requested at once: their cache misses overlap.
         for &fingerprint in &fingerprints {
             table.prefetch(fingerprint);
@@ -419,7 +478,7 @@ impl Log {
     /// The size of the dedup window, `None` without one.
     pub fn dedup_stats(&self) -> Option<DedupStats> {
         let window = self.inner.dedup.as_ref()?;
-        let table = window.table.lock();
+        let table = window.lock();
         Some(DedupStats {
             ids: table.len(),
             memory_bytes: table.memory_bytes(),

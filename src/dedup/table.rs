@@ -22,6 +22,26 @@
 //! are gone too. At most five live ids per bucket on average (load 5/7): a lookup of a
 //! new id reads one cache line, or two when its home overflowed not long ago.
 //!
+//! Two things keep a new id (the common case) from waiting for the index, which at a
+//! full window is megabytes probed at random, a cache miss each time:
+//!
+//! - a summary per bucket, 8 bytes (an array small enough to stay in the CPU's
+//!   caches): a bit for the tag of each live slot (one of 48, `slot_bit`) and a bit
+//!   for the tag of each id placed past the bucket while its overflow mark is live
+//!   (one of 16, `passer_bit`). A lookup reads its home bucket only when the summary
+//!   has one of its tag's two bits: an id that is neither in its home nor went past
+//!   it is nowhere. The slot bits are recomputed from the bucket whenever it is
+//!   written, the passer bits cleared then if its overflow mark is dead; between
+//!   writes a summary only gains bits (a slot whose entry aged out keeps its bit until
+//!   then). So it may let a lookup read a bucket in vain, never skip one it needs.
+//!   (One overflow bit instead of the passer bits was tried: at load 5/7 about two
+//!   buckets in three have a live overflow mark, and lookups read the bucket 70% of
+//!   the time instead of about a fifth.)
+//! - placing an entry in the index one insert late: an insert puts the entry in the
+//!   ring and starts loading its home bucket; the next insert (or a resize) places it,
+//!   by then from the cache. A lookup scans the not-yet-placed entries at the ring's
+//!   end (one, usually) before the index.
+//!
 //! A stale slot whose sequence number comes round again (2^40 inserts later) looks
 //! live: it then names some live entry, whose full fingerprint is compared, and the
 //! entry is also found through its own slot; it costs a probe, never a wrong answer.
@@ -43,6 +63,20 @@ const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
 /// A slot never used. Tags are never all ones, so no slot in use equals it.
 const EMPTY: u64 = u64::MAX;
 const MAX_TAG: u64 = (1 << (64 - SEQ_BITS)) - 2;
+/// A summary's bits for the tags of the bucket's live slots (see `slot_bit`).
+const SLOT_BITS: u64 = 48;
+/// The summary's bits for the tags of ids placed past the bucket.
+const PASSER_BITS: u64 = !((1 << SLOT_BITS) - 1);
+
+/// A bucket's summary bit for a live slot with this tag (one of 48).
+fn slot_bit(tag: u64) -> u64 {
+    1 << (tag % SLOT_BITS)
+}
+
+/// A bucket's summary bit for an id with this tag placed past it (one of 16).
+fn passer_bit(tag: u64) -> u64 {
+    1 << (SLOT_BITS + tag % (64 - SLOT_BITS))
+}
 
 /// The fingerprint's top 24 bits, never all ones. The home bucket comes from the low
 /// bits: ids sharing a bucket still differ in their tags.
@@ -87,18 +121,33 @@ pub(crate) struct IdTable {
     ring: VecDeque<Entry>,
     first_seq: u64,
     buckets: Vec<Bucket>,
+    /// One per bucket: what a lookup may find from it (see the module notes).
+    summaries: Vec<u64>,
+    /// The entries from this sequence number on are in the ring, not in the index yet.
+    placed_to: u64,
     /// The bucket count the table grows to (`max_ids` at load 5/7).
     full_buckets: usize,
     max_ids: usize,
 }
 
+/// Where an index lies in memory (see [`IdTable::index_span`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct IndexSpan {
+    pub buckets: usize,
+    pub count: usize,
+    pub summaries: usize,
+}
+
 impl IdTable {
     pub(crate) fn new(max_ids: usize) -> IdTable {
         let full_buckets = max_ids.div_ceil(IDS_PER_BUCKET).max(1);
+        let buckets = full_buckets.min(INITIAL_BUCKETS);
         IdTable {
             ring: VecDeque::new(),
             first_seq: 0,
-            buckets: vec![EMPTY_BUCKET; full_buckets.min(INITIAL_BUCKETS)],
+            buckets: vec![EMPTY_BUCKET; buckets],
+            summaries: vec![0; buckets],
+            placed_to: 0,
             full_buckets,
             max_ids,
         }
@@ -112,11 +161,11 @@ impl IdTable {
     pub(crate) fn memory_bytes(&self) -> usize {
         self.ring.capacity() * std::mem::size_of::<Entry>()
             + self.buckets.capacity() * std::mem::size_of::<Bucket>()
+            + self.summaries.capacity() * std::mem::size_of::<u64>()
     }
 
     fn home(&self, fingerprint: u64) -> usize {
-        // Multiply-shift onto any table size (no power of two needed).
-        (((fingerprint & 0xFFFF_FFFF) * self.buckets.len() as u64) >> 32) as usize
+        home(fingerprint, self.buckets.len())
     }
 
     /// The live entry a slot names, if any (`EMPTY` names none: its tag matches no id's).
@@ -138,19 +187,40 @@ impl IdTable {
     /// at a full window it is a cache miss, which overlaps with the work done until
     /// the lookup.
     pub(crate) fn prefetch(&self, fingerprint: u64) {
-        prefetch(self.home_address(fingerprint));
+        prefetch_home(self.index_span(), fingerprint);
     }
 
-    fn home_address(&self, fingerprint: u64) -> usize {
-        self.buckets.as_ptr() as usize + self.home(fingerprint) * std::mem::size_of::<Bucket>()
+    /// Where the index lies. Kept outside the table's lock by the window (see
+    /// [`prefetch_home`]).
+    pub(crate) fn index_span(&self) -> IndexSpan {
+        IndexSpan {
+            buckets: self.buckets.as_ptr() as usize,
+            count: self.buckets.len(),
+            summaries: self.summaries.as_ptr() as usize,
+        }
+    }
+
+    /// The sequence numbers of the entries not in the index yet.
+    fn unplaced(&self) -> std::ops::Range<u64> {
+        self.placed_to.max(self.first_seq)..self.first_seq + self.ring.len() as u64
     }
 
     /// Offsets of the remembered ids with this fingerprint and a timestamp at or
     /// after `cutoff`, oldest first.
     pub(crate) fn candidates(&self, fingerprint: u64, cutoff: i64) -> Vec<Offset> {
         let mut found = Vec::new();
+        for seq in self.unplaced() {
+            let e = &self.ring[(seq - self.first_seq) as usize];
+            if e.fingerprint == fingerprint && e.timestamp >= cutoff {
+                found.push(e.offset);
+            }
+        }
         let tag = tag(fingerprint);
         let mut b = self.home(fingerprint);
+        if self.summaries[b] & (slot_bit(tag) | passer_bit(tag)) == 0 {
+            // Neither in the home bucket nor past it: no need to read it.
+            return found;
+        }
         // Bounded by the table size: a mark is live only while its entry is, and
         // fewer entries are live than there are slots.
         for _ in 0..self.buckets.len() {
@@ -183,6 +253,8 @@ impl IdTable {
         while self.ring.len() >= self.max_ids {
             self.forget_oldest();
         }
+        // The previous insert's entry, whose bucket it asked the CPU for.
+        self.place_unplaced();
         if self.ring.len() >= self.buckets.len() * IDS_PER_BUCKET
             && self.buckets.len() < self.full_buckets
         {
@@ -197,13 +269,22 @@ impl IdTable {
                 .min(self.max_ids - self.ring.len());
             self.ring.reserve_exact(more);
         }
-        let seq = self.first_seq + self.ring.len() as u64;
         self.ring.push_back(Entry {
             fingerprint,
             offset,
             timestamp,
         });
-        self.place(seq, fingerprint);
+        // Placed by the next insert (or resize): its home bucket is loading meanwhile.
+        self.prefetch(fingerprint);
+    }
+
+    /// Puts the entries not yet in the index into it.
+    pub(crate) fn place_unplaced(&mut self) {
+        for seq in self.unplaced() {
+            let fingerprint = self.ring[(seq - self.first_seq) as usize].fingerprint;
+            self.place(seq, fingerprint);
+        }
+        self.placed_to = self.first_seq + self.ring.len() as u64;
     }
 
     /// Forgets the ids older than `cutoff` at the front (entries are in append order;
@@ -233,12 +314,32 @@ impl IdTable {
             let free = self.buckets[b].slots.iter().position(|&s| self.is_free(s));
             if let Some(i) = free {
                 self.buckets[b].slots[i] = new;
+                self.summaries[b] = self.summary(b);
                 return;
             }
             self.buckets[b].overflow = seq + 1;
+            self.summaries[b] |= passer_bit(tag(fingerprint));
             b = (b + 1) % n;
         }
         debug_assert!(false, "no free slot in the dedup index");
+    }
+
+    /// Bucket `b`'s summary after a write: its live slots' bits, exact, and the
+    /// passer bits it had while its overflow mark is live (none once it is dead: every
+    /// id that went past it has aged out).
+    fn summary(&self, b: usize) -> u64 {
+        let bucket = &self.buckets[b];
+        let mut summary = if self.passes(bucket.overflow) {
+            self.summaries[b] & PASSER_BITS
+        } else {
+            0
+        };
+        for &s in &bucket.slots {
+            if !self.is_free(s) {
+                summary |= slot_bit(slot_tag(s));
+            }
+        }
+        summary
     }
 
     fn grow(&mut self) {
@@ -293,12 +394,36 @@ impl IdTable {
         advise_huge_pages(buckets.spare_capacity_mut());
         buckets.resize(size, EMPTY_BUCKET);
         self.buckets = buckets;
+        self.summaries = vec![0; size];
         // In sequence order, as they were placed: the overflow marks come out the same.
         for k in 0..self.ring.len() {
             let fingerprint = self.ring[k].fingerprint;
             self.place(self.first_seq + k as u64, fingerprint);
         }
+        self.placed_to = self.first_seq + self.ring.len() as u64;
     }
+}
+
+/// The home bucket of `fingerprint` in an index of `buckets` buckets.
+fn home(fingerprint: u64, buckets: usize) -> usize {
+    // Multiply-shift onto any table size (no power of two needed).
+    (((fingerprint & 0xFFFF_FFFF) * buckets as u64) >> 32) as usize
+}
+
+/// Starts loading the summary and the home bucket of `fingerprint` in the index
+/// `span`, which may be out of date by now (noted outside the lock, the table grew
+/// since): a prefetch of an address that is no longer the bucket, or no longer
+/// mapped, costs a wasted hint, never a fault.
+pub(crate) fn prefetch_home(span: IndexSpan, fingerprint: u64) {
+    let home = home(fingerprint, span.count);
+    prefetch(
+        span.summaries
+            .wrapping_add(home.wrapping_mul(std::mem::size_of::<u64>())),
+    );
+    prefetch(
+        span.buckets
+            .wrapping_add(home.wrapping_mul(std::mem::size_of::<Bucket>())),
+    );
 }
 
 /// A hint to the CPU to load the cache line at `address` (an index bucket).
@@ -340,136 +465,4 @@ fn advise_huge_pages<T>(buf: &[T]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_what_it_keeps_and_forgets_by_count_and_age() {
-        let mut t = IdTable::new(100);
-        for i in 0..1000u64 {
-            // Few distinct fingerprints: full buckets and long overflow runs.
-            t.insert(i % 37, i, i as i64, i64::MIN);
-            assert!(t.len() <= 100);
-        }
-        for i in 900..1000u64 {
-            assert!(t.candidates(i % 37, i64::MIN).contains(&i), "{i}");
-        }
-        assert!(t.candidates(899 % 37, i64::MIN).iter().all(|&o| o >= 900));
-        t.age_out(950);
-        assert_eq!(t.len(), 50);
-        assert!(t.candidates(949 % 37, i64::MIN).iter().all(|&o| o >= 950));
-        assert!(t.candidates(960 % 37, 0).contains(&960));
-        assert!(t.candidates(960 % 37, 961).iter().all(|&o| o != 960));
-    }
-
-    #[test]
-    fn random_fingerprints_survive_many_deletions() {
-        let mut t = IdTable::new(1000);
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut kept = std::collections::VecDeque::new();
-        for i in 0..20_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            t.insert(x, i, 0, i64::MIN);
-            kept.push_back((x, i));
-            if kept.len() > 1000 {
-                kept.pop_front();
-            }
-        }
-        for &(fp, o) in &kept {
-            assert_eq!(t.candidates(fp, i64::MIN), vec![o]);
-        }
-        let per_id = t.memory_bytes() as f64 / t.len() as f64;
-        assert!(per_id <= 40.0, "{per_id} bytes per id");
-    }
-
-    /// Ids that all share one home bucket (what a broken or attacked fingerprint
-    /// would give) overflow into the next buckets and are all found; once they age
-    /// out, the slots they held are reused and a lookup stops at the home again.
-    #[test]
-    fn ids_sharing_a_home_overflow_and_are_found_until_they_age_out() {
-        let mut t = IdTable::new(1000);
-        // Low 32 bits zero: one home bucket; the tags differ.
-        let fp = |i: u64| (i + 1) << 40;
-        for i in 0..40u64 {
-            t.insert(fp(i), i, i as i64, i64::MIN);
-        }
-        for i in 0..40u64 {
-            assert_eq!(t.candidates(fp(i), i64::MIN), vec![i], "{i}");
-        }
-        let home = t.home(fp(0));
-        assert!(t.passes(t.buckets[home].overflow), "the home overflowed");
-        // The oldest age out: the home's slots are free again (never cleared) and a new
-        // id takes one of them, while those placed past it are still found.
-        t.age_out(3);
-        t.insert(fp(100), 100, 100, 3);
-        assert!(t.buckets[home].slots.contains(&slot(tag(fp(100)), 40)));
-        for i in 3..40u64 {
-            assert_eq!(t.candidates(fp(i), i64::MIN), vec![i], "{i}");
-        }
-        assert!(t.candidates(fp(0), i64::MIN).is_empty());
-        // All of them age out: the home's mark names a dead entry, a lookup stops there.
-        t.age_out(1_000);
-        assert_eq!(t.len(), 0);
-        assert!(!t.passes(t.buckets[home].overflow));
-        assert!(t.candidates(fp(39), i64::MIN).is_empty());
-    }
-
-    /// Sequence numbers past 2^40 (slots keep them modulo 2^40): entries before and
-    /// after the wrap are found, and those that aged out are not.
-    #[test]
-    fn sequence_numbers_wrapping_in_the_slots_find_the_right_entries() {
-        let mut t = IdTable::new(64);
-        t.first_seq = (1 << SEQ_BITS) - 250;
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut fps = Vec::new();
-        for i in 0..300u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            // Sixteen homes at most: overflow across the wrap too.
-            let fp = x & !0xFFFF_FFF0;
-            t.insert(fp, i, 0, i64::MIN);
-            fps.push(fp);
-        }
-        assert!(t.first_seq < (1 << SEQ_BITS) && t.first_seq + 64 > (1 << SEQ_BITS));
-        for (i, &fp) in fps.iter().enumerate() {
-            let want: Vec<u64> = if i >= 300 - 64 {
-                vec![i as u64]
-            } else {
-                vec![]
-            };
-            assert_eq!(t.candidates(fp, i64::MIN), want, "{i}");
-        }
-    }
-
-    /// `reserve` sizes the index and the ring once (what the rebuild at open does):
-    /// inserting that many ids then grows neither, and every id is found.
-    #[test]
-    fn reserve_sizes_the_table_once_for_the_ids_to_come() {
-        let mut t = IdTable::new(10_000);
-        t.reserve(3_000);
-        let (buckets, ring) = (t.buckets.len(), t.ring.capacity());
-        assert_eq!(buckets, 600);
-        let ids: Vec<(u64, Offset, i64)> = (0..3_000u64)
-            .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i, 0))
-            .collect();
-        t.insert_all(&ids, i64::MIN);
-        assert_eq!((t.buckets.len(), t.ring.capacity()), (buckets, ring));
-        for &(fp, o, _) in &ids {
-            assert_eq!(t.candidates(fp, i64::MIN), vec![o]);
-        }
-        // Never past max_ids.
-        t.reserve(1 << 40);
-        assert_eq!(t.buckets.len(), 2_000);
-        assert!(t.ring.capacity() >= 10_000);
-        // Fewer ids came than reserved for: the rest is given back, the ids stay found.
-        t.shrink_to_fit();
-        assert_eq!(t.buckets.len(), 600);
-        assert!(t.ring.capacity() < 10_000);
-        for &(fp, o, _) in &ids {
-            assert_eq!(t.candidates(fp, i64::MIN), vec![o]);
-        }
-    }
-}
+mod tests;
