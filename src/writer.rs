@@ -14,6 +14,7 @@ use crate::writer_lock::WriterGuard;
 use crate::{Error, Offset, Record, RecordRef, Result};
 
 mod prefault;
+mod reserve;
 mod source;
 mod spare;
 
@@ -174,40 +175,51 @@ impl Log {
             return Err(Error::MissingKey);
         }
         let (last_delta, len, max_timestamp) = inner.batch_size(records, count, now)?;
-        let (range, rolled) = {
-            let mut w = inner.lock_writer();
-            let rolled = self.make_room(&mut w, count, len, last_delta, now)?;
-            let base = w.next_offset;
+        let encode = |buf: &mut [u8], base: Offset| {
             let meta = BatchMeta {
                 base_offset: base,
                 last_offset_delta: last_delta,
                 append_time: now,
                 delete_horizon: None,
             };
-            let batch = PlannedBatch {
-                len,
-                base,
-                last_delta,
-                max_timestamp,
-                now,
-            };
-            let encode = |buf: &mut [u8]| {
-                records.encode_into(buf, meta, now).ok_or_else(|| {
-                    Error::io(
-                        "encode batch",
-                        &inner.dir,
-                        std::io::Error::other("encoded size differs from its prediction"),
-                    )
-                })
-            };
-            let written = inner.write_batch(&mut w, &batch, encode, decide)?;
-            if written {
-                w.records_since_flush += count as u64;
-                inner.count_appended(count as u64);
-            }
-            drop(w);
-            (written.then_some(base..base + count as u64), rolled)
+            records.encode_into(buf, meta, now).ok_or_else(|| {
+                Error::io(
+                    "encode batch",
+                    &inner.dir,
+                    std::io::Error::other("encoded size differs from its prediction"),
+                )
+            })
         };
+        let mut w = inner.lock_writer();
+        let rolled = self.make_room(&mut w, count, len, last_delta, now)?;
+        let base = w.next_offset;
+        let batch = PlannedBatch {
+            len,
+            base,
+            last_delta,
+            max_timestamp,
+            now,
+        };
+        let written = if D::ASKS {
+            // Check-and-append stays atomic: wholly under the lock.
+            inner.append_decided(&mut w, &batch, |buf| encode(buf, base), decide)?
+        } else {
+            true
+        };
+        if written {
+            w.records_since_flush += count as u64;
+            inner.count_appended(count as u64);
+        }
+        if D::ASKS {
+            drop(w);
+        } else {
+            // The place is reserved under the lock; the encoding, the CRC and the
+            // wait for the batches before it run with the lock released.
+            let reservation = inner.reserve(&mut w, &batch);
+            drop(w);
+            reservation.complete(|buf| encode(buf, base))?;
+        }
+        let range = written.then_some(base..base + count as u64);
         if range.is_some() {
             inner.appended.notify();
         }
@@ -352,58 +364,6 @@ impl LogInner {
             .store(batches + 1, AtomicOrdering::Relaxed);
     }
 
-    /// Writer only: puts one batch at the end of the active segment (which has room
-    /// for it: see [`LogInner::grow_if_needed`]); `fill` encodes it into the
-    /// `batch.len` bytes it is given, in the segment's mapping. With `decide`, the
-    /// batch is published only if it says yes once the batch is written (see
-    /// [`Segment::append_with`]); false when it said no.
-    fn write_batch(
-        &self,
-        w: &mut Writer,
-        batch: &PlannedBatch,
-        fill: impl FnOnce(&mut [u8]) -> Result<()>,
-        decide: &mut impl Decision,
-    ) -> Result<bool> {
-        let len = batch.len as u64;
-        let base = batch.base;
-        let last_offset = base + u64::from(batch.last_delta);
-        let end = w.position + len;
-        assert!(
-            end <= w.allocated.min(self.config.segment_capacity()),
-            "the writer grows the segment before writing"
-        );
-        let interval = u64::from(self.config.index_interval_bytes);
-        let index_ts = (w.bytes_since_index >= interval).then_some(w.max_timestamp);
-        let next = last_offset + 1;
-        let written = w
-            .active
-            .append_with(
-                w.position,
-                batch.len,
-                fill,
-                decide,
-                (base, next, batch.max_timestamp, batch.now),
-                index_ts,
-            )
-            .inspect_err(|e| self.poison(e))?;
-        if !written {
-            return Ok(false);
-        }
-        if index_ts.is_some() {
-            w.bytes_since_index = 0;
-            w.index_entries += 1;
-        }
-        w.bytes_since_index = w.bytes_since_index.saturating_add(len);
-        w.position = end;
-        w.next_offset = next;
-        w.max_timestamp = w.max_timestamp.max(batch.max_timestamp);
-        if w.first_append_time == i64::MIN {
-            w.first_append_time = batch.now;
-        }
-        self.end_offset.store(next, AtomicOrdering::SeqCst);
-        Ok(true)
-    }
-
     /// Writer only, gate open: makes sure `len` more bytes fit the active segment's
     /// real allocation, and keeps a chunk allocated (and prefaulted) ahead of the
     /// writer, so that appends never wait for it: asks the preparer for the next
@@ -512,7 +472,13 @@ impl LogInner {
         let old = Arc::clone(&w.active);
         let base = w.next_offset;
         let spare = w.spare.take();
-        let created = w.unlocked(|| self.seal_and_create(&old, base, spare));
+        let reserved_end = w.position;
+        let created = w.unlocked(|| {
+            // The gate keeps new reservations out; the ones in flight are published
+            // first (the seal cuts the file at the published end).
+            old.wait_settled(reserved_end, || self.poisoned_error())?;
+            self.seal_and_create(&old, base, spare)
+        });
         w.gate = false;
         self.writer_gate.notify_all();
         let (segment, allocated) = created.inspect_err(|e| self.poison(e))?;

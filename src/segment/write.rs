@@ -9,7 +9,7 @@ use crate::index;
 use crate::{Error, Offset, Result};
 
 /// Whether a batch written into the active segment is published: asked once it is
-/// written, under the append lock (see [`Segment::append_with`]).
+/// written, under the append lock (see `Log::append_refs_if`).
 pub(crate) trait Decision {
     /// False for a plain append (always published: nothing withheld, nothing asked).
     const ASKS: bool;
@@ -35,56 +35,101 @@ impl<F: FnMut() -> bool> Decision for F {
 }
 
 impl Segment {
-    /// Writer only: lets `fill` write a batch of `len` bytes at `position` (the
-    /// published end) straight into the mapping, and publishes it (unless `fill`
-    /// failed), then indexes it if the interval has passed.
-    ///
-    /// A [`Decision`] that asks: the batch is written with its CRC withheld (see
-    /// [`batch::withhold_crc`]), `decide` is asked, and only a yes puts the CRC back
-    /// and publishes: a no leaves bytes past the published end that never decode
-    /// (recovery cuts them as a torn tail; the next append overwrites them). False
-    /// when `decide` said no.
-    pub fn append_with<D: Decision>(
+    /// Lets `fill` write a batch of `len` bytes at `position` straight into the
+    /// mapping, without publishing it: the space `[position, position + len)` was
+    /// reserved under the append lock, past the published end, so no reader and no
+    /// other appender touches it meanwhile (several appenders may be writing their
+    /// own reservations at once). With `withhold`, the batch's CRC field holds the
+    /// CRC's complement (see [`batch::withhold_crc`]) and the CRC is returned, to be
+    /// put back with [`Segment::restore_crc`] once the batch is to be published.
+    pub fn write_reserved(
         &self,
         position: u64,
         len: usize,
         fill: impl FnOnce(&mut [u8]) -> Result<()>,
-        decide: &mut D,
-        batch_meta: (Offset, Offset, i64, i64),
-        index_entry_ts: Option<i64>,
-    ) -> Result<bool> {
-        let (first_offset, next_offset, max_ts, append_time) = batch_meta;
-        debug_assert_eq!(position, self.published());
+        withhold: bool,
+    ) -> Result<Option<[u8; 4]>> {
         let pos = usize::try_from(position).expect("positions fit in usize (capacity checked)");
         let mut fill = Some(fill);
         let mut filled = Ok(());
         let mut crc = None;
-        let decided = self
-            .handles
+        self.handles
             .with_map(|map| {
                 let map = map.expect("the active segment is mapped and pinned");
                 map.write_with(pos, len, &mut |buf| {
                     if let Some(fill) = fill.take() {
                         filled = fill(buf);
-                        if D::ASKS && filled.is_ok() {
+                        if withhold && filled.is_ok() {
                             crc = Some(batch::withhold_crc(buf));
                         }
                     }
-                })?;
-                let Some(crc) = crc else {
-                    return Ok(true);
-                };
-                if !decide.publish() {
-                    return Ok(false);
-                }
-                map.write(pos + batch::CRC_FIELD.start, &crc)?;
-                Ok(true)
+                })
             })
             .map_err(|e| Error::io("write segment", self.path(), e))?;
         filled?;
-        if !decided {
-            return Ok(false);
+        Ok(crc)
+    }
+
+    /// Puts back the CRC withheld by [`Segment::write_reserved`] for the batch at
+    /// `position`: it decodes from now on.
+    pub fn restore_crc(&self, position: u64, crc: [u8; 4]) -> Result<()> {
+        let pos = usize::try_from(position).expect("positions fit in usize (capacity checked)");
+        self.handles
+            .with_map(|map| {
+                let map = map.expect("the active segment is mapped and pinned");
+                map.write(pos + batch::CRC_FIELD.start, &crc)
+            })
+            .map_err(|e| Error::io("write segment", self.path(), e))
+    }
+
+    /// The end of the batches whose publication is complete (see
+    /// [`Segment::pass_turn`]): the position of the batch whose turn it is to be
+    /// published.
+    pub fn settled(&self) -> u64 {
+        self.settled.load(Ordering::Acquire)
+    }
+
+    /// Waits until every batch below `position` is published completely
+    /// ([`Segment::settled`] has reached it). Bounded: `stop` is asked between
+    /// waits, and a failed or abandoned reservation poisons the log (which `stop`
+    /// reports), so a waiter never waits for a batch that will never come.
+    pub fn wait_settled(&self, position: u64, stop: impl Fn() -> Result<()>) -> Result<()> {
+        // Spin a little (the predecessor is usually encoding a small batch on the
+        // other core), then give the core away (it may be waiting for one), then
+        // sleep briefly (it may have been preempted for a while).
+        let mut round = 0u32;
+        while self.settled() < position {
+            round = round.saturating_add(1);
+            if round < 64 {
+                std::hint::spin_loop();
+                continue;
+            }
+            stop()?;
+            if round < 64 + 4_096 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
         }
+        Ok(())
+    }
+
+    /// Publishes the batch of `len` bytes written at `position`, which must be the
+    /// published end (its turn: [`Segment::wait_settled`] of `position` returned):
+    /// readers see it from now on. Then indexes it if asked. The turn passes to the
+    /// next batch only with [`Segment::pass_turn`], so these stores are made by one
+    /// publisher at a time, in position order.
+    pub fn publish(
+        &self,
+        position: u64,
+        len: usize,
+        batch_meta: (Offset, Offset, i64, i64),
+        index_entry_ts: Option<i64>,
+    ) {
+        let (first_offset, next_offset, max_ts, append_time) = batch_meta;
+        debug_assert_eq!(position, self.published());
+        debug_assert_eq!(position, self.settled());
+        let pos = usize::try_from(position).expect("positions fit in usize (capacity checked)");
         debug_assert!(self.handles.with_map(|map| map.is_some_and(|map| {
             batch::decode(map.bytes(pos, pos + len)).is_ok_and(|b| b.base_offset == first_offset)
         })));
@@ -92,7 +137,8 @@ impl Segment {
         // Publish before indexing, so an index entry never points past the published end.
         self.published.store(end, Ordering::Release);
         self.next_offset.store(next_offset, Ordering::Release);
-        // Single writer: plain loads and stores, no read-modify-write.
+        // One publisher at a time (the turn): plain loads and stores, no
+        // read-modify-write.
         if max_ts > self.max_timestamp.load(Ordering::Relaxed) {
             self.max_timestamp.store(max_ts, Ordering::Release);
         }
@@ -114,7 +160,11 @@ impl Segment {
                 .indexes
                 .push(rel, pos32, ts);
         }
-        Ok(true)
+    }
+
+    /// Ends the publication of the batch that ends at `end`: the next batch's turn.
+    pub fn pass_turn(&self, end: u64) {
+        self.settled.store(end, Ordering::Release);
     }
 
     /// Seals the active segment: file cut to its data, index files written. It stays
