@@ -276,7 +276,7 @@ impl LogInner {
         // The plan covers every reservation made so far: those still in flight are
         // published before the fsyncs (a failed one has poisoned the log).
         let result = match &plan.active {
-            Some(active) => active.wait_settled(plan.point.position, || self.poisoned_error()),
+            Some(active) => self.wait_published(active, plan.point.position),
             None => Ok(()),
         }
         .and_then(|()| self.run_plan(&plan));
@@ -375,7 +375,7 @@ impl LogInner {
         w.wait_for_gate(&self.writer_gate);
         // The appends in flight are published first (they need no lock to finish;
         // the lock keeps new ones out). A failed one has poisoned the log.
-        let drained = w.active.wait_settled(w.position, || self.poisoned_error());
+        let drained = self.wait_published(&w.active, w.position);
         w.shut_down = true;
         // A spare being prepared (with no lock held) finishes first, and sees
         // `shut_down` (it then removes its file): nothing in the directory may change

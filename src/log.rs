@@ -112,6 +112,8 @@ pub(crate) struct LogInner {
     /// Wakes a round's leader gathering waiters before its fsync (see `flush.rs`).
     pub(crate) flush_arrived: Condvar,
     pub(crate) appended: AppendSignal,
+    /// Appenders asleep until the batches before theirs are published.
+    pub(crate) turn: crate::segment::TurnWaiters,
     pub(crate) closed: AtomicBool,
     pub(crate) poisoned: Mutex<Option<String>>,
     /// Mirrors `poisoned.is_some()` for the append path's lock-free check.

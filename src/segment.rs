@@ -24,7 +24,7 @@ pub(crate) use cache::SegmentCache;
 
 pub(crate) use lookup::BatchRef;
 pub(crate) use spare::Spare;
-pub(crate) use write::{Decision, Publish};
+pub(crate) use write::{Decision, Publish, TurnWaiters};
 
 pub(crate) const LOG_SUFFIX: &str = ".log";
 pub(crate) const INDEX_SUFFIX: &str = ".index";

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::background::Prepare;
 use crate::batch::{self, BatchMeta};
 use crate::config::FlushPolicy;
+use crate::fs::Mapping;
 use crate::index;
 use crate::log::{Log, LogInner};
 use crate::segment::{Decision, Publish, Segment, Spare};
@@ -29,6 +30,9 @@ pub(crate) const ALLOC_CHUNK_BYTES: u64 = 8 << 20;
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub active: Arc<Segment>,
+    /// The active segment's writable mapping, held here so that an append in flight
+    /// can use it past the lock (see `writer/reserve.rs`).
+    pub active_map: Arc<dyn Mapping>,
     pub position: u64,
     pub allocated: u64,
     pub next_offset: Offset,
@@ -476,13 +480,14 @@ impl LogInner {
         let created = w.unlocked(|| {
             // The gate keeps new reservations out; the ones in flight are published
             // first (the seal cuts the file at the published end).
-            old.wait_settled(reserved_end, || self.poisoned_error())?;
+            self.wait_published(&old, reserved_end)?;
             self.seal_and_create(&old, base, spare)
         });
         w.gate = false;
         self.writer_gate.notify_all();
-        let (segment, allocated) = created.inspect_err(|e| self.poison(e))?;
+        let (segment, map, allocated) = created.inspect_err(|e| self.poison(e))?;
         let old = std::mem::replace(&mut w.active, Arc::clone(&segment));
+        w.active_map = map;
         old.set_next_offset(base);
         w.unsynced.push(old);
         w.dir_dirty = true;
@@ -513,30 +518,44 @@ impl LogInner {
         old: &Segment,
         base: Offset,
         spare: Option<Spare>,
-    ) -> Result<(Arc<Segment>, u64)> {
+    ) -> Result<(Arc<Segment>, Arc<dyn Mapping>, u64)> {
         old.seal()?;
-        if let Some(spare) = spare {
+        let (segment, allocated) = if let Some(spare) = spare {
             let allocated = spare.allocated;
             let fs = &self.config.fs;
             let segment = Segment::from_spare(fs, &self.segment_cache, &self.dir, base, spare)?;
-            return Ok((Arc::new(segment), allocated));
-        }
-        let capacity = self.config.segment_capacity();
-        let segment = Arc::new(Segment::create(
-            &self.config.fs,
-            &self.segment_cache,
-            &self.dir,
-            base,
-            capacity,
-            ALLOC_CHUNK_BYTES.min(capacity),
-        )?);
-        let allocated = segment
-            .file()?
-            .size()
-            .map_err(|e| Error::io("stat segment", segment.path(), e))?;
-        self.prefault(&segment, 0, allocated);
-        Ok((segment, allocated))
+            (Arc::new(segment), allocated)
+        } else {
+            let capacity = self.config.segment_capacity();
+            let segment = Arc::new(Segment::create(
+                &self.config.fs,
+                &self.segment_cache,
+                &self.dir,
+                base,
+                capacity,
+                ALLOC_CHUNK_BYTES.min(capacity),
+            )?);
+            let allocated = segment
+                .file()?
+                .size()
+                .map_err(|e| Error::io("stat segment", segment.path(), e))?;
+            self.prefault(&segment, 0, allocated);
+            (segment, allocated)
+        };
+        let map = active_mapping(&segment)?;
+        Ok((segment, map, allocated))
     }
+}
+
+/// The writable mapping of a segment about to become the active one.
+pub(crate) fn active_mapping(segment: &Segment) -> Result<Arc<dyn Mapping>> {
+    segment.writable_mapping().ok_or_else(|| {
+        Error::io(
+            "map segment",
+            segment.path(),
+            std::io::Error::other("the active segment is not mapped writable"),
+        )
+    })
 }
 
 /// The size and offsets of a batch about to be written, known before it is encoded.

@@ -272,25 +272,31 @@ fn a_failed_write_hangs_no_other_appender() {
             })
             .collect();
         start.wait();
-        // Some appends first, then the next counted operation fails (a store into
-        // the mapping, mostly: each append is one).
-        fs.fail_after(1 + rng.below(400), FaultKind::Eio, FaultMode::Once);
+        // Some appends first, then every counted operation fails from then on (the
+        // first to fail is a store into the mapping, mostly: each append is one; a
+        // failure in preparing the next segment ahead is no append's failure, so
+        // the fault stays on until an append meets it).
+        fs.fail_after(1 + rng.below(400), FaultKind::Eio, FaultMode::Sticky);
         let mut per_thread = Vec::new();
-        let mut poisoned = 0;
         for rx in threads {
             let (mine, err) = rx
                 .recv_timeout(Duration::from_secs(30))
                 .expect("an appender hangs after a failed write");
-            match err {
-                Error::Poisoned { .. } => poisoned += 1,
-                Error::Io { .. } => {}
-                e => panic!("round {round}: unexpected error {e}"),
-            }
+            // The write's own error, or `Poisoned` (an append that found the log
+            // poisoned, or waited behind the failed one).
+            assert!(
+                matches!(err, Error::Io { .. } | Error::Poisoned { .. }),
+                "round {round}: unexpected error {err}"
+            );
             per_thread.push(mine);
         }
+        fs.clear_faults();
         assert!(
-            poisoned >= THREADS as usize - 1,
-            "one failure, the others poisoned"
+            matches!(
+                log.append(Record::new("after")),
+                Err(Error::Poisoned { .. })
+            ),
+            "round {round}: the failure poisoned the log"
         );
         let returned: Vec<(Offset, Vec<u8>)> = per_thread.iter().flatten().cloned().collect();
         fs.kill();

@@ -3,8 +3,13 @@
 
 use std::sync::atomic::Ordering;
 
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
 use super::Segment;
 use crate::batch;
+use crate::fs::Mapping;
 use crate::index;
 use crate::{Error, Offset, Result};
 
@@ -34,6 +39,23 @@ impl<F: FnMut() -> bool> Decision for F {
     }
 }
 
+/// Spins of an appender waiting for its turn before it sleeps.
+const TURN_SPINS: u32 = 200;
+
+/// How long a sleeping appender waits before looking at `stop` again (it is woken
+/// by the publication before it, normally).
+const TURN_SLEEP: Duration = Duration::from_millis(1);
+
+/// Where appenders waiting for their turn to publish sleep (see
+/// [`Segment::wait_settled`]): one per log, not per segment, so that waking them
+/// touches nothing of the segment after its turn passed (it may be gone by then).
+#[derive(Debug, Default)]
+pub(crate) struct TurnWaiters {
+    sleepers: std::sync::atomic::AtomicU32,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
 impl Segment {
     /// Lets `fill` write a batch of `len` bytes at `position` straight into the
     /// mapping, without publishing it: the space `[position, position + len)` was
@@ -44,6 +66,7 @@ impl Segment {
     /// put back with [`Segment::restore_crc`] once the batch is to be published.
     pub fn write_reserved(
         &self,
+        map: &dyn Mapping,
         position: u64,
         len: usize,
         fill: impl FnOnce(&mut [u8]) -> Result<()>,
@@ -53,32 +76,24 @@ impl Segment {
         let mut fill = Some(fill);
         let mut filled = Ok(());
         let mut crc = None;
-        self.handles
-            .with_map(|map| {
-                let map = map.expect("the active segment is mapped and pinned");
-                map.write_with(pos, len, &mut |buf| {
-                    if let Some(fill) = fill.take() {
-                        filled = fill(buf);
-                        if withhold && filled.is_ok() {
-                            crc = Some(batch::withhold_crc(buf));
-                        }
-                    }
-                })
-            })
-            .map_err(|e| Error::io("write segment", self.path(), e))?;
+        map.write_with(pos, len, &mut |buf| {
+            if let Some(fill) = fill.take() {
+                filled = fill(buf);
+                if withhold && filled.is_ok() {
+                    crc = Some(batch::withhold_crc(buf));
+                }
+            }
+        })
+        .map_err(|e| Error::io("write segment", self.path(), e))?;
         filled?;
         Ok(crc)
     }
 
     /// Puts back the CRC withheld by [`Segment::write_reserved`] for the batch at
     /// `position`: it decodes from now on.
-    pub fn restore_crc(&self, position: u64, crc: [u8; 4]) -> Result<()> {
+    pub fn restore_crc(&self, map: &dyn Mapping, position: u64, crc: [u8; 4]) -> Result<()> {
         let pos = usize::try_from(position).expect("positions fit in usize (capacity checked)");
-        self.handles
-            .with_map(|map| {
-                let map = map.expect("the active segment is mapped and pinned");
-                map.write(pos + batch::CRC_FIELD.start, &crc)
-            })
+        map.write(pos + batch::CRC_FIELD.start, &crc)
             .map_err(|e| Error::io("write segment", self.path(), e))
     }
 
@@ -93,25 +108,39 @@ impl Segment {
     /// ([`Segment::settled`] has reached it). Bounded: `stop` is asked between
     /// waits, and a failed or abandoned reservation poisons the log (which `stop`
     /// reports), so a waiter never waits for a batch that will never come.
-    pub fn wait_settled(&self, position: u64, stop: impl Fn() -> Result<()>) -> Result<()> {
-        // Spin a little (the predecessor is usually encoding a small batch on the
-        // other core), then give the core away (it may be waiting for one), then
-        // sleep briefly (it may have been preempted for a while).
-        let mut round = 0u32;
-        while self.settled() < position {
-            round = round.saturating_add(1);
-            if round < 64 {
-                std::hint::spin_loop();
-                continue;
+    pub fn wait_settled(
+        &self,
+        position: u64,
+        turn: &TurnWaiters,
+        stop: impl Fn() -> Result<()>,
+    ) -> Result<()> {
+        // Spin a little: the batch before is usually being encoded on the other
+        // core and is published within a microsecond or two.
+        for _ in 0..TURN_SPINS {
+            if self.settled() >= position {
+                return Ok(());
             }
+            std::hint::spin_loop();
+        }
+        // Then sleep until woken by the publication (its publisher may be waiting
+        // for a core: spinning on would take it away), looking at `stop` now and
+        // then.
+        loop {
             stop()?;
-            if round < 64 + 4_096 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(std::time::Duration::from_micros(50));
+            let mut parked = turn.lock.lock();
+            turn.sleepers.fetch_add(1, Ordering::SeqCst);
+            // Looked at again after counting in (SeqCst, as in `pass_turn`): a
+            // publication either sees this sleeper or is seen here.
+            let reached = self.settled.load(Ordering::SeqCst) >= position;
+            if !reached {
+                turn.wake.wait_for(&mut parked, TURN_SLEEP);
+            }
+            turn.sleepers.fetch_sub(1, Ordering::SeqCst);
+            drop(parked);
+            if reached || self.settled() >= position {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     /// Publishes the batch of `len` bytes written at `position`, which must be the
@@ -163,8 +192,16 @@ impl Segment {
     }
 
     /// Ends the publication of the batch that ends at `end`: the next batch's turn.
-    pub fn pass_turn(&self, end: u64) {
-        self.settled.store(end, Ordering::Release);
+    /// Wakes the appenders asleep in [`Segment::wait_settled`], if any (one load
+    /// when there are none).
+    pub fn pass_turn(&self, end: u64, turn: &TurnWaiters) {
+        // The last touch of the segment: once its turn has passed, a roll may replace
+        // it and retention drop it.
+        self.settled.store(end, Ordering::SeqCst);
+        if turn.sleepers.load(Ordering::SeqCst) > 0 {
+            let _parked = turn.lock.lock();
+            turn.wake.notify_all();
+        }
     }
 
     /// Seals the active segment: file cut to its data, index files written. It stays

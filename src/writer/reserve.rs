@@ -8,10 +8,11 @@
 //! A reservation that fails (or whose thread unwinds) between the two poisons the
 //! log, and every waiter behind it returns `Poisoned` instead of waiting for it.
 
+use std::ptr::NonNull;
 use std::sync::atomic::Ordering as AtomicOrdering;
-use std::sync::Arc;
 
 use super::{PlannedBatch, Writer};
+use crate::fs::Mapping;
 use crate::log::LogInner;
 use crate::segment::{Decision, Segment};
 use crate::{Error, Offset, Result};
@@ -19,7 +20,11 @@ use crate::{Error, Offset, Result};
 /// A batch's place in the active segment, taken under the append lock.
 pub(super) struct Reservation<'a> {
     inner: &'a LogInner,
-    segment: Arc<Segment>,
+    /// The active segment and its mapping, used past the lock without a reference
+    /// count (two contended read-modify-writes per append saved). Valid until the
+    /// turn passes (see [`Reservation::segment`]).
+    segment: NonNull<Segment>,
+    map: NonNull<dyn Mapping>,
     position: u64,
     len: usize,
     base: Offset,
@@ -45,7 +50,8 @@ impl LogInner {
         let interval = u64::from(self.config.index_interval_bytes);
         Reservation {
             inner: self,
-            segment: Arc::clone(&w.active),
+            segment: NonNull::from(&*w.active),
+            map: NonNull::from(&*w.active_map),
             position: w.position,
             len: batch.len,
             base: batch.base,
@@ -94,8 +100,7 @@ impl LogInner {
         fill: impl FnOnce(&mut [u8]) -> Result<()>,
         decide: &mut D,
     ) -> Result<bool> {
-        w.active
-            .wait_settled(w.position, || self.poisoned_error())?;
+        self.wait_published(&w.active, w.position)?;
         let mut r = self.plan_reservation(w, batch);
         let crc = r.write(fill, D::ASKS)?;
         if let Some(crc) = crc {
@@ -103,13 +108,19 @@ impl LogInner {
                 r.done = true;
                 return Ok(false);
             }
-            r.segment
-                .restore_crc(r.position, crc)
+            r.segment()
+                .restore_crc(r.map(), r.position, crc)
                 .inspect_err(|e| self.poison(e))?;
         }
         Self::take_reservation(w, &r);
         r.publish();
         Ok(true)
+    }
+
+    /// Waits until every batch of `segment` below `position` is published, or the
+    /// log is poisoned (`Poisoned`: a reservation before it failed).
+    pub(crate) fn wait_published(&self, segment: &Segment, position: u64) -> Result<()> {
+        segment.wait_settled(position, &self.turn, || self.poisoned_error())
     }
 
     /// `Poisoned` once the log is: what a waiter for a publication returns instead of
@@ -124,6 +135,26 @@ impl LogInner {
 }
 
 impl Reservation<'_> {
+    /// The active segment the place is in.
+    ///
+    /// Valid while the reservation lives and its turn has not passed: the writer
+    /// holds the segment and its mapping (`Writer::active`, `Writer::active_map`)
+    /// and replaces them only in a roll, which first waits until every reservation
+    /// made so far has passed its turn (or fails, the log poisoned, without
+    /// replacing them); `close` takes clones, and the writer itself lives as long
+    /// as `inner`. [`Reservation::publish`] touches neither after passing the turn.
+    fn segment(&self) -> &Segment {
+        // SAFETY: see above; the pointer came from a live `Arc<Segment>`.
+        unsafe { self.segment.as_ref() }
+    }
+
+    /// The active segment's writable mapping (valid as [`Reservation::segment`]).
+    fn map(&self) -> &dyn Mapping {
+        // SAFETY: as for `segment`: `Writer::active_map` holds it until a roll,
+        // which waits for this reservation first.
+        unsafe { self.map.as_ref() }
+    }
+
     /// Encodes the batch into its reserved bytes (`withhold`: CRC withheld, returned).
     /// A failure poisons the log.
     fn write(
@@ -131,8 +162,8 @@ impl Reservation<'_> {
         fill: impl FnOnce(&mut [u8]) -> Result<()>,
         withhold: bool,
     ) -> Result<Option<[u8; 4]>> {
-        self.segment
-            .write_reserved(self.position, self.len, fill, withhold)
+        self.segment()
+            .write_reserved(self.map(), self.position, self.len, fill, withhold)
             .inspect_err(|e| self.inner.poison(e))
     }
 
@@ -140,17 +171,16 @@ impl Reservation<'_> {
     /// turn (every batch before it published) and publishes it.
     pub(super) fn complete(mut self, fill: impl FnOnce(&mut [u8]) -> Result<()>) -> Result<()> {
         self.write(fill, false)?;
-        let inner = self.inner;
-        self.segment
-            .wait_settled(self.position, || inner.poisoned_error())?;
+        self.inner.wait_published(self.segment(), self.position)?;
         self.publish();
         Ok(())
     }
 
     /// Its turn: publishes the batch to readers, then the log's end offset, then
-    /// passes the turn on.
+    /// passes the turn on (the last use of the segment).
     fn publish(&mut self) {
-        self.segment.publish(
+        let segment = self.segment();
+        segment.publish(
             self.position,
             self.len,
             (self.base, self.next, self.max_timestamp, self.now),
@@ -161,7 +191,7 @@ impl Reservation<'_> {
         self.inner
             .end_offset
             .store(self.next, AtomicOrdering::SeqCst);
-        self.segment.pass_turn(self.position + self.len as u64);
+        segment.pass_turn(self.position + self.len as u64, &self.inner.turn);
         self.done = true;
     }
 }
@@ -174,7 +204,7 @@ impl Drop for Reservation<'_> {
             // will never come, so they must find the log poisoned.
             self.inner.poison(&Error::io(
                 "append",
-                self.segment.path(),
+                &self.inner.dir,
                 std::io::Error::other(
                     "an append stopped between its reservation and its publication",
                 ),
