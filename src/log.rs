@@ -1,4 +1,5 @@
-//! [`Log`]: the segmented log. One writer at a time behind a mutex; readers take an
+//! [`Log`]: the segmented log. Appends reserve their place under a mutex and are
+//! encoded in parallel, published in order (see `writer/reserve.rs`); readers take an
 //! `Arc` snapshot of the segment list and never block the writer.
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,5 @@
-//! The single writer: an append encoded into the active segment, and rolling.
+//! The writer: an append's place reserved in the active segment (then encoded and
+//! published with the lock released: `reserve.rs`), and rolling.
 
 use std::ops::Range;
 use std::sync::atomic::Ordering as AtomicOrdering;
@@ -26,15 +27,18 @@ use source::{AppendSource, Borrowed};
 /// Bytes by which the active segment's file grows at a time (real blocks, fallocate).
 pub(crate) const ALLOC_CHUNK_BYTES: u64 = 8 << 20;
 
-/// State owned by the single writer.
+/// The writer's state, under the append lock.
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub active: Arc<Segment>,
     /// The active segment's writable mapping, held here so that an append in flight
     /// can use it past the lock (see `writer/reserve.rs`).
     pub active_map: Arc<dyn Mapping>,
+    /// End of the reservations in the active segment: the published end once the
+    /// appends in flight are published (see `writer/reserve.rs`).
     pub position: u64,
     pub allocated: u64,
+    /// The offset after the last reservation.
     pub next_offset: Offset,
     pub bytes_since_index: u64,
     pub max_timestamp: i64,
@@ -149,7 +153,9 @@ impl Log {
     /// [`Log::append_refs_at`] that asks `decide` under the append lock, once the
     /// batch is written past the published end with its CRC withheld and just before
     /// it is published: `false` publishes nothing and gives `None` (the bytes left
-    /// never decode: see [`Segment::append_with`]). An idempotent append checks its
+    /// never decode: see [`crate::batch::withhold_crc`]). Unlike a plain append it
+    /// runs wholly under the lock, after the appends in flight are published, so the
+    /// check and the append are one step. An idempotent append checks its
     /// id there, so the cache miss on the id's bucket (prefetched before) overlaps
     /// with the append's own work instead of stalling in front of it. `decide` runs
     /// under the append lock: memory only, no file operation.
@@ -206,23 +212,23 @@ impl Log {
         };
         let written = if D::ASKS {
             // Check-and-append stays atomic: wholly under the lock.
-            inner.append_decided(&mut w, &batch, |buf| encode(buf, base), decide)?
-        } else {
-            true
-        };
-        if written {
-            w.records_since_flush += count as u64;
-            inner.count_appended(count as u64);
-        }
-        if D::ASKS {
+            let written = inner.append_decided(&mut w, &batch, |buf| encode(buf, base), decide)?;
+            if written {
+                w.records_since_flush += count as u64;
+                inner.count_appended(count as u64);
+            }
             drop(w);
+            written
         } else {
             // The place is reserved under the lock; the encoding, the CRC and the
             // wait for the batches before it run with the lock released.
+            w.records_since_flush += count as u64;
+            inner.count_appended(count as u64);
             let reservation = inner.reserve(&mut w, &batch);
             drop(w);
             reservation.complete(|buf| encode(buf, base))?;
-        }
+            true
+        };
         let range = written.then_some(base..base + count as u64);
         if range.is_some() {
             inner.appended.notify();

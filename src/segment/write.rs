@@ -39,8 +39,12 @@ impl<F: FnMut() -> bool> Decision for F {
     }
 }
 
-/// Spins of an appender waiting for its turn before it sleeps.
-const TURN_SPINS: u32 = 200;
+/// Spins of an appender waiting for its turn before it sleeps (tens of
+/// microseconds at most; the usual wait is well under one). Measured with two
+/// appending threads of 100 B records on the 2-core machine: 200 spins or none
+/// gave 3.7 M/s (medians of 9), 3,000 gave 4.1 M/s: sleeping sooner costs a wake-up
+/// and often the core, to another process.
+const TURN_SPINS: u32 = 3_000;
 
 /// How long a sleeping appender waits before looking at `stop` again (it is woken
 /// by the publication before it, normally).
