@@ -253,6 +253,24 @@ mod tests {
         inner.reserve(&mut w, &batch)
     }
 
+    /// Encodes the record `held` into its reservation and publishes it (in turn).
+    fn complete_held(held: super::Reservation<'_>) {
+        let (base, now) = (held.base, held.now);
+        held.complete(|buf| {
+            let meta = crate::batch::BatchMeta {
+                base_offset: base,
+                last_offset_delta: 0,
+                append_time: now,
+                delete_horizon: None,
+            };
+            let records = [Record::new(&b"held"[..])];
+            records[..]
+                .encode_into(buf, meta, now)
+                .ok_or_else(|| Error::io("encode", "/log", std::io::Error::other("size")))
+        })
+        .unwrap();
+    }
+
     /// Appends `value` on another thread; its outcome comes on the channel.
     fn append_on_thread(log: &Log, value: &'static [u8]) -> mpsc::Receiver<Result<u64>> {
         let (tx, rx) = mpsc::channel();
@@ -274,20 +292,7 @@ mod tests {
         assert!(later.recv_timeout(Duration::from_millis(200)).is_err());
         assert_eq!(log.end_offset(), 1, "nothing published past the hole");
         assert!(log.read(2).is_err() || log.read(2).unwrap().is_none());
-        let (base, now) = (held.base, held.now);
-        held.complete(|buf| {
-            let meta = crate::batch::BatchMeta {
-                base_offset: base,
-                last_offset_delta: 0,
-                append_time: now,
-                delete_horizon: None,
-            };
-            let records = [Record::new(&b"held"[..])];
-            records[..]
-                .encode_into(buf, meta, now)
-                .ok_or_else(|| Error::io("encode", "/log", std::io::Error::other("size")))
-        })
-        .unwrap();
+        complete_held(held);
         let offset = later
             .recv_timeout(Duration::from_secs(10))
             .unwrap()
@@ -298,6 +303,90 @@ mod tests {
             .map(|o| log.read(o).unwrap().unwrap().value.unwrap())
             .collect();
         assert_eq!(values, [&b"first"[..], b"held", b"later"]);
+    }
+
+    /// A flush round covers every reservation made before it took its plan, and
+    /// fsyncs only once they are published: with one in flight it waits (before,
+    /// it would have fsynced and recorded a recovery point naming bytes not yet
+    /// written). Once the append completes, the round ends, and both records
+    /// survive a power loss.
+    #[test]
+    fn a_flush_waits_for_the_appends_in_flight() {
+        let fs = SimFs::new(1);
+        let config = || LogConfig {
+            fs: Arc::new(fs.clone()),
+            background: false,
+            flush: FlushPolicy::Manual,
+            ..LogConfig::default()
+        };
+        let log = Log::open("/log", config()).unwrap();
+        log.append(Record::new("first")).unwrap();
+        let held = hold_reservation(&log, b"held");
+        let (tx, flushed) = mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(log.flush().map(|()| log.durable_offset()));
+            });
+        }
+        assert!(
+            flushed.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the flush round fsynced before the append in flight was written"
+        );
+        complete_held(held);
+        let durable = flushed
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .unwrap();
+        assert_eq!(durable, 2, "the round covered the reservation");
+        fs.crash();
+        drop(log);
+        let log = Log::open("/log", config()).unwrap();
+        assert_eq!(log.end_offset(), 2);
+        assert_eq!(
+            log.read(1).unwrap().unwrap().value.as_deref(),
+            Some(&b"held"[..])
+        );
+    }
+
+    /// `close` seals the active segment only once the appends in flight are
+    /// published (it would otherwise cut the file under a batch still being
+    /// written): it waits for one, and the record is in the closed log.
+    #[test]
+    fn close_waits_for_the_appends_in_flight() {
+        let fs = SimFs::new(2);
+        let config = || LogConfig {
+            fs: Arc::new(fs.clone()),
+            background: false,
+            flush: FlushPolicy::Manual,
+            ..LogConfig::default()
+        };
+        let log = Log::open("/log", config()).unwrap();
+        log.append(Record::new("first")).unwrap();
+        let held = hold_reservation(&log, b"held");
+        let (tx, closed) = mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(log.close());
+            });
+        }
+        assert!(
+            closed.recv_timeout(Duration::from_millis(300)).is_err(),
+            "close sealed the segment under an append in flight"
+        );
+        complete_held(held);
+        closed
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .unwrap();
+        drop(log);
+        let log = Log::open("/log", config()).unwrap();
+        assert_eq!(log.end_offset(), 2);
+        assert_eq!(
+            log.read(1).unwrap().unwrap().value.as_deref(),
+            Some(&b"held"[..])
+        );
     }
 
     /// A reservation abandoned between its reservation and its publication (a
