@@ -273,7 +273,13 @@ impl LogInner {
             };
             plan
         };
-        let result = self.run_plan(&plan);
+        // The plan covers every reservation made so far: those still in flight are
+        // published before the fsyncs (a failed one has poisoned the log).
+        let result = match &plan.active {
+            Some(active) => self.wait_published(active, plan.point.position),
+            None => Ok(()),
+        }
+        .and_then(|()| self.run_plan(&plan));
         if let Err(e) = &result {
             self.poison(e);
         }
@@ -367,6 +373,9 @@ impl LogInner {
         let _maintenance = self.maintenance.lock();
         let mut w = self.lock_writer();
         w.wait_for_gate(&self.writer_gate);
+        // The appends in flight are published first (they need no lock to finish;
+        // the lock keeps new ones out). A failed one has poisoned the log.
+        let drained = self.wait_published(&w.active, w.position);
         w.shut_down = true;
         // A spare being prepared (with no lock held) finishes first, and sees
         // `shut_down` (it then removes its file): nothing in the directory may change
@@ -379,6 +388,7 @@ impl LogInner {
         if let Some(reason) = self.poisoned.lock().clone() {
             return Err(Error::Poisoned { reason });
         }
+        drained?;
         let plan = ShutdownPlan {
             active: Arc::clone(&w.active),
             position: w.position,

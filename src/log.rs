@@ -1,4 +1,5 @@
-//! [`Log`]: the segmented log. One writer at a time behind a mutex; readers take an
+//! [`Log`]: the segmented log. Appends reserve their place under a mutex and are
+//! encoded in parallel, published in order (see `writer/reserve.rs`); readers take an
 //! `Arc` snapshot of the segment list and never block the writer.
 
 use std::path::{Path, PathBuf};
@@ -112,6 +113,8 @@ pub(crate) struct LogInner {
     /// Wakes a round's leader gathering waiters before its fsync (see `flush.rs`).
     pub(crate) flush_arrived: Condvar,
     pub(crate) appended: AppendSignal,
+    /// Appenders asleep until the batches before theirs are published.
+    pub(crate) turn: crate::segment::TurnWaiters,
     pub(crate) closed: AtomicBool,
     pub(crate) poisoned: Mutex<Option<String>>,
     /// Mirrors `poisoned.is_some()` for the append path's lock-free check.

@@ -24,7 +24,7 @@ pub(crate) use cache::SegmentCache;
 
 pub(crate) use lookup::BatchRef;
 pub(crate) use spare::Spare;
-pub(crate) use write::{Decision, Publish};
+pub(crate) use write::{Decision, Publish, TurnWaiters};
 
 pub(crate) const LOG_SUFFIX: &str = ".log";
 pub(crate) const INDEX_SUFFIX: &str = ".index";
@@ -112,6 +112,11 @@ pub(crate) struct Segment {
     sealed: AtomicBool,
     /// Bytes readers may read: every batch below is complete.
     published: AtomicU64,
+    /// Bytes whose publication is complete, log end offset included: the position
+    /// of the next batch to publish (appenders publish in position order, each
+    /// waiting for its turn; see `writer/reserve.rs`). Equal to `published` except
+    /// while a batch is being published.
+    settled: AtomicU64,
     /// Offset after the last record (the next segment's base once sealed).
     next_offset: AtomicU64,
     loaded: RwLock<Option<Loaded>>,
@@ -198,6 +203,7 @@ impl Segment {
             cache: Arc::clone(cache),
             sealed: AtomicBool::new(false),
             published: AtomicU64::new(len),
+            settled: AtomicU64::new(len),
             next_offset: AtomicU64::new(next_offset),
             loaded: RwLock::new(None),
             max_timestamp: AtomicI64::new(i64::MIN),
@@ -357,6 +363,7 @@ impl Segment {
             .and_then(|f| f.set_len(len))
             .map_err(|e| Error::io("truncate segment", &path, e))?;
         self.published.store(len, Ordering::Release);
+        self.settled.store(len, Ordering::Release);
         Ok(())
     }
 

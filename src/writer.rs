@@ -1,4 +1,5 @@
-//! The single writer: an append encoded into the active segment, and rolling.
+//! The writer: an append's place reserved in the active segment (then encoded and
+//! published with the lock released: `reserve.rs`), and rolling.
 
 use std::ops::Range;
 use std::sync::atomic::Ordering as AtomicOrdering;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use crate::background::Prepare;
 use crate::batch::{self, BatchMeta};
 use crate::config::FlushPolicy;
+use crate::fs::Mapping;
 use crate::index;
 use crate::log::{Log, LogInner};
 use crate::segment::{Decision, Publish, Segment, Spare};
@@ -14,6 +16,7 @@ use crate::writer_lock::WriterGuard;
 use crate::{Error, Offset, Record, RecordRef, Result};
 
 mod prefault;
+mod reserve;
 mod source;
 mod spare;
 
@@ -24,12 +27,18 @@ use source::{AppendSource, Borrowed};
 /// Bytes by which the active segment's file grows at a time (real blocks, fallocate).
 pub(crate) const ALLOC_CHUNK_BYTES: u64 = 8 << 20;
 
-/// State owned by the single writer.
+/// The writer's state, under the append lock.
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub active: Arc<Segment>,
+    /// The active segment's writable mapping, held here so that an append in flight
+    /// can use it past the lock (see `writer/reserve.rs`).
+    pub active_map: Arc<dyn Mapping>,
+    /// End of the reservations in the active segment: the published end once the
+    /// appends in flight are published (see `writer/reserve.rs`).
     pub position: u64,
     pub allocated: u64,
+    /// The offset after the last reservation.
     pub next_offset: Offset,
     pub bytes_since_index: u64,
     pub max_timestamp: i64,
@@ -144,7 +153,9 @@ impl Log {
     /// [`Log::append_refs_at`] that asks `decide` under the append lock, once the
     /// batch is written past the published end with its CRC withheld and just before
     /// it is published: `false` publishes nothing and gives `None` (the bytes left
-    /// never decode: see [`Segment::append_with`]). An idempotent append checks its
+    /// never decode: see [`crate::batch::withhold_crc`]). Unlike a plain append it
+    /// runs wholly under the lock, after the appends in flight are published, so the
+    /// check and the append are one step. An idempotent append checks its
     /// id there, so the cache miss on the id's bucket (prefetched before) overlaps
     /// with the append's own work instead of stalling in front of it. `decide` runs
     /// under the append lock: memory only, no file operation.
@@ -174,40 +185,51 @@ impl Log {
             return Err(Error::MissingKey);
         }
         let (last_delta, len, max_timestamp) = inner.batch_size(records, count, now)?;
-        let (range, rolled) = {
-            let mut w = inner.lock_writer();
-            let rolled = self.make_room(&mut w, count, len, last_delta, now)?;
-            let base = w.next_offset;
+        let encode = |buf: &mut [u8], base: Offset| {
             let meta = BatchMeta {
                 base_offset: base,
                 last_offset_delta: last_delta,
                 append_time: now,
                 delete_horizon: None,
             };
-            let batch = PlannedBatch {
-                len,
-                base,
-                last_delta,
-                max_timestamp,
-                now,
-            };
-            let encode = |buf: &mut [u8]| {
-                records.encode_into(buf, meta, now).ok_or_else(|| {
-                    Error::io(
-                        "encode batch",
-                        &inner.dir,
-                        std::io::Error::other("encoded size differs from its prediction"),
-                    )
-                })
-            };
-            let written = inner.write_batch(&mut w, &batch, encode, decide)?;
+            records.encode_into(buf, meta, now).ok_or_else(|| {
+                Error::io(
+                    "encode batch",
+                    &inner.dir,
+                    std::io::Error::other("encoded size differs from its prediction"),
+                )
+            })
+        };
+        let mut w = inner.lock_writer();
+        let rolled = self.make_room(&mut w, count, len, last_delta, now)?;
+        let base = w.next_offset;
+        let batch = PlannedBatch {
+            len,
+            base,
+            last_delta,
+            max_timestamp,
+            now,
+        };
+        let written = if D::ASKS {
+            // Check-and-append stays atomic: wholly under the lock.
+            let written = inner.append_decided(&mut w, &batch, |buf| encode(buf, base), decide)?;
             if written {
                 w.records_since_flush += count as u64;
                 inner.count_appended(count as u64);
             }
             drop(w);
-            (written.then_some(base..base + count as u64), rolled)
+            written
+        } else {
+            // The place is reserved under the lock; the encoding, the CRC and the
+            // wait for the batches before it run with the lock released.
+            w.records_since_flush += count as u64;
+            inner.count_appended(count as u64);
+            let reservation = inner.reserve(&mut w, &batch);
+            drop(w);
+            reservation.complete(|buf| encode(buf, base))?;
+            true
         };
+        let range = written.then_some(base..base + count as u64);
         if range.is_some() {
             inner.appended.notify();
         }
@@ -352,58 +374,6 @@ impl LogInner {
             .store(batches + 1, AtomicOrdering::Relaxed);
     }
 
-    /// Writer only: puts one batch at the end of the active segment (which has room
-    /// for it: see [`LogInner::grow_if_needed`]); `fill` encodes it into the
-    /// `batch.len` bytes it is given, in the segment's mapping. With `decide`, the
-    /// batch is published only if it says yes once the batch is written (see
-    /// [`Segment::append_with`]); false when it said no.
-    fn write_batch(
-        &self,
-        w: &mut Writer,
-        batch: &PlannedBatch,
-        fill: impl FnOnce(&mut [u8]) -> Result<()>,
-        decide: &mut impl Decision,
-    ) -> Result<bool> {
-        let len = batch.len as u64;
-        let base = batch.base;
-        let last_offset = base + u64::from(batch.last_delta);
-        let end = w.position + len;
-        assert!(
-            end <= w.allocated.min(self.config.segment_capacity()),
-            "the writer grows the segment before writing"
-        );
-        let interval = u64::from(self.config.index_interval_bytes);
-        let index_ts = (w.bytes_since_index >= interval).then_some(w.max_timestamp);
-        let next = last_offset + 1;
-        let written = w
-            .active
-            .append_with(
-                w.position,
-                batch.len,
-                fill,
-                decide,
-                (base, next, batch.max_timestamp, batch.now),
-                index_ts,
-            )
-            .inspect_err(|e| self.poison(e))?;
-        if !written {
-            return Ok(false);
-        }
-        if index_ts.is_some() {
-            w.bytes_since_index = 0;
-            w.index_entries += 1;
-        }
-        w.bytes_since_index = w.bytes_since_index.saturating_add(len);
-        w.position = end;
-        w.next_offset = next;
-        w.max_timestamp = w.max_timestamp.max(batch.max_timestamp);
-        if w.first_append_time == i64::MIN {
-            w.first_append_time = batch.now;
-        }
-        self.end_offset.store(next, AtomicOrdering::SeqCst);
-        Ok(true)
-    }
-
     /// Writer only, gate open: makes sure `len` more bytes fit the active segment's
     /// real allocation, and keeps a chunk allocated (and prefaulted) ahead of the
     /// writer, so that appends never wait for it: asks the preparer for the next
@@ -512,11 +482,18 @@ impl LogInner {
         let old = Arc::clone(&w.active);
         let base = w.next_offset;
         let spare = w.spare.take();
-        let created = w.unlocked(|| self.seal_and_create(&old, base, spare));
+        let reserved_end = w.position;
+        let created = w.unlocked(|| {
+            // The gate keeps new reservations out; the ones in flight are published
+            // first (the seal cuts the file at the published end).
+            self.wait_published(&old, reserved_end)?;
+            self.seal_and_create(&old, base, spare)
+        });
         w.gate = false;
         self.writer_gate.notify_all();
-        let (segment, allocated) = created.inspect_err(|e| self.poison(e))?;
+        let (segment, map, allocated) = created.inspect_err(|e| self.poison(e))?;
         let old = std::mem::replace(&mut w.active, Arc::clone(&segment));
+        w.active_map = map;
         old.set_next_offset(base);
         w.unsynced.push(old);
         w.dir_dirty = true;
@@ -547,30 +524,44 @@ impl LogInner {
         old: &Segment,
         base: Offset,
         spare: Option<Spare>,
-    ) -> Result<(Arc<Segment>, u64)> {
+    ) -> Result<(Arc<Segment>, Arc<dyn Mapping>, u64)> {
         old.seal()?;
-        if let Some(spare) = spare {
+        let (segment, allocated) = if let Some(spare) = spare {
             let allocated = spare.allocated;
             let fs = &self.config.fs;
             let segment = Segment::from_spare(fs, &self.segment_cache, &self.dir, base, spare)?;
-            return Ok((Arc::new(segment), allocated));
-        }
-        let capacity = self.config.segment_capacity();
-        let segment = Arc::new(Segment::create(
-            &self.config.fs,
-            &self.segment_cache,
-            &self.dir,
-            base,
-            capacity,
-            ALLOC_CHUNK_BYTES.min(capacity),
-        )?);
-        let allocated = segment
-            .file()?
-            .size()
-            .map_err(|e| Error::io("stat segment", segment.path(), e))?;
-        self.prefault(&segment, 0, allocated);
-        Ok((segment, allocated))
+            (Arc::new(segment), allocated)
+        } else {
+            let capacity = self.config.segment_capacity();
+            let segment = Arc::new(Segment::create(
+                &self.config.fs,
+                &self.segment_cache,
+                &self.dir,
+                base,
+                capacity,
+                ALLOC_CHUNK_BYTES.min(capacity),
+            )?);
+            let allocated = segment
+                .file()?
+                .size()
+                .map_err(|e| Error::io("stat segment", segment.path(), e))?;
+            self.prefault(&segment, 0, allocated);
+            (segment, allocated)
+        };
+        let map = active_mapping(&segment)?;
+        Ok((segment, map, allocated))
     }
+}
+
+/// The writable mapping of a segment about to become the active one.
+pub(crate) fn active_mapping(segment: &Segment) -> Result<Arc<dyn Mapping>> {
+    segment.writable_mapping().ok_or_else(|| {
+        Error::io(
+            "map segment",
+            segment.path(),
+            std::io::Error::other("the active segment is not mapped writable"),
+        )
+    })
 }
 
 /// The size and offsets of a batch about to be written, known before it is encoded.

@@ -58,6 +58,10 @@ fn child_appender() {
     writeln!(out, "START {next}").unwrap();
     out.flush().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
+    if mode == "threads" {
+        drop(out);
+        return append_in_threads(&log, deadline);
+    }
     while Instant::now() < deadline {
         let line = if batches {
             let n = batch_len(next);
@@ -79,15 +83,59 @@ fn child_appender() {
     }
 }
 
+/// Appenders in the "threads" mode of the child.
+const THREADS: u64 = 3;
+
+/// The value thread `t` appends in its `i`-th append ("threads" mode).
+fn thread_value(t: u64, i: u64) -> Vec<u8> {
+    format!(
+        "thread-{t}-{i}-{}",
+        "y".repeat(((t * 13 + i) % 41) as usize)
+    )
+    .into_bytes()
+}
+
+/// The child's "threads" mode: `THREADS` threads append in parallel, each printing
+/// `REC <thread> <i> <offset>` once its `i`-th append returned (the ledger the parent
+/// checks the reopened log against).
+fn append_in_threads(log: &Log, deadline: Instant) {
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    if Instant::now() >= deadline {
+                        return;
+                    }
+                    let offset = log.append(Record::new(thread_value(t, i))).unwrap();
+                    let mut out = std::io::stdout().lock();
+                    if writeln!(out, "REC {t} {i} {offset}")
+                        .and_then(|()| out.flush())
+                        .is_err()
+                    {
+                        return; // the parent is gone
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
 enum Event {
     Start(u64),
     /// Offsets `start..end` were acknowledged by append.
     Acked(u64, u64),
+    /// Thread `.1`'s append number `.2` returned offset `.0` ("threads" mode).
+    Rec(u64, u64, u64),
 }
 
 /// Runs one child on `dir` for a random 0.2-1 s after it started appending, kills it
-/// with SIGKILL; returns the offset it started at and the highest acknowledged end.
-fn run_child(dir: &Path, mode: &str, rng: &mut Rng) -> (u64, u64, usize) {
+/// with SIGKILL; returns the offset it started at, the highest acknowledged end, the
+/// number of acknowledgements and ("threads" mode) the ledger of returned records.
+fn run_child(dir: &Path, mode: &str, rng: &mut Rng) -> (u64, u64, usize, Vec<(u64, Vec<u8>)>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_appender", "--nocapture", "--ignored"])
         .env(DIR_VAR, dir)
@@ -117,6 +165,7 @@ fn run_child(dir: &Path, mode: &str, rng: &mut Rng) -> (u64, u64, usize) {
                 Some(&"START") => Event::Start(num(1)),
                 Some(&"OFFSET") => Event::Acked(num(1), num(1) + 1),
                 Some(&"BATCH") => Event::Acked(num(1), num(2)),
+                Some(&"REC") => Event::Rec(num(3), num(1), num(2)),
                 _ => continue, // the test harness's own output
             };
             if tx.send(ev).is_err() {
@@ -149,19 +198,38 @@ fn run_child(dir: &Path, mode: &str, rng: &mut Rng) -> (u64, u64, usize) {
     reader.join().unwrap();
     let mut acked_end = start;
     let mut count = 0;
+    let mut ledger = Vec::new();
+    let mut next_of_thread = [0u64; THREADS as usize];
     for ev in rx.try_iter() {
-        if let Event::Acked(s, e) = ev {
-            assert_eq!(s, acked_end, "the child acknowledges in order");
-            acked_end = e;
-            count += 1;
+        match ev {
+            Event::Acked(s, e) => {
+                assert_eq!(s, acked_end, "the child acknowledges in order");
+                acked_end = e;
+                count += 1;
+            }
+            Event::Rec(offset, t, i) => {
+                // Each thread's appends return in its own order, offsets increasing.
+                assert_eq!(i, next_of_thread[t as usize], "thread {t}'s acks in order");
+                next_of_thread[t as usize] += 1;
+                assert!(
+                    offset >= start,
+                    "offset {offset} before the child's start {start}"
+                );
+                acked_end = acked_end.max(offset + 1);
+                ledger.push((offset, thread_value(t, i)));
+                count += 1;
+            }
+            Event::Start(_) => {}
         }
     }
-    (start, acked_end, count)
+    (start, acked_end, count, ledger)
 }
 
 /// Checks the log in `dir`: dense from 0, at least `acked_end` records, each with its
-/// value, and (batch mode) ending on a batch boundary after `start`.
-fn check(dir: &Path, start: u64, acked_end: u64, mode: &str) -> u64 {
+/// value (in "threads" mode: each record of the `ledger` with the value its thread
+/// appended, the others whatever they hold), and (batch mode) ending on a batch
+/// boundary after `start`.
+fn check(dir: &Path, start: u64, acked_end: u64, mode: &str, ledger: &[(u64, Vec<u8>)]) -> u64 {
     let batches = mode == "batch";
     let log = common::open_log_retrying_locked(dir, config()).unwrap();
     let end = log.end_offset();
@@ -174,12 +242,25 @@ fn check(dir: &Path, start: u64, acked_end: u64, mode: &str) -> u64 {
     for r in log.reader(0).unwrap() {
         let r = r.unwrap();
         assert_eq!(r.offset, n, "dense");
+        if mode != "threads" {
+            assert_eq!(
+                r.value.as_deref(),
+                Some(&value_in(mode, n)[..]),
+                "value at {n}"
+            );
+        }
+        n += 1;
+    }
+    for (offset, value) in ledger {
+        let r = log
+            .read(*offset)
+            .unwrap()
+            .unwrap_or_else(|| panic!("returned offset {offset} lost"));
         assert_eq!(
             r.value.as_deref(),
-            Some(&value_in(mode, n)[..]),
-            "value at {n}"
+            Some(&value[..]),
+            "value at returned offset {offset}"
         );
-        n += 1;
     }
     assert_eq!(n, end);
     if batches {
@@ -211,7 +292,7 @@ fn rounds(mode: &str, count: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut expected_start = 0;
     for round in 0..count {
-        let (start, acked_end, acks) = run_child(dir.path(), mode, &mut rng);
+        let (start, acked_end, acks, ledger) = run_child(dir.path(), mode, &mut rng);
         // Each child starts where the previous recovery ended.
         assert_eq!(start, expected_start, "round {round}");
         assert!(acks > 0, "round {round}: the child acknowledged nothing");
@@ -219,14 +300,14 @@ fn rounds(mode: &str, count: usize) {
         let end = if round % 2 == 1 {
             let copy = tempfile::tempdir().unwrap();
             copy_dir(dir.path(), copy.path());
-            let end = check(copy.path(), start, acked_end, mode);
+            let end = check(copy.path(), start, acked_end, mode, &ledger);
             // The copy and the original recover the same way.
             let log = common::open_log_retrying_locked(dir.path(), config()).unwrap();
             assert_eq!(log.end_offset(), end);
             drop(log);
             end
         } else {
-            check(dir.path(), start, acked_end, mode)
+            check(dir.path(), start, acked_end, mode, &ledger)
         };
         println!("round {round}: {acks} acks, acked up to {acked_end}, recovered {end}");
         expected_start = end;
@@ -248,4 +329,12 @@ fn kill9_mixed_large_and_small_appends() {
 #[test]
 fn kill9_append_batch() {
     rounds("batch", 2);
+}
+
+/// Several threads appending in parallel (reservations encoded and published out of
+/// the append lock): every offset an append returned is there after the kill with
+/// its thread's value, and the log is dense (no hole left by an append in flight).
+#[test]
+fn kill9_parallel_appenders() {
+    rounds("threads", 3);
 }

@@ -106,8 +106,10 @@ fn writer_at_end_of(active: Arc<Segment>) -> Result<Writer> {
         .map_err(|e| Error::io("stat segment", active.path(), e))?;
     let meta = active.meta()?;
     let active_index_entries = active.index_entries() as u64;
+    let active_map = crate::writer::active_mapping(&active)?;
     Ok(Writer {
         active,
+        active_map,
         position,
         allocated,
         next_offset,
@@ -152,6 +154,7 @@ fn assemble_inner(
         flush_done: Condvar::new(),
         flush_arrived: Condvar::new(),
         appended: AppendSignal::default(),
+        turn: crate::segment::TurnWaiters::default(),
         closed: AtomicBool::new(false),
         poisoned: Mutex::new(None),
         is_poisoned: AtomicBool::new(false),
