@@ -188,17 +188,19 @@ impl QueueInner {
         Ok(unread.ahead.pop_front())
     }
 
-    /// Decodes up to [`READ_AHEAD`] records from the reader into `into`, a few
-    /// hundred at a time (resuming a reader mid-batch costs a scan of the batch, so
-    /// it is not done per record). A stretch that cannot be read becomes an
-    /// [`Unread::Corrupt`].
+    /// Decodes [`READ_AHEAD`] records from the reader into `into`, and the rest of
+    /// the batch the last of them is in (resuming a reader mid-batch costs a CRC
+    /// check and a scan of the batch, so it is done neither per record nor per
+    /// chunk). A stretch that cannot be read becomes an [`Unread::Corrupt`].
     fn decode_ahead(&self, refill: &mut Refill, into: &mut VecDeque<Unread>) -> Result<()> {
         let Refill { reader, stuck, .. } = refill;
         let before = LogReader::position(reader);
         if before >= self.log.end_offset() {
             return Ok(());
         }
-        let r = reader.read_views(READ_AHEAD, |v| {
+        // Whole batches: a chunk ending mid-batch would check the batch's CRC and
+        // decode its first records again on the next refill.
+        let r = reader.read_views_whole_batches(READ_AHEAD, |v| {
             into.push_back(Unread::Record(v.to_owned_record()))
         });
         match r {
