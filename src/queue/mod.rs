@@ -102,9 +102,10 @@ struct QueueInner {
     outcomes: Option<Log>,
     /// Lock order: `reader`, then `unread`, then `core`; under `unread` or `core`
     /// the reader is only ever `try_lock`ed (see `read_ahead.rs`). Each on cache
-    /// lines of its own: with two consumers on two cores, a lock word or a field
-    /// sharing a line with the other lock's data moved that line between the cores
-    /// on every call (see docs/queue.md, "Locking").
+    /// lines of its own, so that taking one lock does not move the line of another
+    /// lock or of the fields next to it between cores (false sharing; its effect
+    /// alone was within the noise of the shared machine; see docs/queue.md,
+    /// "Locking").
     reader: Padded<Mutex<Refill>>,
     unread: Padded<Mutex<ReadAhead>>,
     core: Padded<Mutex<Core>>,
@@ -245,7 +246,9 @@ impl Queue {
     /// `attempt + 1`; a record already delivered `max_deliveries` times (`u32::MAX`
     /// when `None`) goes to the dead-letter log instead. A lease recovered after a
     /// crash comes alone, in a batch of its own. The leases are written to the OS
-    /// before this returns.
+    /// before this returns. With several consumers, a call can return fewer than
+    /// `max` records while more are in the log (another consumer was decoding
+    /// them); it returns none only when none could be delivered.
     ///
     /// ```
     /// use std::sync::Arc;
