@@ -61,8 +61,7 @@ impl QueueInner {
         r
     }
 
-    /// Settles the acks other consumers left while this caller held the core lock
-    /// (see `combine.rs`), then releases the core lock (then the read-ahead lock, if held: a receiver waiting
+    /// Releases the core lock (then the read-ahead lock, if held: a receiver waiting
     /// for the read-ahead must not get it while the core lock is still held, or it
     /// would wait on the core lock holding the read-ahead lock that the next
     /// receive needs), then faults in the journal pages the next writes will touch
@@ -73,13 +72,9 @@ impl QueueInner {
         mut core: parking_lot::MutexGuard<'_, Core>,
         unread: Option<parking_lot::MutexGuard<'_, ReadAhead>>,
     ) {
-        let released = self.settle_waiting_acks(&mut core);
         let prefault = core.journal.prefault_ahead();
         drop(core);
         drop(unread);
-        if released > 0 {
-            self.wake_released(released);
-        }
         if let Some(p) = prefault {
             p.run();
         }
@@ -146,25 +141,7 @@ impl QueueInner {
         f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
     ) -> Result<()> {
         let mut core = self.core.lock();
-        let (kind, was_at_cap) = self.settle_locked(&mut core, receipt, frame, f)?;
-        self.unlock(core, None);
-        if kind != Kind::Extend && was_at_cap {
-            self.wake_released(1);
-        }
-        Ok(())
-    }
-
-    /// Under the core lock: checks `receipt` against the current lease, runs `f`,
-    /// writes and applies its event. Returns the event's kind and whether the
-    /// queue was at `max_in_flight` before (receivers to wake once unlocked).
-    pub(super) fn settle_locked(
-        &self,
-        core: &mut Core,
-        receipt: &Receipt,
-        frame: Option<&[u8; journal::FRAME_HEADER + journal::EVENT_LEN]>,
-        f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
-    ) -> Result<(Kind, bool)> {
-        self.check(core)?;
+        self.check(&core)?;
         let current = core.state.slot(receipt.offset);
         if !current.is_some_and(|s| s.state == SlotState::Leased && s.attempt == receipt.attempt) {
             return Err(Error::StaleReceipt {
@@ -174,7 +151,7 @@ impl QueueInner {
         }
         // Only nack and extend need the time: no clock read on the ack path.
         let clock = &self.log.config().clock;
-        let (kind, deadline) = f(&|| clock.now_ms(), core)?;
+        let (kind, deadline) = f(&|| clock.now_ms(), &mut core)?;
         let was_at_cap = core.state.leased() >= self.config.max_in_flight;
         let event = Event {
             kind,
@@ -186,11 +163,11 @@ impl QueueInner {
             Some(frame) if core.events.is_empty() && core.journal.fits(1) => {
                 debug_assert_eq!(*frame, journal::encode_one(event));
                 let r = core.journal.write_frame(frame);
-                self.poison_on_err(core, r)?;
+                self.poison_on_err(&mut core, r)?;
             }
             _ => {
                 core.events.push(event);
-                self.write_events(core)?;
+                self.write_events(&mut core)?;
             }
         }
         journal::apply(&mut core.state, event);
@@ -198,21 +175,20 @@ impl QueueInner {
             // After the journal event, unsynced: a missing one is filled in at open
             // from the journal (see `outcomes.rs`).
             let what = (outcomes::Outcome::Acked, receipt.offset, receipt.attempt);
-            self.append_outcome(core, what, None, None, false)?;
+            self.append_outcome(&mut core, what, None, None, false)?;
         } else if kind == Kind::Nack {
-            self.forget_source(core, receipt.offset);
+            self.forget_source(&mut core, receipt.offset);
         }
         if matches!(kind, Kind::Ack | Kind::DeadLetter) {
-            self.finished(core, receipt.offset);
-            self.write_events(core)?;
+            self.finished(&mut core, receipt.offset);
+            self.write_events(&mut core)?;
         }
-        Ok((kind, was_at_cap))
-    }
-
-    /// Wakes receivers held back by `max_in_flight`: `n` leases ended.
-    pub(super) fn wake_released(&self, n: u64) {
-        self.released.fetch_add(n, AtomicOrdering::SeqCst);
-        self.log.inner.appended.notify();
+        self.unlock(core, None);
+        if kind != Kind::Extend && was_at_cap {
+            self.released.fetch_add(1, AtomicOrdering::SeqCst);
+            self.log.inner.appended.notify();
+        }
+        Ok(())
     }
 
     /// The log's start offset passed the floor ([`Log::delete_records_before`]): the

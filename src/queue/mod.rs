@@ -11,7 +11,6 @@
 //! `outcome_writes.rs`), and the lock file `queue.lock`. In memory: the ack floor, a 12-byte slot per offset between
 //! the floor and the delivery cursor, and a deadline heap (see `state.rs`).
 
-mod combine;
 mod config;
 mod dead_letter;
 mod deliver;
@@ -110,8 +109,6 @@ struct QueueInner {
     reader: Padded<Mutex<Refill>>,
     unread: Padded<Mutex<ReadAhead>>,
     core: Padded<Mutex<Core>>,
-    /// Acks left for the holder of the core lock (see `combine.rs`).
-    waiting_acks: Padded<combine::WaitingAcks>,
     /// Bumped when a lease ends, to wake receivers blocked by `max_in_flight`.
     released: AtomicU64,
     /// Serialises [`Queue::redrive`].
@@ -376,7 +373,8 @@ impl Queue {
             attempt: receipt.attempt,
             deadline: 0,
         });
-        self.inner.ack_combined(receipt, frame)
+        self.inner
+            .settle_framed(receipt, Some(&frame), |_, _| Ok((Kind::Ack, 0)))
     }
 
     /// Gives a delivery back: the record is delivered again (with `attempt + 1`) once

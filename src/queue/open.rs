@@ -92,7 +92,6 @@ impl Queue {
                 oldest: None,
                 counts: Counts::default(),
             })),
-            waiting_acks: Padded(Default::default()),
             released: AtomicU64::new(0),
             redriving: Mutex::new(()),
             config,
