@@ -2,7 +2,8 @@
 //! read-ahead buffer outside the queue's locks while other consumers receive, ack,
 //! nack, extend and `ack_many`; a purge or a retention jump can empty the buffer
 //! in the middle of a refill. Whatever the interleaving, every record is settled
-//! exactly once, and the state after a reopen agrees.
+//! exactly once, and the state after a reopen agrees. Two threads racing to ack
+//! one receipt: one succeeds, the other is `StaleReceipt`.
 //!
 //! The threads' choices come from a seed (printed on failure; replay one with
 //! `LOGQUEUE_SEED=<n>`); the interleaving is the scheduler's.
@@ -86,13 +87,14 @@ fn consume(q: Queue, seed: u64, acked: Acked, settled: Arc<AtomicU64>, total: u6
     }
 }
 
-/// True when the ack settled the record; false when a purge settled it first.
+/// True when the ack settled the record; false when something settled it first (a
+/// purge, or another thread's ack of the same receipt).
 fn ack(q: &Queue, receipt: &logqueue::Receipt) -> bool {
     current(q.ack(receipt))
 }
 
-/// True when the call took effect; false for a receipt a purge made stale (nothing
-/// else in these tests does).
+/// True when the call took effect; false for a stale receipt (settled by a purge
+/// or by another thread's ack of it).
 fn current(r: logqueue::Result<()>) -> bool {
     match r {
         Ok(()) => true,
@@ -262,6 +264,72 @@ fn a_retention_jump_racing_consumers_delivers_nothing_below_the_start() {
             let q = Queue::open(&log, "q", config()).unwrap();
             assert_eq!(q.stats().ack_floor, N);
             assert!(q.receive(10, Duration::ZERO).unwrap().is_empty());
+        });
+    }
+}
+
+/// Acks only, from several threads at once (the core lock contended on every
+/// call): each receipt is acked twice, by two threads racing; exactly one of the
+/// two succeeds, the other is `StaleReceipt`.
+#[test]
+fn racing_acks_of_one_receipt_settle_it_once() {
+    for seed in common::seeds(3) {
+        common::with_context(&format!("LOGQUEUE_SEED={seed}"), || {
+            let dir = tempfile::tempdir().unwrap();
+            let log = common::clocked_log(dir.path(), &ManualClock::new(0), 1 << 20);
+            const N: u64 = 8000;
+            fill(&log, N);
+            let q = Queue::open(&log, "q", config()).unwrap();
+            let mut receipts = Vec::new();
+            while receipts.len() < N as usize {
+                receipts.extend(
+                    q.receive(1000, Duration::ZERO)
+                        .unwrap()
+                        .iter()
+                        .map(|d| d.receipt),
+                );
+            }
+            let mut rng = common::Rng::new(seed);
+            let shift = rng.range(1, N) as usize;
+            let receipts = Arc::new(receipts);
+            const THREADS: usize = 4;
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let (q, receipts) = (q.clone(), Arc::clone(&receipts));
+                    std::thread::spawn(move || {
+                        // Thread t acks its quarter, rotated by `shift` for odd
+                        // threads, so every receipt is acked by two threads.
+                        let n = receipts.len();
+                        let mut ok = Vec::new();
+                        for i in (t / 2..n).step_by(THREADS / 2) {
+                            let r = receipts[if t % 2 == 1 { (i + shift) % n } else { i }];
+                            if ack(&q, &r) {
+                                ok.push(r.offset);
+                            }
+                        }
+                        ok
+                    })
+                })
+                .collect();
+            let mut acked: HashMap<u64, u32> = HashMap::new();
+            for h in handles {
+                for o in h.join().unwrap() {
+                    *acked.entry(o).or_default() += 1;
+                }
+            }
+            assert_eq!(acked.len() as u64, N, "every record acked");
+            assert!(
+                acked.values().all(|&n| n == 1),
+                "each receipt succeeded once"
+            );
+            let stats = q.stats();
+            assert_eq!(
+                (stats.ack_floor, stats.in_flight, stats.acked_total),
+                (N, 0, N)
+            );
+            q.close().unwrap();
+            let q = Queue::open(&log, "q", config()).unwrap();
+            assert_eq!(q.stats().ack_floor, N, "the state after reopen agrees");
         });
     }
 }
