@@ -210,14 +210,38 @@ impl LogReader {
 
     /// Calls `f` on up to `max` records in order, decoded in place from the memory
     /// map (no copy, no allocation); returns how many. The fastest way to consume.
-    pub fn read_views(&mut self, max: usize, mut f: impl FnMut(RecordView<'_>)) -> Result<usize> {
+    pub fn read_views(&mut self, max: usize, f: impl FnMut(RecordView<'_>)) -> Result<usize> {
+        self.views(max, false, f)
+    }
+
+    /// [`LogReader::read_views`] that never stops in the middle of a batch: once
+    /// `max` records are reached it goes on to the end of the batch (so up to one
+    /// batch's records more). Resuming in the middle of a batch checks the whole
+    /// batch's CRC again and decodes the records before the resume point: a reader
+    /// read in chunks smaller than the batches paid that once per chunk.
+    pub(crate) fn read_views_whole_batches(
+        &mut self,
+        max: usize,
+        f: impl FnMut(RecordView<'_>),
+    ) -> Result<usize> {
+        self.views(max, true, f)
+    }
+
+    fn views(
+        &mut self,
+        max: usize,
+        whole: bool,
+        mut f: impl FnMut(RecordView<'_>),
+    ) -> Result<usize> {
+        // How many more records a batch may hand out.
+        let room = |count: usize| if whole { usize::MAX } else { max - count };
         let mut count = 0;
         while count < max {
             // The general path: checks, segment and index lookups, corruption handling.
             let Some(batch) = self.next_batch()? else {
                 break;
             };
-            let (n, last_seen) = emit_views(&batch.batch.batch(), batch.from, max - count, &mut f)
+            let (n, last_seen) = emit_views(&batch.batch.batch(), batch.from, room(count), &mut f)
                 .map_err(|e| {
                     Error::corrupt(
                         batch.segment.path(),
@@ -227,12 +251,12 @@ impl LogReader {
                     )
                 })?;
             count += n;
-            if count == max {
+            if count >= max {
                 self.stop_mid_batch(last_seen, batch.last_offset());
                 break;
             }
             // The fast path: the batches that follow in the same segment.
-            count += self.views_in_segment(max - count, &mut f)?;
+            count += self.views_in_segment(max - count, whole, &mut f)?;
         }
         Ok(count)
     }
@@ -257,6 +281,7 @@ impl LogReader {
     fn views_in_segment(
         &mut self,
         max: usize,
+        whole: bool,
         f: &mut impl FnMut(RecordView<'_>),
     ) -> Result<usize> {
         let Some((segment, prev)) = self.last.take() else {
@@ -290,12 +315,13 @@ impl LogReader {
             if b.last_offset() < from {
                 break;
             }
-            match emit_views(&b, from, max - count, f) {
+            let room = if whole { usize::MAX } else { max - count };
+            match emit_views(&b, from, room, f) {
                 Ok((n, last_seen)) => {
                     count += n;
                     self.position = b.last_offset() + 1;
                     last_batch = Some((pos, b));
-                    if count == max {
+                    if count >= max {
                         self.last = Some((segment, BatchRef::checked(map, pos, &b)));
                         self.stop_mid_batch(last_seen, b.last_offset());
                         return Ok(count);
@@ -568,3 +594,7 @@ pub fn fuzz_decode_batch(bytes: &[u8]) -> usize {
         Err(_) => 0,
     }
 }
+
+#[cfg(test)]
+#[path = "reader_tests.rs"]
+mod tests;

@@ -7,9 +7,8 @@ use super::per_key::BLOCKED;
 use super::state::SlotState;
 use super::{
     dead_letter, millis, Core, Delivery, QueueInner, ReadAhead, Receipt, Unread, DELAY_UNTIL,
-    EXPIRES_AT, READ_AHEAD,
+    EXPIRES_AT,
 };
-use crate::reader::LogReader;
 use crate::{Error, Offset, Result, StoredRecord};
 
 /// The time a record is held back to, from its [`DELAY_UNTIL`] header.
@@ -27,10 +26,6 @@ pub(super) fn expires_at(record: &StoredRecord) -> Option<i64> {
         .parse()
         .ok()
 }
-
-/// Offsets skipped one at a time, in a row, before the read-ahead skips the rest of
-/// a segment the reader cannot read on in.
-const STUCK_STEPS: u32 = 64;
 
 impl QueueInner {
     /// Settles `record` instead of delivering it, when it must not be delivered: a
@@ -117,6 +112,7 @@ impl QueueInner {
         visibility: std::time::Duration,
     ) -> Result<Vec<Delivery>> {
         self.check(core)?;
+        unread.dry = false;
         let r = self
             .jump_to_start(core, unread)
             .and_then(|()| self.collect(core, unread, max_out, now, visibility));
@@ -125,69 +121,6 @@ impl QueueInner {
         let out = self.poison_on_err(core, r)?;
         w?;
         Ok(out)
-    }
-
-    /// Fills the read-ahead buffer when it holds fewer than `want` records, a few
-    /// hundred records at a time (resuming a reader mid-batch costs a scan of the
-    /// batch, so it is not done per record). Called without the core lock.
-    pub(super) fn read_ahead(&self, unread: &mut ReadAhead, want: usize) -> Result<()> {
-        if unread.ahead.len() >= want.min(READ_AHEAD) {
-            return Ok(());
-        }
-        let ReadAhead {
-            reader,
-            ahead,
-            stuck,
-        } = unread;
-        let before = LogReader::position(reader);
-        if before >= self.log.end_offset() {
-            return Ok(());
-        }
-        let r = reader.read_views(READ_AHEAD, |v| {
-            ahead.push_back(Unread::Record(v.to_owned_record()))
-        });
-        match r {
-            Ok(_) => *stuck = 0,
-            Err(Error::Corrupt { .. }) => {
-                let from = match ahead.back() {
-                    Some(Unread::Record(r)) => r.offset + 1,
-                    _ => before,
-                };
-                let mut to = LogReader::position(reader);
-                if to <= from {
-                    // Not moved past: skip the one record; after STUCK_STEPS in a row,
-                    // the rest of the segment (a stretch the reader cannot cross could
-                    // span up to 2^64 offsets: bounded progress, every skipped offset
-                    // counted in `corrupt_skipped`, never silently done).
-                    *stuck += 1;
-                    to = if *stuck <= STUCK_STEPS {
-                        from + 1
-                    } else {
-                        *stuck = 0;
-                        self.log
-                            .segments()
-                            .iter()
-                            .map(|s| s.base_offset)
-                            .find(|&b| b > from)
-                            .unwrap_or_else(|| self.log.end_offset())
-                            .max(from + 1)
-                    };
-                    reader.seek(to)?;
-                }
-                ahead.push_back(Unread::Corrupt(to));
-            }
-            Err(e) => return Err(e),
-        }
-        Ok(())
-    }
-
-    /// The next record past the delivery cursor, from the read-ahead buffer
-    /// (refilled here, under the core lock, only when a receive drains it).
-    fn next_unread(&self, unread: &mut ReadAhead) -> Result<Option<Unread>> {
-        if unread.ahead.is_empty() {
-            self.read_ahead(unread, 1)?;
-        }
-        Ok(unread.ahead.pop_front())
     }
 
     /// Reads a record to deliver again. The rest of its batch is kept decoded, so

@@ -210,9 +210,10 @@ impl QueueInner {
             self.finished(core, o);
         }
         let next = core.state.next();
-        if unread.reader.position() < next {
-            unread.ahead.clear();
-            unread.reader.seek(next)?;
+        if unread.resume < next {
+            // The reader's lock is not waited for under the core lock: the next
+            // holder of the reader seeks (see `read_ahead.rs`).
+            unread.restart_at(next);
         }
         Ok(())
     }

@@ -270,9 +270,9 @@ impl Queue {
         core.events.push(event);
         inner.write_events(&mut core)?;
         let settled = core.state.purge(end);
-        unread.ahead.clear();
+        unread.restart_at(end);
         core.reread.clear();
-        let r = unread.reader.seek(end).and_then(|()| {
+        let r = (|| {
             if core.per_key.is_some() {
                 core.per_key = Some(per_key::PerKey::rebuild(&inner.log, &mut core.state)?);
             }
@@ -281,7 +281,7 @@ impl Queue {
             inner.log.flush()?;
             core.journal.sync()?;
             inner.write_floor(&mut core)
-        });
+        })();
         inner.poison_on_err(&mut core, r)?;
         if was_at_cap {
             inner.released.fetch_add(1, AtomicOrdering::SeqCst);

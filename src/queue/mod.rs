@@ -26,6 +26,7 @@ mod outcome_writes;
 mod outcomes;
 mod peek;
 mod per_key;
+mod read_ahead;
 mod redrive;
 mod repair;
 mod replay;
@@ -57,10 +58,10 @@ pub const DELAY_UNTIL: &str = "delay.until";
 pub use crate::record::EXPIRES_AT;
 pub(crate) use floors::migrate_floors;
 use journal::{Event, Journal, Kind};
+use read_ahead::{ReadAhead, Refill, Unread};
 pub(crate) use replay::LOCK_FILE;
 use state::{AckState, SlotState};
 
-use crate::reader::LogReader;
 use crate::{Error, Log, Offset, Record, Result, StoredRecord};
 
 /// A named consumer group over one [`Log`]: each record goes to one receiver at a
@@ -99,9 +100,15 @@ struct QueueInner {
     dlq: Log,
     /// The outcomes log, when [`QueueConfig::outcomes`] is on (see `outcomes.rs`).
     outcomes: Option<Log>,
-    /// Lock order: `unread`, then `core`.
-    unread: Mutex<ReadAhead>,
-    core: Mutex<Core>,
+    /// Lock order: `reader`, then `unread`, then `core`; under `unread` or `core`
+    /// the reader is only ever `try_lock`ed (see `read_ahead.rs`). Each on cache
+    /// lines of its own, so that taking one lock does not move the line of another
+    /// lock or of the fields next to it between cores (false sharing; its effect
+    /// alone was within the noise of the shared machine; see docs/queue.md,
+    /// "Locking").
+    reader: Padded<Mutex<Refill>>,
+    unread: Padded<Mutex<ReadAhead>>,
+    core: Padded<Mutex<Core>>,
     /// Bumped when a lease ends, to wake receivers blocked by `max_in_flight`.
     released: AtomicU64,
     /// Serialises [`Queue::redrive`].
@@ -133,27 +140,18 @@ fn lock_queue(fs: &dyn crate::fs::FileSystem, dir: &Path) -> Result<QueueLock> {
     Ok(QueueLock(lock))
 }
 
-/// Records read ahead of the delivery cursor.
-const READ_AHEAD: usize = 256;
-
-/// One item past the delivery cursor.
+/// `T` alone on its cache lines (128 bytes: two lines, as the adjacent-line
+/// prefetcher fetches them in pairs), so that writes to it do not move the lines of
+/// its neighbours between cores.
 #[derive(Debug)]
-enum Unread {
-    Record(StoredRecord),
-    /// Offsets from the cursor up to this one could not be read.
-    Corrupt(Offset),
-}
+#[repr(align(128))]
+struct Padded<T>(T);
 
-/// The records past the delivery cursor, read ahead of need: behind their own lock,
-/// taken before the core lock (never after), so that decoding records from the log
-/// happens while acks and other calls run under the core lock.
-#[derive(Debug)]
-struct ReadAhead {
-    reader: LogReader,
-    ahead: std::collections::VecDeque<Unread>,
-    /// Offsets skipped one by one in a row because the reader could not move past
-    /// damage (see `QueueInner::read_ahead`).
-    stuck: u32,
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 #[derive(Debug)]
@@ -248,7 +246,9 @@ impl Queue {
     /// `attempt + 1`; a record already delivered `max_deliveries` times (`u32::MAX`
     /// when `None`) goes to the dead-letter log instead. A lease recovered after a
     /// crash comes alone, in a batch of its own. The leases are written to the OS
-    /// before this returns.
+    /// before this returns. With several consumers, a call can return fewer than
+    /// `max` records while more are in the log (another consumer was decoding
+    /// them); it returns none only when none could be delivered.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -323,19 +323,23 @@ impl Queue {
             // allocation less inside the critical section).
             let now_ms = inner.log.config().clock.now_ms();
             let out = Vec::with_capacity(max.min(1024));
-            let (got, cursor, at_cap, next_due) = {
-                let mut unread = inner.unread.lock();
-                // Decoded before the core lock is taken. A failure here (the start
-                // moved past the reader, say) is met again, and handled, under it.
-                let _ = inner.read_ahead(&mut unread, max);
+            let (got, cursor, at_cap, next_due, dry) = {
+                // Decoded before the core lock is taken (see `read_ahead.rs`).
+                let mut unread = inner.fill_ahead(max);
                 let mut core = inner.core.lock();
                 let got = inner.try_receive(&mut core, &mut unread, (max, out), now_ms, visibility);
                 let at_cap = core.state.leased() >= inner.config.max_in_flight;
                 let due = core.state.next_deadline();
                 let cursor = core.state.next();
+                let dry = unread.dry;
                 inner.unlock(core, Some(unread));
-                (got?, cursor, at_cap, due)
+                (got?, cursor, at_cap, due, dry)
             };
+            if got.is_empty() && dry {
+                // The buffer ran dry while another consumer was refilling it: there
+                // may be records; the next round waits for that refill.
+                continue;
+            }
             if !got.is_empty() || max == 0 || wait.is_zero() {
                 return Ok(got);
             }

@@ -10,8 +10,8 @@ use super::journal::Journal;
 use super::state::AckState;
 use super::{
     dead_letter, floors, lifecycle, lock_queue, millis, outcomes, per_key, redrive, replay,
-    valid_name, Core, Counts, Ordering, Queue, QueueConfig, QueueInner, ReadAhead, StartPosition,
-    DEAD_LETTER_DIR, OUTCOMES_DIR, READ_AHEAD,
+    valid_name, Core, Counts, Ordering, Padded, Queue, QueueConfig, QueueInner, ReadAhead, Refill,
+    StartPosition, DEAD_LETTER_DIR, OUTCOMES_DIR,
 };
 use crate::{Error, Log, Result};
 
@@ -76,12 +76,9 @@ impl Queue {
             name: name.to_string(),
             dlq,
             outcomes,
-            unread: Mutex::new(ReadAhead {
-                stuck: 0,
-                reader,
-                ahead: std::collections::VecDeque::with_capacity(READ_AHEAD),
-            }),
-            core: Mutex::new(Core {
+            unread: Padded(Mutex::new(ReadAhead::new(reader.position()))),
+            reader: Padded(Mutex::new(Refill::new(reader))),
+            core: Padded(Mutex::new(Core {
                 state,
                 journal,
                 per_key,
@@ -94,7 +91,7 @@ impl Queue {
                 sources: std::collections::HashMap::new(),
                 oldest: None,
                 counts: Counts::default(),
-            }),
+            })),
             released: AtomicU64::new(0),
             redriving: Mutex::new(()),
             config,

@@ -41,7 +41,7 @@ impl Queue {
             let next = core.state.next();
             // The read-ahead buffer holds the first records past the cursor; the log
             // reader resumes after it.
-            let mut cursor = Some(unread.reader.position().max(next));
+            let mut cursor = Some(unread.resume.max(next));
             for u in &unread.ahead {
                 if out.len() + due.len() >= max {
                     cursor = None;
