@@ -208,6 +208,13 @@ impl Segment {
         }
     }
 
+    /// [`Segment::pass_turn`] when no appender can be asleep waiting for the turn
+    /// (the caller holds the append lock and waited for every batch before it): one
+    /// release store, no full fence, no look at the sleepers.
+    pub fn pass_turn_unwatched(&self, end: u64) {
+        self.settled.store(end, Ordering::Release);
+    }
+
     /// Seals the active segment: file cut to its data, index files written. It stays
     /// pinned (open) until its fsync ([`Segment::sync`]).
     pub fn seal(&self) -> Result<()> {

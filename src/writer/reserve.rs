@@ -113,7 +113,10 @@ impl LogInner {
                 .inspect_err(|e| self.poison(e))?;
         }
         Self::take_reservation(w, &r);
-        r.publish();
+        // Nobody can be waiting for this turn: every reservation before it is
+        // published (waited for above) and none after it can be made while the lock
+        // is held, so the turn passes without looking for sleepers.
+        r.publish(false);
         Ok(true)
     }
 
@@ -172,13 +175,14 @@ impl Reservation<'_> {
     pub(super) fn complete(mut self, fill: impl FnOnce(&mut [u8]) -> Result<()>) -> Result<()> {
         self.write(fill, false)?;
         self.inner.wait_published(self.segment(), self.position)?;
-        self.publish();
+        self.publish(true);
         Ok(())
     }
 
     /// Its turn: publishes the batch to readers, then the log's end offset, then
-    /// passes the turn on (the last use of the segment).
-    fn publish(&mut self) {
+    /// passes the turn on (the last use of the segment), waking the appenders asleep
+    /// for it if `may_have_sleepers`.
+    fn publish(&mut self, may_have_sleepers: bool) {
         let segment = self.segment();
         segment.publish(
             self.position,
@@ -191,7 +195,12 @@ impl Reservation<'_> {
         self.inner
             .end_offset
             .store(self.next, AtomicOrdering::SeqCst);
-        segment.pass_turn(self.position + self.len as u64, &self.inner.turn);
+        let end = self.position + self.len as u64;
+        if may_have_sleepers {
+            segment.pass_turn(end, &self.inner.turn);
+        } else {
+            segment.pass_turn_unwatched(end);
+        }
         self.done = true;
     }
 }
