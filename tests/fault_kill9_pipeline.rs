@@ -499,15 +499,7 @@ fn run_child(base: &Path, round: u64, seed: u64, rng: &mut Rng) {
 #[test]
 fn kill9_pipeline_settles_exactly_once() {
     let rounds: u64 = std::env::var("LOGQUEUE_FAULT_ROUNDS").map_or(20, |s| s.parse().unwrap());
-    let seed = std::env::var("LOGQUEUE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = common::seed_from_env_or_clock();
     println!("kill9 pipeline: LOGQUEUE_SEED={seed} rounds={rounds}");
     let started = Instant::now();
     let mut rng = Rng::new(seed);

@@ -634,15 +634,7 @@ fn run_child(base: &Path, round: u64, per_key: bool, seed: u64, rng: &mut Rng) {
 
 fn kill9_rounds(per_key: bool) {
     let rounds: u64 = std::env::var("LOGQUEUE_FAULT_ROUNDS").map_or(30, |s| s.parse().unwrap());
-    let seed = std::env::var("LOGQUEUE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = common::seed_from_env_or_clock();
     let variant = if per_key { "per-key" } else { "unordered" };
     println!("kill9 queue {variant}: LOGQUEUE_SEED={seed} rounds={rounds}");
     let started = Instant::now();

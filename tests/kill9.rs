@@ -278,15 +278,7 @@ fn check(dir: &Path, start: u64, acked_end: u64, mode: &str, ledger: &[(u64, Vec
 }
 
 fn rounds(mode: &str, count: usize) {
-    let seed = std::env::var("LOGQUEUE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = common::seed_from_env_or_clock();
     println!("kill9 {mode}: LOGQUEUE_SEED={seed}");
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();

@@ -52,16 +52,33 @@ fn appender(log: &Log, t: u64, appends: u64, mut rng: Rng) -> Vec<(Offset, Vec<u
     mine
 }
 
+/// What one appending thread returns: (offset, value) per record, in call order.
+type ThreadRecords = Vec<(Offset, Vec<u8>)>;
+
+/// `threads` threads each running [`appender`] (thread `t` from its own stream of
+/// `seed`, starting `stream_offset` streams in) after they all meet `start`.
+fn spawn_appenders(
+    log: &Log,
+    threads: u64,
+    appends: u64,
+    seed: u64,
+    stream_offset: u64,
+    start: &Arc<Barrier>,
+) -> Vec<thread::JoinHandle<ThreadRecords>> {
+    (0..threads)
+        .map(|t| {
+            let (log, start) = (log.clone(), Arc::clone(start));
+            let rng = Rng::new(seed ^ (t + stream_offset).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            thread::spawn(move || {
+                start.wait();
+                appender(&log, t, appends, rng)
+            })
+        })
+        .collect()
+}
+
 fn seed() -> u64 {
-    let seed = std::env::var("LOGQUEUE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = common::seed_from_env_or_clock();
     println!("LOGQUEUE_SEED={seed}");
     seed
 }
@@ -134,16 +151,7 @@ fn parallel_appenders_get_dense_ordered_offsets() {
             rounds
         })
     };
-    let threads: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let (log, start) = (log.clone(), Arc::clone(&start));
-            let rng = Rng::new(seed ^ (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            thread::spawn(move || {
-                start.wait();
-                appender(&log, t, APPENDS, rng)
-            })
-        })
-        .collect();
+    let threads = spawn_appenders(&log, THREADS, APPENDS, seed, 1, &start);
     start.wait();
     let per_thread: Vec<_> = threads.into_iter().map(|h| h.join().unwrap()).collect();
     done.store(true, Ordering::Release);
@@ -216,13 +224,7 @@ fn a_tailing_reader_never_sees_a_hole() {
             rounds
         })
     };
-    let threads: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let log = log.clone();
-            let rng = Rng::new(seed ^ (t + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            thread::spawn(move || appender(&log, t, APPENDS, rng))
-        })
-        .collect();
+    let threads = spawn_appenders(&log, THREADS, APPENDS, seed, 7, &Arc::new(Barrier::new(1)));
     let per_thread: Vec<_> = threads.into_iter().map(|h| h.join().unwrap()).collect();
     let all = check_dense(&log, 0, per_thread);
     done.store(true, Ordering::Release);
@@ -419,16 +421,7 @@ fn idempotent_and_plain_appenders_race_without_holes_or_duplicates() {
     };
     let log = Log::open(dir.path(), config).unwrap();
     let start = Arc::new(Barrier::new((PLAIN + IDEMPOTENT) as usize + 1));
-    let plain: Vec<_> = (0..PLAIN)
-        .map(|t| {
-            let (log, start) = (log.clone(), Arc::clone(&start));
-            let rng = Rng::new(seed ^ (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            thread::spawn(move || {
-                start.wait();
-                appender(&log, t, APPENDS, rng)
-            })
-        })
-        .collect();
+    let plain = spawn_appenders(&log, PLAIN, APPENDS, seed, 1, &start);
     // Both idempotent threads append the ids 0..APPENDS, in different orders.
     let idempotent: Vec<_> = (0..IDEMPOTENT)
         .map(|t| {

@@ -36,6 +36,15 @@ fn open_log(fs: &SimFs, clock: &ManualClock) -> Log {
     Log::open("/log", sim_config(fs, clock, 4096)).unwrap()
 }
 
+/// A log on a fresh SimFs and manual clock, and its queue "q" with the feed on.
+fn sim_queue() -> (SimFs, ManualClock, Log, Queue) {
+    let fs = SimFs::new(0);
+    let clock = ManualClock::new(0);
+    let log = open_log(&fs, &clock);
+    let q = Queue::open(&log, "q", qcfg()).unwrap();
+    (fs, clock, log, q)
+}
+
 fn header(r: &StoredRecord, name: &str) -> String {
     String::from_utf8(r.header(name).unwrap_or_default().to_vec()).unwrap()
 }
@@ -94,10 +103,7 @@ fn a_producer_follows_the_feed_with_a_cursor() {
 
 #[test]
 fn each_way_a_record_settles_has_its_outcome() {
-    let fs = SimFs::new(0);
-    let clock = ManualClock::new(0);
-    let log = open_log(&fs, &clock);
-    let q = Queue::open(&log, "q", qcfg()).unwrap();
+    let (fs, clock, log, q) = sim_queue();
     let out = Log::open(
         "/out",
         LogConfig {
@@ -194,10 +200,7 @@ fn an_expired_record_dead_lettered_is_dead_lettered_with_reason_expired() {
 
 #[test]
 fn a_redriven_record_gets_its_own_outcome() {
-    let fs = SimFs::new(0);
-    let clock = ManualClock::new(0);
-    let log = open_log(&fs, &clock);
-    let q = Queue::open(&log, "q", qcfg()).unwrap();
+    let (_fs, _clock, _log, q) = sim_queue();
     q.send(Record::new("job").with_header(CORRELATION_ID, "c-9"))
         .unwrap();
     let d = q.receive(1, NO_WAIT).unwrap().remove(0);
@@ -270,10 +273,7 @@ fn the_feed_switched_on_for_an_existing_queue_and_off_again() {
 
 #[test]
 fn switched_off_after_a_crash_the_open_still_reconciles_the_feed() {
-    let fs = SimFs::new(0);
-    let clock = ManualClock::new(0);
-    let log = open_log(&fs, &clock);
-    let q = Queue::open(&log, "q", qcfg()).unwrap();
+    let (fs, clock, log, q) = sim_queue();
     q.send(Record::new("a")).unwrap();
     let d = q.receive(1, NO_WAIT).unwrap().remove(0);
     q.ack(&d.receipt).unwrap();
@@ -348,10 +348,7 @@ fn a_missing_or_behind_outcomes_log_fails_the_open() {
 
 #[test]
 fn deleting_the_queue_deletes_its_feed() {
-    let fs = SimFs::new(0);
-    let clock = ManualClock::new(0);
-    let log = open_log(&fs, &clock);
-    let q = Queue::open(&log, "q", qcfg()).unwrap();
+    let (fs, _clock, log, q) = sim_queue();
     q.send(Record::new("a")).unwrap();
     let d = q.receive(1, NO_WAIT).unwrap().remove(0);
     q.ack(&d.receipt).unwrap();
@@ -364,10 +361,7 @@ fn deleting_the_queue_deletes_its_feed() {
 
 #[test]
 fn a_foreign_record_in_the_outcomes_log_fails_the_open() {
-    let fs = SimFs::new(0);
-    let clock = ManualClock::new(0);
-    let log = open_log(&fs, &clock);
-    let q = Queue::open(&log, "q", qcfg()).unwrap();
+    let (_fs, _clock, log, q) = sim_queue();
     q.outcomes()
         .unwrap()
         .append(Record::new("not an outcome"))
@@ -520,10 +514,7 @@ fn check(log: &Log, q: &Queue) {
 }
 
 fn workload_ops() -> u64 {
-    let fs = SimFs::new(0);
-    let clock = ManualClock::new(0);
-    let log = open_log(&fs, &clock);
-    let q = Queue::open(&log, "q", qcfg()).unwrap();
+    let (fs, clock, log, q) = sim_queue();
     setup(&log, &q);
     let before = fs.op_count();
     workload(&log, &q, &clock).unwrap();

@@ -498,19 +498,7 @@ mod tests {
     /// does) is caught by the full-id check: never a false duplicate.
     #[test]
     fn a_fingerprint_collision_is_not_a_duplicate() {
-        let fs = SimFs::new(0);
-        let config = LogConfig {
-            fs: Arc::new(fs.clone()),
-            clock: Arc::new(ManualClock::new(1_000)),
-            background: false,
-            flush: crate::FlushPolicy::Manual,
-            dedup: Some(DedupConfig {
-                window: Duration::from_secs(60),
-                max_ids: 100,
-            }),
-            ..LogConfig::default()
-        };
-        let log = Log::open("/log", config).unwrap();
+        let log = Log::open("/log", sim_config(&SimFs::new(0))).unwrap();
         assert_eq!(
             log.append_idempotent(b"a", Record::new("1"))
                 .unwrap()

@@ -14,6 +14,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+pub(crate) use os::EmptyMapping;
 pub use os::OsFs;
 
 /// How [`FileSystem::open`] opens a file.

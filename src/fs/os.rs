@@ -457,9 +457,10 @@ fn write_through_buffered(
     })
 }
 
-/// Mapping of zero bytes (mmap refuses a zero length).
+/// Mapping of zero bytes (mmap refuses a zero length); it refuses every non-empty
+/// write (also the parked writer's mapping of a read-only view).
 #[derive(Debug)]
-struct EmptyMapping;
+pub(crate) struct EmptyMapping;
 
 impl Mapping for EmptyMapping {
     fn as_ptr(&self) -> *const u8 {

@@ -124,7 +124,9 @@ fn check_is_dir(dir: &Path) -> Result<()> {
 fn parked_writer(placeholder: Arc<Segment>) -> Writer {
     Writer {
         active: placeholder,
-        active_map: Arc::new(Unmapped),
+        // A view never appends (`check_writable` refuses first); its parked writer's
+        // mapping refuses writes anyway.
+        active_map: Arc::new(crate::fs::EmptyMapping),
         position: 0,
         allocated: 0,
         next_offset: 0,
@@ -140,27 +142,5 @@ fn parked_writer(placeholder: Arc<Segment>) -> Writer {
         spare: None,
         spare_busy: false,
         spares_made: 0,
-    }
-}
-
-/// The parked writer's mapping: nothing, refusing every write (a view never
-/// appends: `check_writable` refuses first).
-#[derive(Debug)]
-struct Unmapped;
-
-impl crate::fs::Mapping for Unmapped {
-    fn as_ptr(&self) -> *const u8 {
-        std::ptr::NonNull::<u8>::dangling().as_ptr()
-    }
-
-    fn len(&self) -> usize {
-        0
-    }
-
-    fn write(&self, _pos: usize, _data: &[u8]) -> std::io::Result<()> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            "a read-only view writes nothing",
-        ))
     }
 }

@@ -232,16 +232,25 @@ mod tests {
     use crate::sim::SimFs;
     use crate::{Error, FlushPolicy, Log, LogConfig, Record, Result};
 
-    fn log() -> Log {
-        let config = LogConfig {
-            fs: Arc::new(SimFs::new(0)),
+    /// A log on `fs` without background threads, flushed by hand.
+    fn config(fs: &SimFs) -> LogConfig {
+        LogConfig {
+            fs: Arc::new(fs.clone()),
             background: false,
             flush: FlushPolicy::Manual,
             ..LogConfig::default()
-        };
-        let log = Log::open("/log", config).unwrap();
+        }
+    }
+
+    /// A log on `fs` holding one record, "first".
+    fn log_on(fs: &SimFs) -> Log {
+        let log = Log::open("/log", config(fs)).unwrap();
         log.append(Record::new("first")).unwrap();
         log
+    }
+
+    fn log() -> Log {
+        log_on(&SimFs::new(0))
     }
 
     /// Reserves the place of one record `value` under the lock (as an append does)
@@ -322,14 +331,7 @@ mod tests {
     #[test]
     fn a_flush_waits_for_the_appends_in_flight() {
         let fs = SimFs::new(1);
-        let config = || LogConfig {
-            fs: Arc::new(fs.clone()),
-            background: false,
-            flush: FlushPolicy::Manual,
-            ..LogConfig::default()
-        };
-        let log = Log::open("/log", config()).unwrap();
-        log.append(Record::new("first")).unwrap();
+        let log = log_on(&fs);
         let held = hold_reservation(&log, b"held");
         let (tx, flushed) = mpsc::channel();
         {
@@ -350,7 +352,7 @@ mod tests {
         assert_eq!(durable, 2, "the round covered the reservation");
         fs.crash();
         drop(log);
-        let log = Log::open("/log", config()).unwrap();
+        let log = Log::open("/log", config(&fs)).unwrap();
         assert_eq!(log.end_offset(), 2);
         assert_eq!(
             log.read(1).unwrap().unwrap().value.as_deref(),
@@ -364,14 +366,7 @@ mod tests {
     #[test]
     fn close_waits_for_the_appends_in_flight() {
         let fs = SimFs::new(2);
-        let config = || LogConfig {
-            fs: Arc::new(fs.clone()),
-            background: false,
-            flush: FlushPolicy::Manual,
-            ..LogConfig::default()
-        };
-        let log = Log::open("/log", config()).unwrap();
-        log.append(Record::new("first")).unwrap();
+        let log = log_on(&fs);
         let held = hold_reservation(&log, b"held");
         let (tx, closed) = mpsc::channel();
         {
@@ -390,7 +385,7 @@ mod tests {
             .unwrap()
             .unwrap();
         drop(log);
-        let log = Log::open("/log", config()).unwrap();
+        let log = Log::open("/log", config(&fs)).unwrap();
         assert_eq!(log.end_offset(), 2);
         assert_eq!(
             log.read(1).unwrap().unwrap().value.as_deref(),

@@ -59,6 +59,20 @@ pub fn seeds(default_count: u64) -> Vec<u64> {
     (0..default_count).collect()
 }
 
+/// The seed of a randomized run: `LOGQUEUE_SEED` when set (a replay), else the
+/// clock. The caller prints it with what it runs, so a failure can be replayed.
+pub fn seed_from_env_or_clock() -> u64 {
+    std::env::var("LOGQUEUE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
 /// splitmix64: a tiny seeded generator for reproducible random workloads.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
