@@ -124,9 +124,17 @@ impl std::ops::DerefMut for TableGuard<'_> {
 impl Drop for TableGuard<'_> {
     fn drop(&mut self) {
         let span = self.table.index_span();
+        let w = self.window;
+        // Written only when the index moved (it grew or shrank): the common release
+        // writes nothing to the lines other appenders read before their lock.
+        if w.index_buckets.load(Ordering::Relaxed) == span.buckets
+            && w.index_count.load(Ordering::Relaxed) == span.count
+            && w.index_summaries.load(Ordering::Relaxed) == span.summaries
+        {
+            return;
+        }
         // Relaxed: a hint; a reader that sees a mix of two spans prefetches a wrong
         // line, which is harmless.
-        let w = self.window;
         w.index_buckets.store(span.buckets, Ordering::Relaxed);
         w.index_count.store(span.count, Ordering::Relaxed);
         w.index_summaries.store(span.summaries, Ordering::Relaxed);
