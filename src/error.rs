@@ -182,9 +182,14 @@ impl fmt::Display for Error {
     }
 }
 
+/// The name of a queue's lock file (`queues/<name>/queue.lock`). Kept here, the
+/// lowest layer, so that a `Locked` error can name the queue without this module
+/// importing the queue's.
+pub(crate) const QUEUE_LOCK_FILE: &str = "queue.lock";
+
 /// The queue name when `path` is a queue's lock file (`queues/<name>/queue.lock`).
 fn queue_of_lock(path: &std::path::Path) -> Option<String> {
-    if path.file_name()? != crate::queue::LOCK_FILE {
+    if path.file_name()? != QUEUE_LOCK_FILE {
         return None;
     }
     Some(path.parent()?.file_name()?.to_string_lossy().into_owned())

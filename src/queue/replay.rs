@@ -35,8 +35,9 @@ const CHUNK: usize = 64 << 10;
 /// Bytes of a journal looked at to decide whether it holds anything: both header slots
 /// and the first frame header of format 2, the first frame header of format 1.
 pub(crate) const JOURNAL_DATA_PROBE: usize = synced::FRAMES_START + FRAME_HEADER;
-/// Name of the queue's lock file (see `Queue::open`).
-pub(crate) const LOCK_FILE: &str = "queue.lock";
+/// Name of the queue's lock file (see `Queue::open`); defined with the errors that
+/// recognize it in a path.
+pub(crate) use crate::error::QUEUE_LOCK_FILE as LOCK_FILE;
 
 /// Reads the queue state in `dir`: the snapshot's generation and the state it and
 /// its journal hold, keeping only what names offsets in `log` (the queue passes
