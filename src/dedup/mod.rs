@@ -325,14 +325,20 @@ impl Log {
         let window = self.dedup_window()?;
         self.inner.check_writable()?;
         validate_id(id)?;
+        // Read before the prefetch, not after: the vDSO's clock read puts a fence
+        // ahead of RDTSC, and after the prefetch it measured slower (less of the
+        // miss overlapped with the work below).
+        let now = self.config().clock.now_ms();
         let fingerprint = window.fingerprint(id);
         // At a full window the id's bucket is a cache miss: started first, it overlaps
-        // with the lock, the clock read, the header flattening and the append's own
-        // work up to the decision, where the check finds the bucket loaded.
+        // with the lock, the header flattening and the append's own work up to the
+        // decision, where the check finds the bucket loaded.
         window.prefetch(fingerprint);
         let mut table = window.lock();
-        let now = self.config().clock.now_ms();
         let cutoff = window.cutoff(now);
+        // The table's own upkeep first (it would come at the insert): its memory work
+        // also overlaps with the id's bucket loading.
+        table.tidy(cutoff);
         // Borrowed, not copied into a new `Record`: no allocation without other headers.
         let only_id = [(DEDUP_ID, id)];
         let mut flat = Vec::new();
@@ -350,7 +356,7 @@ impl Log {
         // may open a sealed segment). The table lock is held throughout: no other
         // idempotent append comes between.
         let appended = self.append_refs_if(records, now, &mut || {
-            table.candidates(fingerprint, cutoff).is_empty()
+            !table.has_candidates(fingerprint, cutoff)
         })?;
         let offset = match appended {
             Some(range) => range.start,

@@ -58,6 +58,8 @@ const SLOTS: usize = 7;
 const IDS_PER_BUCKET: usize = 5;
 /// Buckets of a new table (grown by doubling up to the size for `max_ids`).
 const INITIAL_BUCKETS: usize = 128;
+/// How far ahead of the ring's front `age_out` prefetches, in entries (8 lines).
+const RING_PREFETCH_AHEAD: usize = 21;
 const SEQ_BITS: u32 = 40;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
 /// A slot never used. Tags are never all ones, so no slot in use equals it.
@@ -70,12 +72,15 @@ const PASSER_BITS: u64 = !((1 << SLOT_BITS) - 1);
 
 /// A bucket's summary bit for a live slot with this tag (one of 48).
 fn slot_bit(tag: u64) -> u64 {
-    1 << (tag % SLOT_BITS)
+    // The tag's low 12 bits scaled onto 0..48 (a multiply and a shift, not a
+    // division: this runs for every live slot of every bucket an insert writes).
+    1 << (((tag & 0xFFF) * SLOT_BITS) >> 12)
 }
 
 /// A bucket's summary bit for an id with this tag placed past it (one of 16).
 fn passer_bit(tag: u64) -> u64 {
-    1 << (SLOT_BITS + tag % (64 - SLOT_BITS))
+    // The tag's top 4 of 24 bits: other bits than `slot_bit`'s.
+    1 << (SLOT_BITS + (tag >> 20))
 }
 
 /// The fingerprint's top 24 bits, never all ones. The home bucket comes from the low
@@ -90,6 +95,14 @@ fn slot(tag: u64, seq: u64) -> u64 {
 
 fn slot_tag(slot: u64) -> u64 {
     slot >> SEQ_BITS
+}
+
+/// Whether `slot` names no live entry, for a ring of `live` entries from `first_seq`
+/// on: `IdTable::live_entry(slot).is_none()` by arithmetic alone (this runs for every
+/// slot of every bucket an insert writes).
+#[inline]
+fn slot_is_free(slot: u64, first_seq: u64, live: u64) -> bool {
+    slot == EMPTY || slot.wrapping_sub(first_seq) & SEQ_MASK >= live
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -174,12 +187,6 @@ impl IdTable {
         self.ring.get(usize::try_from(index).ok()?)
     }
 
-    fn is_free(&self, slot: u64) -> bool {
-        // `live_entry(slot).is_none()` by arithmetic alone (this runs for every slot
-        // of every bucket an insert writes).
-        slot == EMPTY || slot.wrapping_sub(self.first_seq) & SEQ_MASK >= self.ring.len() as u64
-    }
-
     /// Whether a lookup must go on past a bucket with this overflow mark.
     fn passes(&self, overflow: u64) -> bool {
         overflow > self.first_seq
@@ -211,41 +218,63 @@ impl IdTable {
     /// after `cutoff`, oldest first.
     pub(crate) fn candidates(&self, fingerprint: u64, cutoff: i64) -> Vec<Offset> {
         let mut found = Vec::new();
+        self.find(fingerprint, cutoff, |offset| {
+            found.push(offset);
+            false
+        });
+        found.sort_unstable();
+        // A slot come round again (see the module notes) finds an entry twice.
+        found.dedup();
+        found
+    }
+
+    /// Whether [`IdTable::candidates`] would find any: stops at the first, allocates
+    /// nothing (the check of every idempotent append, a new id nearly always).
+    pub(crate) fn has_candidates(&self, fingerprint: u64, cutoff: i64) -> bool {
+        let mut any = false;
+        self.find(fingerprint, cutoff, |_| {
+            any = true;
+            true
+        });
+        any
+    }
+
+    /// Calls `found` with the offset of each remembered id with this fingerprint and
+    /// a timestamp at or after `cutoff`, in no order, until it returns true.
+    fn find(&self, fingerprint: u64, cutoff: i64, mut found: impl FnMut(Offset) -> bool) {
+        let matches = |e: &Entry| e.fingerprint == fingerprint && e.timestamp >= cutoff;
         for seq in self.unplaced() {
             let e = &self.ring[(seq - self.first_seq) as usize];
-            if e.fingerprint == fingerprint && e.timestamp >= cutoff {
-                found.push(e.offset);
+            if matches(e) && found(e.offset) {
+                return;
             }
         }
         let tag = tag(fingerprint);
         let mut b = self.home(fingerprint);
         if self.summaries[b] & (slot_bit(tag) | passer_bit(tag)) == 0 {
             // Neither in the home bucket nor past it: no need to read it.
-            return found;
+            return;
         }
+        let n = self.buckets.len();
         // Bounded by the table size: a mark is live only while its entry is, and
         // fewer entries are live than there are slots.
-        for _ in 0..self.buckets.len() {
+        for _ in 0..n {
             let bucket = &self.buckets[b];
             for &s in &bucket.slots {
                 if slot_tag(s) != tag {
                     continue;
                 }
                 if let Some(e) = self.live_entry(s) {
-                    if e.fingerprint == fingerprint && e.timestamp >= cutoff {
-                        found.push(e.offset);
+                    if matches(e) && found(e.offset) {
+                        return;
                     }
                 }
             }
             if !self.passes(bucket.overflow) {
-                break;
+                return;
             }
-            b = (b + 1) % self.buckets.len();
+            b = if b + 1 == n { 0 } else { b + 1 };
         }
-        found.sort_unstable();
-        // A slot come round again (see the module notes) finds an entry twice.
-        found.dedup();
-        found
     }
 
     /// Remembers an id, forgetting the oldest ones first while they are older than
@@ -280,6 +309,13 @@ impl IdTable {
         self.prefetch(fingerprint);
     }
 
+    /// Forgets the ids older than `cutoff` and places the entries not in the index yet:
+    /// what the next insert would do first. Changes no lookup's answer.
+    pub(crate) fn tidy(&mut self, cutoff: i64) {
+        self.age_out(cutoff);
+        self.place_unplaced();
+    }
+
     /// Puts the entries not yet in the index into it.
     pub(crate) fn place_unplaced(&mut self) {
         for seq in self.unplaced() {
@@ -296,6 +332,12 @@ impl IdTable {
         while self.ring.front().is_some_and(|e| e.timestamp < cutoff) {
             self.forget_oldest();
         }
+        // The front moves one entry per insert at a full window, too slowly for the
+        // hardware's stream prefetcher: the line it reaches a few inserts on is asked
+        // for now.
+        if let Some(ahead) = self.ring.get(RING_PREFETCH_AHEAD) {
+            prefetch(ahead as *const Entry as usize);
+        }
     }
 
     /// The oldest entry leaves the ring; its slot becomes free by that alone.
@@ -306,42 +348,45 @@ impl IdTable {
     }
 
     /// Puts the entry `seq` (in the ring already) into the first free slot from its
-    /// home on, marking the full buckets it passes.
+    /// home on, marking the full buckets it passes. One pass over each bucket finds
+    /// its free slot and its live slots' summary bits alike (this runs once per
+    /// insert).
     fn place(&mut self, seq: u64, fingerprint: u64) {
-        let new = slot(tag(fingerprint), seq);
+        let tag = tag(fingerprint);
+        let new = slot(tag, seq);
+        let (first_seq, live) = (self.first_seq, self.ring.len() as u64);
         let n = self.buckets.len();
         let mut b = self.home(fingerprint);
         // There is a free slot: at most 5/7 of the slots are live (see `insert`).
         for _ in 0..n {
-            let free = self.buckets[b].slots.iter().position(|&s| self.is_free(s));
-            if let Some(i) = free {
-                self.buckets[b].slots[i] = new;
-                self.summaries[b] = self.summary(b);
+            let bucket = &mut self.buckets[b];
+            let mut free = SLOTS;
+            let mut live_bits = 0;
+            for (i, &s) in bucket.slots.iter().enumerate().rev() {
+                if slot_is_free(s, first_seq, live) {
+                    free = i;
+                } else {
+                    live_bits |= slot_bit(slot_tag(s));
+                }
+            }
+            if free < SLOTS {
+                bucket.slots[free] = new;
+                // Its live slots' bits, exact, and the passer bits it had while its
+                // overflow mark is live (none once it is dead: every id that went
+                // past it has aged out).
+                let passers = if bucket.overflow > first_seq {
+                    self.summaries[b] & PASSER_BITS
+                } else {
+                    0
+                };
+                self.summaries[b] = passers | live_bits | slot_bit(tag);
                 return;
             }
-            self.buckets[b].overflow = seq + 1;
-            self.summaries[b] |= passer_bit(tag(fingerprint));
-            b = (b + 1) % n;
+            bucket.overflow = seq + 1;
+            self.summaries[b] |= passer_bit(tag);
+            b = if b + 1 == n { 0 } else { b + 1 };
         }
         debug_assert!(false, "no free slot in the dedup index");
-    }
-
-    /// Bucket `b`'s summary after a write: its live slots' bits, exact, and the
-    /// passer bits it had while its overflow mark is live (none once it is dead: every
-    /// id that went past it has aged out).
-    fn summary(&self, b: usize) -> u64 {
-        let bucket = &self.buckets[b];
-        let mut summary = if self.passes(bucket.overflow) {
-            self.summaries[b] & PASSER_BITS
-        } else {
-            0
-        };
-        for &s in &bucket.slots {
-            if !self.is_free(s) {
-                summary |= slot_bit(slot_tag(s));
-            }
-        }
-        summary
     }
 
     fn grow(&mut self) {
@@ -422,10 +467,14 @@ pub(crate) fn prefetch_home(span: IndexSpan, fingerprint: u64) {
         span.summaries
             .wrapping_add(home.wrapping_mul(std::mem::size_of::<u64>())),
     );
-    prefetch(
+    let bucket = |b: usize| {
         span.buckets
-            .wrapping_add(home.wrapping_mul(std::mem::size_of::<Bucket>())),
-    );
+            .wrapping_add(b.wrapping_mul(std::mem::size_of::<Bucket>()))
+    };
+    prefetch(bucket(home));
+    // The next bucket too: a lookup or placement goes on to it when the home
+    // overflowed, which at load 5/7 is common. (Past the index's end: a wasted hint.)
+    prefetch(bucket(home.wrapping_add(1)));
 }
 
 /// A hint to the CPU to load the cache line at `address` (an index bucket).
