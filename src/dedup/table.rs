@@ -382,6 +382,10 @@ impl IdTable {
                 self.summaries[b] = passers | live_bits | slot_bit(tag);
                 return;
             }
+            if bucket.overflow <= first_seq {
+                // Every id that went past it before has aged out: their bits go.
+                self.summaries[b] &= !PASSER_BITS;
+            }
             bucket.overflow = seq + 1;
             self.summaries[b] |= passer_bit(tag);
             b = if b + 1 == n { 0 } else { b + 1 };
