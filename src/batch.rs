@@ -12,8 +12,10 @@ use crate::record::{Header, StoredRecord};
 use crate::Offset;
 
 mod encode;
+mod scatter;
 
 pub(crate) use encode::{encode, encode_empty, encode_into, encoded_len, BatchMeta, RecordParts};
+pub(crate) use scatter::Scattered;
 
 /// Bytes of the fixed batch header.
 pub(crate) const HEADER_LEN: usize = 60;

@@ -185,14 +185,14 @@ impl Log {
             return Err(Error::MissingKey);
         }
         let (last_delta, len, max_timestamp) = inner.batch_size(records, count, now)?;
+        let meta = |base: Offset| BatchMeta {
+            base_offset: base,
+            last_offset_delta: last_delta,
+            append_time: now,
+            delete_horizon: None,
+        };
         let encode = |buf: &mut [u8], base: Offset| {
-            let meta = BatchMeta {
-                base_offset: base,
-                last_offset_delta: last_delta,
-                append_time: now,
-                delete_horizon: None,
-            };
-            records.encode_into(buf, meta, now).ok_or_else(|| {
+            records.encode_into(buf, meta(base), now).ok_or_else(|| {
                 Error::io(
                     "encode batch",
                     &inner.dir,
@@ -226,7 +226,12 @@ impl Log {
             inner.count_appended(count as u64);
             let reservation = inner.reserve(&mut w, &batch);
             drop(w);
-            reservation.complete(|buf| encode(buf, base))?;
+            if reservation.wants_parts() {
+                // Large: handed to the file where its values are, one copy.
+                reservation.complete_parts(&records.encode_parts(meta(base), now))?;
+            } else {
+                reservation.complete(|buf| encode(buf, base))?;
+            }
             true
         };
         let range = written.then_some(base..base + count as u64);

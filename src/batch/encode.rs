@@ -103,16 +103,24 @@ pub(crate) struct BatchMeta {
     pub delete_horizon: Option<i64>,
 }
 
-/// Where encoded bytes go: a growing `Vec`, or an exactly sized slice (the mapped
-/// region of the active segment: one copy of each byte, no scratch buffer).
-pub(crate) trait Sink {
+/// Where encoded bytes go: a growing `Vec`, an exactly sized slice (the mapped
+/// region of the active segment: one copy of each byte, no scratch buffer), or a
+/// list of parts that borrows the records' large keys and values (`Scattered`:
+/// written with one vectored write, no copy in between).
+pub(crate) trait Sink<'r> {
     fn put(&mut self, b: u8);
     fn put_slice(&mut self, b: &[u8]);
+    /// A record's key or value, which lives as long as the records (`'r`): a sink
+    /// may keep a reference to it instead of copying it.
+    #[inline(always)]
+    fn put_borrowed(&mut self, b: &'r [u8]) {
+        self.put_slice(b);
+    }
     /// About `n` more bytes are coming.
     fn reserve(&mut self, _n: usize) {}
 }
 
-impl Sink for Vec<u8> {
+impl Sink<'_> for Vec<u8> {
     #[inline(always)]
     fn put(&mut self, b: u8) {
         self.push(b);
@@ -137,7 +145,7 @@ struct SliceSink<'b> {
     overflow: bool,
 }
 
-impl Sink for SliceSink<'_> {
+impl Sink<'_> for SliceSink<'_> {
     #[inline(always)]
     fn put(&mut self, b: u8) {
         match self.buf.get_mut(self.at) {
@@ -162,7 +170,7 @@ impl Sink for SliceSink<'_> {
 }
 
 /// What the records of a batch came to.
-struct Summary {
+pub(super) struct Summary {
     count: u32,
     first_ts: Option<i64>,
     max_ts: i64,
@@ -218,7 +226,7 @@ pub(crate) fn encode_into<'r>(
 
 /// Writes the records' bodies (everything after the batch header).
 #[inline]
-fn encode_records<'r, S: Sink>(
+pub(super) fn encode_records<'r, S: Sink<'r>>(
     out: &mut S,
     records: impl IntoIterator<Item = RecordParts<'r>>,
 ) -> Summary {
@@ -236,8 +244,8 @@ fn encode_records<'r, S: Sink>(
         out.put(0); // record attributes: unused
         put_varlong(out, ts_delta);
         put_varlong(out, i64::from(r.offset_delta));
-        put_bytes_field(out, r.key);
-        put_bytes_field(out, r.value);
+        put_borrowed_field(out, r.key);
+        put_borrowed_field(out, r.value);
         put_varlong(out, r.headers.count() as i64);
         r.headers.for_each(|k, v| {
             put_bytes_field(out, Some(k));
@@ -254,7 +262,13 @@ fn encode_records<'r, S: Sink>(
 /// Fills in the header of the batch `batch` (header and records, exactly) and its CRC.
 fn finish(batch: &mut [u8], meta: BatchMeta, s: &Summary) {
     let len = batch.len();
-    let header = &mut batch[..HEADER_LEN];
+    fill_header(&mut batch[..HEADER_LEN], len, meta, s);
+    let crc = crc32fast::hash(&batch[POS_MAGIC..]);
+    batch[POS_CRC..POS_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Fills in every header field of a batch of `len` bytes but its CRC.
+pub(super) fn fill_header(header: &mut [u8], len: usize, meta: BatchMeta, s: &Summary) {
     let length = u32::try_from(len - 4).unwrap_or(u32::MAX);
     header[POS_LENGTH..POS_LENGTH + 4].copy_from_slice(&length.to_le_bytes());
     header[POS_MAGIC] = MAGIC;
@@ -273,8 +287,6 @@ fn finish(batch: &mut [u8], meta: BatchMeta, s: &Summary) {
     header[POS_DELETE_HORIZON..POS_DELETE_HORIZON + 8]
         .copy_from_slice(&meta.delete_horizon.unwrap_or(0).to_le_bytes());
     header[POS_RECORD_COUNT..POS_RECORD_COUNT + 4].copy_from_slice(&s.count.to_le_bytes());
-    let crc = crc32fast::hash(&batch[POS_MAGIC..]);
-    batch[POS_CRC..POS_CRC + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Appends an empty batch (no records, attribute [`ATTR_EMPTY`]) over the offsets
@@ -308,7 +320,7 @@ fn field_len(b: Option<&[u8]>) -> usize {
 }
 
 #[inline(always)]
-pub(super) fn put_varlong<S: Sink + ?Sized>(out: &mut S, v: i64) {
+pub(super) fn put_varlong<'r, S: Sink<'r> + ?Sized>(out: &mut S, v: i64) {
     let mut u = zigzag(v);
     while u >= 0x80 {
         out.put((u as u8) | 0x80);
@@ -317,8 +329,20 @@ pub(super) fn put_varlong<S: Sink + ?Sized>(out: &mut S, v: i64) {
     out.put(u as u8);
 }
 
+/// [`put_bytes_field`] of a record's own key or value (see [`Sink::put_borrowed`]).
 #[inline(always)]
-fn put_bytes_field<S: Sink + ?Sized>(out: &mut S, b: Option<&[u8]>) {
+fn put_borrowed_field<'r, S: Sink<'r> + ?Sized>(out: &mut S, b: Option<&'r [u8]>) {
+    match b {
+        None => put_varlong(out, -1),
+        Some(b) => {
+            put_varlong(out, b.len() as i64);
+            out.put_borrowed(b);
+        }
+    }
+}
+
+#[inline(always)]
+fn put_bytes_field<'r, S: Sink<'r> + ?Sized>(out: &mut S, b: Option<&[u8]>) {
     match b {
         None => put_varlong(out, -1),
         Some(b) => {

@@ -163,6 +163,25 @@ pub trait Mapping: Send + Sync + Debug {
         self.write(pos, &buf)
     }
 
+    /// Whether a write of `len` bytes had better come as parts
+    /// ([`Mapping::write_parts`]): true where such a write goes through the file with
+    /// a system call anyway, so that the large values of a batch can be handed to it
+    /// where they are instead of being copied into a buffer first. False by default.
+    fn wants_parts(&self, _len: usize) -> bool {
+        false
+    }
+
+    /// Writes `parts` one after another from `pos`, under the rules of
+    /// [`Mapping::write`]. The default writes each part with `write`.
+    fn write_parts(&self, pos: usize, parts: &[&[u8]]) -> io::Result<()> {
+        let mut at = pos;
+        for part in parts {
+            self.write(at, part)?;
+            at += part.len();
+        }
+        Ok(())
+    }
+
     /// Hints that `[pos, pos + len)` (below the file's size) is about to be written, so
     /// its pages can be mapped in one go instead of one fault at a time. A no-op by
     /// default; failures are ignored (it is only a hint): see

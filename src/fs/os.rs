@@ -353,6 +353,35 @@ impl Mapping for OsMapping {
         Ok(())
     }
 
+    /// Large writes (and all writes where stores into the map are not safe) go
+    /// through the file: as parts, with one `pwritev`.
+    fn wants_parts(&self, len: usize) -> bool {
+        self.bound.is_some() && (self.through_file || len >= LARGE_WRITE_BYTES)
+    }
+
+    fn write_parts(&self, pos: usize, parts: &[&[u8]]) -> io::Result<()> {
+        let len = parts.iter().map(|p| p.len()).sum();
+        if let Some(file) = self.through_file() {
+            return write_through_parts(file, self.map.len(), pos, len, parts);
+        }
+        self.check_writable(pos, len)?;
+        self.note_write_size(len);
+        match &self.bound {
+            Some((file, _)) if len >= LARGE_WRITE_BYTES => {
+                write_through_parts(file, self.map.len(), pos, len, parts)
+            }
+            // Small: stores into the map, as `write` does.
+            _ => {
+                let mut at = pos;
+                for part in parts {
+                    self.write(at, part)?;
+                    at += part.len();
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn write_with(
         &self,
         pos: usize,
@@ -363,10 +392,8 @@ impl Mapping for OsMapping {
             return write_through_buffered(file, self.map.len(), pos, len, fill);
         }
         self.check_writable(pos, len)?;
+        self.note_write_size(len);
         let large = len >= LARGE_WRITE_BYTES;
-        if self.writing_large.load(Ordering::Relaxed) != large {
-            self.writing_large.store(large, Ordering::Relaxed);
-        }
         if let (true, Some((file, _))) = (large, &self.bound) {
             return write_through_buffered(file, self.map.len(), pos, len, fill);
         }
@@ -380,6 +407,15 @@ impl Mapping for OsMapping {
 }
 
 impl OsMapping {
+    /// Tells the preparer whether appends are large now (it then stops prefaulting:
+    /// `pwrite` fills the pages itself).
+    fn note_write_size(&self, len: usize) {
+        let large = len >= LARGE_WRITE_BYTES;
+        if self.writing_large.load(Ordering::Relaxed) != large {
+            self.writing_large.store(large, Ordering::Relaxed);
+        }
+    }
+
     /// The file to `pwrite` to, for a mapping written through the file.
     fn through_file(&self) -> Option<&File> {
         match &self.bound {
@@ -423,6 +459,73 @@ fn write_through(file: &File, map_len: usize, pos: usize, data: &[u8]) -> io::Re
         .filter(|&end| end <= map_len)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past mapping"))?;
     FileExt::write_all_at(file, data, pos as u64)
+}
+
+/// [`write_through`] of `parts` (`len` bytes in all) with `pwritev`: each byte is
+/// copied once, by the kernel. Retried from where it stopped after a short write or
+/// an interruption; at most `IOV_MAX` parts per call.
+fn write_through_parts(
+    file: &File,
+    map_len: usize,
+    pos: usize,
+    len: usize,
+    parts: &[&[u8]],
+) -> io::Result<()> {
+    pos.checked_add(len)
+        .filter(|&end| end <= map_len)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past mapping"))?;
+    const IOV_MAX: usize = 1024;
+    let (mut part, mut skip, mut at) = (0, 0, pos);
+    // Bounded: every pass writes at least one byte or returns.
+    while part < parts.len() {
+        let iov: Vec<libc::iovec> = parts[part..]
+            .iter()
+            .take(IOV_MAX)
+            .enumerate()
+            .map(|(i, p)| {
+                let p = if i == 0 { &p[skip..] } else { p };
+                libc::iovec {
+                    iov_base: p.as_ptr() as *mut libc::c_void,
+                    iov_len: p.len(),
+                }
+            })
+            .collect();
+        let offset = libc::off_t::try_from(at)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset past off_t"))?;
+        // SAFETY: every iovec points into a slice of `parts`, alive across the call;
+        // pwritev only reads them.
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                offset,
+            )
+        };
+        if written < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if written == 0 && iov.iter().any(|v| v.iov_len > 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "pwritev wrote nothing",
+            ));
+        }
+        let mut left = written as usize;
+        at += left;
+        // Past the parts fully written, into the one cut short.
+        while part < parts.len() && left >= parts[part].len() - skip {
+            left -= parts[part].len() - skip;
+            part += 1;
+            skip = 0;
+        }
+        skip += left;
+    }
+    Ok(())
 }
 
 /// Encodes `len` bytes with `fill` into a buffer and `pwrite`s them at `pos` (see
@@ -591,5 +694,39 @@ mod tests {
             total as u64,
             "a refused write does not extend"
         );
+    }
+
+    /// Parts go through the file in one `pwritev` per `IOV_MAX` of them, in order,
+    /// empty ones included, and are seen through the map; small writes of parts are
+    /// stores; parts past the file's end are refused (never extend it).
+    #[test]
+    fn parts_are_written_in_order_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let f = OsFs.open(&path, OpenMode::Create).unwrap();
+        // 2,500 parts of 0 to 40 bytes (three `pwritev`s), then one of 20 KiB.
+        let owned: Vec<Vec<u8>> = (0..2_500u32)
+            .map(|i| vec![(i % 251) as u8; (i % 41) as usize])
+            .chain(std::iter::once(vec![7u8; 20 << 10]))
+            .collect();
+        let parts: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        let expected: Vec<u8> = parts.concat();
+        let total = expected.len();
+        f.allocate(total as u64 + 100).unwrap();
+        let m = f.map(total + 4096).unwrap();
+        assert!(m.wants_parts(LARGE_WRITE_BYTES) && !m.wants_parts(100));
+        m.write_parts(100, &[b"small", b" parts"]).unwrap();
+        m.write_parts(0, &parts).unwrap();
+        let mut file_bytes = vec![0u8; total];
+        f.read_exact_at(&mut file_bytes, 0).unwrap();
+        assert!(file_bytes == expected, "the file holds the parts in order");
+        // SAFETY: the mapping is `total + 4096` bytes long.
+        let seen = unsafe { std::slice::from_raw_parts(m.as_ptr(), total) };
+        assert!(seen == expected.as_slice(), "seen through the map");
+        let past = m
+            .write_parts(total, &[&[1u8; LARGE_WRITE_BYTES][..]])
+            .unwrap_err();
+        assert_eq!(past.kind(), io::ErrorKind::InvalidInput, "{past}");
+        assert_eq!(f.size().unwrap(), total as u64 + 100, "not extended");
     }
 }

@@ -93,6 +93,21 @@ impl Segment {
         Ok(crc)
     }
 
+    /// [`Segment::write_reserved`] of a batch encoded as parts (its large values
+    /// borrowed, see [`batch::Scattered`]), for a mapping that
+    /// [`Mapping::wants_parts`]: one vectored write, each byte copied once.
+    pub fn write_reserved_parts(
+        &self,
+        map: &dyn Mapping,
+        position: u64,
+        batch: &batch::Scattered<'_>,
+    ) -> Result<()> {
+        let pos = usize::try_from(position).expect("positions fit in usize (capacity checked)");
+        let parts: Vec<&[u8]> = batch.parts().collect();
+        map.write_parts(pos, &parts)
+            .map_err(|e| Error::io("write segment", self.path(), e))
+    }
+
     /// Puts back the CRC withheld by [`Segment::write_reserved`] for the batch at
     /// `position`: it decodes from now on.
     pub fn restore_crc(&self, map: &dyn Mapping, position: u64, crc: [u8; 4]) -> Result<()> {

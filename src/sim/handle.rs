@@ -11,6 +11,9 @@ use parking_lot::{Mutex, MutexGuard};
 use super::state::{dead_handle, error, State};
 use crate::fs::{FileHandle, Mapping};
 
+/// Writes from this size on come as parts (`Mapping::wants_parts`), as on `OsFs`.
+const LARGE_WRITE_BYTES: usize = 16 << 10;
+
 /// One open of a file; shared by the [`SimFile`] and every mapping made from it.
 pub(super) struct HandleInner {
     pub(super) state: Arc<Mutex<State>>,
@@ -173,6 +176,17 @@ impl fmt::Debug for SimMapping {
 }
 
 impl Mapping for SimMapping {
+    /// As `OsFs` does for large writes, so that crash tests walk the parts path.
+    fn wants_parts(&self, len: usize) -> bool {
+        len >= LARGE_WRITE_BYTES
+    }
+
+    /// One write, one crash point: what `OsFs` does with them, a single `pwritev`,
+    /// either happens or not when the process dies.
+    fn write_parts(&self, pos: usize, parts: &[&[u8]]) -> io::Result<()> {
+        self.write(pos, &parts.concat())
+    }
+
     fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()
     }

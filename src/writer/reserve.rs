@@ -12,6 +12,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::Ordering as AtomicOrdering;
 
 use super::{PlannedBatch, Writer};
+use crate::batch::Scattered;
 use crate::fs::Mapping;
 use crate::log::LogInner;
 use crate::segment::{Decision, Segment};
@@ -174,6 +175,32 @@ impl Reservation<'_> {
     /// turn (every batch before it published) and publishes it.
     pub(super) fn complete(mut self, fill: impl FnOnce(&mut [u8]) -> Result<()>) -> Result<()> {
         self.write(fill, false)?;
+        self.inner.wait_published(self.segment(), self.position)?;
+        self.publish(true);
+        Ok(())
+    }
+
+    /// Whether the batch is better written as parts ([`Mapping::wants_parts`]: a
+    /// large batch, which goes through the file with a system call).
+    pub(super) fn wants_parts(&self) -> bool {
+        self.map().wants_parts(self.len)
+    }
+
+    /// [`Reservation::complete`] of a batch encoded as parts, exactly the reserved
+    /// length (checked before anything is written: a mismatch poisons the log).
+    pub(super) fn complete_parts(mut self, batch: &Scattered<'_>) -> Result<()> {
+        if batch.len() != self.len {
+            let err = Error::io(
+                "encode batch",
+                &self.inner.dir,
+                std::io::Error::other("encoded size differs from its prediction"),
+            );
+            self.inner.poison(&err);
+            return Err(err);
+        }
+        self.segment()
+            .write_reserved_parts(self.map(), self.position, batch)
+            .inspect_err(|e| self.inner.poison(e))?;
         self.inner.wait_published(self.segment(), self.position)?;
         self.publish(true);
         Ok(())

@@ -1,6 +1,6 @@
 //! [`AppendSource`]: what an append encodes, behind one interface for the writer.
 
-use crate::batch::{self, BatchMeta, RecordParts};
+use crate::batch::{self, BatchMeta, RecordParts, Scattered};
 use crate::{Record, RecordRef};
 
 /// What an append encodes: owned records, borrowed ones, or one record of borrowed
@@ -24,6 +24,10 @@ pub(super) trait AppendSource {
     /// Encodes the batch into `buf`, exactly [`AppendSource::encoded_len`] long.
     fn encode_into(&self, buf: &mut [u8], meta: BatchMeta, now: i64) -> Option<()> {
         batch::encode_into(buf, meta, self.parts(now))
+    }
+    /// Encodes the batch as parts that borrow its large keys and values.
+    fn encode_parts(&self, meta: BatchMeta, now: i64) -> Scattered<'_> {
+        Scattered::encode(meta, self.parts(now))
     }
 }
 
