@@ -15,7 +15,7 @@ mod encode;
 mod scatter;
 
 pub(crate) use encode::{encode, encode_empty, encode_into, encoded_len, BatchMeta, RecordParts};
-pub(crate) use scatter::Scattered;
+pub(crate) use scatter::{Scattered, BORROW_MIN_BYTES};
 
 /// Bytes of the fixed batch header.
 pub(crate) const HEADER_LEN: usize = 60;

@@ -12,7 +12,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::Ordering as AtomicOrdering;
 
 use super::{PlannedBatch, Writer};
-use crate::batch::Scattered;
+use crate::batch::{Scattered, BORROW_MIN_BYTES};
 use crate::fs::Mapping;
 use crate::log::LogInner;
 use crate::segment::{Decision, Segment};
@@ -181,9 +181,12 @@ impl Reservation<'_> {
     }
 
     /// Whether the batch is better written as parts ([`Mapping::wants_parts`]: a
-    /// large batch, which goes through the file with a system call).
+    /// large batch, which goes through the file with a system call). A batch smaller
+    /// than the smallest borrowed value has nothing to borrow: not asked (no call
+    /// through the mapping's vtable on the path of small appends).
+    #[inline]
     pub(super) fn wants_parts(&self) -> bool {
-        self.map().wants_parts(self.len)
+        self.len >= BORROW_MIN_BYTES && self.map().wants_parts(self.len)
     }
 
     /// [`Reservation::complete`] of a batch encoded as parts, exactly the reserved
