@@ -25,6 +25,7 @@ use crate::stats::{LogStats, SegmentInfo, VerifyReport};
 use crate::writer::Writer;
 use crate::{Error, Offset, Result, StoredRecord};
 
+mod assemble;
 mod open;
 
 /// A segmented, append-only log in one directory. Cheap to clone: clones share one
@@ -83,6 +84,8 @@ impl Log {
         }
     }
 }
+
+pub(crate) use assemble::InnerParts;
 
 #[derive(Debug)]
 pub(crate) struct LogInner {

@@ -3,20 +3,15 @@
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex, RwLock};
-
-use super::{Counters, Log, LogInner};
-use crate::background::{AppendSignal, Shutdown};
-use crate::cleaner::CleanerState;
+use super::assemble::InnerParts;
+use super::{Log, LogInner};
 use crate::config::LogConfig;
 use crate::cursor::Cursors;
-use crate::flush::{Durability, FlushState};
+use crate::flush::Durability;
 use crate::fs::FileSystem;
 use crate::recovery::{self, Recovered};
-use crate::retention::RetentionState;
 use crate::segment::Segment;
 use crate::writer::Writer;
 use crate::{Error, Result};
@@ -137,41 +132,23 @@ fn assemble_inner(
     lock: Box<dyn Any + Send + Sync>,
     writer: Writer,
 ) -> LogInner {
-    let next_offset = writer.next_offset;
-    let opened_ms = config.clock.now_ms();
-    LogInner {
+    let end_offset = writer.next_offset;
+    let last_sync_ms = config.clock.now_ms();
+    let dedup = config.dedup.as_ref().map(crate::dedup::DedupWindow::new);
+    LogInner::assemble(InnerParts {
         dir,
         segment_cache: Arc::clone(&recovered.cache),
-        segments: RwLock::new(Arc::new(recovered.segments)),
-        writer: Mutex::new(writer),
-        writer_gate: Condvar::new(),
-        durability: Mutex::new(Durability::new(recovered.recovery_point_file)),
-        maintenance: Mutex::new(()),
-        end_offset: AtomicU64::new(next_offset),
-        durable_offset: AtomicU64::new(next_offset),
-        start_offset: AtomicU64::new(recovered.start_offset),
-        flush_state: Mutex::new(FlushState::new(next_offset)),
-        flush_done: Condvar::new(),
-        flush_arrived: Condvar::new(),
-        appended: AppendSignal::default(),
-        turn: crate::segment::TurnWaiters::default(),
-        closed: AtomicBool::new(false),
-        poisoned: Mutex::new(None),
-        is_poisoned: AtomicBool::new(false),
-        lock: Mutex::new(Some(lock)),
-        background: Mutex::new(Vec::new()),
-        shutdown: Arc::new(Shutdown::default()),
+        segments: recovered.segments,
+        writer,
+        durability: Durability::new(recovered.recovery_point_file),
+        end_offset,
+        start_offset: recovered.start_offset,
+        lock: Some(lock),
         crash_history: recovered.crash_history,
-        roll_syncer: AtomicBool::new(false),
-        last_sync_ms: AtomicI64::new(opened_ms),
-        background_error: Mutex::new(None),
-        counters: Counters::default(),
-        retention: RetentionState::default(),
         cursors,
-        cleaner: CleanerState::default(),
-        dependents: crate::dependents::Dependents::default(),
+        last_sync_ms,
         read_only: None,
-        dedup: config.dedup.as_ref().map(crate::dedup::DedupWindow::new),
+        dedup,
         config,
-    }
+    })
 }

@@ -2,20 +2,16 @@
 //! then listing the directory once.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::Mutex;
 
 use super::{empty_segment, ReadOnlyView, Unwritable, ViewState};
-use crate::background::{AppendSignal, Shutdown};
 use crate::checkpoint::{self, RecoveryPointFile};
-use crate::cleaner::CleanerState;
 use crate::config::LogConfig;
-use crate::flush::{Durability, FlushState};
+use crate::flush::Durability;
 use crate::fs::{FileSystem, OsFs};
-use crate::log::{Counters, Log, LogInner};
-use crate::retention::RetentionState;
+use crate::log::{InnerParts, Log, LogInner};
 use crate::segment::{Segment, SegmentCache};
 use crate::writer::Writer;
 use crate::{Error, Result};
@@ -62,45 +58,27 @@ impl Log {
         let writer = parked_writer(Arc::clone(&placeholder));
         let cursors = crate::cursor::Cursors::load_read_only(&*fs, &dir)?;
         let crash_history = crate::crash_history::CrashHistory::load(&*fs, &dir)?;
-        let inner = Arc::new(LogInner {
+        let inner = Arc::new(LogInner::assemble(InnerParts {
             dir,
-            segments: RwLock::new(Arc::new(vec![placeholder])),
-            writer: Mutex::new(writer),
-            writer_gate: Condvar::new(),
-            durability: Mutex::new(Durability::new(RecoveryPointFile::unwritten(
+            segment_cache: SegmentCache::new(config.max_open_segments),
+            segments: vec![placeholder],
+            writer,
+            durability: Durability::new(RecoveryPointFile::unwritten(
                 Arc::new(Unwritable),
                 rp_path,
-            ))),
-            maintenance: Mutex::new(()),
-            end_offset: AtomicU64::new(0),
-            durable_offset: AtomicU64::new(0),
-            start_offset: AtomicU64::new(0),
-            flush_state: Mutex::new(FlushState::new(0)),
-            flush_done: Condvar::new(),
-            flush_arrived: Condvar::new(),
-            appended: AppendSignal::default(),
-            turn: crate::segment::TurnWaiters::default(),
-            closed: AtomicBool::new(false),
-            poisoned: Mutex::new(None),
-            is_poisoned: AtomicBool::new(false),
-            lock: Mutex::new(None),
-            background: Mutex::new(Vec::new()),
-            shutdown: Arc::new(Shutdown::default()),
-            roll_syncer: AtomicBool::new(false),
-            last_sync_ms: AtomicI64::new(0),
-            background_error: Mutex::new(None),
-            counters: Counters::default(),
-            retention: RetentionState::default(),
-            cleaner: CleanerState::default(),
+            )),
+            // The view finds the log's offsets when it first looks (`refresh_view`).
+            end_offset: 0,
+            start_offset: 0,
+            lock: None,
+            crash_history,
+            cursors,
+            last_sync_ms: 0,
             read_only: Some(view),
             // Nothing is appended through a read-only view: no window to keep.
             dedup: None,
-            segment_cache: SegmentCache::new(config.max_open_segments),
-            cursors,
-            crash_history,
-            dependents: crate::dependents::Dependents::default(),
             config,
-        });
+        }));
         inner.refresh_view()?;
         Ok(Log::user(inner))
     }
