@@ -212,7 +212,13 @@ impl Log {
         };
         let written = if D::ASKS {
             // Check-and-append stays atomic: wholly under the lock.
-            let written = inner.append_decided(&mut w, &batch, |buf| encode(buf, base), decide)?;
+            let written = inner.append_decided(
+                &mut w,
+                &batch,
+                |buf| encode(buf, base),
+                || records.encode_parts(meta(base), now),
+                decide,
+            )?;
             if written {
                 w.records_since_flush += count as u64;
                 inner.count_appended(count as u64);

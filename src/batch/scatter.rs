@@ -80,6 +80,13 @@ impl<'r> Scattered<'r> {
         s
     }
 
+    /// [`super::withhold_crc`] for a scattered batch: its CRC field gets the CRC's
+    /// complement, and the CRC comes back to be put back once the batch is to be
+    /// published.
+    pub(crate) fn withhold_crc(&mut self) -> [u8; 4] {
+        super::withhold_crc(&mut self.small[..HEADER_LEN])
+    }
+
     /// Ends the run of copied bytes as a part.
     fn close_copied(&mut self) {
         if self.small.len() > self.open_from {

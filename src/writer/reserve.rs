@@ -94,16 +94,25 @@ impl LogInner {
     /// for every reservation in flight to be published, so the batch is written at
     /// the published end; a no leaves the writer as it was (the bytes written never
     /// decode: see [`crate::batch::withhold_crc`]). False when `decide` said no.
-    pub(super) fn append_decided<D: Decision>(
+    pub(super) fn append_decided<'s, D: Decision>(
         &self,
         w: &mut Writer,
         batch: &PlannedBatch,
         fill: impl FnOnce(&mut [u8]) -> Result<()>,
+        parts: impl FnOnce() -> Scattered<'s>,
         decide: &mut D,
     ) -> Result<bool> {
         self.wait_published(&w.active, w.position)?;
         let mut r = self.plan_reservation(w, batch);
-        let crc = r.write(fill, D::ASKS)?;
+        // Encoded by `fill` into place, or as `parts` (a large batch: one copy).
+        let crc = if r.wants_parts() {
+            let mut parts = parts();
+            let crc = D::ASKS.then(|| parts.withhold_crc());
+            r.write_parts(&parts)?;
+            crc
+        } else {
+            r.write(fill, D::ASKS)?
+        };
         if let Some(crc) = crc {
             if !decide.publish() {
                 r.done = true;
@@ -189,9 +198,17 @@ impl Reservation<'_> {
         self.len >= BORROW_MIN_BYTES && self.map().wants_parts(self.len)
     }
 
-    /// [`Reservation::complete`] of a batch encoded as parts, exactly the reserved
-    /// length (checked before anything is written: a mismatch poisons the log).
+    /// [`Reservation::complete`] of a batch encoded as parts.
     pub(super) fn complete_parts(mut self, batch: &Scattered<'_>) -> Result<()> {
+        self.write_parts(batch)?;
+        self.inner.wait_published(self.segment(), self.position)?;
+        self.publish(true);
+        Ok(())
+    }
+
+    /// Writes a batch encoded as parts into its reserved bytes, after checking that
+    /// it is exactly the reserved length. A failure poisons the log.
+    fn write_parts(&mut self, batch: &Scattered<'_>) -> Result<()> {
         if batch.len() != self.len {
             let err = Error::io(
                 "encode batch",
@@ -203,10 +220,7 @@ impl Reservation<'_> {
         }
         self.segment()
             .write_reserved_parts(self.map(), self.position, batch)
-            .inspect_err(|e| self.inner.poison(e))?;
-        self.inner.wait_published(self.segment(), self.position)?;
-        self.publish(true);
-        Ok(())
+            .inspect_err(|e| self.inner.poison(e))
     }
 
     /// Its turn: publishes the batch to readers, then the log's end offset, then
