@@ -83,6 +83,25 @@ fn seed() -> u64 {
     seed
 }
 
+/// After a reopen (`when` names the round and the crash): every `(offset, value)`
+/// an append returned or a flush covered is there with its value, the log is dense
+/// from 0 to its end, and it verifies clean.
+fn check_reopened(log: &Log, kept: &[(Offset, Vec<u8>)], when: &str) {
+    let end = log.end_offset();
+    for (o, v) in kept {
+        assert!(*o < end, "{when}: offset {o} lost (end {end})");
+        let r = log.read(*o).unwrap().unwrap();
+        assert_eq!(r.value.as_deref(), Some(&v[..]), "{when}: offset {o}");
+    }
+    let mut n = 0u64;
+    for r in log.reader(0).unwrap() {
+        assert_eq!(r.unwrap().offset, n, "{when}: dense");
+        n += 1;
+    }
+    assert_eq!(n, end, "{when}");
+    assert!(log.verify().unwrap().corrupt.is_empty(), "{when}");
+}
+
 /// Checks every thread's records: offsets increase in each thread's call order,
 /// together they are dense from `from`, and each reads back its value. Returns
 /// them by offset.
@@ -304,26 +323,7 @@ fn a_failed_write_hangs_no_other_appender() {
         fs.kill();
         drop(log);
         let log = Log::open("/log", sim_config(&fs, &clock, 16 << 10)).unwrap();
-        let end = log.end_offset();
-        for (o, v) in &returned {
-            assert!(
-                *o < end,
-                "round {round}: returned offset {o} lost (end {end})"
-            );
-            let r = log.read(*o).unwrap().unwrap();
-            assert_eq!(
-                r.value.as_deref(),
-                Some(&v[..]),
-                "round {round}: offset {o}"
-            );
-        }
-        let mut n = 0u64;
-        for r in log.reader(0).unwrap() {
-            assert_eq!(r.unwrap().offset, n, "round {round}: dense after reopen");
-            n += 1;
-        }
-        assert_eq!(n, end);
-        assert!(log.verify().unwrap().corrupt.is_empty());
+        check_reopened(&log, &returned, &format!("round {round}, after a kill"));
         log.close().unwrap();
     }
 }
@@ -372,30 +372,11 @@ fn flushes_during_parallel_appends_survive_power_loss() {
         drop(log);
         let log = Log::open("/log", sim_config(&fs, &clock, 16 << 10))
             .unwrap_or_else(|e| panic!("round {round}: reopen after power loss: {e}"));
-        let end = log.end_offset();
-        for (o, v) in &covered {
-            assert!(
-                *o < end,
-                "round {round}: flushed offset {o} lost (end {end})"
-            );
-            let r = log.read(*o).unwrap().unwrap();
-            assert_eq!(
-                r.value.as_deref(),
-                Some(&v[..]),
-                "round {round}: offset {o}"
-            );
-        }
-        let mut n = 0u64;
-        for r in log.reader(0).unwrap() {
-            assert_eq!(
-                r.unwrap().offset,
-                n,
-                "round {round}: dense after power loss"
-            );
-            n += 1;
-        }
-        assert_eq!(n, end);
-        assert!(log.verify().unwrap().corrupt.is_empty());
+        check_reopened(
+            &log,
+            &covered,
+            &format!("round {round}, after a power loss"),
+        );
         log.close().unwrap();
     }
 }

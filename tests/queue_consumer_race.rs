@@ -108,6 +108,15 @@ fn count(acked: &Acked, settled: &AtomicU64, offset: u64) {
     settled.fetch_add(1, Ordering::SeqCst);
 }
 
+/// Closes `q` and opens it again: the state read back has everything below `floor`
+/// settled and delivers nothing more.
+fn closed_and_reopened_agree(log: &Log, q: Queue, floor: u64) {
+    q.close().unwrap();
+    let q = Queue::open(log, "q", config()).unwrap();
+    assert_eq!(q.stats().ack_floor, floor, "the state after reopen agrees");
+    assert!(q.receive(10, Duration::ZERO).unwrap().is_empty());
+}
+
 fn run_consumers(
     q: &Queue,
     seed: u64,
@@ -149,10 +158,7 @@ fn racing_consumers_ack_every_record_exactly_once_and_reopen_agrees() {
                 (N, 0, N)
             );
             assert!(q.receive(10, Duration::ZERO).unwrap().is_empty());
-            q.close().unwrap();
-            let q = Queue::open(&log, "q", config()).unwrap();
-            assert_eq!(q.stats().ack_floor, N, "the state after reopen agrees");
-            assert!(q.receive(10, Duration::ZERO).unwrap().is_empty());
+            closed_and_reopened_agree(&log, q, N);
         });
     }
 }
@@ -192,10 +198,7 @@ fn purges_racing_consumers_settle_every_record_once() {
             let stats = q.stats();
             assert_eq!((stats.ack_floor, stats.in_flight), (ROUNDS * PER_ROUND, 0));
             assert_eq!(stats.acked_total, acked.len() as u64);
-            q.close().unwrap();
-            let q = Queue::open(&log, "q", config()).unwrap();
-            assert_eq!(q.stats().ack_floor, ROUNDS * PER_ROUND);
-            assert!(q.receive(10, Duration::ZERO).unwrap().is_empty());
+            closed_and_reopened_agree(&log, q, ROUNDS * PER_ROUND);
         });
     }
 }
@@ -260,10 +263,7 @@ fn a_retention_jump_racing_consumers_delivers_nothing_below_the_start() {
             let stats = q.stats();
             // Below the start: acked before the jump or passed by it, never both.
             assert_eq!(stats.acked_total + stats.skipped_by_retention, N);
-            q.close().unwrap();
-            let q = Queue::open(&log, "q", config()).unwrap();
-            assert_eq!(q.stats().ack_floor, N);
-            assert!(q.receive(10, Duration::ZERO).unwrap().is_empty());
+            closed_and_reopened_agree(&log, q, N);
         });
     }
 }
@@ -327,9 +327,7 @@ fn racing_acks_of_one_receipt_settle_it_once() {
                 (stats.ack_floor, stats.in_flight, stats.acked_total),
                 (N, 0, N)
             );
-            q.close().unwrap();
-            let q = Queue::open(&log, "q", config()).unwrap();
-            assert_eq!(q.stats().ack_floor, N, "the state after reopen agrees");
+            closed_and_reopened_agree(&log, q, N);
         });
     }
 }

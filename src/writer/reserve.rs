@@ -333,14 +333,32 @@ mod tests {
         .unwrap();
     }
 
-    /// Appends `value` on another thread; its outcome comes on the channel.
-    fn append_on_thread(log: &Log, value: &'static [u8]) -> mpsc::Receiver<Result<u64>> {
+    /// Runs `op` on `log` on another thread; its outcome comes on the channel.
+    fn on_thread<T: Send + 'static>(
+        log: &Log,
+        op: impl FnOnce(&Log) -> T + Send + 'static,
+    ) -> mpsc::Receiver<T> {
         let (tx, rx) = mpsc::channel();
         let log = log.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(log.append(Record::new(value)));
+            let _ = tx.send(op(&log));
         });
         rx
+    }
+
+    /// Appends `value` on another thread; its outcome comes on the channel.
+    fn append_on_thread(log: &Log, value: &'static [u8]) -> mpsc::Receiver<Result<u64>> {
+        on_thread(log, move |log| log.append(Record::new(value)))
+    }
+
+    /// The log on `fs`, reopened, ends with the held record: "first", then "held".
+    fn reopened_holds_the_held_record(fs: &SimFs) {
+        let log = Log::open("/log", config(fs)).unwrap();
+        assert_eq!(log.end_offset(), 2);
+        assert_eq!(
+            log.read(1).unwrap().unwrap().value.as_deref(),
+            Some(&b"held"[..])
+        );
     }
 
     /// An append reserved after one still in flight waits for it (it is not
@@ -377,13 +395,7 @@ mod tests {
         let fs = SimFs::new(1);
         let log = log_on(&fs);
         let held = hold_reservation(&log, b"held");
-        let (tx, flushed) = mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let _ = tx.send(log.flush().map(|()| log.durable_offset()));
-            });
-        }
+        let flushed = on_thread(&log, |log| log.flush().map(|()| log.durable_offset()));
         assert!(
             flushed.recv_timeout(Duration::from_millis(300)).is_err(),
             "the flush round fsynced before the append in flight was written"
@@ -396,12 +408,7 @@ mod tests {
         assert_eq!(durable, 2, "the round covered the reservation");
         fs.crash();
         drop(log);
-        let log = Log::open("/log", config(&fs)).unwrap();
-        assert_eq!(log.end_offset(), 2);
-        assert_eq!(
-            log.read(1).unwrap().unwrap().value.as_deref(),
-            Some(&b"held"[..])
-        );
+        reopened_holds_the_held_record(&fs);
     }
 
     /// `close` seals the active segment only once the appends in flight are
@@ -412,13 +419,7 @@ mod tests {
         let fs = SimFs::new(2);
         let log = log_on(&fs);
         let held = hold_reservation(&log, b"held");
-        let (tx, closed) = mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let _ = tx.send(log.close());
-            });
-        }
+        let closed = on_thread(&log, |log| log.clone().close());
         assert!(
             closed.recv_timeout(Duration::from_millis(300)).is_err(),
             "close sealed the segment under an append in flight"
@@ -429,12 +430,7 @@ mod tests {
             .unwrap()
             .unwrap();
         drop(log);
-        let log = Log::open("/log", config(&fs)).unwrap();
-        assert_eq!(log.end_offset(), 2);
-        assert_eq!(
-            log.read(1).unwrap().unwrap().value.as_deref(),
-            Some(&b"held"[..])
-        );
+        reopened_holds_the_held_record(&fs);
     }
 
     /// A reservation abandoned between its reservation and its publication (a
