@@ -174,12 +174,7 @@ pub trait Mapping: Send + Sync + Debug {
     /// Writes `parts` one after another from `pos`, under the rules of
     /// [`Mapping::write`]. The default writes each part with `write`.
     fn write_parts(&self, pos: usize, parts: &[&[u8]]) -> io::Result<()> {
-        let mut at = pos;
-        for part in parts {
-            self.write(at, part)?;
-            at += part.len();
-        }
-        Ok(())
+        write_each(self, pos, parts)
     }
 
     /// Hints that `[pos, pos + len)` (below the file's size) is about to be written, so
@@ -194,6 +189,21 @@ pub trait Mapping: Send + Sync + Debug {
         self.prefault(pos, len);
         Ok(())
     }
+}
+
+/// Writes `parts` one after another from `pos` with [`Mapping::write`], one call
+/// each: [`Mapping::write_parts`] where nothing better is at hand.
+pub(crate) fn write_each<M: Mapping + ?Sized>(
+    map: &M,
+    pos: usize,
+    parts: &[&[u8]],
+) -> io::Result<()> {
+    let mut at = pos;
+    for part in parts {
+        map.write(at, part)?;
+        at += part.len();
+    }
+    Ok(())
 }
 
 impl dyn Mapping {

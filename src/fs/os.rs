@@ -371,14 +371,7 @@ impl Mapping for OsMapping {
                 write_through_parts(file, self.map.len(), pos, len, parts)
             }
             // Small: stores into the map, as `write` does.
-            _ => {
-                let mut at = pos;
-                for part in parts {
-                    self.write(at, part)?;
-                    at += part.len();
-                }
-                Ok(())
-            }
+            _ => super::write_each(self, pos, parts),
         }
     }
 
