@@ -30,6 +30,7 @@
 //! (for `perf record`).
 
 mod durable;
+mod limits;
 mod maintenance;
 mod sizes;
 
@@ -431,6 +432,25 @@ fn sizes_section(base: &Path, runs: usize) {
         "page-cache write bandwidth (write(2) of 1 MiB chunks, 512 MiB, no fsync), median of {runs}: {:.0} MB/s",
         bandwidth / 1e6
     );
+    let (mut aligned, mut shaped) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        aligned.push(limits::preallocated_bandwidth(
+            dir.path(),
+            512 << 20,
+            64 << 10,
+        ));
+        let len = (64 << 10) + limits::BATCH_OVERHEAD_64K;
+        shaped.push(limits::preallocated_bandwidth(dir.path(), 512 << 20, len));
+    }
+    let (aligned, bandwidth_64k) = (median(&mut aligned), median(&mut shaped));
+    println!(
+        "pwrite(2) into a file allocated ahead in 8 MiB steps (a segment's writes, nothing else), medians of {runs}: 64 KiB on 64 KiB boundaries {:.0} MB/s ({:.0}% of the above); 64 KiB + {} B, as 64 KiB appends write, {:.0} MB/s ({:.0}%)",
+        aligned / 1e6,
+        100.0 * aligned / bandwidth,
+        limits::BATCH_OVERHEAD_64K,
+        bandwidth_64k / 1e6,
+        100.0 * bandwidth_64k / bandwidth
+    );
     if !wanted("sizes") {
         return;
     }
@@ -438,7 +458,8 @@ fn sizes_section(base: &Path, runs: usize) {
     println!("| workload | logqueue | commitlog 0.2 | ratio | logqueue MB/s (share of bandwidth) | logqueue p99.9 / max latency | commitlog p99.9 / max |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     type Work = fn(&Path, u64, &[u8]) -> sizes::Run;
-    let one = |name: &str, size: usize, n: u64, lq: Work, cl: Work| {
+    let mut rate_64k = 0.0;
+    let mut one = |name: &str, size: usize, n: u64, lq: Work, cl: Work| {
         let value = vec![0x6Du8; size];
         let (mut lr, mut cr) = (Vec::new(), Vec::new());
         let (mut ll, mut cll) = (Vec::new(), Vec::new());
@@ -464,6 +485,9 @@ fn sizes_section(base: &Path, runs: usize) {
         let (cp, cmax) = sizes::quantile(&mut cll, 0.999);
         let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
         let mbps = l * size as f64 / 1e6;
+        if size == 64 << 10 && name.starts_with("append") {
+            rate_64k = mbps * 1e6;
+        }
         println!(
             "| {name} | {:.3} M/s | {:.3} M/s | {:.2}x | {mbps:.0} ({:.0}%) | {} / {} | {} / {} |",
             l / 1e6,
@@ -504,38 +528,67 @@ fn sizes_section(base: &Path, runs: usize) {
         |d, n, v| sizes::lq_batches(d, n, 100, v),
         |d, n, v| sizes::cl_batches(d, n, 100, v),
     );
-    let value = vec![0x6Du8; 100];
-    let mut rows = Vec::new();
-    for threads in [1usize, 2] {
-        let (mut l, mut c) = (Vec::new(), Vec::new());
-        for _ in 0..runs {
-            let (a, b) = (
-                tempfile::tempdir_in(base).unwrap(),
-                tempfile::tempdir_in(base).unwrap(),
-            );
-            let per = 1_000_000 / threads as u64;
-            l.push(sizes::lq_threads(a.path(), threads, per, &value));
-            c.push(sizes::cl_threads(b.path(), threads, per, &value));
-        }
-        rows.push((median(&mut l), median(&mut c)));
-    }
     println!();
-    println!("| 100 B appends, one per call, 1,000,000 in all | logqueue | commitlog 0.2 (behind a Mutex) |");
-    println!("|---|---:|---:|");
     println!(
-        "| 1 thread | {:.2} M/s | {:.2} M/s |",
-        rows[0].0 / 1e6,
-        rows[0].1 / 1e6
+        "64 KiB appends: {:.0} MB/s, {:.0}% of the 1 MiB write(2) bandwidth and {:.0}% of the batch-shaped pwrite(2) into a preallocated file",
+        rate_64k / 1e6,
+        100.0 * rate_64k / bandwidth,
+        100.0 * rate_64k / bandwidth_64k
+    );
+    threads_table(base, runs);
+}
+
+/// 100 B appends from one and two threads into one log, against commitlog behind a
+/// mutex, beside two threads each appending to a log of its own (the machine's
+/// ceiling for two appenders: see `limits.rs`). Runs alternate the four.
+fn threads_table(base: &Path, runs: usize) {
+    let value = vec![0x6Du8; 100];
+    let total = 4_000_000u64;
+    let (mut one, mut shared, mut separate) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cl_one, mut cl_two) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        one.push(limits::appenders(base, 1, total, false));
+        shared.push(limits::appenders(base, 2, total / 2, false));
+        separate.push(limits::appenders(base, 2, total / 2, true));
+        for (threads, out) in [(1usize, &mut cl_one), (2, &mut cl_two)] {
+            let dir = tempfile::tempdir_in(base).unwrap();
+            out.push(sizes::cl_threads(
+                dir.path(),
+                threads,
+                total / threads as u64,
+                &value,
+            ));
+        }
+    }
+    let mid = |v: &[limits::Threads]| {
+        let mut rates: Vec<f64> = v.iter().map(|t| t.rate).collect();
+        let mut cpu: Vec<f64> = v.iter().map(|t| t.cpu_ns_per_record).collect();
+        (median(&mut rates), median(&mut cpu))
+    };
+    let (one, shared, separate) = (mid(&one), mid(&shared), mid(&separate));
+    let (cl_one, cl_two) = (median(&mut cl_one), median(&mut cl_two));
+    println!();
+    println!("| 100 B appends, one per call, 4,000,000 in all, medians of {runs} | logqueue | appenders' CPU per record | vs 1 thread | commitlog 0.2 (behind a Mutex) | vs 1 thread |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| 1 thread | {:.2} M/s | {:.0} ns | 1.00x | {:.2} M/s | 1.00x |",
+        one.0 / 1e6,
+        one.1,
+        cl_one / 1e6
     );
     println!(
-        "| 2 threads | {:.2} M/s | {:.2} M/s |",
-        rows[1].0 / 1e6,
-        rows[1].1 / 1e6
+        "| 2 threads, one log | {:.2} M/s | {:.0} ns | {:.2}x | {:.2} M/s | {:.2}x |",
+        shared.0 / 1e6,
+        shared.1,
+        shared.0 / one.0,
+        cl_two / 1e6,
+        cl_two / cl_one
     );
     println!(
-        "| 2 threads / 1 thread | {:.2}x | {:.2}x |",
-        rows[1].0 / rows[0].0,
-        rows[1].1 / rows[0].1
+        "| 2 threads, a log each (the machine's ceiling for two appenders) | {:.2} M/s | {:.0} ns | {:.2}x | | |",
+        separate.0 / 1e6,
+        separate.1,
+        separate.0 / one.0
     );
     println!();
 }

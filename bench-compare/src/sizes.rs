@@ -108,21 +108,6 @@ pub fn cl_batches(dir: &Path, batches: u64, per_batch: usize, value: &[u8]) -> R
     run
 }
 
-/// `threads` threads appending `per_thread` records of `value` each, one per call:
-/// records per second of all of them together.
-pub fn lq_threads(dir: &Path, threads: usize, per_thread: u64, value: &[u8]) -> f64 {
-    let log = Log::open(dir, lq_config()).expect("open logqueue");
-    let rate = in_threads(threads, per_thread, |_| {
-        let log = log.clone();
-        let value = value.to_vec();
-        move || {
-            log.append_slice(None, &value).expect("append");
-        }
-    });
-    log.close().expect("close");
-    rate
-}
-
 /// commitlog takes `&mut self`: its threads share it behind a mutex.
 pub fn cl_threads(dir: &Path, threads: usize, per_thread: u64, value: &[u8]) -> f64 {
     let log = Arc::new(Mutex::new(cl_open(dir)));
