@@ -19,6 +19,10 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use crate::Offset;
 
+mod window;
+
+use window::Window;
+
 /// State of one offset in the window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -149,8 +153,8 @@ pub(crate) fn stats(
 #[derive(Debug, Default)]
 pub(crate) struct AckState {
     pub floor: Offset,
-    /// Slots for `[floor, next)`.
-    window: VecDeque<Packed>,
+    /// Slots for `[floor, next)` (done gaps kept as gaps, see `window.rs`).
+    window: Window,
     heap: BinaryHeap<Reverse<(i64, Offset)>>,
     /// Order entries pushed in increasing `(due, offset)` order.
     fifo: VecDeque<(i64, Offset)>,
@@ -194,8 +198,9 @@ impl AckState {
     }
 
     /// The next offset never delivered.
+    #[inline]
     pub fn next(&self) -> Offset {
-        self.floor + self.window.len() as u64
+        self.window.next(self.floor)
     }
 
     /// Leases out (including expired ones not yet handed out again).
@@ -221,25 +226,28 @@ impl AckState {
 
     /// Bytes of heap memory held by the window and the deadline heap.
     pub fn memory_bytes(&self) -> usize {
-        self.window.capacity() * std::mem::size_of::<Packed>()
+        self.window.memory_bytes()
             + self.heap.capacity() * std::mem::size_of::<Reverse<(i64, Offset)>>()
             + self.fifo.capacity() * std::mem::size_of::<(i64, Offset)>()
     }
 
+    #[inline]
     pub fn slot(&self, offset: Offset) -> Option<Slot> {
-        let i = offset.checked_sub(self.floor)?;
-        self.window
-            .get(usize::try_from(i).ok()?)
-            .map(|p| p.unpack())
+        self.window.get(self.floor, offset).map(Packed::unpack)
     }
 
+    #[inline]
     fn slot_mut(&mut self, offset: Offset) -> Option<&mut Packed> {
-        let i = offset.checked_sub(self.floor)?;
-        self.window.get_mut(usize::try_from(i).ok()?)
+        self.window.get_mut(self.floor, offset)
     }
 
     /// Marks `[next, to)` done (never delivered: compacted away, corrupt, deleted).
     pub fn skip_to(&mut self, to: Offset) {
+        if to <= self.next() {
+            // Nothing to skip (a record delivered right at the cursor: the common
+            // case, from `set`); the floor is settled after every change.
+            return;
+        }
         self.advance_floor();
         if self.window.is_empty() && to > self.floor {
             // Nothing pending below: the floor jumps, whatever the gap's size (a
@@ -247,22 +255,17 @@ impl AckState {
             self.floor = to;
             return;
         }
-        while self.next() < to {
-            self.window.push_back(DONE);
-        }
+        // Something pending below: a long gap costs a run, not a slot per offset.
+        self.window.skip_to(self.floor, to);
         self.advance_floor();
     }
 
     fn count(&mut self, slot: Slot, delta: isize) {
-        if slot.state == SlotState::Waiting && slot.attempt == 0 && slot.deadline != i64::MAX {
-            self.delayed = self.delayed.wrapping_add_signed(delta);
-        }
-        let c = match slot.state {
-            SlotState::Leased => &mut self.leased,
-            SlotState::Waiting => &mut self.waiting,
-            SlotState::Done => return,
-        };
-        *c = c.wrapping_add_signed(delta);
+        count_slot(
+            (&mut self.leased, &mut self.waiting, &mut self.delayed),
+            slot,
+            delta,
+        );
     }
 
     /// Sets the backoff schedule (see [`AckState::due`]) and reorders.
@@ -298,7 +301,7 @@ impl AckState {
         }
         if offset >= self.next() {
             self.skip_to(offset);
-            self.window.push_back(DONE);
+            self.window.push(DONE);
         }
         // The order entry is computed from the slot as stored (deadlines clamp), so
         // that `live` recognises it.
@@ -327,14 +330,10 @@ impl AckState {
         }
     }
 
+    #[inline]
     fn advance_floor(&mut self) {
-        while self.window.front().is_some_and(|s| s.is_done()) {
-            self.window.pop_front();
-            self.floor += 1;
-        }
-        if self.window.is_empty() && self.window.capacity() > 4096 {
-            self.window.shrink_to(1024);
-        }
+        self.window.settle_front(&mut self.floor);
+        self.window.shrink();
     }
 
     fn maybe_rebuild(&mut self) {
@@ -345,13 +344,9 @@ impl AckState {
     }
 
     fn rebuild(&mut self) {
-        let floor = self.floor;
         let entries: Vec<_> = self
-            .window
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.is_done())
-            .map(|(i, s)| Reverse((self.due(s.unpack()), floor + i as u64)))
+            .pending()
+            .map(|(o, s)| Reverse((self.due(s), o)))
             .collect();
         self.heap = BinaryHeap::from(entries);
         self.fifo.clear();
@@ -420,12 +415,10 @@ impl AckState {
 
     /// The slots that are not done, in offset order.
     pub fn pending(&self) -> impl Iterator<Item = (Offset, Slot)> + '_ {
-        let floor = self.floor;
         self.window
-            .iter()
-            .enumerate()
+            .iter(self.floor)
             .filter(|(_, s)| !s.is_done())
-            .map(move |(i, s)| (floor + i as u64, s.unpack()))
+            .map(|(o, s)| (o, s.unpack()))
     }
 
     /// After a restart: every lease becomes deliverable at once, attempts kept, and
@@ -456,10 +449,14 @@ impl AckState {
                 ..AckState::new(end)
             };
         }
-        while self.next() > end {
-            let s = self.window.pop_back().expect("window above end").unpack();
-            self.count(s, -1);
-        }
+        let counts = (&mut self.leased, &mut self.waiting, &mut self.delayed);
+        self.window.truncate(&mut self.floor, end, |p| {
+            count_slot(
+                (&mut *counts.0, &mut *counts.1, &mut *counts.2),
+                p.unpack(),
+                -1,
+            );
+        });
         self.skipped_by_retention += self.purge(start);
     }
 
@@ -467,23 +464,37 @@ impl AckState {
     /// them were not done before (never delivered, leased, waiting or delayed).
     pub fn purge(&mut self, to: Offset) -> u64 {
         let mut settled = 0;
-        while self.floor < to {
-            let Some(s) = self.window.pop_front().map(Packed::unpack) else {
-                // Never delivered.
-                settled += to - self.floor;
-                self.floor = to;
-                break;
-            };
+        let counts = (&mut self.leased, &mut self.waiting, &mut self.delayed);
+        self.window.drain_front(&mut self.floor, to, |p| {
+            let s = p.unpack();
             if s.state != SlotState::Done {
                 settled += 1;
             }
-            self.count(s, -1);
-            self.floor += 1;
+            count_slot((&mut *counts.0, &mut *counts.1, &mut *counts.2), s, -1);
+        });
+        if self.floor < to {
+            // Never delivered.
+            settled += to - self.floor;
+            self.floor = to;
         }
         self.advance_floor();
         self.maybe_rebuild();
         settled
     }
+}
+
+/// Adds `delta` to the counter (leased, waiting, delayed) `slot` counts in.
+fn count_slot(counts: (&mut usize, &mut usize, &mut usize), slot: Slot, delta: isize) {
+    let (leased, waiting, delayed) = counts;
+    if slot.state == SlotState::Waiting && slot.attempt == 0 && slot.deadline != i64::MAX {
+        *delayed = delayed.wrapping_add_signed(delta);
+    }
+    let c = match slot.state {
+        SlotState::Leased => leased,
+        SlotState::Waiting => waiting,
+        SlotState::Done => return,
+    };
+    *c = c.wrapping_add_signed(delta);
 }
 
 #[cfg(test)]
