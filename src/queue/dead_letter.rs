@@ -258,29 +258,39 @@ fn same_record(stored: &StoredRecord, letter: &StoredRecord) -> bool {
 
 /// Puts the records in `[state.next(), to)` in the window as never delivered
 /// (waiting, attempt 0, due at their `delay.until` or at once), so that marking `to`
-/// done does not mark them done too. A record that cannot be read here is due at
-/// once: delivery finds it gone or corrupt and passes it as it would have.
+/// done does not mark them done too. Offsets the log's reader passes over without an
+/// error are not records (compaction removed them): they stay gaps, done, as when
+/// delivery skips them, and cost no memory however many there are. From a read
+/// error on, every offset is kept, due at once: delivery finds it gone or corrupt
+/// and passes it as it would have.
 pub(super) fn open_gap(log: &Log, state: &mut AckState, to: Offset) {
     let from = state.next();
     let mut due: Vec<(Offset, i64)> = Vec::new();
+    // Where the reading stopped short of `to` on an error (or could not start).
+    let mut unread_from = from;
     if let Ok(reader) = log.reader(from) {
-        for r in reader.map_while(|r| r.ok()).take_while(|r| r.offset < to) {
-            due.push((
-                r.offset,
-                super::deliver::delay_until(&r).unwrap_or(i64::MIN),
-            ));
+        unread_from = to;
+        for r in reader {
+            match r {
+                Ok(r) if r.offset < to => {
+                    due.push((
+                        r.offset,
+                        super::deliver::delay_until(&r).unwrap_or(i64::MIN),
+                    ));
+                }
+                Ok(_) => break,
+                Err(_) => {
+                    unread_from = due.last().map_or(from, |&(o, _)| o + 1);
+                    break;
+                }
+            }
         }
     }
-    let mut known = due.into_iter().peekable();
-    for o in from..to {
-        let at = match known.peek() {
-            Some(&(k, at)) if k == o => {
-                known.next();
-                at
-            }
-            _ => i64::MIN,
-        };
+    for (o, at) in due {
         state.set(o, SlotState::Waiting, 0, at);
+    }
+    for o in unread_from.max(state.next())..to {
+        state.set(o, SlotState::Waiting, 0, i64::MIN);
     }
 }
 
@@ -332,5 +342,50 @@ mod tests {
         assert!(roll_forward(&log, &mut state, e, |_| true));
         assert_eq!(state.totals.dead_lettered, 1);
         assert!(!roll_forward(&log, &mut state, e, |_| true), "done already");
+    }
+
+    /// Opening a gap across a compacted stretch keeps the records that are left
+    /// deliverable and costs nothing for the offsets compaction removed.
+    #[test]
+    fn a_gap_opened_across_a_compacted_stretch_holds_only_the_records_left() {
+        let fs = crate::sim::SimFs::new(0);
+        let config = LogConfig {
+            fs: std::sync::Arc::new(fs),
+            background: false,
+            segment_bytes: 64 << 10,
+            cleanup: crate::CleanupPolicy::Compact,
+            compaction: crate::CompactionConfig {
+                min_cleanable_dirty_ratio: 0.0,
+                ..crate::CompactionConfig::default()
+            },
+            ..LogConfig::default()
+        };
+        let log = Log::open("/log", config).unwrap();
+        log.append(Record::keyed("a", "first")).unwrap();
+        for _ in 0..100 {
+            log.append_batch((0..1000).map(|_| Record::keyed("b", "v")).collect())
+                .unwrap();
+        }
+        log.append_batch((0..10).map(|_| Record::keyed("c", "v")).collect())
+            .unwrap();
+        log.compact().unwrap();
+        let left: Vec<Offset> = log.reader(1).unwrap().map(|r| r.unwrap().offset).collect();
+        assert!(left[0] > 50_000 && left.len() < 20_000, "{}", left.len());
+        let end = log.end_offset();
+        let mut state = AckState::new(0);
+        state.set(0, SlotState::Leased, 1, 10);
+        open_gap(&log, &mut state, end - 1);
+        let waiting: Vec<Offset> = state.pending().skip(1).map(|(o, _)| o).collect();
+        assert_eq!(waiting, left[..left.len() - 1]);
+        assert!(state
+            .pending()
+            .skip(1)
+            .all(|(_, s)| s.state == SlotState::Waiting && s.attempt == 0));
+        assert_eq!(state.slot(1).map(|s| s.state), Some(SlotState::Done));
+        assert!(
+            state.memory_bytes() < 1 << 20,
+            "{} bytes",
+            state.memory_bytes()
+        );
     }
 }
