@@ -179,7 +179,7 @@ impl QueueInner {
         } else if kind == Kind::Nack {
             self.forget_source(&mut core, receipt.offset);
         }
-        if matches!(kind, Kind::Ack | Kind::DeadLetter) {
+        if matches!(kind, Kind::Ack | Kind::DeadLetter | Kind::Gone) {
             self.finished(&mut core, receipt.offset);
             self.write_events(&mut core)?;
         }
@@ -224,6 +224,34 @@ impl QueueInner {
             if let Some(e) = pk.done(offset) {
                 journal::apply(&mut core.state, e);
                 core.events.push(e);
+            }
+        }
+    }
+
+    /// Whether the record at `offset`, delivered under a lease, can still be copied
+    /// to the dead-letter log: false when it is legitimately gone (compaction
+    /// removed it, or it is below the log's start); an error when it reads as
+    /// damaged, or as missing from a log that never compacts (where no offset below
+    /// the end can be missing). The explicit [`Queue::dead_letter`] asks this first,
+    /// so that it never records a dead letter it did not write.
+    pub(super) fn copyable(&self, offset: Offset) -> Result<bool> {
+        match self.log.read(offset) {
+            Ok(Some(_)) => Ok(true),
+            Ok(None) if self.log.config().cleanup.compacts() => Ok(false),
+            Ok(None) => {
+                let e = Error::corrupt(
+                    self.log.dir(),
+                    0,
+                    Some(offset),
+                    "a delivered record is missing from a log that never compacts",
+                );
+                crate::trace::event_error!(queue = %self.name, offset, error = %e, "dead letter refused");
+                Err(e)
+            }
+            Err(Error::OffsetOutOfRange { .. }) => Ok(false),
+            Err(e) => {
+                crate::trace::event_error!(queue = %self.name, offset, error = %e, "dead letter refused");
+                Err(e)
             }
         }
     }

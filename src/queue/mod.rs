@@ -430,12 +430,26 @@ impl Queue {
     /// assert_eq!(letter.header("dlq.reason"), Some(&b"cannot parse"[..]));
     /// assert_eq!(letter.header("dlq.offset"), Some(&b"0"[..]));
     /// ```
+    ///
+    /// A record that can no longer be copied is not dead-lettered silently: if
+    /// compaction removed it since it was delivered, or retention deleted it, it is
+    /// settled as gone (it had been superseded or expired; no letter, not counted
+    /// as dead-lettered); if it reads as damaged, or as missing from a log that
+    /// never compacts, the call returns the error ([`Error::Corrupt`]) and changes
+    /// nothing: the lease stands, and delivery settles a damaged record as corrupt.
     pub fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<()> {
         let inner = &*self.inner;
         inner.settle(receipt, |_, core| {
+            if !inner.copyable(receipt.offset)? {
+                return Ok((Kind::Gone, 0));
+            }
             let end = inner.append_dead_letter(core, receipt.offset, receipt.attempt, reason)?;
             // The event carries the dead-letter log's end it accounts for.
-            Ok((Kind::DeadLetter, end.map_or(0, |e| e as i64)))
+            Ok(match end {
+                Some(end) => (Kind::DeadLetter, end as i64),
+                // Gone between the two reads (retention or compaction, just now).
+                None => (Kind::Gone, 0),
+            })
         })
     }
 
