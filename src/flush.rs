@@ -549,18 +549,22 @@ mod tests {
     use crate::sim::SimFs;
     use crate::{LogConfig, Record};
 
-    /// A round's leader waits for the threads of the last round to come back, but no
-    /// longer than the last fsync took.
-    #[test]
-    fn gathering_is_bounded_by_the_last_fsync() {
-        let fs = SimFs::new(0);
+    /// A log on SimFs with `FlushPolicy::Manual` and no background threads.
+    fn manual_sim_log() -> Log {
         let config = LogConfig {
-            fs: Arc::new(fs),
+            fs: Arc::new(SimFs::new(0)),
             background: false,
             flush: FlushPolicy::Manual,
             ..LogConfig::default()
         };
-        let log = Log::open("/log", config).unwrap();
+        Log::open("/log", config).unwrap()
+    }
+
+    /// A round's leader waits for the threads of the last round to come back, but no
+    /// longer than the last fsync took.
+    #[test]
+    fn gathering_is_bounded_by_the_last_fsync() {
+        let log = manual_sim_log();
         let inner = &log.inner;
         let mut st = inner.flush_state.lock();
         st.last_sync = Duration::from_millis(2);
@@ -578,14 +582,7 @@ mod tests {
     /// leader waits for the threads to come back with new records, not for those.
     #[test]
     fn gathering_waits_for_arrivals_not_for_threads_not_yet_woken() {
-        let fs = SimFs::new(0);
-        let config = LogConfig {
-            fs: Arc::new(fs),
-            background: false,
-            flush: FlushPolicy::Manual,
-            ..LogConfig::default()
-        };
-        let log = Log::open("/log", config).unwrap();
+        let log = manual_sim_log();
         let inner = &log.inner;
         let mut st = inner.flush_state.lock();
         st.last_sync = Duration::from_millis(2);

@@ -44,6 +44,8 @@ mod retention;
 mod segment;
 pub mod sim;
 mod stats;
+#[cfg(test)]
+mod test_rng;
 mod trace;
 mod writer;
 mod writer_lock;

@@ -85,23 +85,9 @@ fn ids_sharing_a_home_overflow_and_are_found_until_they_age_out() {
 /// entry not placed yet may never hide one. `LOGQUEUE_SEED` replays a run.
 #[test]
 fn lookups_agree_with_a_model_through_random_inserts_and_ageing() {
-    let seed = std::env::var("LOGQUEUE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                | 1
-        });
-    eprintln!("LOGQUEUE_SEED={seed}");
-    let mut x = seed;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = crate::test_rng::TestRng::from_env();
+    let seed = rng.seed();
+    let mut next = move || rng.next();
     for round in 0..20 {
         let max_ids = 1 + (next() % 300) as usize;
         let mut t = IdTable::new(max_ids);

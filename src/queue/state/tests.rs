@@ -210,23 +210,8 @@ impl Model {
 /// agrees with the model after every step. `LOGQUEUE_SEED` replays a run.
 #[test]
 fn the_window_agrees_with_a_model_through_random_gaps() {
-    let seed = std::env::var("LOGQUEUE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                | 1
-        });
-    eprintln!("LOGQUEUE_SEED={seed}");
-    let mut x = seed;
-    let mut rand = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n.max(1)
-    };
+    let mut rng = crate::test_rng::TestRng::from_env();
+    let mut rand = move |n: u64| rng.next() % n.max(1);
     for round in 0..200 {
         let mut s = AckState::new(0);
         let mut m = Model::default();
