@@ -249,11 +249,20 @@ impl QueueInner {
     }
 
     /// Dead-letters `offset`, delivered `attempt` times already: out of deliveries.
+    /// A record that cannot be copied is never recorded as dead-lettered: gone
+    /// legitimately (compacted away, below the start), it is settled as gone;
+    /// damaged, or missing where nothing can be missing (see `copyable`), it is
+    /// settled as delivery settles a damaged record, counted in `corrupt_skipped`.
     fn dead_letter_exhausted(&self, core: &mut Core, offset: Offset, attempt: u32) -> Result<()> {
         let reason = dead_letter::REASON_MAX_DELIVERIES;
-        let (kind, end) = match self.append_dead_letter(core, offset, attempt, reason)? {
-            Some(end) => (Kind::DeadLetter, end as i64),
-            None => (Kind::Gone, 0),
+        let (kind, end) = match self.copyable(offset) {
+            Err(Error::Corrupt { .. }) => (Kind::CorruptRange, offset as i64 + 1),
+            Err(e) => return Err(e),
+            Ok(false) => (Kind::Gone, 0),
+            Ok(true) => match self.append_dead_letter(core, offset, attempt, reason)? {
+                Some(end) => (Kind::DeadLetter, end as i64),
+                None => (Kind::Gone, 0),
+            },
         };
         let e = Event {
             kind,
