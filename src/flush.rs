@@ -22,14 +22,12 @@ use crate::{Error, Offset, Result};
 pub(crate) struct FlushState {
     pub(crate) syncing: bool,
     pub(crate) durable_offset: Offset,
-    /// Threads waiting in [`LogInner::sync_round`] for a round to end.
-    waiting: usize,
     /// Callers of full rounds that arrived since the last full round took its
     /// plan, each counted once however often it is woken: the records the next
-    /// round will cover. Not `waiting`: a thread the last round covered stays in
-    /// `waiting` until it is scheduled again after the round's wake-up, which on a
-    /// busy machine is after the next round's leader looked (counting it made a
-    /// round of 16 appenders stop gathering at ~12 records).
+    /// round will cover. Not the threads waiting: a thread the last round covered
+    /// still waits until it is scheduled again after the round's wake-up, which on
+    /// a busy machine is after the next round's leader looked (counting waiting
+    /// threads made a round of 16 appenders stop gathering at ~12 records).
     arrived: usize,
     /// Callers the last full round covered (its leader and the arrivals before its
     /// plan): how many to expect back.
@@ -43,7 +41,6 @@ impl FlushState {
         FlushState {
             syncing: false,
             durable_offset,
-            waiting: 0,
             arrived: 0,
             last_round_threads: 0,
             last_sync: Duration::ZERO,
@@ -212,10 +209,8 @@ impl LogInner {
                 st.syncing = true;
                 break;
             }
-            st.waiting += 1;
             self.flush_arrived.notify_one();
             self.flush_done.wait(&mut st);
-            st.waiting -= 1;
         }
         let covered = if kind == Round::Everything {
             self.gather(&mut st);
@@ -577,22 +572,20 @@ mod tests {
         assert!(waited < Duration::from_secs(1), "waited {waited:?}");
     }
 
-    /// Threads still counted in `waiting` because the last round's wake-up has not
-    /// reached them yet (it covered them) are not arrivals for the next round: its
-    /// leader waits for the threads to come back with new records, not for those.
+    /// A round's leader waits until every caller of the last round is back with a
+    /// new record (counted as it arrives), not until some are: seven of eight back
+    /// still waits.
     #[test]
-    fn gathering_waits_for_arrivals_not_for_threads_not_yet_woken() {
+    fn gathering_waits_until_every_caller_of_the_last_round_is_back() {
         let log = manual_sim_log();
         let inner = &log.inner;
         let mut st = inner.flush_state.lock();
         st.last_sync = Duration::from_millis(2);
         st.last_round_threads = 8;
-        st.waiting = 7;
-        st.arrived = 1;
+        st.arrived = 7;
         let start = Instant::now();
         inner.gather(&mut st);
         let waited = start.elapsed();
-        st.waiting = 0;
         drop(st);
         assert!(waited >= Duration::from_millis(1), "waited {waited:?}");
     }

@@ -61,6 +61,12 @@ fn compacted_log(dir: &std::path::Path) -> (Log, Vec<u64>) {
     (log, kept)
 }
 
+/// The queue's state holds less than [`SMALL_BYTES`].
+fn assert_state_small(q: &Queue) {
+    let bytes = q.state_memory_bytes();
+    assert!(bytes < SMALL_BYTES, "{bytes} bytes of queue state");
+}
+
 /// Receives everything deliverable now, acking each as it comes; the offsets.
 fn receive_and_ack_all(q: &Queue) -> Vec<u64> {
     let mut offsets = Vec::new();
@@ -85,11 +91,7 @@ fn a_lease_below_a_compacted_stretch_costs_no_memory_per_removed_offset() {
     assert_eq!(first[0].receipt.offset, 0);
     // Crossing the stretch with the lease at 0 still out.
     assert_eq!(receive_and_ack_all(&q), kept);
-    assert!(
-        q.state_memory_bytes() < SMALL_BYTES,
-        "{} bytes",
-        q.state_memory_bytes()
-    );
+    assert_state_small(&q);
     let s = q.stats();
     assert_eq!((s.ack_floor, s.in_flight, s.backlog), (0, 1, 0));
     q.ack(&first[0].receipt).unwrap();
@@ -115,11 +117,7 @@ fn the_stretch_stays_cheap_through_a_reopen_with_the_lease_still_out() {
     // (one per receive), the acks hold, the stretch is a gap again.
     let log = Log::open(dir.path(), compacting()).unwrap();
     let q = Queue::open(&log, "q", QueueConfig::default()).unwrap();
-    assert!(
-        q.state_memory_bytes() < SMALL_BYTES,
-        "{} bytes",
-        q.state_memory_bytes()
-    );
+    assert_state_small(&q);
     let s = q.stats();
     assert_eq!((s.ack_floor, s.acked_total), (0, kept.len() as u64 - 1));
     let mut again = Vec::new();
@@ -253,7 +251,7 @@ fn a_crash_at_every_operation_across_a_compacted_stretch() {
             fs.clear_faults();
             let log = sim_log(&fs, &clock).unwrap();
             let q = Queue::open(&log, "q", crash_cfg()).unwrap();
-            assert!(q.state_memory_bytes() < SMALL_BYTES);
+            assert_state_small(&q);
             clock.advance(Duration::from_secs(60));
             let mut delivered = BTreeSet::new();
             // A recovered lease is delivered alone: one receive each.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use super::{FileHandle, FileSystem, Mapping, OpenMode};
+use super::{FileHandle, FileSystem, Mapping, OpenMode, LARGE_WRITE_BYTES};
 
 /// The operating system's file system (Unix).
 ///
@@ -50,15 +50,6 @@ struct OsMapping {
     /// overwrites) would only cost, so it is skipped while writes stay large.
     writing_large: AtomicBool,
 }
-
-/// Writes of at least this many bytes go through the file (`pwrite`) even into a
-/// mapping that takes stores. Measured (bench-compare, 64 KiB and 100 x 1 KiB
-/// batches): a store into the map costs a zeroed page (the prefault, or a fault when
-/// the writer outruns it) plus the copy, `pwrite` the copy alone, and above a few
-/// KiB the copy outweighs the system call; below, stores are twice as fast.
-/// Coherent either way: one page cache behind the map and the file (`MAP_SHARED`),
-/// and `pwrite` never raises `SIGBUS`.
-const LARGE_WRITE_BYTES: usize = 16 << 10;
 
 /// Large writes of at most this many bytes reuse a per-thread buffer; larger ones
 /// allocate theirs, so an occasional huge batch does not pin its buffer forever.

@@ -53,22 +53,16 @@ impl QueueInner {
         }
         if expired {
             core.counts.expired += 1;
-            let end = if self.config.dead_letter_expired {
+            if self.config.dead_letter_expired {
+                // The record in hand is the letter's source: no second read.
                 let reason = dead_letter::REASON_EXPIRED;
-                self.append_dead_letter(core, offset, attempt, reason)?
+                let end = self.append_dead_letter(core, record.clone(), attempt, reason)?;
+                self.push(core, Kind::DeadLetter, offset, attempt, end as i64);
             } else {
-                None
-            };
-            match end {
-                Some(end) => self.push(core, Kind::DeadLetter, offset, attempt, end as i64),
-                None => {
-                    if !self.config.dead_letter_expired {
-                        // Durable before the event (see `outcomes.rs`).
-                        let what = (Outcome::Expired, offset, attempt);
-                        self.append_outcome(core, what, None, Some(record), true)?;
-                    }
-                    self.push(core, Kind::Gone, offset, attempt, 0)
-                }
+                // Durable before the event (see `outcomes.rs`).
+                let what = (Outcome::Expired, offset, attempt);
+                self.append_outcome(core, what, None, Some(record), true)?;
+                self.push(core, Kind::Gone, offset, attempt, 0);
             }
         } else {
             core.counts.tombstones_skipped += 1;
@@ -251,18 +245,18 @@ impl QueueInner {
     /// Dead-letters `offset`, delivered `attempt` times already: out of deliveries.
     /// A record that cannot be copied is never recorded as dead-lettered: gone
     /// legitimately (compacted away, below the start), it is settled as gone;
-    /// damaged, or missing where nothing can be missing (see `copyable`), it is
-    /// settled as delivery settles a damaged record, counted in `corrupt_skipped`.
+    /// damaged, or missing where nothing can be missing (see `letter_source`), it
+    /// is settled as delivery settles a damaged record, counted in `corrupt_skipped`.
     fn dead_letter_exhausted(&self, core: &mut Core, offset: Offset, attempt: u32) -> Result<()> {
         let reason = dead_letter::REASON_MAX_DELIVERIES;
-        let (kind, end) = match self.copyable(offset) {
+        let (kind, end) = match self.letter_source(offset) {
             Err(Error::Corrupt { .. }) => (Kind::CorruptRange, offset as i64 + 1),
             Err(e) => return Err(e),
-            Ok(false) => (Kind::Gone, 0),
-            Ok(true) => match self.append_dead_letter(core, offset, attempt, reason)? {
-                Some(end) => (Kind::DeadLetter, end as i64),
-                None => (Kind::Gone, 0),
-            },
+            Ok(None) => (Kind::Gone, 0),
+            Ok(Some(record)) => {
+                let end = self.append_dead_letter(core, record, attempt, reason)?;
+                (Kind::DeadLetter, end as i64)
+            }
         };
         let e = Event {
             kind,

@@ -228,54 +228,43 @@ impl QueueInner {
         }
     }
 
-    /// Whether the record at `offset`, delivered under a lease, can still be copied
-    /// to the dead-letter log: false when it is legitimately gone (compaction
-    /// removed it, or it is below the log's start); an error when it reads as
-    /// damaged, or as missing from a log that never compacts (where no offset below
-    /// the end can be missing). The explicit [`Queue::dead_letter`] asks this first,
-    /// so that it never records a dead letter it did not write.
-    pub(super) fn copyable(&self, offset: Offset) -> Result<bool> {
+    /// The record at `offset`, delivered under a lease, to copy into a dead letter:
+    /// `None` when it is legitimately gone (compaction removed it, or it is below
+    /// the log's start); an error when it reads as damaged, or as missing from a log
+    /// that never compacts (where no offset below the end can be missing). Every
+    /// dead-lettering reads through here, so none records a letter it did not write.
+    pub(super) fn letter_source(&self, offset: Offset) -> Result<Option<StoredRecord>> {
+        let refused = |e: Error| {
+            crate::trace::event_error!(queue = %self.name, offset, error = %e, "dead letter refused");
+            e
+        };
         match self.log.read(offset) {
-            Ok(Some(_)) => Ok(true),
-            Ok(None) if self.log.config().cleanup.compacts() => Ok(false),
-            Ok(None) => {
-                let e = Error::corrupt(
-                    self.log.dir(),
-                    0,
-                    Some(offset),
-                    "a delivered record is missing from a log that never compacts",
-                );
-                crate::trace::event_error!(queue = %self.name, offset, error = %e, "dead letter refused");
-                Err(e)
-            }
-            Err(Error::OffsetOutOfRange { .. }) => Ok(false),
-            Err(e) => {
-                crate::trace::event_error!(queue = %self.name, offset, error = %e, "dead letter refused");
-                Err(e)
-            }
+            Ok(Some(record)) => Ok(Some(record)),
+            Ok(None) if self.log.config().cleanup.compacts() => Ok(None),
+            Ok(None) => Err(refused(Error::corrupt(
+                self.log.dir(),
+                0,
+                Some(offset),
+                "a delivered record is missing from a log that never compacts",
+            ))),
+            Err(Error::OffsetOutOfRange { .. }) => Ok(None),
+            Err(e) => Err(refused(e)),
         }
     }
 
-    /// Appends the dead letter of `offset` and makes it durable; returns the
-    /// dead-letter log's end after it, or `None` when the record cannot be read (gone
-    /// or corrupt: nothing to copy). A failure poisons the queue, naming the
+    /// Appends the dead letter of `record` and makes it durable; returns the
+    /// dead-letter log's end after it. A failure poisons the queue, naming the
     /// dead-letter log: the letter may or may not be on disk, and only the
     /// reconciliation at open can tell (issue 9, defects 3 and 14).
     pub(super) fn append_dead_letter(
         &self,
         core: &mut Core,
-        offset: Offset,
+        record: StoredRecord,
         attempts: u32,
         reason: &str,
-    ) -> Result<Option<Offset>> {
+    ) -> Result<Offset> {
         let per_key = core.per_key.is_some();
-        let record = match self.log.read(offset) {
-            Ok(Some(record)) => record,
-            Ok(None) | Err(Error::OffsetOutOfRange { .. }) | Err(Error::Corrupt { .. }) => {
-                return Ok(None)
-            }
-            Err(e) => return Err(e),
-        };
+        let offset = record.offset;
         let outcome = self.outcomes.as_ref().map(|_| {
             core.sources.remove(&offset);
             outcomes::Item {
@@ -298,7 +287,7 @@ impl QueueInner {
         if let Some(outcome) = outcome {
             self.append_outcomes(core, &[outcome], true)?;
         }
-        Ok(Some(end))
+        Ok(end)
     }
 
     /// fsyncs the dead-letter log; a failure poisons the queue naming it.

@@ -440,14 +440,12 @@ impl Queue {
     pub fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<()> {
         let inner = &*self.inner;
         inner.settle(receipt, |_, core| {
-            if !inner.copyable(receipt.offset)? {
-                return Ok((Kind::Gone, 0));
-            }
-            let end = inner.append_dead_letter(core, receipt.offset, receipt.attempt, reason)?;
-            // The event carries the dead-letter log's end it accounts for.
-            Ok(match end {
-                Some(end) => (Kind::DeadLetter, end as i64),
-                // Gone between the two reads (retention or compaction, just now).
+            Ok(match inner.letter_source(receipt.offset)? {
+                Some(record) => {
+                    let end = inner.append_dead_letter(core, record, receipt.attempt, reason)?;
+                    // The event carries the dead-letter log's end it accounts for.
+                    (Kind::DeadLetter, end as i64)
+                }
                 None => (Kind::Gone, 0),
             })
         })

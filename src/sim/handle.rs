@@ -9,10 +9,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::state::{dead_handle, error, State};
-use crate::fs::{FileHandle, Mapping};
-
-/// Writes from this size on come as parts (`Mapping::wants_parts`), as on `OsFs`.
-const LARGE_WRITE_BYTES: usize = 16 << 10;
+use crate::fs::{FileHandle, Mapping, LARGE_WRITE_BYTES};
 
 /// One open of a file; shared by the [`SimFile`] and every mapping made from it.
 pub(super) struct HandleInner {
