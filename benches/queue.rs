@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the queue: receive+ack cycles (batch 1 and 100; 1, 2 and 4
-//! consumer threads; acking one by one or with `ack_many`; beside them two queues on
+//! consumer threads, on a queue of one lane and of two (`QueueConfig::lanes`); acking
+//! one by one or with `ack_many`; beside them two queues on
 //! two logs with a consumer each, the machine's ceiling for two consumers), ack+flush (the cost of
 //! making one ack durable), receive+ack with the outcome feed off and on (its cost),
 //! plus a report of memory and disk state with 1,000,000 records in flight.
@@ -132,16 +133,17 @@ fn receive_ack(c: &mut Criterion) {
             if batch == 1 && matches!(acks, Acks::Many) {
                 continue; // the same calls as one by one
             }
-            for threads in [1usize, 2, 4] {
+            for (threads, lanes) in [(1usize, 1u32), (2, 1), (4, 1), (1, 2), (2, 2), (4, 2)] {
                 g.throughput(Throughput::Elements(CHUNK));
                 let ack = match acks {
                     Acks::OneByOne => "ack",
                     Acks::Many => "ack_many",
                 };
-                let id = BenchmarkId::new(
-                    format!("{ack}/batch_{batch}"),
-                    format!("{threads}_consumers"),
-                );
+                let consumers = match lanes {
+                    1 => format!("{threads}_consumers"),
+                    _ => format!("{threads}_consumers_{lanes}_lanes"),
+                };
+                let id = BenchmarkId::new(format!("{ack}/batch_{batch}"), consumers);
                 g.bench_function(id, |b| {
                     b.iter_custom(|iters| {
                         let mut total = Duration::ZERO;
@@ -151,6 +153,7 @@ fn receive_ack(c: &mut Criterion) {
                             let name = format!("b{n}");
                             let config = QueueConfig {
                                 journal_bytes: 16 << 20,
+                                lanes,
                                 ..QueueConfig::default()
                             };
                             let q = Queue::open(&log, &name, config).expect("queue");

@@ -1,6 +1,7 @@
 //! The damage sweep of the fault suite (issue 9): every kind of file the engine writes
 //! (segments, both indexes, every checkpoint, the queue's floor cursor, snapshot,
-//! journal and redrive intent, the dead-letter and outcomes logs' files) × {flip a byte, zero 16 bytes,
+//! journal and redrive intent, the lane file and every lane's snapshot and journal,
+//! the dead-letter and outcomes logs' files) × {flip a byte, zero 16 bytes,
 //! truncate, remove} at positions spread over the file × {after a clean close, in a
 //! crash image (SimFs power loss after a flush)}. Each case must not panic or hang,
 //! never return wrong data, and either keep every durable record and ack or report
@@ -43,9 +44,20 @@ fn setup() -> QueueSetup {
     }
 }
 
+/// The queue of the lanes images: three lanes of blocks of 4 offsets (every lane gets
+/// records), without the outcome feed (lanes do not feed it).
+fn lanes_setup() -> QueueSetup {
+    let mut s = setup();
+    s.queue.outcomes = false;
+    s.queue.lanes = 3;
+    s.queue.lane_block = 4;
+    s
+}
+
 /// One image to damage, with what it promised and how to check it.
 struct Subject {
     name: &'static str,
+    setup: QueueSetup,
     image: Image,
     promises: Promises,
     clock_ms: i64,
@@ -54,10 +66,10 @@ struct Subject {
 
 /// The queue workload, ending in a clean close or (after a flush and an unflushed
 /// tail) in a power loss.
-fn queue_image(crash: bool) -> Subject {
+fn queue_image(crash: bool, lanes: bool) -> Subject {
     let fs = SimFs::new(SEED);
     let clock = ManualClock::new(CLOCK_START);
-    let s = setup();
+    let s = if lanes { lanes_setup() } else { setup() };
     let log = Log::open(&s.dir, s.log_config(&fs, &clock)).unwrap();
     let q = Queue::open(&log, &s.name, s.queue.clone()).unwrap();
     let mut d = Driver::new(&log, &q, &clock, Promises::default());
@@ -77,8 +89,15 @@ fn queue_image(crash: bool) -> Subject {
         drop(q);
         log.close().unwrap();
     }
+    let name = match (lanes, crash) {
+        (false, false) => "queue/clean",
+        (false, true) => "queue/crash",
+        (true, false) => "lanes/clean",
+        (true, true) => "lanes/crash",
+    };
     Subject {
-        name: if crash { "queue/crash" } else { "queue/clean" },
+        name,
+        setup: s,
         image: image_of(&fs, "/log"),
         promises,
         clock_ms: clock.now_ms(),
@@ -136,6 +155,7 @@ fn compacted_image(crash: bool) -> Subject {
         log.close().unwrap();
     }
     Subject {
+        setup: setup(),
         name: if crash {
             "compacted/crash"
         } else {
@@ -245,6 +265,7 @@ fn kind_of(path: &str) -> String {
     let (area, name) = match path.rsplit_once('/') {
         Some((dir, name)) if dir.ends_with("/dead-letter") => ("dead-letter", name),
         Some((dir, name)) if dir.contains("/outcomes") => ("outcomes", name),
+        Some((dir, name)) if dir.contains("/lane-") => ("queue lane", name),
         Some((dir, name)) if dir.contains("/queues/") => ("queue", name),
         // A queue's floor is a log cursor (`queues/<q>/floor` in earlier versions).
         Some((dir, name)) if dir.ends_with("/cursors") && name.ends_with(".cursor") => {
@@ -323,6 +344,7 @@ fn apply(image: &Image, path: &str, damage: Damage) -> Image {
 
 fn check_subject(subject: &Subject, image: Image) -> Outcome {
     let promises = subject.promises.clone();
+    let setup = subject.setup.clone();
     let compacted = subject.compacted;
     let clock_ms = subject.clock_ms;
     run_case(Duration::from_secs(60), move || {
@@ -331,7 +353,7 @@ fn check_subject(subject: &Subject, image: Image) -> Outcome {
         if compacted {
             check_compacted(&fs, &clock, &promises)
         } else {
-            check_queue(&fs, &clock, &setup(), &promises, Survives::PowerLoss)
+            check_queue(&fs, &clock, &setup, &promises, Survives::PowerLoss)
         }
     })
 }
@@ -340,8 +362,10 @@ fn check_subject(subject: &Subject, image: Image) -> Outcome {
 fn damage_sweep_over_every_file_kind() {
     let started = Instant::now();
     let subjects = [
-        queue_image(false),
-        queue_image(true),
+        queue_image(false, false),
+        queue_image(true, false),
+        queue_image(false, true),
+        queue_image(true, true),
         compacted_image(false),
         compacted_image(true),
     ];
@@ -396,6 +420,9 @@ fn damage_sweep_over_every_file_kind() {
         "queue/journal-<gen>",
         "log/cursor",
         "queue/redrive",
+        "queue/lanes",
+        "queue lane/snapshot",
+        "queue lane/journal-<gen>",
         "dead-letter/segment .log",
     ];
     let missing: Vec<&str> = kinds

@@ -8,7 +8,8 @@
 //! parent checks: every returned send is readable with its value; a record whose ack
 //! (or dead letter) returned is never delivered again; attempts never go down; every
 //! record ends exactly one of acked or dead-lettered, once; redrive copies are unique;
-//! per-key order holds under `Ordering::PerKey`.
+//! per-key order holds under `Ordering::PerKey`. Three variants: unordered, per key,
+//! and unordered over three lanes.
 //!
 //! `LOGQUEUE_FAULT_ROUNDS` (default 30) sets the rounds per variant, `LOGQUEUE_SEED`
 //! replays the kill timings and the children's choices (thread timing is not replayed).
@@ -43,16 +44,52 @@ fn log_config() -> LogConfig {
     small_config(16 << 10)
 }
 
-fn queue_config(per_key: bool) -> QueueConfig {
+/// Which queue the loop runs: one lane unordered, one lane per key, or unordered
+/// over three lanes (blocks of 64 offsets, so that every lane gets records).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    Unordered,
+    PerKey,
+    Lanes,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Unordered => "unordered",
+            Variant::PerKey => "per-key",
+            Variant::Lanes => "lanes",
+        }
+    }
+
+    fn from_name(name: &str) -> Variant {
+        [Variant::Unordered, Variant::PerKey, Variant::Lanes]
+            .into_iter()
+            .find(|v| v.name() == name)
+            .unwrap_or(Variant::Unordered)
+    }
+
+    fn per_key(self) -> bool {
+        self == Variant::PerKey
+    }
+}
+
+fn queue_config(variant: Variant) -> QueueConfig {
+    let (lanes, lane_block) = match variant {
+        Variant::Lanes => (3, 64),
+        _ => (1, 1024),
+    };
     QueueConfig {
         visibility_timeout: Duration::from_secs(2),
         max_deliveries: Some(4),
-        ordering: if per_key {
+        ordering: if variant.per_key() {
             Ordering::PerKey
         } else {
             Ordering::Unordered
         },
         journal_bytes: 64 << 10,
+        lanes,
+        lane_block,
         ..QueueConfig::default()
     }
 }
@@ -196,9 +233,9 @@ fn child_queue_worker() {
     };
     let num = |var: &str| -> u64 { std::env::var(var).unwrap().parse().unwrap() };
     let (round, seed) = (num(ROUND_VAR), num(SEED_VAR));
-    let per_key = std::env::var(ORDER_VAR).as_deref() == Ok("per-key");
+    let variant = Variant::from_name(std::env::var(ORDER_VAR).as_deref().unwrap_or(""));
     let log = Log::open(log_dir(&base), log_config()).unwrap();
-    let q = Queue::open(&log, "q", queue_config(per_key)).unwrap();
+    let q = Queue::open(&log, "q", queue_config(variant)).unwrap();
     println!("START");
     std::io::stdout().flush().unwrap();
     let seq = Arc::new(AtomicU64::new(0));
@@ -307,7 +344,7 @@ impl History {
 }
 
 /// Checks the directory and the ledgers so far; returns the records in the log.
-fn check(base: &Path, per_key: bool, h: &mut History, when: &str) -> u64 {
+fn check(base: &Path, variant: Variant, h: &mut History, when: &str) -> u64 {
     let log = match common::open_log_retrying_locked(log_dir(base), log_config()) {
         Ok(l) => l,
         Err(e) => {
@@ -354,7 +391,7 @@ fn check(base: &Path, per_key: bool, h: &mut History, when: &str) -> u64 {
         }
     }
     check_redrive_copies(&records, &mut found, when);
-    let q = match common::retry_locked(|| Queue::open(&log, "q", queue_config(per_key))) {
+    let q = match common::retry_locked(|| Queue::open(&log, "q", queue_config(variant))) {
         Ok(q) => q,
         Err(e) => {
             h.violation(format!("{when}: Queue::open failed: {e}"));
@@ -391,7 +428,7 @@ fn check(base: &Path, per_key: bool, h: &mut History, when: &str) -> u64 {
         }
     }
     check_deliveries(h, &mut found, when);
-    if per_key {
+    if variant.per_key() {
         let max_deliveries: BTreeSet<Offset> = letters
             .iter()
             .filter(|(_, r)| r.header(DLQ_REASON) == Some(&b"max_deliveries"[..]))
@@ -531,10 +568,10 @@ fn check_per_key(
 /// Receives everything (acking it, as ledger lines of round `round`), redrives the
 /// dead letters left and receives the copies; then every record must be exactly one
 /// of acked or dead-lettered.
-fn final_drain(base: &Path, per_key: bool, h: &mut History, round: u64) {
+fn final_drain(base: &Path, variant: Variant, h: &mut History, round: u64) {
     let opened = common::retry_locked(|| {
         Log::open(log_dir(base), log_config())
-            .and_then(|log| Queue::open(&log, "q", queue_config(per_key)).map(|q| (log, q)))
+            .and_then(|log| Queue::open(&log, "q", queue_config(variant)).map(|q| (log, q)))
     });
     let (log, q) = match opened {
         Ok(lq) => lq,
@@ -604,12 +641,12 @@ fn final_drain(base: &Path, per_key: bool, h: &mut History, round: u64) {
     }
 }
 
-fn run_child(base: &Path, round: u64, per_key: bool, seed: u64, rng: &mut Rng) {
+fn run_child(base: &Path, round: u64, variant: Variant, seed: u64, rng: &mut Rng) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_queue_worker", "--nocapture", "--ignored"])
         .env(DIR_VAR, base)
         .env(ROUND_VAR, round.to_string())
-        .env(ORDER_VAR, if per_key { "per-key" } else { "unordered" })
+        .env(ORDER_VAR, variant.name())
         .env(SEED_VAR, seed.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -632,11 +669,11 @@ fn run_child(base: &Path, round: u64, per_key: bool, seed: u64, rng: &mut Rng) {
     child.wait().unwrap();
 }
 
-fn kill9_rounds(per_key: bool) {
+fn kill9_rounds(variant: Variant) {
     let rounds: u64 = std::env::var("LOGQUEUE_FAULT_ROUNDS").map_or(30, |s| s.parse().unwrap());
     let seed = common::seed_from_env_or_clock();
-    let variant = if per_key { "per-key" } else { "unordered" };
-    println!("kill9 queue {variant}: LOGQUEUE_SEED={seed} rounds={rounds}");
+    let variant_name = variant.name();
+    println!("kill9 queue {variant_name}: LOGQUEUE_SEED={seed} rounds={rounds}");
     let started = Instant::now();
     let mut rng = Rng::new(seed);
     // On the disk, not tmpfs: an fsync takes time there, as the windows between the
@@ -645,15 +682,15 @@ fn kill9_rounds(per_key: bool) {
     let mut h = History::default();
     let mut records = 0;
     for round in 0..rounds {
-        run_child(base.path(), round, per_key, seed, &mut rng);
+        run_child(base.path(), round, variant, seed, &mut rng);
         h.lines.extend(read_ledgers(base.path(), round));
-        records = check(base.path(), per_key, &mut h, &format!("round {round}"));
+        records = check(base.path(), variant, &mut h, &format!("round {round}"));
     }
-    final_drain(base.path(), per_key, &mut h, rounds);
-    check(base.path(), per_key, &mut h, "after the drain");
+    final_drain(base.path(), variant, &mut h, rounds);
+    check(base.path(), variant, &mut h, "after the drain");
     let count = |e: &str| h.with(e).count();
     println!(
-        "kill9 queue {variant}: {rounds} rounds, {records} records, {} sends ok, {} deliveries, {} acks ok, {} nacks ok, {} dead letters ok, {} redrives ok, {} flushes ok; {:?}",
+        "kill9 queue {variant_name}: {rounds} rounds, {records} records, {} sends ok, {} deliveries, {} acks ok, {} nacks ok, {} dead letters ok, {} redrives ok, {} flushes ok; {:?}",
         count("send-ok"),
         count("dlv"),
         count("ack-ok"),
@@ -673,10 +710,17 @@ fn kill9_rounds(per_key: bool) {
 
 #[test]
 fn kill9_queue_unordered() {
-    kill9_rounds(false);
+    kill9_rounds(Variant::Unordered);
 }
 
 #[test]
 fn kill9_queue_per_key() {
-    kill9_rounds(true);
+    kill9_rounds(Variant::PerKey);
+}
+
+/// Three lanes: each lane's state, journal and cursor, and the dead-letter log they
+/// share, under the same kills and checks.
+#[test]
+fn kill9_queue_lanes() {
+    kill9_rounds(Variant::Lanes);
 }

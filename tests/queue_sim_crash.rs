@@ -9,22 +9,26 @@ use std::time::Duration;
 
 use common::{seeds, sim_config, with_context, Rng};
 use logqueue::sim::SimFs;
-use logqueue::{Log, ManualClock, Offset, Queue, QueueConfig, Record};
+use logqueue::{Log, ManualClock, Offset, Queue, QueueConfig, ReceiveOptions, Record};
 
 const NO_WAIT: Duration = Duration::ZERO;
 
-fn cfg() -> QueueConfig {
+/// The queue's config: one lane, or `lanes` of blocks of 2 offsets (so that the
+/// workload's few hundred records spread over every lane).
+fn cfg(lanes: u32) -> QueueConfig {
     QueueConfig {
         visibility_timeout: Duration::from_secs(10),
         max_deliveries: Some(3),
         journal_bytes: 4096,
+        lanes,
+        lane_block: 2,
         ..QueueConfig::default()
     }
 }
 
-fn open(fs: &SimFs, clock: &ManualClock) -> (Log, Queue) {
+fn open(fs: &SimFs, clock: &ManualClock, lanes: u32) -> (Log, Queue) {
     let log = Log::open("/log", sim_config(fs, clock, 4096)).unwrap();
-    let q = Queue::open(&log, "q", cfg()).unwrap();
+    let q = Queue::open(&log, "q", cfg(lanes)).unwrap();
     (log, q)
 }
 
@@ -42,8 +46,8 @@ struct Promised {
 /// Reopens after a crash and checks the promises: flushed acks and dead letters kept,
 /// nothing delivered at or past the log's end, everything else delivered, and new
 /// records appended after the crash delivered (no inherited ack).
-fn check_after_crash(fs: &SimFs, clock: &ManualClock, p: &Promised, ctx: &str) {
-    let (log, q) = open(fs, clock);
+fn check_after_crash(fs: &SimFs, clock: &ManualClock, p: &Promised, ctx: &str, lanes: u32) {
+    let (log, q) = open(fs, clock, lanes);
     let end = log.end_offset();
     let floor = q.stats().ack_floor;
     assert!(floor <= end, "{ctx}: floor {floor} ahead of log end {end}");
@@ -123,7 +127,13 @@ fn workload(q: &Queue, clock: &ManualClock, rng: &mut Rng, steps: usize, p: &mut
                         q.send(Record::new(rng.bytes(20)))?;
                     }
                 }
-                3..=4 => out.extend(q.receive(rng.range(1, 6) as usize, NO_WAIT)?),
+                3..=4 => {
+                    // A lane chosen by the seed (with lanes; ignored with one).
+                    let mut options = ReceiveOptions::default();
+                    options.lane = Some(rng.below(4) as u32);
+                    let max = rng.range(1, 6) as usize;
+                    out.extend(q.receive_with(max, NO_WAIT, &options)?)
+                }
                 5..=6 if !out.is_empty() => {
                     let d: logqueue::Delivery =
                         out.swap_remove(rng.below(out.len() as u64) as usize);
@@ -152,7 +162,10 @@ fn workload(q: &Queue, clock: &ManualClock, rng: &mut Rng, steps: usize, p: &mut
             }
             Ok(())
         })();
-        if r.is_err() {
+        if let Err(e) = r {
+            if std::env::var_os("LOGQUEUE_DEBUG").is_some() {
+                eprintln!("workload stops: {e}");
+            }
             return;
         }
     }
@@ -160,52 +173,91 @@ fn workload(q: &Queue, clock: &ManualClock, rng: &mut Rng, steps: usize, p: &mut
 
 #[test]
 fn power_loss_keeps_flushed_acks_and_never_leaves_state_ahead() {
+    power_loss(1);
+}
+
+#[test]
+fn power_loss_with_three_lanes() {
+    power_loss(3);
+}
+
+fn power_loss(lanes: u32) {
     for seed in seeds(40) {
-        with_context(&format!("seed {seed}"), || {
+        with_context(&format!("seed {seed}, {lanes} lanes"), || {
             let fs = SimFs::new(seed);
             let clock = ManualClock::new(0);
             let mut rng = Rng::new(seed);
             let mut p = Promised::default();
             {
-                let (_log, q) = open(&fs, &clock);
+                let (_log, q) = open(&fs, &clock, lanes);
                 workload(&q, &clock, &mut rng, 200, &mut p);
                 fs.crash();
             }
-            check_after_crash(&fs, &clock, &p, &format!("seed {seed}"));
+            check_after_crash(&fs, &clock, &p, &format!("seed {seed}"), lanes);
         });
     }
 }
 
 #[test]
 fn crash_at_every_operation() {
+    crash_at_every_op(1);
+}
+
+/// Lanes add file operations of their own (the lane file, each lane's directory,
+/// snapshot, journal and cursor, created from the last lane to lane 0): a crash at
+/// any of them reopens to a consistent state too.
+#[test]
+fn crash_at_every_operation_with_two_lanes() {
+    crash_at_every_op(2);
+}
+
+fn crash_at_every_op(lanes: u32) {
     // LOGQUEUE_SEED picks another workload.
     let seed = std::env::var("LOGQUEUE_SEED").map_or(7, |s| s.parse().expect("a u64"));
     let count_ops = || {
         let fs = SimFs::new(seed);
         let clock = ManualClock::new(0);
-        let (_log, q) = open(&fs, &clock);
+        let (log, q) = open(&fs, &clock, lanes);
         let mut p = Promised::default();
         workload(&q, &clock, &mut Rng::new(seed), 120, &mut p);
+        eprintln!("{lanes} lane(s): {} operations", fs.op_count());
+        // Every lane has its floor cursor and settled records of its own (lane `i`
+        // owns the offsets `o` with `(o / 2) % lanes == i`).
+        assert_eq!(log.cursors().unwrap().len(), lanes as usize);
+        for lane in 0..u64::from(lanes) {
+            let own = p
+                .settled
+                .iter()
+                .filter(|&&o| (o / 2) % u64::from(lanes) == lane);
+            assert!(
+                own.count() > 0,
+                "lane {lane} settled nothing: {:?}",
+                p.settled
+            );
+        }
         fs.op_count()
     };
     let total = count_ops();
     assert!(total > 50, "{total} ops");
     for n in 1..=total {
-        with_context(&format!("crash at op {n} of {total}"), || {
-            let fs = SimFs::new(seed ^ n);
-            let clock = ManualClock::new(0);
-            let mut p = Promised::default();
-            fs.crash_at_op(n);
-            let opened = Log::open("/log", sim_config(&fs, &clock, 4096))
-                .and_then(|log| Queue::open(&log, "q", cfg()).map(|q| (log, q)));
-            if let Ok((_log, q)) = opened {
-                workload(&q, &clock, &mut Rng::new(seed), 120, &mut p);
-            }
-            if fs.op_count() < n {
-                fs.crash();
-            }
-            fs.clear_faults();
-            check_after_crash(&fs, &clock, &p, &format!("op {n}"));
-        });
+        with_context(
+            &format!("crash at op {n} of {total}, {lanes} lanes"),
+            || {
+                let fs = SimFs::new(seed ^ n);
+                let clock = ManualClock::new(0);
+                let mut p = Promised::default();
+                fs.crash_at_op(n);
+                let opened = Log::open("/log", sim_config(&fs, &clock, 4096))
+                    .and_then(|log| Queue::open(&log, "q", cfg(lanes)).map(|q| (log, q)));
+                if let Ok((_log, q)) = opened {
+                    workload(&q, &clock, &mut Rng::new(seed), 120, &mut p);
+                }
+                if fs.op_count() < n {
+                    fs.crash();
+                }
+                fs.clear_faults();
+                check_after_crash(&fs, &clock, &p, &format!("op {n}"), lanes);
+            },
+        );
     }
 }

@@ -99,6 +99,24 @@ pub struct QueueConfig {
     /// (no thread runs it), never to outcomes the queue state does not yet account
     /// for, nor past a protecting cursor of a follower.
     pub outcome_retention: Option<Duration>,
+    /// Lanes: independent sub-queues over the log, so that consumers scale with
+    /// cores (see `docs/queue.md`, "Lanes"). Lane `i` of N owns the offsets of
+    /// every N-th block of 1,024; a receive takes from the caller's lane first
+    /// (chosen per thread), then from the others, and an ack goes to the lane that
+    /// owns the record, so consumers on different lanes share no lock. With more
+    /// than one lane, records of different blocks are handed out in no particular
+    /// order (even to a single consumer), `max_in_flight` is split evenly among the
+    /// lanes, and `ack_many`/`nack_many` are all-or-none after a crash per lane,
+    /// not per call. Fixed when the queue is created: opening it with another
+    /// count is [`Error::InvalidConfig`]. 1 to 64; more than 1 needs
+    /// [`Ordering::Unordered`] and no `outcomes` feed. Default 1.
+    pub lanes: u32,
+    /// Offsets per lane block (see [`QueueConfig::lanes`]): lane `i` of N owns the
+    /// offsets `o` with `(o / lane_block) % N == i`. Fixed at creation with the lane
+    /// count. 1 to 2^30; default 1,024. Smaller blocks spread a small backlog over
+    /// the lanes; larger ones make a lane's reader skip the others' records less
+    /// often. Ignored with one lane.
+    pub lane_block: u64,
 }
 
 impl Default for QueueConfig {
@@ -118,6 +136,8 @@ impl Default for QueueConfig {
             dead_letter_expired: true,
             outcomes: false,
             outcome_retention: None,
+            lanes: 1,
+            lane_block: 1024,
         }
     }
 }
@@ -146,6 +166,21 @@ impl QueueConfig {
         if self.max_deliveries == Some(0) {
             return bad("max_deliveries must be at least 1");
         }
+        if !(1..=super::lanes::MAX_LANES).contains(&self.lanes) {
+            return bad("lanes must be between 1 and 64");
+        }
+        if !(1..=super::lanes::MAX_BLOCK).contains(&self.lane_block) {
+            return bad("lane_block must be between 1 and 2^30");
+        }
+        if self.lanes > 1 && self.ordering == Ordering::PerKey {
+            return bad("lanes above 1 need Ordering::Unordered");
+        }
+        if self.lanes > 1 && self.outcomes {
+            return bad("lanes above 1 cannot feed outcomes");
+        }
+        if self.max_in_flight < self.lanes as usize {
+            return bad("max_in_flight must be at least the number of lanes");
+        }
         if !(4096..=1 << 40).contains(&self.journal_bytes) {
             return bad("journal_bytes must be between 4 KiB and 1 TiB");
         }
@@ -169,6 +204,13 @@ pub struct ReceiveOptions {
     /// [`QueueConfig::visibility_timeout`]. At least 1 ms and at most
     /// [`QueueConfig::max_visibility`], else [`Error::InvalidArgument`].
     pub visibility_timeout: Option<Duration>,
+    /// With [`QueueConfig::lanes`] above 1: the lane this call takes records from
+    /// first (taken modulo the lane count), before the others. `None` (the
+    /// default): the calling thread's own lane, a different one for each of the
+    /// first N threads that receive (so that N consumer threads share no lock), and
+    /// one call in 32 another lane first, so that no lane waits for the others to
+    /// run dry. Set it to pin a consumer to a lane.
+    pub lane: Option<u32>,
 }
 
 /// A fenced handle on one delivery: `(offset, attempt)`. Only the current lease's

@@ -165,6 +165,10 @@ pub(crate) fn reconcile(
         let Some(offset) = number(&r, DLQ_OFFSET) else {
             continue;
         };
+        // Every lane of the queue appends here; each reconciles its own offsets.
+        if !state.lane.owns(offset) {
+            continue;
+        }
         let attempts = number(&r, DLQ_ATTEMPTS).and_then(|a| u32::try_from(a).ok());
         let evidence = Evidence {
             offset,
@@ -272,6 +276,8 @@ pub(super) fn open_gap(log: &Log, state: &mut AckState, to: Offset) {
         unread_from = to;
         for r in reader {
             match r {
+                // The other lanes' records are gaps to this lane's state.
+                Ok(r) if r.offset < to && !state.lane.owns(r.offset) => {}
                 Ok(r) if r.offset < to => {
                     due.push((
                         r.offset,
@@ -289,7 +295,8 @@ pub(super) fn open_gap(log: &Log, state: &mut AckState, to: Offset) {
     for (o, at) in due {
         state.set(o, SlotState::Waiting, 0, at);
     }
-    for o in unread_from.max(state.next())..to {
+    let lane = state.lane;
+    for o in (unread_from.max(state.next())..to).filter(|&o| lane.owns(o)) {
         state.set(o, SlotState::Waiting, 0, i64::MIN);
     }
 }

@@ -27,7 +27,46 @@ pub(super) fn expires_at(record: &StoredRecord) -> Option<i64> {
         .ok()
 }
 
+/// What one receive attempt on one lane found.
+pub(super) struct Round {
+    pub got: Vec<Delivery>,
+    /// Where the lane's reading stands: records appended past it are news to it.
+    pub cursor: Offset,
+    /// The lane's leases are at its `max_in_flight`.
+    pub at_cap: bool,
+    /// The earliest deadline of a lease or a waiting record.
+    pub next_due: Option<i64>,
+    /// The read-ahead ran dry while another consumer was refilling it.
+    pub dry: bool,
+}
+
 impl QueueInner {
+    /// One receive attempt on this lane: up to `max` records leased for
+    /// `visibility`, decoded before the core lock is taken (see `read_ahead.rs`).
+    pub(super) fn receive_round(
+        &self,
+        max: usize,
+        visibility: std::time::Duration,
+    ) -> Result<Round> {
+        // Before the locks: the time and the output (one clock read and one
+        // allocation less inside the critical section).
+        let now_ms = self.log.config().clock.now_ms();
+        let out = Vec::with_capacity(max.min(1024));
+        let mut unread = self.fill_ahead(max);
+        let mut core = self.core.lock();
+        let got = self.try_receive(&mut core, &mut unread, (max, out), now_ms, visibility);
+        let round = |got| Round {
+            got,
+            cursor: core.state.next().max(unread.resume),
+            at_cap: core.state.leased() >= self.config.max_in_flight,
+            next_due: core.state.next_deadline(),
+            dry: unread.dry,
+        };
+        let round = got.map(round);
+        self.unlock(core, Some(unread));
+        round
+    }
+
     /// Settles `record` instead of delivering it, when it must not be delivered: a
     /// tombstone (unless [`QueueConfig::deliver_tombstones`](super::QueueConfig)) or
     /// a record at or past its [`EXPIRES_AT`] time (dead-lettered with reason

@@ -37,6 +37,7 @@
 
 use std::path::Path;
 
+use super::lanes;
 use crate::checkpoint;
 use crate::fs::{FileSystem, OpenMode};
 use crate::{Cursor, Error, Log, Offset, Result};
@@ -50,6 +51,15 @@ const CURSOR_PREFIX: &str = "queue.";
 /// The name of the cursor holding the floor of queue `queue`.
 pub(crate) fn cursor_name(queue: &str) -> String {
     format!("{CURSOR_PREFIX}{queue}")
+}
+
+/// The name of the cursor holding the floor of `lane` of queue `queue`: the queue's
+/// own for lane 0 (see `lanes.rs`).
+pub(super) fn lane_cursor_name(queue: &str, lane: super::lanes::Lane) -> String {
+    match lane.index {
+        0 => cursor_name(queue),
+        i => super::lanes::cursor_name(queue, i),
+    }
 }
 
 #[cfg(test)]
@@ -75,19 +85,19 @@ fn decode(bytes: &[u8]) -> Option<(Offset, bool)> {
     Some((floor, bytes[12] == 1))
 }
 
-/// The queue `name`'s cursor, at or below `floor` (a damaged cursor is replaced
+/// The cursor `cname` of a queue's lane (see [`lane_cursor_name`]), at or below `floor` (a damaged cursor is replaced
 /// durably, at the log's start or `floor` when lower). The caller holds the log's
 /// retention `pass` lock and raises the cursor with [`commit`] once the state is
 /// durable. Removes a `floor` file of an earlier version and ends the holds placed for
 /// this queue.
 pub(super) fn attach(
     log: &Log,
-    name: &str,
+    cname: &str,
     dir: &Path,
     floor: Offset,
     protect: bool,
 ) -> Result<Cursor> {
-    let cname = cursor_name(name);
+    let cname = cname.to_string();
     let cursor = match log.cursor_under_pass(&cname, protect, Some(floor)) {
         Err(Error::Corrupt { .. }) => {
             log.reset_cursor_under_pass(&cname, floor.min(log.start_offset()), protect)?
@@ -104,17 +114,18 @@ pub(super) fn attach(
     Ok(cursor)
 }
 
-/// The floor the queue last made durable, for `Queue::repair`: the `floor` file of an
-/// earlier version when it is still there and checks out, else the queue's cursor;
+/// The floor a queue's lane last made durable, for `Queue::repair`: the `floor` file of
+/// an earlier version when it is still there and checks out, else the lane's cursor
+/// `cname`;
 /// `None` when neither can be read. With whether it protects its unacked records.
-pub(super) fn durable_floor(log: &Log, dir: &Path, name: &str) -> Option<(Offset, bool)> {
+pub(super) fn durable_floor(log: &Log, dir: &Path, cname: &str) -> Option<(Offset, bool)> {
     let fs = &*log.config().fs;
     if let Some(bytes) = checkpoint::read_small(fs, &dir.join(FLOOR_FILE)) {
         if let Some(found) = decode(&bytes) {
             return Some(found);
         }
     }
-    let info = log.cursor_info(&cursor_name(name))?;
+    let info = log.cursor_info(cname)?;
     Some((info.position, info.protect))
 }
 
@@ -135,6 +146,16 @@ pub(crate) fn forget(log: &Log, name: &str) -> Result<()> {
     let dir = log.dir().join("queues").join(name);
     log.release_unknown_floor(&dir.join(FLOOR_FILE));
     log.release_unknown_floor(&crate::cursor::cursor_path(log.dir(), &cname));
+    // The cursors of its other lanes (see `lanes.rs`).
+    for lane_cursor in log.cursor_names() {
+        if lanes::parse_cursor_name(&lane_cursor).is_some_and(|(q, _)| q == name) {
+            log.delete_cursor(&lane_cursor)?;
+        }
+    }
+    for index in 1..lanes::MAX_LANES {
+        let path = crate::cursor::cursor_path(log.dir(), &lanes::cursor_name(name, index));
+        log.release_unknown_floor(&path);
+    }
     Ok(())
 }
 
@@ -159,7 +180,11 @@ pub(crate) fn migrate_floors(log: &Log) -> Result<()> {
         }
     };
     for cname in log.cursor_names() {
-        if let Some(q) = cname.strip_prefix(CURSOR_PREFIX) {
+        let queue = match cname.strip_prefix(CURSOR_PREFIX) {
+            Some(q) => Some(q),
+            None => lanes::parse_cursor_name(&cname).map(|(q, _)| q),
+        };
+        if let Some(q) = queue {
             if !names.iter().any(|n| n == q) {
                 log.delete_cursor(&cname)?;
             }
@@ -198,12 +223,32 @@ fn migrate_one(log: &Log, dir: &Path, name: &str) -> Result<()> {
             if fs.exists(&snapshot) && !log.cursor_exists(&cname) {
                 log.hold_unknown_floor(crate::cursor::cursor_path(log.dir(), &cname));
             }
+            hold_lanes_without_cursor(log, dir, name);
         }
         // A stray file in `queues/`, not a queue.
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {}
         Err(_) => log.hold_unknown_floor(legacy),
     }
     Ok(())
+}
+
+/// A lane `i > 0` with a snapshot but no cursor has an unknown floor, as a queue
+/// has (lanes came after the `floor` file: there is nothing to migrate).
+fn hold_lanes_without_cursor(log: &Log, dir: &Path, name: &str) {
+    let fs = &*log.config().fs;
+    let Ok(entries) = fs.list(dir) else {
+        return;
+    };
+    let indexes = entries
+        .iter()
+        .filter_map(|e| e.strip_prefix("lane-")?.parse::<u32>().ok());
+    for index in indexes.filter(|i| (1..lanes::MAX_LANES).contains(i)) {
+        let lane = dir.join(format!("lane-{index}"));
+        let cname = lanes::cursor_name(name, index);
+        if fs.exists(&lane.join(super::journal::SNAPSHOT)) && !log.cursor_exists(&cname) {
+            log.hold_unknown_floor(crate::cursor::cursor_path(log.dir(), &cname));
+        }
+    }
 }
 
 /// The bytes of a small file; `None` when it does not exist.

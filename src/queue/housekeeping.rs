@@ -9,7 +9,8 @@ impl QueueInner {
     /// once the queue state accounts for every dead letter (after its journal sync or
     /// snapshot), so that a letter is never deleted before the state knows of it.
     pub(super) fn dead_letter_retention(&self) -> Result<()> {
-        if self.config.dead_letter_retention.is_some() {
+        // Lane 0's, once the other lanes made their state durable (see `lanes.rs`).
+        if self.lane.index == 0 && self.config.dead_letter_retention.is_some() {
             self.dlq.enforce_retention()?;
         }
         Ok(())
@@ -122,15 +123,20 @@ impl Queue {
     pub fn purge_dead_letters(&self) -> Result<u64> {
         let inner = &*self.inner;
         let _no_redrive = inner.redriving.lock();
-        let mut core = inner.core.lock();
-        inner.check(&core)?;
-        let r = inner
-            .log
-            .flush()
-            .and_then(|()| inner.flush_dead_letters(&mut core))
-            .and_then(|()| core.journal.sync())
-            .and_then(|()| inner.write_floor(&mut core));
-        inner.poison_on_err(&mut core, r)?;
+        // Every lane's core, in lane order, for the whole call: no lane appends a
+        // letter between its state's sync and the delete.
+        let mut cores: Vec<_> = inner.lanes().map(|l| (l, l.core.lock())).collect();
+        for (lane, core) in &cores {
+            lane.check(core)?;
+        }
+        inner.log.flush()?;
+        for (lane, core) in &mut cores {
+            let r = lane
+                .flush_dead_letters(core)
+                .and_then(|()| core.journal.sync())
+                .and_then(|()| lane.write_floor(core));
+            lane.poison_on_err(core, r)?;
+        }
         let (start, end) = (inner.dlq.start_offset(), inner.dlq.end_offset());
         inner.dlq.delete_records_before(end)?;
         Ok(end.saturating_sub(start))

@@ -4,9 +4,23 @@
 use super::*;
 
 impl QueueInner {
+    /// Every lane of the queue, lane 0 (this one, when called on the queue's
+    /// `inner`) first.
+    pub(super) fn lanes(&self) -> impl Iterator<Item = &QueueInner> + '_ {
+        std::iter::once(self).chain(self.others.iter().map(|l| &**l))
+    }
+
+    /// The lane owning `offset` (called on lane 0).
+    pub(super) fn lane_of(&self, offset: Offset) -> &QueueInner {
+        match self.lane.owner(offset) {
+            0 => self,
+            i => self.others.get(i as usize - 1).map_or(self, |l| &**l),
+        }
+    }
+
     /// Timestamp of the record at the ack floor (cached per floor), if it is not done.
     pub(super) fn oldest_timestamp(&self, core: &mut Core, end: Offset) -> Option<i64> {
-        let floor = core.state.floor.max(self.log.start_offset());
+        let floor = core.state.lane_floor(end).max(self.log.start_offset());
         if floor >= end {
             return None;
         }
@@ -119,7 +133,8 @@ impl QueueInner {
     /// Commits the floor to the queue's cursor if it moved since. The caller has made
     /// the state durable up to the floor.
     pub(super) fn write_floor(&self, core: &mut Core) -> Result<()> {
-        floors::commit(&core.floor_cursor, core.state.floor)
+        let floor = core.state.lane_floor(self.log.end_offset());
+        floors::commit(&core.floor_cursor, floor)
     }
 
     /// Checks `receipt` against the current lease, then runs `f` (which gives the

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use super::lanes::{self, Lane};
 use super::state::AckState;
 use super::{dead_letter, replay, valid_name, Queue, QueueStats, DEAD_LETTER_DIR};
 use crate::{Error, Log, Result};
@@ -51,28 +52,46 @@ impl Queue {
             return Err(Error::InvalidConfig(format!("no queue named {name:?}")));
         }
         let dlq = Log::open_read_only(dir.join(DEAD_LETTER_DIR))?;
-        let mut attempt = 0;
-        let (state, start, end) = loop {
-            match read_state(log, &dlq, &dir, name) {
-                Ok(read) => break read,
-                Err(Error::Corrupt { .. } | Error::Io { .. }) if attempt + 1 < ATTEMPTS => {
-                    attempt += 1;
-                    std::thread::sleep(PAUSE);
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        let oldest = if state.floor.max(start) < end {
-            log.read(state.floor.max(start))?.map(|r| r.timestamp)
-        } else {
-            None
-        };
-        let now = log.config().clock.now_ms();
-        // `tombstones_skipped` and `expired_total` are counted in memory by the process
-        // that has the queue open, since it opened it, and not persisted: a view from
-        // the files cannot know them (documented on the fields).
-        Ok(super::state::stats(&state, end, oldest, now, (0, 0)))
+        let layout = lanes::recorded(&*log.config().fs, &dir)?.unwrap_or(Lane::ONLY.layout());
+        let mut stats: Option<QueueStats> = None;
+        for index in 0..layout.0 {
+            let lane = inspect_lane(log, &dlq, (&dir, name), Lane::new(index, layout))?;
+            stats = Some(stats.map_or(lane, |s| lanes::merge_stats(s, lane)));
+        }
+        Ok(stats.unwrap_or_default())
     }
+}
+
+/// The stats of one lane of queue `name` in `dir`, from its files.
+fn inspect_lane(
+    log: &Log,
+    dlq: &Log,
+    (dir, name): (&std::path::Path, &str),
+    lane: Lane,
+) -> Result<QueueStats> {
+    let dir = lane.dir(dir);
+    let mut attempt = 0;
+    let (state, start, end) = loop {
+        match read_state(log, dlq, &dir, (name, lane)) {
+            Ok(read) => break read,
+            Err(Error::Corrupt { .. } | Error::Io { .. }) if attempt + 1 < ATTEMPTS => {
+                attempt += 1;
+                std::thread::sleep(PAUSE);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let floor = state.lane_floor(end).max(start);
+    let oldest = if floor < end {
+        log.read(floor)?.map(|r| r.timestamp)
+    } else {
+        None
+    };
+    let now = log.config().clock.now_ms();
+    // `tombstones_skipped` and `expired_total` are counted in memory by the process
+    // that has the queue open, since it opened it, and not persisted: a view from
+    // the files cannot know them (documented on the fields).
+    Ok(super::state::stats(&state, end, oldest, now, (0, 0)))
 }
 
 /// The queue's state as its files hold it now, with the log's start and end it was
@@ -83,7 +102,7 @@ fn read_state(
     log: &Log,
     dlq: &Log,
     dir: &std::path::Path,
-    name: &str,
+    (name, lane): (&str, Lane),
 ) -> Result<(AckState, u64, u64)> {
     let fs = &*log.config().fs;
     log.inner.refresh_view()?;
@@ -95,6 +114,7 @@ fn read_state(
         // Created but not yet holding state: nothing delivered or done.
         None => AckState::new(start),
     };
+    state.lane = lane;
     state.clamp(start, end);
     dead_letter::reconcile(log, dlq, name, &mut state)?;
     Ok((state, start, end))

@@ -170,7 +170,7 @@ pub(crate) fn apply(state: &mut AckState, e: Event) {
             if e.offset < state.floor || e.offset >= state.next() {
                 // Never delivered: the range lies at the cursor.
                 let from = e.offset.max(state.next());
-                state.totals.corrupt_skipped += end.saturating_sub(from);
+                state.totals.corrupt_skipped += state.lane.owned_in(from..end);
                 state.skip_to(end);
             } else {
                 state.totals.corrupt_skipped += 1;

@@ -26,8 +26,23 @@ impl crate::dependents::Dependent for QueueInner {
 }
 
 impl QueueInner {
-    /// See [`Queue::close`].
+    /// See [`Queue::close`]. On lane 0, closes the other lanes first (each makes its
+    /// state durable; the dead-letter log they share is lane 0's to close).
     fn close(&self) -> Result<()> {
+        if self.closed.load(AtomicOrdering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let mut lanes = Ok(());
+        for other in &self.others {
+            match other.close() {
+                Ok(()) | Err(Error::Closed) => {}
+                Err(e) => lanes = lanes.and(Err(e)),
+            }
+        }
+        self.close_lane().and(lanes)
+    }
+
+    fn close_lane(&self) -> Result<()> {
         let mut core = self.core.lock();
         if self.closed.load(AtomicOrdering::Acquire) {
             return Err(Error::Closed);
@@ -54,7 +69,10 @@ impl QueueInner {
             Err(Error::Closed) => Ok(()),
             r => r,
         };
-        let dlq = closed(self.dlq.clone());
+        let dlq = match self.lane.index {
+            0 => closed(self.dlq.clone()),
+            _ => Ok(()),
+        };
         let dlq = match self.outcomes.clone().map(closed) {
             Some(r) => dlq.and(r),
             None => dlq,
@@ -225,7 +243,8 @@ impl Queue {
     /// done, whether never delivered, leased (the receipts become stale), waiting or
     /// delayed. Returns how many records that settled. Durable when it returns (the
     /// state is fsynced and the retention floor moved). Records appended later are
-    /// delivered as usual.
+    /// delivered as usual. With [`QueueConfig::lanes`] above 1 each lane is emptied
+    /// in turn, each durably: a crash in between leaves the lanes done so far empty.
     ///
     /// ```
     /// use std::time::Duration;
@@ -242,11 +261,22 @@ impl Queue {
     /// assert_eq!(q.stats().ack_floor, 3);
     /// ```
     pub fn purge(&self) -> Result<u64> {
-        let inner = &*self.inner;
+        let mut settled = 0;
+        let end = self.inner.log.end_offset();
+        for lane in self.inner.lanes() {
+            settled += lane.purge_lane(end)?;
+        }
+        Ok(settled)
+    }
+}
+
+impl QueueInner {
+    /// [`Queue::purge`] of this lane.
+    fn purge_lane(&self, end: Offset) -> Result<u64> {
+        let inner = self;
         let mut unread = inner.unread.lock();
         let mut core = inner.core.lock();
         inner.check(&core)?;
-        let end = inner.log.end_offset();
         if end <= core.state.floor {
             return Ok(0);
         }

@@ -111,12 +111,52 @@ impl QueueInner {
     }
 }
 
+impl QueueInner {
+    /// [`QueueInner::settle_many`] on each lane for the receipts it owns (called on
+    /// lane 0): one lock acquisition and one frame per lane touched. The stale
+    /// receipts come back in the order they were given.
+    fn settle_many_lanes(
+        &self,
+        receipts: &[Receipt],
+        event: impl Fn(&Core, &Receipt, i64) -> (Kind, i64),
+    ) -> Result<Vec<Receipt>> {
+        if self.others.is_empty() {
+            return self.settle_many(receipts, event);
+        }
+        let mut by_lane: Vec<Vec<Receipt>> = vec![Vec::new(); self.others.len() + 1];
+        for r in receipts {
+            by_lane[self.lane.owner(r.offset) as usize].push(*r);
+        }
+        let mut stale_by_lane = Vec::with_capacity(by_lane.len());
+        for (lane, mine) in self.lanes().zip(&by_lane) {
+            let stale = match mine.is_empty() {
+                true => Vec::new(),
+                false => lane.settle_many(mine, &event)?,
+            };
+            stale_by_lane.push(stale.into_iter().rev().peekable());
+        }
+        // Each lane's stale receipts are in the order given: merged back by walking
+        // the call's receipts from the last. Of the copies of one receipt, the stale
+        // ones are the last (every copy, or all but the first).
+        let mut stale = Vec::new();
+        for r in receipts.iter().rev() {
+            let of_lane = &mut stale_by_lane[self.lane.owner(r.offset) as usize];
+            if of_lane.next_if_eq(r).is_some() {
+                stale.push(*r);
+            }
+        }
+        stale.reverse();
+        Ok(stale)
+    }
+}
+
 impl Queue {
     /// Acknowledges many deliveries at once: one lock acquisition and one journal
-    /// write for the whole call. Returns the receipts that were stale (not the
+    /// write for the whole call (per lane touched, with
+    /// [`QueueConfig::lanes`] above 1). Returns the receipts that were stale (not the
     /// record's current lease, or given twice), which changed nothing; every other
     /// one is acked. After a crash, either all of a call's acks survive or none does
-    /// (they are one journal frame; see `docs/queue.md`); durable against a process
+    /// (they are one journal frame; see `docs/queue.md`; per lane with lanes); durable against a process
     /// crash once this returns, against power loss once flushed.
     ///
     /// ```
@@ -134,7 +174,8 @@ impl Queue {
     /// assert_eq!(q.ack_many(&receipts[..1]).unwrap(), receipts[..1]); // stale now
     /// ```
     pub fn ack_many(&self, receipts: &[Receipt]) -> Result<Vec<Receipt>> {
-        self.inner.settle_many(receipts, |_, _, _| (Kind::Ack, 0))
+        self.inner
+            .settle_many_lanes(receipts, |_, _, _| (Kind::Ack, 0))
     }
 
     /// Gives many deliveries back at once, each visible again after `delay` (zero:
@@ -144,7 +185,7 @@ impl Queue {
     /// and changes nothing.
     pub fn nack_many(&self, receipts: &[Receipt], delay: Duration) -> Result<Vec<Receipt>> {
         self.inner.check_visibility("nack delay", delay)?;
-        self.inner.settle_many(receipts, |core, r, now| {
+        self.inner.settle_many_lanes(receipts, |core, r, now| {
             let delay = if delay.is_zero() {
                 core.state.backoff_ms(r.attempt)
             } else {

@@ -10,6 +10,12 @@
 //! outcome feed on the outcomes log in `outcomes/` (see `outcomes.rs`,
 //! `outcome_writes.rs`), and the lock file `queue.lock`. In memory: the ack floor, a 12-byte slot per offset between
 //! the floor and the delivery cursor, and a deadline heap (see `state.rs`).
+//!
+//! A queue of several lanes ([`QueueConfig::lanes`]) is that many of the above over
+//! one log, each owning every N-th block of offsets: lane 0 in the queue's directory,
+//! lane `i` in `lane-<i>/` with a snapshot, journal and cursor of its own, all
+//! sharing lane 0's lock and dead-letter log (see `lanes.rs`). A `QueueInner` is one
+//! lane; lane 0's holds the others and routes every call.
 
 mod config;
 mod dead_letter;
@@ -19,6 +25,7 @@ mod housekeeping;
 mod inner;
 mod inspect;
 mod journal;
+mod lanes;
 mod lifecycle;
 mod many;
 mod open;
@@ -113,6 +120,11 @@ struct QueueInner {
     released: AtomicU64,
     /// Serialises [`Queue::redrive`].
     redriving: Mutex<()>,
+    /// The offsets this lane owns (see `lanes.rs`).
+    lane: lanes::Lane,
+    /// Lanes 1.. of the queue, held by lane 0 (empty for them and for a queue of
+    /// one lane).
+    others: Vec<Arc<QueueInner>>,
 }
 
 /// Directory of the dead-letter log inside the queue's directory.
@@ -317,36 +329,52 @@ impl Queue {
         // Read only when there is a wait: a clock read is not free, and the common
         // call (records ready, or no wait) needs none.
         let mut until = None;
+        let count = inner.lane.count as usize;
+        // The caller's lane first, then the others (see `lanes.rs`).
+        let first = match options.lane {
+            _ if count == 1 => 0,
+            Some(lane) => lane as usize % count,
+            None => lanes::thread_lane(count),
+        };
         loop {
-            let released = inner.released.load(AtomicOrdering::SeqCst);
-            // Before the locks: the time and the output (one clock read and one
-            // allocation less inside the critical section).
-            let now_ms = inner.log.config().clock.now_ms();
-            let out = Vec::with_capacity(max.min(1024));
-            let (got, cursor, at_cap, next_due, dry) = {
-                // Decoded before the core lock is taken (see `read_ahead.rs`).
-                let mut unread = inner.fill_ahead(max);
-                let mut core = inner.core.lock();
-                let got = inner.try_receive(&mut core, &mut unread, (max, out), now_ms, visibility);
-                let at_cap = core.state.leased() >= inner.config.max_in_flight;
-                let due = core.state.next_deadline();
-                let cursor = core.state.next();
-                let dry = unread.dry;
-                inner.unlock(core, Some(unread));
-                (got?, cursor, at_cap, due, dry)
-            };
-            if got.is_empty() && dry {
+            let released: u64 = inner
+                .lanes()
+                .map(|l| l.released.load(AtomicOrdering::SeqCst))
+                .sum();
+            let mut dry = false;
+            // The lowest cursor of a lane below its cap: records past it wake us.
+            let mut cursor: Option<Offset> = None;
+            let mut next_due: Option<i64> = None;
+            for k in 0..count {
+                let lane = match (first + k) % count {
+                    0 => inner,
+                    i => &*inner.others[i - 1],
+                };
+                let round = lane.receive_round(max, visibility)?;
+                if !round.got.is_empty() {
+                    return Ok(round.got);
+                }
+                dry |= round.dry;
+                if !round.at_cap {
+                    cursor = Some(cursor.map_or(round.cursor, |c| c.min(round.cursor)));
+                }
+                next_due = match (next_due, round.next_due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            if dry {
                 // The buffer ran dry while another consumer was refilling it: there
                 // may be records; the next round waits for that refill.
                 continue;
             }
-            if !got.is_empty() || max == 0 || wait.is_zero() {
-                return Ok(got);
+            if max == 0 || wait.is_zero() {
+                return Ok(Vec::new());
             }
             let now = Instant::now();
             let until = *until.get_or_insert(now + wait);
             if now >= until {
-                return Ok(got);
+                return Ok(Vec::new());
             }
             let mut wake = until;
             if let Some(due) = next_due {
@@ -357,8 +385,12 @@ impl Queue {
             log.inner.appended.wait_until(wake, || {
                 log.inner.is_closed()
                     || inner.closed.load(AtomicOrdering::Acquire)
-                    || inner.released.load(AtomicOrdering::SeqCst) != released
-                    || (!at_cap && log.end_offset() > cursor)
+                    || inner
+                        .lanes()
+                        .map(|l| l.released.load(AtomicOrdering::SeqCst))
+                        .sum::<u64>()
+                        != released
+                    || cursor.is_some_and(|c| log.end_offset() > c)
             });
             inner.check_open()?;
         }
@@ -374,6 +406,7 @@ impl Queue {
             deadline: 0,
         });
         self.inner
+            .lane_of(receipt.offset)
             .settle_framed(receipt, Some(&frame), |_, _| Ok((Kind::Ack, 0)))
     }
 
@@ -386,7 +419,8 @@ impl Queue {
     /// that long.
     pub fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
         self.inner.check_visibility("nack delay", delay)?;
-        self.inner.settle(receipt, |now, core| {
+        let lane = self.inner.lane_of(receipt.offset);
+        lane.settle(receipt, |now, core| {
             let delay = if delay.is_zero() {
                 core.state.backoff_ms(receipt.attempt)
             } else {
@@ -401,7 +435,8 @@ impl Queue {
     /// nothing (it used to be clamped silently).
     pub fn extend(&self, receipt: &Receipt, timeout: Duration) -> Result<()> {
         self.inner.check_visibility("extend timeout", timeout)?;
-        self.inner.settle(receipt, |now, _| {
+        let lane = self.inner.lane_of(receipt.offset);
+        lane.settle(receipt, |now, _| {
             Ok((Kind::Extend, now().saturating_add(millis(timeout))))
         })
     }
@@ -438,7 +473,7 @@ impl Queue {
     /// never compacts, the call returns the error ([`Error::Corrupt`]) and changes
     /// nothing: the lease stands, and delivery settles a damaged record as corrupt.
     pub fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<()> {
-        let inner = &*self.inner;
+        let inner = self.inner.lane_of(receipt.offset);
         inner.settle(receipt, |_, core| {
             Ok(match inner.letter_source(receipt.offset)? {
                 Some(record) => {
@@ -461,42 +496,64 @@ impl Queue {
     /// is healthy. Every call then returns [`Error::QueuePoisoned`] with this reason;
     /// reopening the queue recovers (its open reconciles the files).
     pub fn poisoned(&self) -> Option<String> {
-        self.inner.core.lock().poisoned.clone()
+        self.inner
+            .lanes()
+            .find_map(|l| l.core.lock().poisoned.clone())
     }
 
-    /// Counters and sizes. O(1), except that `oldest_unacked_age_ms` reads the record
-    /// at the ack floor when the floor moved since the last call.
+    /// Counters and sizes. O(1) per lane, except that `oldest_unacked_age_ms` reads
+    /// the record at the ack floor when the floor moved since the last call.
     pub fn stats(&self) -> QueueStats {
         let inner = &*self.inner;
-        let mut core = inner.core.lock();
-        let end = inner.log.end_offset();
-        let oldest = inner.oldest_timestamp(&mut core, end);
-        let now = inner.log.config().clock.now_ms();
-        let counts = (core.counts.tombstones_skipped, core.counts.expired);
-        state::stats(&core.state, end, oldest, now, counts)
+        let mut lanes = inner.lanes().map(|l| l.lane_stats());
+        let first = lanes.next().unwrap_or_default();
+        lanes.fold(first, lanes::merge_stats)
     }
 
     /// Bytes of memory held by the in-memory ack state (slots and deadline heap).
     pub fn state_memory_bytes(&self) -> usize {
-        self.inner.core.lock().state.memory_bytes()
+        self.inner
+            .lanes()
+            .map(|l| l.core.lock().state.memory_bytes())
+            .sum()
     }
 
     /// Makes every ack, nack and lease so far durable: fsyncs the log (so the state
     /// never names a record that is not durable), the dead-letter log, then the state.
     pub fn flush(&self) -> Result<()> {
         let inner = &*self.inner;
-        let mut core = inner.core.lock();
-        inner.check(&core)?;
-        let r = inner
-            .log
-            .flush()
-            .and_then(|()| inner.flush_dead_letters(&mut core))
-            .and_then(|()| inner.flush_outcomes(&mut core))
-            .and_then(|()| core.journal.sync())
-            .and_then(|()| inner.write_floor(&mut core));
-        inner.poison_on_err(&mut core, r)?;
+        for lane in inner.lanes() {
+            lane.flush_lane()?;
+        }
+        // Once every lane accounts for the letters so far (see `lanes.rs`).
         inner.dead_letter_retention()?;
         inner.outcome_retention()
+    }
+}
+
+impl QueueInner {
+    /// This lane's [`QueueStats`].
+    fn lane_stats(&self) -> QueueStats {
+        let mut core = self.core.lock();
+        let end = self.log.end_offset();
+        let oldest = self.oldest_timestamp(&mut core, end);
+        let now = self.log.config().clock.now_ms();
+        let counts = (core.counts.tombstones_skipped, core.counts.expired);
+        state::stats(&core.state, end, oldest, now, counts)
+    }
+
+    /// [`Queue::flush`] of this lane's state.
+    fn flush_lane(&self) -> Result<()> {
+        let mut core = self.core.lock();
+        self.check(&core)?;
+        let r = self
+            .log
+            .flush()
+            .and_then(|()| self.flush_dead_letters(&mut core))
+            .and_then(|()| self.flush_outcomes(&mut core))
+            .and_then(|()| core.journal.sync())
+            .and_then(|()| self.write_floor(&mut core));
+        self.poison_on_err(&mut core, r)
     }
 }
 

@@ -14,7 +14,8 @@ impl Queue {
     /// as receive finds them (see [`QueueConfig::deliver_tombstones`] and
     /// [`QueueConfig::dead_letter_expired`]). Records the log no longer holds are
     /// skipped. The queue's lock is held only to copy the offsets; the records are
-    /// read after.
+    /// read after. With [`QueueConfig::lanes`] above 1, lane by lane (lane 0 first),
+    /// as a receive that found each lane before empty would.
     ///
     /// ```
     /// use std::time::Duration;
@@ -30,7 +31,21 @@ impl Queue {
     /// assert_eq!(q.receive(10, Duration::ZERO).unwrap().len(), 2);
     /// ```
     pub fn peek(&self, max: usize) -> Result<Vec<StoredRecord>> {
-        let inner = &*self.inner;
+        let mut records = Vec::new();
+        for lane in self.inner.lanes() {
+            if records.len() >= max {
+                break;
+            }
+            records.append(&mut lane.peek_lane(max - records.len())?);
+        }
+        Ok(records)
+    }
+}
+
+impl QueueInner {
+    /// [`Queue::peek`] of this lane.
+    fn peek_lane(&self, max: usize) -> Result<Vec<StoredRecord>> {
+        let inner = self;
         let now = inner.log.config().clock.now_ms();
         let (due, cursor, mut out) = {
             let unread = inner.unread.lock();
@@ -65,10 +80,13 @@ impl Queue {
         }
         out.retain(|r| delay_until(r).is_none_or(|u| u <= now));
         records.append(&mut out);
-        if let Some(cursor) = cursor.filter(|_| records.len() < max) {
+        let end = inner.log.end_offset();
+        if let Some(cursor) = cursor.filter(|&c| records.len() < max && c < end) {
             let mut reader = inner.log.reader(cursor.max(inner.log.start_offset()))?;
             while records.len() < max {
                 match reader.next() {
+                    // The other lanes' records are theirs to show.
+                    Some(Ok(r)) if !inner.lane.owns(r.offset) => {}
                     Some(Ok(r)) => {
                         if delay_until(&r).is_none_or(|u| u <= now) {
                             records.push(r);

@@ -24,6 +24,7 @@ use std::collections::VecDeque;
 
 use parking_lot::MutexGuard;
 
+use super::lanes::Lane;
 use super::QueueInner;
 use crate::reader::LogReader;
 use crate::{Error, Offset, Result, StoredRecord};
@@ -194,17 +195,31 @@ impl QueueInner {
     /// chunk). A stretch that cannot be read becomes an [`Unread::Corrupt`].
     fn decode_ahead(&self, refill: &mut Refill, into: &mut VecDeque<Unread>) -> Result<()> {
         let Refill { reader, stuck, .. } = refill;
+        let lane = self.lane;
+        // A lane reads only its own blocks: the reader jumps over the others' (a
+        // seek is only a new position; it may lie past the log's end).
+        to_owned_block(reader, lane)?;
         let before = LogReader::position(reader);
         if before >= self.log.end_offset() {
             return Ok(());
         }
+        let max = if lane.is_only() {
+            READ_AHEAD
+        } else {
+            READ_AHEAD.min(usize::try_from(lane.block - before % lane.block).unwrap_or(READ_AHEAD))
+        };
         // Whole batches: a chunk ending mid-batch would check the batch's CRC and
         // decode its first records again on the next refill.
-        let r = reader.read_views_whole_batches(READ_AHEAD, |v| {
-            into.push_back(Unread::Record(v.to_owned_record()))
+        let r = reader.read_views_whole_batches(max, |v| {
+            if lane.owns(v.offset) {
+                into.push_back(Unread::Record(v.to_owned_record()))
+            }
         });
         match r {
-            Ok(_) => *stuck = 0,
+            Ok(_) => {
+                *stuck = 0;
+                to_owned_block(reader, lane)?;
+            }
             Err(Error::Corrupt { .. }) => {
                 let from = match into.back() {
                     Some(Unread::Record(r)) => r.offset + 1,
@@ -237,4 +252,14 @@ impl QueueInner {
         }
         Ok(())
     }
+}
+
+/// Moves `reader` to the first offset at or past its position that `lane` owns.
+fn to_owned_block(reader: &mut LogReader, lane: Lane) -> Result<()> {
+    let at = LogReader::position(reader);
+    let owned = lane.next_owned(at);
+    if owned != at {
+        reader.seek(owned)?;
+    }
+    Ok(())
 }

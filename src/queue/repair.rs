@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::journal::{self, Event, Format, Journal, Kind, FRAME_HEADER, SNAPSHOT};
+use super::lanes::{self, Lane};
 use super::state::AckState;
 use super::synced::{self, Synced};
 use super::{dead_letter, floors, redrive, replay, Queue, DEAD_LETTER_DIR};
@@ -123,10 +124,52 @@ pub(crate) fn repair(log: &Log, name: &str) -> Result<RepairReport> {
         )));
     }
     let _lock = super::lock_queue(&*fs, &dir)?;
+    // A damaged lane count is not repaired: which lanes there were is unknown.
+    let layout = lanes::recorded(&*fs, &dir)?.unwrap_or(Lane::ONLY.layout());
     // No retention: a repair applies none (the next open applies the configured one).
     let dlq = dead_letter::open(log, &dir.join(DEAD_LETTER_DIR), None)?;
+    // Lane 0 last, as at creation: every other lane has state once it has.
+    let mut report: Option<RepairReport> = None;
+    for index in (0..layout.0).rev() {
+        let lane = repair_lane(log, (name, &dir), Lane::new(index, layout), &dlq)?;
+        report = Some(match report {
+            None => lane,
+            Some(r) => merge_reports(lane, r),
+        });
+    }
+    report.ok_or_else(|| Error::InvalidConfig(format!("queue {name:?} has no lanes")))
+}
+
+/// What repairing lanes `a` (lane 0 when there is one) and `b` found and did.
+fn merge_reports(a: RepairReport, b: RepairReport) -> RepairReport {
+    RepairReport {
+        snapshot_kept: a.snapshot_kept && b.snapshot_kept,
+        floor_from: if a.snapshot_kept {
+            b.floor_from
+        } else {
+            a.floor_from
+        },
+        floor: a.floor.min(b.floor),
+        journal_events: a.journal_events + b.journal_events,
+        journal_damage: a.journal_damage.or(b.journal_damage),
+        dead_letters_reconciled: a.dead_letters_reconciled + b.dead_letters_reconciled,
+        not_done: a.not_done + b.not_done,
+        saved_to: a.saved_to,
+    }
+}
+
+/// Repairs one lane of queue `name` in `queue_dir` (see the module docs).
+fn repair_lane(
+    log: &Log,
+    (name, queue_dir): (&str, &Path),
+    lane: Lane,
+    dlq: &Log,
+) -> Result<RepairReport> {
+    let fs = Arc::clone(&log.config().fs);
+    let dir = lane.dir(queue_dir);
+    let cname = floors::lane_cursor_name(name, lane);
     let end = log.end_offset();
-    let mut salvage = salvage_state(&*fs, &dir, log, name)?;
+    let mut salvage = salvage_state(&*fs, &dir, log, (&cname, lane))?;
     let state = &mut salvage.state;
     state.dead_letter_end = Some(0);
     state.recover_leases();
@@ -139,7 +182,7 @@ pub(crate) fn repair(log: &Log, name: &str) -> Result<RepairReport> {
     };
     state.clamp(log.start_offset(), usable.min(end));
     state.log_epoch = Some(log.inner.crash_history.epoch());
-    let reconciled = dead_letter::reconcile(log, &dlq, name, state)?.len() as u64;
+    let reconciled = dead_letter::reconcile(log, dlq, name, state)?.len() as u64;
     // Every outcome counts again too (its record settled): the next open reads the
     // whole outcomes log, when there is one; none there, the feed restarts empty.
     state.outcome_end = fs.exists(&dir.join(super::OUTCOMES_DIR)).then_some(0);
@@ -148,12 +191,12 @@ pub(crate) fn repair(log: &Log, name: &str) -> Result<RepairReport> {
     // The new snapshot is fsynced: the logs must be durable up to what it names.
     log.flush()?;
     dlq.flush()?;
-    let protect = floors::durable_floor(log, &dir, name).is_none_or(|(_, protect)| protect);
+    let protect = floors::durable_floor(log, &dir, &cname).is_none_or(|(_, protect)| protect);
     // The queue's cursor moves down to the repaired floor before the new state is
     // written, and up to it only after (as `Queue::open` does).
     let cursor = {
         let _retention = log.inner.retention.pass.lock();
-        floors::attach(log, name, &dir, state.floor, protect)?
+        floors::attach(log, &cname, &dir, state.floor, protect)?
     };
     Journal::create(
         Arc::clone(&fs),
@@ -162,13 +205,15 @@ pub(crate) fn repair(log: &Log, name: &str) -> Result<RepairReport> {
         REPAIR_JOURNAL_BYTES,
         state,
     )?;
-    floors::commit(&cursor, state.floor)?;
-    redrive::create_if_new(&*fs, &dir, &dlq)?;
+    floors::commit(&cursor, state.lane_floor(end))?;
+    if lane.index == 0 {
+        redrive::create_if_new(&*fs, &dir, dlq)?;
+    }
     let not_done = (state.leased() + state.waiting()) as u64;
     Ok(RepairReport {
         snapshot_kept: salvage.snapshot_kept,
         floor_from: salvage.floor_from,
-        floor: state.floor,
+        floor: state.lane_floor(end),
         journal_events: salvage.events,
         journal_damage: salvage.damage,
         dead_letters_reconciled: reconciled,
@@ -187,11 +232,18 @@ struct Salvage {
     damage: Option<(PathBuf, u64)>,
 }
 
-fn salvage_state(fs: &dyn FileSystem, dir: &Path, log: &Log, name: &str) -> Result<Salvage> {
+/// The state of the lane in `dir` whose floor cursor is `cname`, salvaged.
+fn salvage_state(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    log: &Log,
+    (cname, lane): (&str, Lane),
+) -> Result<Salvage> {
     let end = log.end_offset();
     let snapshot = read_optional(fs, &dir.join(SNAPSHOT))?
         .and_then(|bytes| journal::decode_snapshot(&bytes, 0..end));
     if let Some((format, generation, mut state)) = snapshot {
+        state.lane = lane;
         let path = dir.join(journal::journal_name(generation));
         let (events, damage) = replay_tolerant(fs, &path, Some(format), generation, |e| {
             if e.offset < end {
@@ -211,11 +263,12 @@ fn salvage_state(fs: &dyn FileSystem, dir: &Path, log: &Log, name: &str) -> Resu
             damage,
         });
     }
-    let (floor, floor_from) = match floors::durable_floor(log, dir, name) {
+    let (floor, floor_from) = match floors::durable_floor(log, dir, cname) {
         Some((floor, _)) => (floor.min(end), "durable floor"),
         None => (log.start_offset().min(end), "log start"),
     };
     let mut state = AckState::new(floor);
+    state.lane = lane;
     // When the files were written is unknown: whatever any crash recovery of the log
     // may have handed out again is dropped (see `usable_end`).
     state.log_epoch = Some(0);

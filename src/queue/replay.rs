@@ -146,7 +146,10 @@ fn check_new(fs: &dyn FileSystem, dir: &Path, side_logs: (&Log, Option<&Log>)) -
     names.sort();
     let snapshot_tmp = format!("{SNAPSHOT}{}", crate::checkpoint::TMP_SUFFIX);
     for name in names {
-        if name == LOCK_FILE || name == snapshot_tmp {
+        // The lane layout and the other lanes come before lane 0's state (see
+        // `lanes.rs`): they do not say that it existed.
+        let lane_file = name == super::lanes::LANES_FILE || name.starts_with("lane-");
+        if name == LOCK_FILE || name == snapshot_tmp || lane_file {
             continue;
         }
         if name == super::DEAD_LETTER_DIR {

@@ -133,11 +133,11 @@ pub(crate) fn stats(
     counts: (u64, u64),
 ) -> super::QueueStats {
     super::QueueStats {
-        consumer_lag: end.saturating_sub(state.floor),
+        consumer_lag: end.saturating_sub(state.lane_floor(end)),
         oldest_unacked_age_ms: oldest.map(|ts| now.saturating_sub(ts).max(0) as u64),
-        ack_floor: state.floor,
+        ack_floor: state.lane_floor(end),
         in_flight: state.leased() as u64,
-        backlog: end.saturating_sub(state.next()) + state.waiting() as u64,
+        backlog: state.lane.owned_in(state.next()..end) + state.waiting() as u64,
         delayed: state.delayed() as u64,
         acked_total: state.totals.acked,
         redelivered_total: state.totals.redelivered,
@@ -186,6 +186,9 @@ pub(crate) struct AckState {
     /// Records not done that [`AckState::clamp`] jumped over because they were below
     /// the log's start offset (in memory only, since the queue was opened).
     pub skipped_by_retention: u64,
+    /// The offsets this state is about (in memory only, set at open): the other
+    /// lanes' offsets are gaps to it, and are not counted as its records.
+    pub lane: super::lanes::Lane,
 }
 
 impl AckState {
@@ -195,6 +198,17 @@ impl AckState {
             floor,
             ..AckState::default()
         }
+    }
+
+    /// The floor this state shows retention (its floor cursor) and
+    /// [`QueueStats::ack_floor`](super::QueueStats): the floor, or with nothing
+    /// pending the first offset at or past it the lane owns (below `end`): the other
+    /// lanes' offsets are not this lane's to hold.
+    pub fn lane_floor(&self, end: Offset) -> Offset {
+        if self.lane.is_only() || !self.window.is_empty() {
+            return self.floor;
+        }
+        self.lane.next_owned(self.floor).min(end).max(self.floor)
     }
 
     /// The next offset never delivered.
@@ -473,8 +487,8 @@ impl AckState {
             count_slot((&mut *counts.0, &mut *counts.1, &mut *counts.2), s, -1);
         });
         if self.floor < to {
-            // Never delivered.
-            settled += to - self.floor;
+            // Never delivered (this lane's offsets only).
+            settled += self.lane.owned_in(self.floor..to);
             self.floor = to;
         }
         self.advance_floor();
