@@ -9,6 +9,7 @@
 //! cargo bench --bench queue                 # everything
 //! cargo bench --bench queue -- receive_ack  # the consumer grid only (no report)
 //! cargo bench --bench queue -- outcomes     # the outcome feed off vs on
+//! cargo bench --bench queue -- live         # a producer and consumers at once
 //! ```
 //!
 //! Logs live in temporary directories (`$LOGQUEUE_BENCH_DIR`, default the system temp
@@ -312,6 +313,88 @@ fn ack_100(c: &mut Criterion) {
     g.finish();
 }
 
+/// A live queue: one producer appends 100,000 records in batches of 10 while the
+/// consumers receive (up to 100, waiting up to 1 ms) and `ack_many`, until every
+/// record is acked; the wall time from the start to the last ack. Unlike
+/// `receive_ack` the backlog stays small, so the records arrive in offset order into
+/// one lane's block at a time: what lanes do for consumers that keep up depends on
+/// the block (`QueueConfig::lane_block`). A fresh log per iteration (untimed).
+fn live(c: &mut Criterion) {
+    let mut g = c.benchmark_group("live");
+    g.sampling_mode(SamplingMode::Flat);
+    let cells = [
+        ("1_consumer", 1usize, 1u32, 1024u64),
+        ("2_consumers", 2, 1, 1024),
+        ("2_consumers_2_lanes_block_1024", 2, 2, 1024),
+        ("2_consumers_2_lanes_block_16", 2, 2, 16),
+    ];
+    for (name, consumers, lanes, lane_block) in cells {
+        g.throughput(Throughput::Elements(CHUNK));
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = bench_dir();
+                    let log = Log::open(dir.path(), log_config()).expect("open");
+                    let config = QueueConfig {
+                        journal_bytes: 16 << 20,
+                        lanes,
+                        lane_block,
+                        ..QueueConfig::default()
+                    };
+                    let q = Queue::open(&log, "live", config).expect("queue");
+                    total += produce_and_consume(&log, &q, consumers);
+                    assert_eq!(q.stats().ack_floor, CHUNK);
+                    q.close().expect("close");
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+/// One producer appending [`CHUNK`] records in batches of 10 and `consumers`
+/// consumer threads acking them; the wall time until all are acked.
+fn produce_and_consume(log: &Log, q: &Queue, consumers: usize) -> Duration {
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let barrier = Arc::new(Barrier::new(consumers + 2));
+    let producer = {
+        let (log, barrier) = (log.clone(), Arc::clone(&barrier));
+        std::thread::spawn(move || {
+            barrier.wait();
+            for _ in 0..CHUNK / 10 {
+                let batch = (0..10).map(|_| Record::new(vec![0x5Au8; 64])).collect();
+                log.append_batch(batch).expect("append");
+            }
+        })
+    };
+    let handles: Vec<_> = (0..consumers)
+        .map(|_| {
+            let (q, acked, barrier) = (q.clone(), Arc::clone(&acked), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                let ordering = std::sync::atomic::Ordering::Relaxed;
+                let mut receipts = Vec::with_capacity(100);
+                while acked.load(ordering) < CHUNK {
+                    let got = q.receive(100, Duration::from_millis(1)).expect("receive");
+                    receipts.clear();
+                    receipts.extend(got.iter().map(|d| d.receipt));
+                    assert!(q.ack_many(&receipts).expect("ack_many").is_empty());
+                    acked.fetch_add(receipts.len() as u64, ordering);
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    producer.join().expect("producer");
+    for h in handles {
+        h.join().expect("consumer");
+    }
+    start.elapsed()
+}
+
 /// One receive, one ack and one `Queue::flush` per iteration: the cost of a durable
 /// ack (the log has nothing new to sync, so this is the queue journal's sync).
 fn ack_flush(c: &mut Criterion) {
@@ -444,6 +527,7 @@ fn main() {
         .nresamples(1000)
         .configure_from_args();
     receive_ack(&mut c);
+    live(&mut c);
     ack_100(&mut c);
     ack_flush(&mut c);
     outcomes(&mut c);

@@ -520,20 +520,29 @@ fn a_consumer_visits_the_other_lanes_while_its_own_has_records() {
     let log = log_at(dir.path(), &clock);
     let q = Queue::open(&log, "q", lanes(2, 100)).unwrap();
     send_n(&q, 1000);
-    // A thread of its own: its first receive is at its own lane.
-    let q2 = q.clone();
+    // One thread keeps to one lane while the clock stands still, and moves on to
+    // the next every 100 ms of the queue's clock.
+    let (q2, clock2) = (q.clone(), clock.clone());
     let lanes_seen = std::thread::spawn(move || {
-        let mut seen = BTreeSet::new();
-        for _ in 0..64 {
-            let d = q2.receive(1, NO_WAIT).unwrap().remove(0);
-            seen.insert((d.receipt.offset / 100) % 2);
-            q2.ack(&d.receipt).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let mut now = BTreeSet::new();
+            for _ in 0..10 {
+                let d = q2.receive(1, NO_WAIT).unwrap().remove(0);
+                now.insert((d.receipt.offset / 100) % 2);
+                q2.ack(&d.receipt).unwrap();
+            }
+            seen.push(now);
+            clock2.advance(Duration::from_millis(100));
         }
         seen
     })
     .join()
     .unwrap();
-    assert_eq!(lanes_seen.len(), 2, "one lane starved the other");
+    for (i, lanes) in lanes_seen.iter().enumerate() {
+        assert_eq!(lanes.len(), 1, "one lane per 100 ms: {lanes_seen:?}");
+        assert_ne!(Some(lanes), lanes_seen.get(i + 1), "{lanes_seen:?}");
+    }
     // A receive can be pinned to a lane.
     for lane in [0u32, 1, 3] {
         let mut options = logqueue::ReceiveOptions::default();

@@ -41,16 +41,17 @@ pub(super) struct Round {
 }
 
 impl QueueInner {
-    /// One receive attempt on this lane: up to `max` records leased for
-    /// `visibility`, decoded before the core lock is taken (see `read_ahead.rs`).
+    /// One receive attempt on this lane at clock time `now_ms`: up to `max` records
+    /// leased for `visibility`, decoded before the core lock is taken (see
+    /// `read_ahead.rs`).
     pub(super) fn receive_round(
         &self,
         max: usize,
+        now_ms: i64,
         visibility: std::time::Duration,
     ) -> Result<Round> {
-        // Before the locks: the time and the output (one clock read and one
-        // allocation less inside the critical section).
-        let now_ms = self.log.config().clock.now_ms();
+        // Before the locks: the output (one allocation less inside the critical
+        // section).
         let out = Vec::with_capacity(max.min(1024));
         let mut unread = self.fill_ahead(max);
         let mut core = self.core.lock();

@@ -331,12 +331,15 @@ impl Queue {
         let mut until = None;
         let count = inner.lane.count as usize;
         // The caller's lane first, then the others (see `lanes.rs`).
-        let first = match options.lane {
-            _ if count == 1 => 0,
-            Some(lane) => lane as usize % count,
-            None => lanes::thread_lane(count),
-        };
         loop {
+            // Before the locks: the time (one clock read less inside the critical
+            // section).
+            let now_ms = inner.log.config().clock.now_ms();
+            let first = match options.lane {
+                _ if count == 1 => 0,
+                Some(lane) => lane as usize % count,
+                None => lanes::thread_lane(count, now_ms),
+            };
             let released: u64 = inner
                 .lanes()
                 .map(|l| l.released.load(AtomicOrdering::SeqCst))
@@ -350,7 +353,7 @@ impl Queue {
                     0 => inner,
                     i => &*inner.others[i - 1],
                 };
-                let round = lane.receive_round(max, visibility)?;
+                let round = lane.receive_round(max, now_ms, visibility)?;
                 if !round.got.is_empty() {
                     return Ok(round.got);
                 }
