@@ -203,18 +203,21 @@ impl QueueInner {
         if before >= self.log.end_offset() {
             return Ok(());
         }
-        let max = if lane.is_only() {
-            READ_AHEAD
-        } else {
-            READ_AHEAD.min(usize::try_from(lane.block - before % lane.block).unwrap_or(READ_AHEAD))
-        };
         // Whole batches: a chunk ending mid-batch would check the batch's CRC and
-        // decode its first records again on the next refill.
-        let r = reader.read_views_whole_batches(max, |v| {
+        // decode its first records again on the next refill. Except at the end of a
+        // lane's block: there the lane's next refill starts at its next block, so it
+        // stops exactly there and leaves the rest of the batch (another lane's
+        // records) undecoded.
+        let to_block_end = lane.block - before % lane.block;
+        let push = |v: crate::RecordView<'_>| {
             if lane.owns(v.offset) {
                 into.push_back(Unread::Record(v.to_owned_record()))
             }
-        });
+        };
+        let r = match usize::try_from(to_block_end) {
+            Ok(n) if !lane.is_only() && n <= READ_AHEAD => reader.read_views(n, push),
+            _ => reader.read_views_whole_batches(READ_AHEAD, push),
+        };
         match r {
             Ok(_) => {
                 *stuck = 0;
