@@ -63,6 +63,32 @@ impl Queue {
 }
 
 /// The stats of one lane of queue `name` in `dir`, from its files.
+impl Queue {
+    /// The lane count and block queue `name` of `log` was created with
+    /// ([`QueueConfig::lanes`](super::QueueConfig::lanes),
+    /// [`QueueConfig::lane_block`](super::QueueConfig::lane_block)): what
+    /// [`Queue::open`] must be given for it. A queue of one lane (or one not created
+    /// yet) is `(1, 1024)`. A damaged lane file is [`Error::Corrupt`]. Reads only
+    /// (works on a [`Log::open_read_only`] view, and while the queue is open).
+    ///
+    /// ```
+    /// use logqueue::{Log, LogConfig, Queue, QueueConfig};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    /// let config = QueueConfig { lanes: 4, lane_block: 64, ..QueueConfig::default() };
+    /// Queue::open(&log, "jobs", config).unwrap().close().unwrap();
+    /// assert_eq!(Queue::lane_layout(&log, "jobs").unwrap(), (4, 64));
+    /// ```
+    pub fn lane_layout(log: &Log, name: &str) -> Result<(u32, u64)> {
+        log.inner.check_open()?;
+        if !valid_name(name) {
+            return Err(Error::InvalidConfig(format!("bad queue name {name:?}")));
+        }
+        let dir = log.dir().join("queues").join(name);
+        Ok(lanes::recorded(&*log.config().fs, &dir)?.unwrap_or(Lane::ONLY.layout()))
+    }
+}
+
 fn inspect_lane(
     log: &Log,
     dlq: &Log,

@@ -272,8 +272,14 @@ fn open_queue(dir: &Path, queue: &str) -> Result<(Log, Queue), Failure> {
         .into_iter()
         .find(|c| c.name == queue_cursor(queue))
         .is_none_or(|c| c.protect);
+    // The lanes it was created with (opening with others is refused).
+    let (lanes, lane_block) =
+        Queue::lane_layout(&log, queue).map_err(|e| Failure::engine("read lane layout", e))?;
     let config = QueueConfig {
         protect_unacked,
+        lanes,
+        lane_block,
+        max_in_flight: QueueConfig::default().max_in_flight.max(lanes as usize),
         ..QueueConfig::default()
     };
     let q = Queue::open(&log, queue, config).map_err(|e| match e {
