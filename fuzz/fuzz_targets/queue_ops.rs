@@ -38,7 +38,16 @@ enum Op {
 struct Input {
     seed: u64,
     per_key: bool,
+    /// Two lanes of blocks of 2 offsets (unordered only: per-key keeps one lane).
+    lanes: bool,
     ops: Vec<Op>,
+}
+
+/// How the queue is opened: per key, or over lanes, or plain.
+#[derive(Clone, Copy)]
+struct Shape {
+    per_key: bool,
+    lanes: bool,
 }
 
 struct Open {
@@ -46,7 +55,9 @@ struct Open {
     queue: Queue,
 }
 
-fn open(fs: &SimFs, clock: &ManualClock, per_key: bool) -> Open {
+fn open(fs: &SimFs, clock: &ManualClock, shape: Shape) -> Open {
+    let per_key = shape.per_key;
+    let lanes = if shape.lanes && !per_key { 2 } else { 1 };
     let log = Log::open(
         DIR,
         LogConfig {
@@ -68,6 +79,8 @@ fn open(fs: &SimFs, clock: &ManualClock, per_key: bool) -> Open {
             Ordering::Unordered
         },
         journal_bytes: 64 * 1024,
+        lanes,
+        lane_block: 2,
         ..QueueConfig::default()
     };
     let queue = Queue::open(&log, "fz", config).expect("queue open must work after a crash");
@@ -78,7 +91,11 @@ fuzz_target!(|input: Input| {
     let fs = SimFs::new(input.seed);
     fs.write_file("/.keep", b"").expect("plant the root");
     let clock = ManualClock::new(1_000_000);
-    let mut o = open(&fs, &clock, input.per_key);
+    let shape = Shape {
+        per_key: input.per_key,
+        lanes: input.lanes,
+    };
+    let mut o = open(&fs, &clock, shape);
     // offset -> value sent there (only offsets below the log's end are meaningful)
     let mut sent: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut acked: HashSet<u64> = HashSet::new();
@@ -176,19 +193,19 @@ fuzz_target!(|input: Input| {
             Op::Reopen => {
                 held.clear();
                 drop(o);
-                o = open(&fs, &clock, input.per_key);
+                o = open(&fs, &clock, shape);
             }
             Op::Kill => {
                 held.clear();
                 fs.kill();
                 drop(o);
-                o = open(&fs, &clock, input.per_key);
+                o = open(&fs, &clock, shape);
             }
             Op::Crash => {
                 held.clear();
                 fs.crash();
                 drop(o);
-                o = open(&fs, &clock, input.per_key);
+                o = open(&fs, &clock, shape);
                 let end = o.log.end_offset();
                 // Un-flushed sends may be gone; their offsets can be handed out again.
                 sent.retain(|&off, _| off < end);
