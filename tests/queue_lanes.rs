@@ -554,3 +554,34 @@ fn a_consumer_visits_the_other_lanes_while_its_own_has_records() {
         }
     }
 }
+
+#[test]
+fn a_lost_lane_cursor_holds_retention_until_the_queue_opens_and_orphans_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(0);
+    {
+        let log = log_at(dir.path(), &clock);
+        let q = Queue::open(&log, "q", lanes(2, 4)).unwrap();
+        send_n(&q, 20);
+        assert_eq!(drain(&q, 100).len(), 20);
+        q.close().unwrap();
+        log.close().unwrap();
+    }
+    let lane_cursor = dir.path().join("cursors/queue-lane.1.q.cursor");
+    std::fs::remove_file(&lane_cursor).unwrap();
+    // The lane has state but no floor: everything is held back, and reported.
+    let log = log_at(dir.path(), &clock);
+    assert_eq!(log.stats().damaged_floor_files, vec![lane_cursor.clone()]);
+    let q = Queue::open(&log, "q", lanes(2, 4)).unwrap();
+    assert!(log.stats().damaged_floor_files.is_empty());
+    let cursors = log.cursors().unwrap();
+    let lane1 = cursors.iter().find(|c| c.name == "queue-lane.1.q").unwrap();
+    assert_eq!(lane1.position, 20);
+    q.close().unwrap();
+    log.close().unwrap();
+    // A delete that crashed after the queue's directory went: the next open deletes
+    // every cursor of the queue, its lanes' too.
+    std::fs::remove_dir_all(dir.path().join("queues/q")).unwrap();
+    let log = log_at(dir.path(), &clock);
+    assert!(log.cursors().unwrap().is_empty());
+}
