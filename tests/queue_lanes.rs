@@ -32,6 +32,18 @@ fn send_n(q: &Queue, n: u64) {
     }
 }
 
+/// Receives (batches of 100) until nothing comes, acking nothing; the deliveries.
+fn receive_all(q: &Queue) -> Vec<logqueue::Delivery> {
+    let mut all = Vec::new();
+    loop {
+        let got = q.receive(100, NO_WAIT).unwrap();
+        if got.is_empty() {
+            return all;
+        }
+        all.extend(got);
+    }
+}
+
 /// Receives (batches of `batch`) and acks until nothing comes; the offsets.
 fn drain(q: &Queue, batch: usize) -> Vec<Offset> {
     let mut seen = Vec::new();
@@ -129,14 +141,7 @@ fn nack_extend_and_dead_letter_go_to_the_owning_lane() {
     let log = log_at(dir.path(), &clock);
     let q = Queue::open(&log, "q", lanes(2, 2)).unwrap();
     send_n(&q, 8);
-    let mut all = Vec::new();
-    loop {
-        let got = q.receive(100, NO_WAIT).unwrap();
-        if got.is_empty() {
-            break;
-        }
-        all.extend(got);
-    }
+    let mut all = receive_all(&q);
     assert_eq!(all.len(), 8);
     all.sort_by_key(|d| d.receipt.offset);
     // One of each per lane: 0, 1 and 4 in lane 0; 2, 3 and 6 in lane 1.
@@ -157,31 +162,14 @@ fn nack_extend_and_dead_letter_go_to_the_owning_lane() {
     assert_eq!(q.stats().dead_lettered_total, 2);
     // The nacks come back after their delay; the extended leases not at 30 s.
     clock.advance(Duration::from_secs(31));
-    let mut again: Vec<Offset> = Vec::new();
-    loop {
-        let got = q.receive(100, NO_WAIT).unwrap();
-        if got.is_empty() {
-            break;
-        }
-        again.extend(got.iter().map(|d| d.receipt.offset));
-    }
+    let mut again: Vec<Offset> = receive_all(&q).iter().map(|d| d.receipt.offset).collect();
     again.sort_unstable();
     assert_eq!(again, vec![0, 3]);
     // A reopen reconciles each lane's letters once: none is delivered again.
     q.close().unwrap();
     clock.advance(Duration::from_secs(300));
     let q = Queue::open(&log, "q", lanes(2, 2)).unwrap();
-    let mut back: Vec<Offset> = Vec::new();
-    loop {
-        let got = q.receive(100, NO_WAIT).unwrap();
-        if got.is_empty() {
-            break;
-        }
-        back.extend(got.iter().map(|d| d.receipt.offset));
-        for d in got {
-            q.ack(&d.receipt).unwrap();
-        }
-    }
+    let mut back = drain(&q, 100);
     back.sort_unstable();
     assert_eq!(back, vec![0, 3, 4, 6]);
     assert_eq!(q.stats().ack_floor, 8);
@@ -195,14 +183,7 @@ fn ack_many_spans_lanes_and_returns_the_stale_receipts_in_order() {
     let log = log_at(dir.path(), &clock);
     let q = Queue::open(&log, "q", lanes(3, 1)).unwrap();
     send_n(&q, 9);
-    let mut receipts = Vec::new();
-    loop {
-        let got = q.receive(100, NO_WAIT).unwrap();
-        if got.is_empty() {
-            break;
-        }
-        receipts.extend(got.iter().map(|d| d.receipt));
-    }
+    let mut receipts: Vec<_> = receive_all(&q).iter().map(|d| d.receipt).collect();
     assert_eq!(receipts.len(), 9);
     receipts.sort_by_key(|r| r.offset);
     let first = [receipts[4], receipts[0], receipts[8]];
@@ -239,14 +220,7 @@ fn max_in_flight_is_split_among_the_lanes() {
     };
     let q = Queue::open(&log, "q", config).unwrap();
     send_n(&q, 20);
-    let mut out = Vec::new();
-    loop {
-        let got = q.receive(100, NO_WAIT).unwrap();
-        if got.is_empty() {
-            break;
-        }
-        out.extend(got);
-    }
+    let out = receive_all(&q);
     assert_eq!(out.len(), 5);
     assert_eq!(q.stats().in_flight, 5);
     q.ack(&out[0].receipt).unwrap();

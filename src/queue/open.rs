@@ -44,16 +44,19 @@ impl Queue {
         )?;
         // Lane 0 last: once it has state, every other lane has (see `lanes.rs`).
         let lane_zero_made = fs.exists(&dir.join(super::journal::SNAPSHOT));
-        let mut others = Vec::new();
-        for index in (1..count).rev() {
+        let opening = |index| {
             let lane = Lane::new(index, layout);
-            let at = Opening {
+            Opening {
                 log,
                 name,
                 queue_dir: &dir,
                 config: lane_config(&config, lane),
                 lane,
-            };
+            }
+        };
+        let mut others = Vec::new();
+        for index in (1..count).rev() {
+            let at = opening(index);
             others.push(open_lane(
                 at,
                 None,
@@ -63,15 +66,7 @@ impl Queue {
             )?);
         }
         others.reverse();
-        let lane = Lane::new(0, layout);
-        let at = Opening {
-            log,
-            name,
-            queue_dir: &dir,
-            config: lane_config(&config, lane),
-            lane,
-        };
-        let inner = open_lane(at, Some(lock), dlq, lane_zero_made, others)?;
+        let inner = open_lane(opening(0), Some(lock), dlq, lane_zero_made, others)?;
         let weak: std::sync::Weak<QueueInner> = Arc::downgrade(&inner);
         let dependent: std::sync::Weak<dyn crate::dependents::Dependent> = weak;
         log.inner.dependents.add(dependent);
