@@ -559,3 +559,28 @@ fn a_lost_lane_cursor_holds_retention_until_the_queue_opens_and_orphans_go() {
     let log = log_at(dir.path(), &clock);
     assert!(log.cursors().unwrap().is_empty());
 }
+
+/// Threads are numbered per queue in the order they first receive from it, so the
+/// consumers of one queue start on different lanes whatever else they consume.
+#[test]
+fn consumers_of_each_queue_start_on_different_lanes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(0);
+    let log = log_at(dir.path(), &clock);
+    let a = Queue::open(&log, "a", lanes(2, 100)).unwrap();
+    let b = Queue::open(&log, "b", lanes(2, 100)).unwrap();
+    send_n(&a, 400);
+    // One thread after the other: A, B, A, B. The lane each got its record from.
+    let lane_of = |q: &Queue| {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            let d = q.receive(1, NO_WAIT).unwrap().remove(0);
+            (d.receipt.offset / 100) % 2
+        })
+        .join()
+        .unwrap()
+    };
+    let (a1, b1, a2, b2) = (lane_of(&a), lane_of(&b), lane_of(&a), lane_of(&b));
+    assert_ne!(a1, a2, "A's two consumers on one lane");
+    assert_ne!(b1, b2, "B's two consumers on one lane");
+}

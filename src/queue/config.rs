@@ -206,8 +206,9 @@ pub struct ReceiveOptions {
     pub visibility_timeout: Option<Duration>,
     /// With [`QueueConfig::lanes`] above 1: the lane this call takes records from
     /// first (taken modulo the lane count), before the others. `None` (the
-    /// default): the calling thread's own lane, a different one for each of N
-    /// threads that receive (so that N consumer threads share no lock); every
+    /// default): the calling thread's own lane, a different one for each of the
+    /// first N threads that receive from the queue (so that N consumer threads
+    /// share no lock); every
     /// 100 ms of the queue's clock every thread moves on to the next lane, so that
     /// no lane waits for the others to run dry. Set it to pin a consumer to a lane.
     pub lane: Option<u32>,

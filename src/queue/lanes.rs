@@ -25,8 +25,10 @@
 //! - A lane `i > 0` without state while lane 0 has state: `Corrupt` (the lanes are
 //!   created from the last to lane 0, so no crash leaves this).
 
+use std::cell::RefCell;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use super::QueueStats;
 use crate::checkpoint;
@@ -157,29 +159,46 @@ impl Lane {
 /// to the next one.
 const ROTATE_MS: i64 = 100;
 
+/// Queues a thread remembers its number in (the most recent first); past this, the
+/// oldest is forgotten (the thread then gets a new number there: only a lane
+/// choice).
+const NUMBERS_KEPT: usize = 16;
+
 /// The lane of `count` a receive of the calling thread tries first, at clock time
-/// `now_ms`. Threads get consecutive numbers when they first receive, and thread `t`
-/// starts at lane `(t + now_ms / ROTATE_MS) % count`: N consumer threads start on N
-/// different lanes (they share no lock), and all of them move on to the next lane
-/// together every [`ROTATE_MS`], so that a consumer with a lane to itself still
-/// serves every lane in turn (no lane's records wait for another lane to run dry),
-/// without ever landing on another consumer's lane. (A lane visited by a second
-/// consumer while its own has records moves the lane's state between the cores on
-/// every visit: one call in 32 doing that cost a third of two consumers' rate.)
-pub(crate) fn thread_lane(count: usize, now_ms: i64) -> usize {
-    use std::cell::Cell;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// `now_ms`, on the queue identified by `queue` (its lane 0's address) whose
+/// receiving threads `numbered` counts. A thread gets the queue's next number
+/// when it first receives from it, and thread number `t` starts at lane
+/// `(t + now_ms / ROTATE_MS) % count`: N consumer threads of a queue start on N
+/// different lanes (they share no lock), whatever other queues they or other
+/// threads consume, and all of them move on to the next lane together every
+/// [`ROTATE_MS`], so that a consumer with a lane to itself still serves every lane
+/// in turn (no lane's records wait for another lane to run dry), without ever
+/// landing on another consumer's lane. (A lane visited by a second consumer while
+/// its own has records moves the lane's state between the cores on every visit:
+/// one call in 32 doing that cost a third of two consumers' rate.)
+pub(crate) fn thread_lane(
+    (queue, numbered): (usize, &AtomicUsize),
+    count: usize,
+    now_ms: i64,
+) -> usize {
     thread_local! {
-        static NUMBER: Cell<Option<usize>> = const { Cell::new(None) };
+        /// (queue, this thread's number there), the most recently used first.
+        static NUMBERS: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
     }
-    let own = NUMBER.with(|n| match n.get() {
-        Some(own) => own,
-        None => {
-            let own = NEXT.fetch_add(1, Ordering::Relaxed);
-            n.set(Some(own));
-            own
+    let own = NUMBERS.with(|numbers| {
+        let mut numbers = numbers.borrow_mut();
+        if let Some(&(q, own)) = numbers.first() {
+            if q == queue {
+                return own;
+            }
         }
+        let own = match numbers.iter().position(|&(q, _)| q == queue) {
+            Some(i) => numbers.remove(i).1,
+            None => numbered.fetch_add(1, AtomicOrdering::Relaxed),
+        };
+        numbers.insert(0, (queue, own));
+        numbers.truncate(NUMBERS_KEPT);
+        own
     });
     let epoch = (now_ms.max(0) / ROTATE_MS) as u64;
     ((own as u64).wrapping_add(epoch) % count as u64) as usize

@@ -125,6 +125,9 @@ struct QueueInner {
     /// Lanes 1.. of the queue, held by lane 0 (empty for them and for a queue of
     /// one lane).
     others: Vec<Arc<QueueInner>>,
+    /// Threads that have received from the queue (lane 0's), numbered in that
+    /// order to pick their lanes (see `lanes::thread_lane`).
+    receivers: std::sync::atomic::AtomicUsize,
 }
 
 /// Directory of the dead-letter log inside the queue's directory.
@@ -338,7 +341,10 @@ impl Queue {
             let first = match options.lane {
                 _ if count == 1 => 0,
                 Some(lane) => lane as usize % count,
-                None => lanes::thread_lane(count, now_ms),
+                None => {
+                    let queue = (inner as *const QueueInner as usize, &inner.receivers);
+                    lanes::thread_lane(queue, count, now_ms)
+                }
             };
             let released: u64 = inner
                 .lanes()

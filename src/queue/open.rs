@@ -232,6 +232,7 @@ fn open_lane(
         config,
         lane,
         others,
+        receivers: std::sync::atomic::AtomicUsize::new(0),
     }))
 }
 
