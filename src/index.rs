@@ -1,6 +1,7 @@
 //! Sparse offset and time indexes of one segment: in memory while the segment is
-//! written, as raw little-endian entries on disk once sealed. An index file is a
-//! cache: it is validated against the log before use and rebuilt when it fails.
+//! written, as raw little-endian entries and a checksummed trailer on disk once
+//! sealed. An index file is a cache: it is validated against the log before use and
+//! rebuilt when it fails.
 
 use crate::Offset;
 
@@ -8,6 +9,36 @@ use crate::Offset;
 pub(crate) const OFFSET_ENTRY_LEN: usize = 8;
 /// Bytes of one time-index entry: timestamp i64, relative offset u32.
 pub(crate) const TIME_ENTRY_LEN: usize = 12;
+
+/// Bytes of the trailer ending each index file: the `.log` length the index
+/// describes (u64) and a CRC32 of the entries and that length (u32). An index file
+/// is written without an fsync (it is a cache) and replaces an earlier one in place,
+/// so a crash can leave a mix of two versions (new entries over an old length, or
+/// the reverse) whose entries each look plausible: a time entry with the timestamp
+/// of one version and the offset of the other would make `offset_for_timestamp`
+/// skip records. The CRC rejects the mix; the length rejects a whole index of an
+/// earlier, shorter state of the segment.
+pub(crate) const TRAILER_LEN: usize = 12;
+
+/// `entries` with the trailer for a `.log` of `log_len` bytes.
+fn seal(mut entries: Vec<u8>, log_len: u64) -> Vec<u8> {
+    entries.extend_from_slice(&log_len.to_le_bytes());
+    let crc = crc32fast::hash(&entries);
+    entries.extend_from_slice(&crc.to_le_bytes());
+    entries
+}
+
+/// The entries of an index file whose trailer checks out and names `log_len`.
+fn unseal(file: &[u8], log_len: u64) -> Option<&[u8]> {
+    let body_len = file.len().checked_sub(TRAILER_LEN)?;
+    let (body, crc) = file.split_at(body_len + 8);
+    let crc = u32::from_le_bytes(crc.try_into().ok()?);
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    let (entries, len) = body.split_at(body_len);
+    (u64::from_le_bytes(len.try_into().ok()?) == log_len).then_some(entries)
+}
 
 /// One offset-index entry: the batch holding `base + rel_offset` starts at `position`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,29 +107,32 @@ impl Indexes {
     }
 
     /// The offset index file's bytes.
-    pub fn encode_offsets(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY_LEN);
+    pub fn encode_offsets(&self, log_len: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY_LEN + TRAILER_LEN);
         for e in &self.offsets {
             out.extend_from_slice(&e.rel_offset.to_le_bytes());
             out.extend_from_slice(&e.position.to_le_bytes());
         }
-        out
+        seal(out, log_len)
     }
 
-    /// The time index file's bytes.
-    pub fn encode_times(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.times.len() * TIME_ENTRY_LEN);
+    /// The time index file's bytes, for a `.log` of `log_len` bytes.
+    pub fn encode_times(&self, log_len: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.times.len() * TIME_ENTRY_LEN + TRAILER_LEN);
         for e in &self.times {
             out.extend_from_slice(&e.timestamp.to_le_bytes());
             out.extend_from_slice(&e.rel_offset.to_le_bytes());
         }
-        out
+        seal(out, log_len)
     }
 
     /// Decodes index files, or `None` when they are not a plausible index of a log of
-    /// `log_len` bytes (wrong length, entries out of order, positions past the end, a
-    /// zero-filled tail). The caller still cross-checks entries against the log.
+    /// `log_len` bytes (a trailer that does not check out or names another length,
+    /// wrong length, entries out of order, positions past the end, a zero-filled
+    /// tail). The caller still cross-checks entries against the log.
     pub fn decode(offset_bytes: &[u8], time_bytes: &[u8], log_len: u64) -> Option<Indexes> {
+        let offset_bytes = unseal(offset_bytes, log_len)?;
+        let time_bytes = unseal(time_bytes, log_len)?;
         if !offset_bytes.len().is_multiple_of(OFFSET_ENTRY_LEN)
             || !time_bytes.len().is_multiple_of(TIME_ENTRY_LEN)
         {
@@ -173,7 +207,7 @@ mod tests {
         let mut idx = Indexes::default();
         idx.push(0, 0, 1);
         idx.push(5, 100, 2);
-        let (o, t) = (idx.encode_offsets(), idx.encode_times());
+        let (o, t) = (idx.encode_offsets(200), idx.encode_times(200));
         let back = Indexes::decode(&o, &t, 200).unwrap();
         assert_eq!(back.offsets, idx.offsets);
         assert_eq!(back.times, idx.times);
@@ -183,10 +217,53 @@ mod tests {
         assert!(Indexes::decode(&zeroed, &t, 200).is_none());
         // Torn entry.
         assert!(Indexes::decode(&o[..11], &t, 200).is_none());
-        // Position beyond the log.
+        // Written for another length of the log (an earlier state of the segment).
         assert!(Indexes::decode(&o, &t, 100).is_none());
-        // Garbage.
+        assert!(Indexes::decode(&o, &t, 201).is_none());
+        // Position beyond the log, under a trailer that checks out.
+        let (o100, t100) = (idx.encode_offsets(100), idx.encode_times(100));
+        assert!(Indexes::decode(&o100, &t100, 100).is_none());
+        // Garbage, and files of the earlier format (entries only).
         assert!(Indexes::decode(&[0xff; 24], &[], 200).is_none());
-        assert!(Indexes::decode(&[], &[], 0).is_some());
+        assert!(Indexes::decode(&o[..16], &t[..24], 200).is_none());
+        let empty = Indexes::default();
+        assert!(Indexes::decode(&empty.encode_offsets(0), &empty.encode_times(0), 0).is_some());
+    }
+
+    /// A crash can leave an index file half new, half old: every such mix is
+    /// rejected, whatever byte the new write stopped at (the case the model test
+    /// found: a time entry with the new timestamp and the old offset).
+    #[test]
+    fn a_file_mixing_two_versions_is_rejected() {
+        let mut old = Indexes::default();
+        old.push(0, 0, i64::MIN);
+        old.push(4, 466, 146);
+        old.push(13, 1136, 1979);
+        old.push(19, 2246, 3444);
+        let mut new = Indexes::default();
+        new.push(0, 0, i64::MIN);
+        new.push(4, 466, 146);
+        new.push(13, 1136, 1979);
+        new.push(18, 1932, 2672);
+        new.push(19, 2246, 3444);
+        let (old_t, new_t) = (old.encode_times(2378), new.encode_times(2616));
+        let new_o = new.encode_offsets(2616);
+        for cut in 0..new_t.len() {
+            // The new bytes up to `cut` over the old file, at either length.
+            for len in [old_t.len(), new_t.len()] {
+                let mut mixed = old_t.clone();
+                mixed.resize(len.max(cut), 0);
+                mixed[..cut].copy_from_slice(&new_t[..cut]);
+                mixed.truncate(len);
+                if mixed == new_t {
+                    continue;
+                }
+                assert!(
+                    Indexes::decode(&new_o, &mixed, 2616).is_none(),
+                    "cut {cut}, length {len}"
+                );
+            }
+        }
+        assert!(Indexes::decode(&new_o, &new_t, 2616).is_some());
     }
 }

@@ -579,9 +579,12 @@ impl Segment {
 
     /// Writes the index files (not synced; validated on load, so a torn one is rebuilt).
     pub fn write_index_files(&self, indexes: &Indexes) -> Result<()> {
+        // The indexes describe every batch published so far (every caller: a seal,
+        // a rebuild, a recovered or cleaned segment, none growing meanwhile).
+        let len = self.published();
         for (suffix, bytes) in [
-            (INDEX_SUFFIX, indexes.encode_offsets()),
-            (TIMEINDEX_SUFFIX, indexes.encode_times()),
+            (INDEX_SUFFIX, indexes.encode_offsets(len)),
+            (TIMEINDEX_SUFFIX, indexes.encode_times(len)),
         ] {
             let path = file_path(&self.dir, self.base_offset, suffix);
             let f = self

@@ -353,6 +353,14 @@ fn verify_exit_status_clean_damaged_and_unopenable() {
     assert_eq!(doc[0]["offset_index"][0]["offset"], 0);
     assert_eq!(doc[0]["offset_index"][0]["position"], 0);
     assert_eq!(doc[0]["trailing_bytes"], 0);
+    // Both files end in a trailer that checks out and names the sealed .log's length.
+    let sealed_len = std::fs::metadata(dir.join(format!("{:020}.log", 0)))
+        .unwrap()
+        .len();
+    for t in doc[0]["index_trailers"].as_array().unwrap() {
+        assert_eq!(t["crc_ok"], true, "{t}");
+        assert_eq!(t["log_length"], sealed_len, "{t}");
+    }
 
     // Damage a byte in the middle of the first (sealed, durable) segment.
     let first = dir.join(format!("{:020}.log", 0));

@@ -78,9 +78,26 @@ fn index_paths(dir: &Path) -> Vec<(u64, std::path::PathBuf, std::path::PathBuf)>
         .collect()
 }
 
+/// The entries of an index file: its bytes before the 12-byte trailer (`.log`
+/// length u64, CRC32 u32; docs/format.md §4).
+fn entry_bytes(p: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(p).unwrap();
+    bytes.truncate(bytes.len() - 12);
+    bytes
+}
+
+/// Writes index file `p` with `entries` and a trailer that checks out for its
+/// segment's `.log` as it is: a structurally valid file saying what the test wants.
+fn write_index(p: &Path, mut entries: Vec<u8>) {
+    let log_len = std::fs::metadata(p.with_extension("log")).unwrap().len();
+    entries.extend_from_slice(&log_len.to_le_bytes());
+    let crc = crc32fast::hash(&entries);
+    entries.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(p, entries).unwrap();
+}
+
 fn read_offsets(p: &Path) -> Vec<(u32, u32)> {
-    std::fs::read(p)
-        .unwrap()
+    entry_bytes(p)
         .chunks_exact(8)
         .map(|c| {
             (
@@ -96,12 +113,11 @@ fn write_offsets(p: &Path, entries: &[(u32, u32)]) {
         .iter()
         .flat_map(|(r, pos)| r.to_le_bytes().into_iter().chain(pos.to_le_bytes()))
         .collect();
-    std::fs::write(p, bytes).unwrap();
+    write_index(p, bytes);
 }
 
 fn read_times(p: &Path) -> Vec<(i64, u32)> {
-    std::fs::read(p)
-        .unwrap()
+    entry_bytes(p)
         .chunks_exact(12)
         .map(|c| {
             (
@@ -117,7 +133,7 @@ fn write_times(p: &Path, entries: &[(i64, u32)]) {
         .iter()
         .flat_map(|(t, r)| t.to_le_bytes().into_iter().chain(r.to_le_bytes()))
         .collect();
-    std::fs::write(p, bytes).unwrap();
+    write_index(p, bytes);
 }
 
 /// Applies `damage` to a copy of the template and checks the log three ways: opened

@@ -128,19 +128,39 @@ fn batch_header_line(h: &BatchHeader, format: Format) -> String {
     }
 }
 
+/// One index file as stored: its entries, the bytes that are not a whole entry, and
+/// its trailer (the `.log` length it describes, and whether its CRC checks out).
+struct IndexFile<T> {
+    entries: Vec<T>,
+    extra: usize,
+    trailer: Option<(u64, bool)>,
+}
+
 /// The entries of one index file: `width`-byte little-endian entries, decoded by
-/// `entry`; `None` when the file is missing (never written, or the active segment).
+/// `entry`, before the 12-byte trailer (`log length u64 | crc32 u32`, docs/format.md
+/// §4); `None` when the file is missing (never written, or the active segment).
 fn index_file<T>(
     path: &std::path::Path,
     width: usize,
     entry: impl Fn(&[u8]) -> T,
-) -> Option<(Vec<T>, usize)> {
+) -> Option<IndexFile<T>> {
+    const TRAILER: usize = 12;
     let bytes = std::fs::read(path).ok()?;
-    let whole = bytes.len() / width * width;
-    Some((
-        bytes[..whole].chunks_exact(width).map(entry).collect(),
-        bytes.len() - whole,
-    ))
+    let (body, trailer) = match bytes.len().checked_sub(TRAILER) {
+        Some(n) => {
+            let (body, t) = bytes.split_at(n);
+            let len = u64::from_le_bytes(t[..8].try_into().expect("8 bytes"));
+            let crc = u32::from_le_bytes(t[8..].try_into().expect("4 bytes"));
+            (body, Some((len, crc32fast::hash(&bytes[..n + 8]) == crc)))
+        }
+        None => (&bytes[..], None),
+    };
+    let whole = body.len() / width * width;
+    Some(IndexFile {
+        entries: body[..whole].chunks_exact(width).map(entry).collect(),
+        extra: body.len() - whole,
+        trailer,
+    })
 }
 
 /// `dump --indexes`: the index files of every segment, as stored on disk (format in
@@ -158,35 +178,43 @@ fn dump_indexes(log: &Log, format: Format) -> CmdResult {
             (ts, s.base_offset + u64::from(u32_at(e, 8)))
         });
         match format {
-            Format::Json => docs.push(json!({
+            Format::Json => {
+                let trailers = [
+                    offsets.as_ref().and_then(|f| f.trailer),
+                    times.as_ref().and_then(|f| f.trailer),
+                ]
+                .map(|t| t.map(|(len, ok)| json!({"log_length": len, "crc_ok": ok})));
+                docs.push(json!({
                 "segment": s.base_offset,
                 "active": s.active,
-                "offset_index": offsets.as_ref().map(|(e, _)| e.iter().map(|(o, p)| json!({"offset": o, "position": p})).collect::<Vec<_>>()),
-                "time_index": times.as_ref().map(|(e, _)| e.iter().map(|(t, o)| json!({"max_timestamp_before": t, "offset": o})).collect::<Vec<_>>()),
-                "trailing_bytes": offsets.as_ref().map_or(0, |o| o.1) + times.as_ref().map_or(0, |t| t.1),
-            })),
+                "offset_index": offsets.as_ref().map(|f| f.entries.iter().map(|(o, p)| json!({"offset": o, "position": p})).collect::<Vec<_>>()),
+                "time_index": times.as_ref().map(|f| f.entries.iter().map(|(t, o)| json!({"max_timestamp_before": t, "offset": o})).collect::<Vec<_>>()),
+                "trailing_bytes": offsets.as_ref().map_or(0, |f| f.extra) + times.as_ref().map_or(0, |f| f.extra),
+                "index_trailers": trailers,
+            }))
+            }
             Format::Text => {
-                println!("segment {}{}", s.base_offset, if s.active { " (active)" } else { "" });
+                println!(
+                    "segment {}{}",
+                    s.base_offset,
+                    if s.active { " (active)" } else { "" }
+                );
                 match &offsets {
                     None => println!("  .index: none on disk"),
-                    Some((entries, extra)) => {
-                        for (o, p) in entries {
+                    Some(f) => {
+                        for (o, p) in &f.entries {
                             println!("  offset {o} at position {p}");
                         }
-                        if *extra > 0 {
-                            println!("  .index: {extra} trailing bytes (not a whole entry)");
-                        }
+                        print_index_tail(".index", f.extra, f.trailer);
                     }
                 }
                 match &times {
                     None => println!("  .timeindex: none on disk"),
-                    Some((entries, extra)) => {
-                        for (t, o) in entries {
+                    Some(f) => {
+                        for (t, o) in &f.entries {
                             println!("  time {t} before offset {o}");
                         }
-                        if *extra > 0 {
-                            println!("  .timeindex: {extra} trailing bytes (not a whole entry)");
-                        }
+                        print_index_tail(".timeindex", f.extra, f.trailer);
                     }
                 }
             }
@@ -196,6 +224,22 @@ fn dump_indexes(log: &Log, format: Format) -> CmdResult {
         print_json(&docs);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The text form of an index file's bytes past its entries and its trailer.
+fn print_index_tail(name: &str, extra: usize, trailer: Option<(u64, bool)>) {
+    if extra > 0 {
+        println!("  {name}: {extra} trailing bytes (not a whole entry)");
+    }
+    match trailer {
+        Some((len, true)) => println!("  {name}: describes {len} bytes of the .log"),
+        Some((len, false)) => {
+            println!(
+                "  {name}: trailer CRC does not check out (claims {len} bytes); rebuilt on load"
+            )
+        }
+        None => println!("  {name}: no trailer; rebuilt on load"),
+    }
 }
 
 #[derive(Args)]
