@@ -342,20 +342,77 @@ fn a_damaged_or_missing_lane_file_or_lane_is_corrupt_never_a_fresh_start() {
 
 #[test]
 fn a_lane_without_state_is_corrupt_once_lane_zero_has_state() {
-    let clock = ManualClock::new(0);
-    let dir = tempfile::tempdir().unwrap();
-    let (log, acked) = two_lane_queue(dir.path(), &clock);
-    std::fs::remove_file(dir.path().join("queues/q/lane-1/snapshot")).unwrap();
-    let r = Queue::open(&log, "q", lanes(2, 4));
-    assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
-    // The operator's repair rebuilds it, redelivering rather than losing.
-    let report = Queue::repair(&log, "q").unwrap();
-    assert!(!report.snapshot_kept);
-    let q = Queue::open(&log, "q", lanes(2, 4)).unwrap();
-    let seen: BTreeSet<Offset> = drain(&q, 100).into_iter().collect();
-    for o in (0..20).filter(|&o| o != acked) {
-        assert!(seen.contains(&o), "{o} lost by the repair");
+    let cases: [(&str, Damage); 2] = [
+        ("snapshot removed", |q| {
+            std::fs::remove_file(q.join("lane-1/snapshot")).unwrap()
+        }),
+        ("directory removed", |q| {
+            std::fs::remove_dir_all(q.join("lane-1")).unwrap()
+        }),
+    ];
+    for (what, damage) in cases {
+        let clock = ManualClock::new(0);
+        let dir = tempfile::tempdir().unwrap();
+        let (log, acked) = two_lane_queue(dir.path(), &clock);
+        damage(&dir.path().join("queues/q"));
+        let r = Queue::open(&log, "q", lanes(2, 4));
+        assert!(matches!(r, Err(Error::Corrupt { .. })), "{what}: {r:?}");
+        // The operator's repair rebuilds it, redelivering rather than losing.
+        let report = Queue::repair(&log, "q").unwrap();
+        assert!(!report.snapshot_kept, "{what}");
+        let q = Queue::open(&log, "q", lanes(2, 4)).unwrap();
+        let seen: BTreeSet<Offset> = drain(&q, 100).into_iter().collect();
+        for o in (0..20).filter(|&o| o != acked) {
+            assert!(seen.contains(&o), "{what}: {o} lost by the repair");
+        }
     }
+}
+
+/// Retention keeps what the slowest lane still needs, and an idle lane holds back
+/// nothing of the other lanes' offsets (promise 1: retention never deletes a record
+/// a queue has not durably done).
+#[test]
+fn retention_keeps_what_any_lane_needs_and_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(0);
+    let config = LogConfig {
+        clock: Arc::new(clock.clone()),
+        retention_ms: Some(Duration::from_secs(60)),
+        ..common::small_config(1024)
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    let q = Queue::open(&log, "q", lanes(2, 16)).unwrap();
+    send_n(&q, 200);
+    // Lane 1 owns 16-31: its record 20 stays leased; everything else is acked.
+    let mut options = logqueue::ReceiveOptions::default();
+    options.lane = Some(1);
+    let held = q.receive_with(5, NO_WAIT, &options).unwrap();
+    let held = held
+        .iter()
+        .find(|d| d.receipt.offset == 20)
+        .unwrap()
+        .receipt;
+    for d in receive_all(&q) {
+        q.ack(&d.receipt).unwrap();
+    }
+    for o in [16, 17, 18, 19] {
+        q.ack(&logqueue::Receipt {
+            offset: o,
+            attempt: 1,
+        })
+        .unwrap();
+    }
+    q.flush().unwrap();
+    clock.advance(Duration::from_secs(120));
+    log.enforce_retention().unwrap();
+    assert!(log.start_offset() <= 20, "start {}", log.start_offset());
+    assert!(log.read(20).unwrap().is_some());
+    // Once it is acked, nothing holds retention: both lanes' floors moved on.
+    q.ack(&held).unwrap();
+    q.flush().unwrap();
+    log.enforce_retention().unwrap();
+    assert!(log.start_offset() > 100, "start {}", log.start_offset());
+    assert_eq!(q.stats().ack_floor, 200);
 }
 
 #[test]

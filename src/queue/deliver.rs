@@ -27,17 +27,32 @@ pub(super) fn expires_at(record: &StoredRecord) -> Option<i64> {
         .ok()
 }
 
-/// What one receive attempt on one lane found.
+/// What one receive attempt on one lane (or on several, merged) found.
+#[derive(Default)]
 pub(super) struct Round {
     pub got: Vec<Delivery>,
-    /// Where the lane's reading stands: records appended past it are news to it.
-    pub cursor: Offset,
-    /// The lane's leases are at its `max_in_flight`.
-    pub at_cap: bool,
+    /// Where the reading of the lane stands (the lowest of the lanes'), unless its
+    /// leases are at its `max_in_flight`: records appended past it are news to it.
+    pub cursor: Option<Offset>,
     /// The earliest deadline of a lease or a waiting record.
     pub next_due: Option<i64>,
     /// The read-ahead ran dry while another consumer was refilling it.
     pub dry: bool,
+}
+
+impl Round {
+    /// Adds what another lane found (which handed out nothing).
+    pub fn merge(&mut self, other: Round) {
+        self.dry |= other.dry;
+        self.cursor = match (self.cursor, other.cursor) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.next_due = match (self.next_due, other.next_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 impl QueueInner {
@@ -56,10 +71,10 @@ impl QueueInner {
         let mut unread = self.fill_ahead(max);
         let mut core = self.core.lock();
         let got = self.try_receive(&mut core, &mut unread, (max, out), now_ms, visibility);
+        let at_cap = core.state.leased() >= self.config.max_in_flight;
         let round = |got| Round {
             got,
-            cursor: core.state.next().max(unread.resume),
-            at_cap: core.state.leased() >= self.config.max_in_flight,
+            cursor: (!at_cap).then(|| core.state.next().max(unread.resume)),
             next_due: core.state.next_deadline(),
             dry: unread.dry,
         };

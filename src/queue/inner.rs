@@ -10,12 +10,48 @@ impl QueueInner {
         std::iter::once(self).chain(self.others.iter().map(|l| &**l))
     }
 
+    /// Lane `index` of the queue (called on lane 0; lane 0 past the last).
+    pub(super) fn lane_at(&self, index: usize) -> &QueueInner {
+        match index {
+            0 => self,
+            i => self.others.get(i - 1).map_or(self, |l| &**l),
+        }
+    }
+
+    /// Leases ended so far in every lane (each lane's `released`, summed: they only
+    /// grow, so the sum changes whenever one does).
+    pub(super) fn released_total(&self) -> u64 {
+        self.lanes()
+            .map(|l| l.released.load(AtomicOrdering::SeqCst))
+            .sum()
+    }
+
     /// The lane owning `offset` (called on lane 0).
     pub(super) fn lane_of(&self, offset: Offset) -> &QueueInner {
-        match self.lane.owner(offset) {
-            0 => self,
-            i => self.others.get(i as usize - 1).map_or(self, |l| &**l),
+        self.lane_at(self.lane.owner(offset) as usize)
+    }
+
+    /// One receive attempt on every lane, lane `first` first, until one hands out
+    /// records (see `lanes.rs`): what the lanes found, merged.
+    pub(super) fn receive_lanes(
+        &self,
+        first: usize,
+        max: usize,
+        now_ms: i64,
+        visibility: Duration,
+    ) -> Result<deliver::Round> {
+        let count = self.lane.count as usize;
+        let mut all = deliver::Round::default();
+        for k in 0..count {
+            let round = self
+                .lane_at((first + k) % count)
+                .receive_round(max, now_ms, visibility)?;
+            if !round.got.is_empty() {
+                return Ok(round);
+            }
+            all.merge(round);
         }
+        Ok(all)
     }
 
     /// Timestamp of the record at the ack floor (cached per floor), if it is not done.

@@ -52,7 +52,7 @@ impl Queue {
             return Err(Error::InvalidConfig(format!("no queue named {name:?}")));
         }
         let dlq = Log::open_read_only(dir.join(DEAD_LETTER_DIR))?;
-        let layout = lanes::recorded(&*log.config().fs, &dir)?.unwrap_or(Lane::ONLY.layout());
+        let layout = lanes::layout_of(&*log.config().fs, &dir)?;
         let mut stats: Option<QueueStats> = None;
         for index in 0..layout.0 {
             let lane = inspect_lane(log, &dlq, (&dir, name), Lane::new(index, layout))?;
@@ -62,7 +62,6 @@ impl Queue {
     }
 }
 
-/// The stats of one lane of queue `name` in `dir`, from its files.
 impl Queue {
     /// The lane count and block queue `name` of `log` was created with
     /// ([`QueueConfig::lanes`](super::QueueConfig::lanes),
@@ -85,10 +84,11 @@ impl Queue {
             return Err(Error::InvalidConfig(format!("bad queue name {name:?}")));
         }
         let dir = log.dir().join("queues").join(name);
-        Ok(lanes::recorded(&*log.config().fs, &dir)?.unwrap_or(Lane::ONLY.layout()))
+        lanes::layout_of(&*log.config().fs, &dir)
     }
 }
 
+/// The stats of one lane of queue `name` in `dir`, from its files.
 fn inspect_lane(
     log: &Log,
     dlq: &Log,

@@ -292,6 +292,12 @@ pub(crate) fn recorded(fs: &dyn FileSystem, dir: &Path) -> Result<Option<Layout>
         .ok_or_else(|| Error::corrupt(&path, 0, None, "the lane count file is damaged"))
 }
 
+/// The lane layout of the queue in `dir`: the recorded one, or one lane when no
+/// `lanes` file is there (see [`recorded`] for what is `Corrupt`).
+pub(crate) fn layout_of(fs: &dyn FileSystem, dir: &Path) -> Result<Layout> {
+    Ok(recorded(fs, dir)?.unwrap_or(Lane::ONLY.layout()))
+}
+
 /// Records the lane layout in the queue directory `dir`, durably.
 pub(crate) fn record(fs: &dyn FileSystem, dir: &Path, layout: Layout) -> Result<()> {
     checkpoint::durable_replace(fs, dir, LANES_FILE, &encode(layout))

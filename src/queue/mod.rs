@@ -346,33 +346,13 @@ impl Queue {
                     lanes::thread_lane(queue, count, now_ms)
                 }
             };
-            let released: u64 = inner
-                .lanes()
-                .map(|l| l.released.load(AtomicOrdering::SeqCst))
-                .sum();
-            let mut dry = false;
-            // The lowest cursor of a lane below its cap: records past it wake us.
-            let mut cursor: Option<Offset> = None;
-            let mut next_due: Option<i64> = None;
-            for k in 0..count {
-                let lane = match (first + k) % count {
-                    0 => inner,
-                    i => &*inner.others[i - 1],
-                };
-                let round = lane.receive_round(max, now_ms, visibility)?;
-                if !round.got.is_empty() {
-                    return Ok(round.got);
-                }
-                dry |= round.dry;
-                if !round.at_cap {
-                    cursor = Some(cursor.map_or(round.cursor, |c| c.min(round.cursor)));
-                }
-                next_due = match (next_due, round.next_due) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+            let released = inner.released_total();
+            let round = inner.receive_lanes(first, max, now_ms, visibility)?;
+            if !round.got.is_empty() {
+                return Ok(round.got);
             }
-            if dry {
+            let (cursor, next_due) = (round.cursor, round.next_due);
+            if round.dry {
                 // The buffer ran dry while another consumer was refilling it: there
                 // may be records; the next round waits for that refill.
                 continue;
@@ -394,11 +374,7 @@ impl Queue {
             log.inner.appended.wait_until(wake, || {
                 log.inner.is_closed()
                     || inner.closed.load(AtomicOrdering::Acquire)
-                    || inner
-                        .lanes()
-                        .map(|l| l.released.load(AtomicOrdering::SeqCst))
-                        .sum::<u64>()
-                        != released
+                    || inner.released_total() != released
                     || cursor.is_some_and(|c| log.end_offset() > c)
             });
             inner.check_open()?;

@@ -162,15 +162,7 @@ fn open_lane(
     let side_logs = (&dlq, outcomes.as_ref());
     let loaded = replay::load(&*fs, &dir, 0..log.end_offset(), side_logs, &mut acks)?;
     if loaded.is_none() && lane.index > 0 && lane_zero_made {
-        return Err(Error::corrupt(
-            &dir,
-            0,
-            None,
-            format!(
-                "lane {} of queue {name:?} has no state while lane 0 has",
-                lane.index
-            ),
-        ));
+        return Err(lane_lost(&dir, name, lane));
     }
     let generation = loaded.as_ref().map_or(0, |(g, _)| *g);
     let (mut state, floor_cursor) = starting_state(log, (name, lane), &dir, loaded, &config)?;
@@ -200,10 +192,7 @@ fn open_lane(
         redrive::create_if_new(&*fs, &dir, &dlq)?;
         enforce_side_log_retention(&config, &dlq, outcomes.as_ref())?;
     }
-    let mut reader = log.reader(state.next())?;
-    if !lane.owns(reader.position()) {
-        reader.seek(lane.next_owned(reader.position()))?;
-    }
+    let reader = log.reader(lane.next_owned(state.next()))?;
     Ok(Arc::new(QueueInner {
         lock: Mutex::new(lock),
         closed: std::sync::atomic::AtomicBool::new(false),
@@ -213,7 +202,29 @@ fn open_lane(
         outcomes,
         unread: Padded(Mutex::new(ReadAhead::new(reader.position()))),
         reader: Padded(Mutex::new(Refill::new(reader))),
-        core: Padded(Mutex::new(Core {
+        core: Padded(Mutex::new(Core::new(
+            (state, journal, per_key),
+            dir,
+            (floor_cursor, outcomes_cursor),
+        ))),
+        released: AtomicU64::new(0),
+        redriving: Mutex::new(()),
+        config,
+        lane,
+        others,
+        receivers: std::sync::atomic::AtomicUsize::new(0),
+    }))
+}
+
+impl Core {
+    /// A lane's core as open leaves it: its state, journal and per-key table, its
+    /// directory, and its floor and outcome cursors.
+    fn new(
+        (state, journal, per_key): (AckState, Journal, Option<per_key::PerKey>),
+        dir: std::path::PathBuf,
+        (floor_cursor, outcomes_cursor): (crate::Cursor, Option<crate::Cursor>),
+    ) -> Core {
+        Core {
             state,
             journal,
             per_key,
@@ -226,14 +237,16 @@ fn open_lane(
             sources: std::collections::HashMap::new(),
             oldest: None,
             counts: Counts::default(),
-        })),
-        released: AtomicU64::new(0),
-        redriving: Mutex::new(()),
-        config,
-        lane,
-        others,
-        receivers: std::sync::atomic::AtomicUsize::new(0),
-    }))
+        }
+    }
+}
+
+/// Lane `lane` of queue `name` in `dir` has no state while lane 0 has: the lanes are
+/// created from the last to lane 0, so no crash leaves this.
+fn lane_lost(dir: &Path, name: &str, lane: Lane) -> Error {
+    let index = lane.index;
+    let reason = format!("lane {index} of queue {name:?} has no state while lane 0 has");
+    Error::corrupt(dir, 0, None, reason)
 }
 
 /// The checks before a queue touches anything on disk: a valid config and name, over
@@ -311,7 +324,7 @@ fn enforce_side_log_retention(
 }
 
 /// Creates `dir` and fsyncs the parents of every directory it had to create.
-fn create_dirs(fs: &dyn crate::fs::FileSystem, dir: &Path) -> Result<()> {
+pub(super) fn create_dirs(fs: &dyn crate::fs::FileSystem, dir: &Path) -> Result<()> {
     let mut created = Vec::new();
     let mut missing = Some(dir);
     while let Some(d) = missing.filter(|d| !d.as_os_str().is_empty() && !fs.exists(d)) {

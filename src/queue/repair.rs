@@ -125,7 +125,7 @@ pub(crate) fn repair(log: &Log, name: &str) -> Result<RepairReport> {
     }
     let _lock = super::lock_queue(&*fs, &dir)?;
     // A damaged lane count is not repaired: which lanes there were is unknown.
-    let layout = lanes::recorded(&*fs, &dir)?.unwrap_or(Lane::ONLY.layout());
+    let layout = lanes::layout_of(&*fs, &dir)?;
     // No retention: a repair applies none (the next open applies the configured one).
     let dlq = dead_letter::open(log, &dir.join(DEAD_LETTER_DIR), None)?;
     // Lane 0 last, as at creation: every other lane has state once it has.
@@ -167,6 +167,11 @@ fn repair_lane(
 ) -> Result<RepairReport> {
     let fs = Arc::clone(&log.config().fs);
     let dir = lane.dir(queue_dir);
+    if lane.index > 0 {
+        // A lane whose directory is gone is rebuilt from its cursor (or the log's
+        // start): redelivered rather than lost.
+        super::open::create_dirs(&*fs, &dir)?;
+    }
     let cname = floors::lane_cursor_name(name, lane);
     let end = log.end_offset();
     let mut salvage = salvage_state(&*fs, &dir, log, (&cname, lane))?;

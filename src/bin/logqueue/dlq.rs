@@ -279,7 +279,6 @@ fn open_queue(dir: &Path, queue: &str) -> Result<(Log, Queue), Failure> {
         protect_unacked,
         lanes,
         lane_block,
-        max_in_flight: QueueConfig::default().max_in_flight.max(lanes as usize),
         ..QueueConfig::default()
     };
     let q = Queue::open(&log, queue, config).map_err(|e| match e {
