@@ -35,18 +35,29 @@ impl QueueInner {
     /// records (see `lanes.rs`): what the lanes found, merged.
     pub(super) fn receive_lanes(
         &self,
-        first: usize,
+        (first, thread): (usize, usize),
         max: usize,
         now_ms: i64,
         visibility: Duration,
     ) -> Result<deliver::Round> {
         let count = self.lane.count as usize;
         let mut all = deliver::Round::default();
+        let mut backed_off = false;
         for k in 0..count {
-            let round = self
-                .lane_at((first + k) % count)
-                .receive_round(max, now_ms, visibility)?;
+            let lane = self.lane_at((first + k) % count);
+            if k > 0 && !backed_off && lane.taker.busy_for(thread, now_ms) {
+                // A visit to a lane another thread is at work on: once per
+                // receive, under no lock (see `lanes::VISIT_BACKOFF`).
+                backed_off = true;
+                #[cfg(test)]
+                lanes::BACKOFFS.with(|b| b.set(b.get() + 1));
+                std::thread::sleep(lanes::VISIT_BACKOFF);
+            }
+            let round = lane.receive_round(max, now_ms, visibility)?;
             if !round.got.is_empty() {
+                if count > 1 {
+                    lane.taker.note(thread, now_ms);
+                }
                 return Ok(round);
             }
             all.merge(round);

@@ -128,6 +128,8 @@ struct QueueInner {
     /// Threads that have received from the queue (lane 0's), numbered in that
     /// order to pick their lanes (see `lanes::thread_lane`).
     receivers: std::sync::atomic::AtomicUsize,
+    /// The thread that last took records from this lane, and when.
+    taker: Padded<lanes::Taker>,
 }
 
 /// Directory of the dead-letter log inside the queue's directory.
@@ -339,11 +341,11 @@ impl Queue {
             // section).
             let now_ms = inner.log.config().clock.now_ms();
             let first = match options.lane {
-                _ if count == 1 => 0,
-                Some(lane) => lane as usize % count,
-                None => {
+                _ if count == 1 => (0, 0),
+                pinned => {
                     let queue = (inner as *const QueueInner as usize, &inner.receivers);
-                    lanes::thread_lane(queue, count, now_ms)
+                    let (lane, thread) = lanes::thread_lane(queue, count, now_ms);
+                    (pinned.map_or(lane, |l| l as usize % count), thread)
                 }
             };
             let released = inner.released_total();

@@ -213,6 +213,7 @@ fn open_lane(
         lane,
         others,
         receivers: std::sync::atomic::AtomicUsize::new(0),
+        taker: Padded(lanes::Taker::default()),
     }))
 }
 

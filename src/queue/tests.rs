@@ -84,3 +84,68 @@ fn in_flight_memory_is_small() {
     let per = s.memory_bytes() as f64 / 120_000.0;
     assert!(per <= 32.0, "{per} bytes per in-flight record");
 }
+
+/// A thread visiting a lane from its own dry one backs off, once per receive,
+/// while another thread is taking records there, and not when the lane's last
+/// taker was itself or has gone quiet (see `lanes::VISIT_BACKOFF`).
+#[test]
+fn a_visitor_backs_off_only_from_a_lane_another_thread_is_at_work_on() {
+    let clock = crate::ManualClock::new(0);
+    let config = crate::LogConfig {
+        fs: Arc::new(crate::sim::SimFs::new(0)),
+        clock: Arc::new(clock.clone()),
+        flush: crate::FlushPolicy::Manual,
+        background: false,
+        ..crate::LogConfig::default()
+    };
+    let log = Log::open("/log", config).unwrap();
+    let lanes = QueueConfig {
+        lanes: 2,
+        lane_block: 4,
+        ..QueueConfig::default()
+    };
+    let q = Queue::open(&log, "q", lanes).unwrap();
+    for i in 0..8 {
+        q.send(Record::new(format!("{i}"))).unwrap();
+    }
+    let backoffs = || lanes::BACKOFFS.with(|b| b.get());
+    // One receive on another thread: its offset and back-offs. Threads are numbered
+    // in the order they first receive: the test's thread 0 starts at lane 0, the
+    // next at lane 1, the one after at lane 0 (the clock never reaches a rotation).
+    let on_new_thread = |q: &Queue| {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            let d = q.receive(1, Duration::ZERO).unwrap().remove(0);
+            q.ack(&d.receipt).unwrap();
+            (d.receipt.offset, lanes::BACKOFFS.with(|b| b.get()))
+        })
+        .join()
+        .unwrap()
+    };
+    let own: Vec<_> = q.receive(4, Duration::ZERO).unwrap();
+    assert_eq!(
+        own.iter().map(|d| d.receipt.offset).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    for d in &own {
+        q.ack(&d.receipt).unwrap();
+    }
+    // Thread 1 takes from its lane, lane 1, without backing off.
+    assert_eq!(on_new_thread(&q), (4, 0));
+    // Thread 0's lane is dry: it visits lane 1, where thread 1 took a record this
+    // millisecond, and backs off once (a sleep of at least VISIT_BACKOFF).
+    let started = std::time::Instant::now();
+    let d = q.receive(1, Duration::ZERO).unwrap().remove(0);
+    assert!(started.elapsed() >= lanes::VISIT_BACKOFF);
+    assert_eq!((d.receipt.offset, backoffs()), (5, 1));
+    q.ack(&d.receipt).unwrap();
+    // It took lane 1's last record itself: no back-off.
+    let d = q.receive(1, Duration::ZERO).unwrap().remove(0);
+    assert_eq!((d.receipt.offset, backoffs()), (6, 1));
+    q.ack(&d.receipt).unwrap();
+    // Thread 2 (lane 0, dry) visits lane 1, whose last taker, thread 0, has been
+    // quiet for longer than a millisecond: no back-off.
+    clock.advance(Duration::from_millis(2));
+    assert_eq!(on_new_thread(&q), (7, 0));
+    assert!(q.receive(1, Duration::ZERO).unwrap().is_empty());
+}
