@@ -252,13 +252,14 @@ impl Taker {
         }
     }
 
-    /// Whether a thread other than `thread` took records within [`BUSY_MS`] of
-    /// `now_ms`.
+    /// Whether a thread other than `thread` took records within [`BUSY_MS`] before
+    /// `now_ms` (a take "after" `now_ms`, from before the clock went back, is not
+    /// taken for work going on: visitors would otherwise back off until the clock
+    /// caught up).
     pub fn busy_for(&self, thread: usize, now_ms: i64) -> bool {
         let last = self.thread.load(AtomicOrdering::Relaxed);
-        last != 0
-            && last != thread.wrapping_add(1)
-            && now_ms.saturating_sub(self.at_ms.load(AtomicOrdering::Relaxed)) <= BUSY_MS
+        let age_ms = now_ms.saturating_sub(self.at_ms.load(AtomicOrdering::Relaxed));
+        last != 0 && last != thread.wrapping_add(1) && (0..=BUSY_MS).contains(&age_ms)
     }
 }
 
@@ -436,6 +437,10 @@ mod tests {
         );
         taker.note(1, 102);
         assert!(!taker.busy_for(1, 102) && taker.busy_for(0, 102));
+        assert!(
+            !taker.busy_for(0, 50),
+            "a take from before the clock went back"
+        );
         // Thread numbers wrap around without a taker looking like nobody.
         taker.note(usize::MAX - 1, 7);
         assert!(taker.busy_for(0, 7) && !taker.busy_for(usize::MAX - 1, 7));
