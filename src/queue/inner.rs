@@ -340,10 +340,16 @@ impl QueueInner {
         let letter = dead_letter::letter(record, &self.name, attempts, reason, per_key);
         // Durable before the journal says done: a journal write can outlive an
         // un-synced dead-letter append in a power loss.
-        let r = self.dlq.append(letter).map(|_| ());
-        self.dead_letter_failure(core, r)?;
+        let at = match self.dlq.append(letter) {
+            Ok(at) => at,
+            Err(e) => return self.dead_letter_failure(core, Err(e)).map(|()| 0),
+        };
         self.flush_dead_letters(core)?;
-        let end = self.dlq.end_offset();
+        // The end this lane accounts for: just past its own letter, not the log's
+        // end now, which may hold another lane's letter appended since, not yet
+        // synced: a power loss could take that one back and leave this lane's state
+        // accounting for more letters than the log holds (`Corrupt` at open).
+        let end = at + 1;
         // After the letter (a letter without its outcome gets it at open), durable
         // before the journal event too.
         if let Some(outcome) = outcome {

@@ -52,7 +52,7 @@ impl Queue {
             return Err(Error::InvalidConfig(format!("no queue named {name:?}")));
         }
         let dlq = Log::open_read_only(dir.join(DEAD_LETTER_DIR))?;
-        let layout = lanes::layout_of(&*log.config().fs, &dir)?;
+        let layout = lanes::layout_of(log, &dir, name)?;
         let mut stats: Option<QueueStats> = None;
         for index in 0..layout.0 {
             let lane = inspect_lane(log, &dlq, (&dir, name), Lane::new(index, layout))?;
@@ -84,7 +84,7 @@ impl Queue {
             return Err(Error::InvalidConfig(format!("bad queue name {name:?}")));
         }
         let dir = log.dir().join("queues").join(name);
-        lanes::layout_of(&*log.config().fs, &dir)
+        lanes::layout_of(log, &dir, name)
     }
 }
 
@@ -95,7 +95,16 @@ fn inspect_lane(
     (dir, name): (&std::path::Path, &str),
     lane: Lane,
 ) -> Result<QueueStats> {
-    let dir = lane.dir(dir);
+    let queue_dir = dir;
+    let dir = lane.dir(queue_dir);
+    let fs = &*log.config().fs;
+    // As for `Queue::open`: once lane 0 has state every lane has (see `lanes.rs`),
+    // so a lane without it is lost, never a fresh one. Not a moment of the owner's
+    // (a snapshot is only ever replaced): no retry.
+    let snapshot = super::journal::SNAPSHOT;
+    if lane.index > 0 && fs.exists(&queue_dir.join(snapshot)) && !fs.exists(&dir.join(snapshot)) {
+        return Err(super::open::lane_lost(&dir, name, lane));
+    }
     let mut attempt = 0;
     let (state, start, end) = loop {
         match read_state(log, dlq, &dir, (name, lane)) {
@@ -132,7 +141,13 @@ fn read_state(
 ) -> Result<(AckState, u64, u64)> {
     let fs = &*log.config().fs;
     log.inner.refresh_view()?;
-    let loaded = replay::load(fs, dir, 0..log.end_offset(), (dlq, None), &mut Vec::new())?;
+    let loaded = replay::load(
+        fs,
+        (dir, lane),
+        0..log.end_offset(),
+        (dlq, None),
+        &mut Vec::new(),
+    )?;
     dlq.inner.refresh_view()?;
     let (start, end) = (log.start_offset(), log.end_offset());
     let mut state = match loaded {

@@ -34,7 +34,7 @@ use std::time::Duration;
 use super::QueueStats;
 use crate::checkpoint;
 use crate::fs::FileSystem;
-use crate::{Error, Offset, Result};
+use crate::{Error, Log, Offset, Result};
 
 /// Offsets per block by default: a lane owns whole blocks.
 pub(crate) const DEFAULT_BLOCK: u64 = 1024;
@@ -323,10 +323,14 @@ fn decode(bytes: &[u8]) -> Option<Layout> {
     valid.then_some((count, block))
 }
 
-/// The lane count and block recorded in the queue directory `dir`: `None` when no
-/// `lanes` file is there (a queue of one lane, or one not created yet). `Corrupt`
-/// when the file is damaged, or missing beside lane directories.
-pub(crate) fn recorded(fs: &dyn FileSystem, dir: &Path) -> Result<Option<Layout>> {
+/// The lane count and block recorded in the directory `dir` of queue `name` of
+/// `log`: `None` when no `lanes` file is there (a queue of one lane, or one not
+/// created yet). `Corrupt` when the file is damaged, or missing beside lane
+/// directories, or missing while the queue has state and the log still holds a
+/// lane cursor of it (its lane directories lost too: opened as one lane, lane 0's
+/// state would count the other lanes' records below its floor as done).
+pub(crate) fn recorded(log: &Log, dir: &Path, name: &str) -> Result<Option<Layout>> {
+    let fs = &*log.config().fs;
     let path = dir.join(LANES_FILE);
     if !fs.exists(&path) {
         let names = match fs.list(dir) {
@@ -342,6 +346,22 @@ pub(crate) fn recorded(fs: &dyn FileSystem, dir: &Path) -> Result<Option<Layout>
                 format!("the lane count file is missing beside the lane directory {lane}"),
             ));
         }
+        if fs.exists(&dir.join(super::journal::SNAPSHOT)) {
+            let mut cursors = log.cursor_names().into_iter();
+            if let Some(cursor) =
+                cursors.find(|c| parse_cursor_name(c).is_some_and(|(queue, _)| queue == name))
+            {
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    None,
+                    format!(
+                        "the lane count file and every lane directory are missing, but the \
+                         log holds the lane cursor {cursor}: the queue had lanes"
+                    ),
+                ));
+            }
+        }
         return Ok(None);
     }
     let bytes = checkpoint::read_small(fs, &path)
@@ -353,8 +373,8 @@ pub(crate) fn recorded(fs: &dyn FileSystem, dir: &Path) -> Result<Option<Layout>
 
 /// The lane layout of the queue in `dir`: the recorded one, or one lane when no
 /// `lanes` file is there (see [`recorded`] for what is `Corrupt`).
-pub(crate) fn layout_of(fs: &dyn FileSystem, dir: &Path) -> Result<Layout> {
-    Ok(recorded(fs, dir)?.unwrap_or(Lane::ONLY.layout()))
+pub(crate) fn layout_of(log: &Log, dir: &Path, name: &str) -> Result<Layout> {
+    Ok(recorded(log, dir, name)?.unwrap_or(Lane::ONLY.layout()))
 }
 
 /// Records the lane layout in the queue directory `dir`, durably.

@@ -35,7 +35,7 @@ impl Queue {
         // of earlier versions used the dead-letter log's lock, taken just below too.)
         // It covers every lane.
         let lock = lock_queue(&*fs, &dir)?;
-        let layout = lane_layout(&*fs, &dir, &config)?;
+        let layout = lane_layout(log, (&dir, name), &config)?;
         let count = layout.0;
         let dlq = dead_letter::open(
             log,
@@ -88,10 +88,11 @@ struct Opening<'a> {
 /// The lane count and block of the queue in `dir`: the recorded ones, which must be
 /// the configured ones; for a new queue of more than one lane, recorded now.
 fn lane_layout(
-    fs: &dyn crate::fs::FileSystem,
-    dir: &Path,
+    log: &Log,
+    (dir, name): (&Path, &str),
     config: &QueueConfig,
 ) -> Result<lanes::Layout> {
+    let fs = &*log.config().fs;
     let wanted = (config.lanes, config.lane_block);
     let mismatch = |(count, block): lanes::Layout| {
         Err(Error::InvalidConfig(format!(
@@ -102,7 +103,7 @@ fn lane_layout(
             config.lane_block
         )))
     };
-    match lanes::recorded(fs, dir)? {
+    match lanes::recorded(log, dir, name)? {
         Some(had) if had == wanted || (had.0 == 1 && config.lanes == 1) => Ok(had),
         Some(had) => mismatch(had),
         None if config.lanes == 1 => Ok(lanes::Lane::ONLY.layout()),
@@ -160,7 +161,13 @@ fn open_lane(
     // known, so `clamp` counts only the records skipped without being done.
     let mut acks = Vec::new();
     let side_logs = (&dlq, outcomes.as_ref());
-    let loaded = replay::load(&*fs, &dir, 0..log.end_offset(), side_logs, &mut acks)?;
+    let loaded = replay::load(
+        &*fs,
+        (&dir, lane),
+        0..log.end_offset(),
+        side_logs,
+        &mut acks,
+    )?;
     if loaded.is_none() && lane.index > 0 && lane_zero_made {
         return Err(lane_lost(&dir, name, lane));
     }
@@ -244,7 +251,7 @@ impl Core {
 
 /// Lane `lane` of queue `name` in `dir` has no state while lane 0 has: the lanes are
 /// created from the last to lane 0, so no crash leaves this.
-fn lane_lost(dir: &Path, name: &str, lane: Lane) -> Error {
+pub(super) fn lane_lost(dir: &Path, name: &str, lane: Lane) -> Error {
     let index = lane.index;
     let reason = format!("lane {index} of queue {name:?} has no state while lane 0 has");
     Error::corrupt(dir, 0, None, reason)

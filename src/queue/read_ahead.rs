@@ -41,6 +41,11 @@ const LOW_WATER: usize = READ_AHEAD / 2;
 /// a segment the reader cannot read on in.
 const STUCK_STEPS: u32 = 64;
 
+/// Chunks of other lanes' records only (a compacted log) one refill reads through
+/// before it lets the receive try again (see [`QueueInner::next_unread`]): a bound on
+/// the work done under the locks.
+const OTHERS_CHUNKS: usize = 16;
+
 /// One item past the delivery cursor.
 #[derive(Debug)]
 pub(super) enum Unread {
@@ -73,7 +78,8 @@ pub(super) struct ReadAhead {
     /// Bumped by every jump: a refill decoded from before it is dropped.
     pub epoch: u64,
     /// Set by a receive that found the buffer empty while another consumer held the
-    /// reader (refilling): the receive tries again instead of returning nothing.
+    /// reader (refilling), or whose refill read only other lanes' records short of
+    /// the log's end: the receive tries again instead of returning nothing.
     pub dry: bool,
 }
 
@@ -170,15 +176,26 @@ impl QueueInner {
 
     /// The next record past the delivery cursor, from the buffer; refilled here,
     /// under the core lock, only when a receive drains it and no other consumer is
-    /// refilling it (then `None`, with [`ReadAhead::dry`] set).
+    /// refilling it (then `None`, with [`ReadAhead::dry`] set, as when a refill
+    /// moved on through other lanes' records only and the log goes on).
     pub(super) fn next_unread(&self, unread: &mut ReadAhead) -> Result<Option<Unread>> {
         if unread.ahead.is_empty() {
             match self.reader.try_lock() {
                 Some(mut refill) => {
                     refill.catch_up(unread)?;
+                    let from = refill.reader.position();
                     let r = self.decode_ahead(&mut refill, &mut unread.ahead);
                     unread.resume = refill.reader.position();
                     r?;
+                    if unread.ahead.is_empty()
+                        && from < unread.resume
+                        && unread.resume < self.log.end_offset()
+                    {
+                        // The reader moved on through other lanes' records only (a
+                        // compacted log): not the end, so the receive tries again,
+                        // outside the locks (each try moves the reader on).
+                        unread.dry = true;
+                    }
                 }
                 None => {
                     unread.dry = true;
@@ -192,8 +209,24 @@ impl QueueInner {
     /// Decodes [`READ_AHEAD`] records from the reader into `into`, and the rest of
     /// the batch the last of them is in (resuming a reader mid-batch costs a CRC
     /// check and a scan of the batch, so it is done neither per record nor per
-    /// chunk). A stretch that cannot be read becomes an [`Unread::Corrupt`].
+    /// chunk). A stretch that cannot be read becomes an [`Unread::Corrupt`]. A lane
+    /// reads on through chunks holding only other lanes' records (its own blocks
+    /// compacted away), up to [`OTHERS_CHUNKS`] of them.
     fn decode_ahead(&self, refill: &mut Refill, into: &mut VecDeque<Unread>) -> Result<()> {
+        let had = into.len();
+        for _ in 0..OTHERS_CHUNKS {
+            let at = refill.reader.position();
+            self.decode_chunk(refill, into)?;
+            let moved = refill.reader.position() > at;
+            if into.len() > had || !moved || self.lane.is_only() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One chunk of [`QueueInner::decode_ahead`].
+    fn decode_chunk(&self, refill: &mut Refill, into: &mut VecDeque<Unread>) -> Result<()> {
         let Refill { reader, stuck, .. } = refill;
         let lane = self.lane;
         // A lane reads only its own blocks: the reader jumps over the others' (a

@@ -125,7 +125,7 @@ pub(crate) fn repair(log: &Log, name: &str) -> Result<RepairReport> {
     }
     let _lock = super::lock_queue(&*fs, &dir)?;
     // A damaged lane count is not repaired: which lanes there were is unknown.
-    let layout = lanes::layout_of(&*fs, &dir)?;
+    let layout = lanes::layout_of(log, &dir, name)?;
     // No retention: a repair applies none (the next open applies the configured one).
     let dlq = dead_letter::open(log, &dir.join(DEAD_LETTER_DIR), None)?;
     // Lane 0 last, as at creation: every other lane has state once it has.

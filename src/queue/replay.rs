@@ -25,6 +25,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::journal::{self, Event, Format, Kind, FRAME_HEADER, SNAPSHOT};
+use super::lanes::Lane;
 use super::state::AckState;
 use super::synced::{self, Synced};
 use crate::fs::{FileHandle, FileSystem, OpenMode};
@@ -50,7 +51,7 @@ pub(crate) use crate::error::QUEUE_LOCK_FILE as LOCK_FILE;
 /// order: the outcomes reconciliation (`outcomes.rs`) fills in those missing from it.
 pub(crate) fn load(
     fs: &dyn FileSystem,
-    dir: &Path,
+    (dir, lane): (&Path, Lane),
     log: Range<Offset>,
     side_logs: (&Log, Option<&Log>),
     acks: &mut Vec<(Offset, u32)>,
@@ -69,6 +70,9 @@ pub(crate) fn load(
                 "queue snapshot fails its check (magic, layout or CRC)",
             )
         })?;
+    // Before the journal: its events count offsets by the lane's ownership (a
+    // corrupt range counts only the lane's own offsets in it).
+    state.lane = lane;
     let acks = state.outcome_end.is_some().then_some(acks);
     replay_journal(fs, dir, (format, generation), log, &mut state, acks)?;
     Ok(Some((generation, state)))
@@ -442,7 +446,13 @@ mod tests {
             ..LogConfig::default()
         };
         let dlq = Log::open(format!("{DIR}/dead-letter"), config).unwrap();
-        load(&fs, Path::new(DIR), 0..n, (&dlq, None), &mut Vec::new())
+        load(
+            &fs,
+            (Path::new(DIR), Lane::ONLY),
+            0..n,
+            (&dlq, None),
+            &mut Vec::new(),
+        )
     }
 
     fn acked(r: Result<Option<(u64, AckState)>>) -> u64 {
@@ -517,7 +527,7 @@ mod tests {
         };
         let dlq = Log::open(format!("{DIR}/dead-letter"), config).unwrap();
         let dir = Path::new(DIR);
-        let load = || load(&fs, dir, 0..10, (&dlq, None), &mut Vec::new());
+        let load = || load(&fs, (dir, Lane::ONLY), 0..10, (&dlq, None), &mut Vec::new());
         fs.write_file(format!("{DIR}/{LOCK_FILE}"), b"").unwrap();
         fs.write_file(format!("{DIR}/snapshot.tmp"), b"half")
             .unwrap();
