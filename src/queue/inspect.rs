@@ -26,7 +26,10 @@ impl Queue {
     /// leases are as of the queue's last journal write; `skipped_by_retention` counts
     /// what lies below the log's start now. A queue that does not exist is
     /// [`Error::InvalidConfig`]; damaged state files are [`Error::Corrupt`], as for
-    /// [`Queue::open`].
+    /// [`Queue::open`]. The queue's dead-letter log is viewed with
+    /// [`Log::open_read_only`], which tells a replaced segment file by its inode on
+    /// the operating system's file system: a log on another
+    /// [`LogConfig::fs`](crate::LogConfig::fs) cannot be inspected (`Error::Io`).
     ///
     /// ```
     /// use logqueue::{Log, LogConfig, Queue, QueueConfig, Record};
