@@ -11,33 +11,52 @@ pub(crate) const OFFSET_ENTRY_LEN: usize = 8;
 pub(crate) const TIME_ENTRY_LEN: usize = 12;
 
 /// Bytes of the trailer ending each index file: the `.log` length the index
-/// describes (u64) and a CRC32 of the entries and that length (u32). An index file
-/// is written without an fsync (it is a cache) and replaces an earlier one in place,
-/// so a crash can leave a mix of two versions (new entries over an old length, or
-/// the reverse) whose entries each look plausible: a time entry with the timestamp
-/// of one version and the offset of the other would make `offset_for_timestamp`
-/// skip records. The CRC rejects the mix; the length rejects a whole index of an
-/// earlier, shorter state of the segment.
-pub(crate) const TRAILER_LEN: usize = 12;
+/// describes (u64), the largest append time of the segment's batches (i64, ms) and a
+/// CRC32 of the entries and both (u32). An index file is written without an fsync
+/// (it is a cache) and replaces an earlier one in place, so a crash can leave a mix
+/// of two versions (new entries over an old length, or the reverse) whose entries
+/// each look plausible: a time entry with the timestamp of one version and the
+/// offset of the other would make `offset_for_timestamp` skip records. The CRC
+/// rejects the mix; the length rejects a whole index of an earlier, shorter state of
+/// the segment. (An index of an earlier state of the same length cannot be on disk:
+/// only the active segment changes, and recovery removes its index files durably
+/// before any append.) The append time is the segment's, not the tail's: a segment
+/// loaded from its index files reads only the batches after the last time entry,
+/// and with a clock that went back within the segment the largest append time lies
+/// before it (retention by time would judge the segment older than it is).
+pub(crate) const TRAILER_LEN: usize = 20;
 
-/// `entries` with the trailer for a `.log` of `log_len` bytes.
-fn seal(mut entries: Vec<u8>, log_len: u64) -> Vec<u8> {
-    entries.extend_from_slice(&log_len.to_le_bytes());
+/// What an index file's trailer says of its segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Trailer {
+    /// The `.log` length the index describes.
+    pub log_len: u64,
+    /// The largest append time of the segment's batches (`i64::MIN` when empty).
+    pub max_append_time: i64,
+}
+
+/// `entries` with `trailer`.
+fn seal(mut entries: Vec<u8>, trailer: Trailer) -> Vec<u8> {
+    entries.extend_from_slice(&trailer.log_len.to_le_bytes());
+    entries.extend_from_slice(&trailer.max_append_time.to_le_bytes());
     let crc = crc32fast::hash(&entries);
     entries.extend_from_slice(&crc.to_le_bytes());
     entries
 }
 
-/// The entries of an index file whose trailer checks out and names `log_len`.
-fn unseal(file: &[u8], log_len: u64) -> Option<&[u8]> {
+/// The entries of an index file whose trailer checks out and names `log_len`, and
+/// the segment's largest append time it records.
+fn unseal(file: &[u8], log_len: u64) -> Option<(&[u8], i64)> {
     let body_len = file.len().checked_sub(TRAILER_LEN)?;
-    let (body, crc) = file.split_at(body_len + 8);
+    let (body, crc) = file.split_at(body_len + 16);
     let crc = u32::from_le_bytes(crc.try_into().ok()?);
     if crc32fast::hash(body) != crc {
         return None;
     }
-    let (entries, len) = body.split_at(body_len);
-    (u64::from_le_bytes(len.try_into().ok()?) == log_len).then_some(entries)
+    let (entries, trailer) = body.split_at(body_len);
+    let len = u64::from_le_bytes(trailer[..8].try_into().ok()?);
+    let max_append_time = i64::from_le_bytes(trailer[8..16].try_into().ok()?);
+    (len == log_len).then_some((entries, max_append_time))
 }
 
 /// One offset-index entry: the batch holding `base + rel_offset` starts at `position`.
@@ -106,33 +125,37 @@ impl Indexes {
         }
     }
 
-    /// The offset index file's bytes.
-    pub fn encode_offsets(&self, log_len: u64) -> Vec<u8> {
+    /// The offset index file's bytes, ending in `trailer`.
+    pub fn encode_offsets(&self, trailer: Trailer) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY_LEN + TRAILER_LEN);
         for e in &self.offsets {
             out.extend_from_slice(&e.rel_offset.to_le_bytes());
             out.extend_from_slice(&e.position.to_le_bytes());
         }
-        seal(out, log_len)
+        seal(out, trailer)
     }
 
-    /// The time index file's bytes, for a `.log` of `log_len` bytes.
-    pub fn encode_times(&self, log_len: u64) -> Vec<u8> {
+    /// The time index file's bytes, ending in `trailer`.
+    pub fn encode_times(&self, trailer: Trailer) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.times.len() * TIME_ENTRY_LEN + TRAILER_LEN);
         for e in &self.times {
             out.extend_from_slice(&e.timestamp.to_le_bytes());
             out.extend_from_slice(&e.rel_offset.to_le_bytes());
         }
-        seal(out, log_len)
+        seal(out, trailer)
     }
 
     /// Decodes index files, or `None` when they are not a plausible index of a log of
     /// `log_len` bytes (a trailer that does not check out or names another length,
     /// wrong length, entries out of order, positions past the end, a zero-filled
-    /// tail). The caller still cross-checks entries against the log.
-    pub fn decode(offset_bytes: &[u8], time_bytes: &[u8], log_len: u64) -> Option<Indexes> {
-        let offset_bytes = unseal(offset_bytes, log_len)?;
-        let time_bytes = unseal(time_bytes, log_len)?;
+    /// tail, two files whose trailers disagree). The caller still cross-checks
+    /// entries against the log. With the segment's largest append time.
+    pub fn decode(offset_bytes: &[u8], time_bytes: &[u8], log_len: u64) -> Option<(Indexes, i64)> {
+        let (offset_bytes, append_time) = unseal(offset_bytes, log_len)?;
+        let (time_bytes, time_file_append_time) = unseal(time_bytes, log_len)?;
+        if append_time != time_file_append_time {
+            return None;
+        }
         if !offset_bytes.len().is_multiple_of(OFFSET_ENTRY_LEN)
             || !time_bytes.len().is_multiple_of(TIME_ENTRY_LEN)
         {
@@ -174,7 +197,7 @@ impl Indexes {
             }
             idx.times.push(e);
         }
-        Some(idx)
+        Some((idx, append_time))
     }
 }
 
@@ -186,6 +209,14 @@ pub(crate) fn relative(base: Offset, offset: Offset) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The trailer of a `.log` of `log_len` bytes whose largest append time is 7.
+    fn at(log_len: u64) -> Trailer {
+        Trailer {
+            log_len,
+            max_append_time: 7,
+        }
+    }
 
     #[test]
     fn floor_and_time_lookups() {
@@ -207,8 +238,9 @@ mod tests {
         let mut idx = Indexes::default();
         idx.push(0, 0, 1);
         idx.push(5, 100, 2);
-        let (o, t) = (idx.encode_offsets(200), idx.encode_times(200));
-        let back = Indexes::decode(&o, &t, 200).unwrap();
+        let (o, t) = (idx.encode_offsets(at(200)), idx.encode_times(at(200)));
+        let (back, append_time) = Indexes::decode(&o, &t, 200).unwrap();
+        assert_eq!(append_time, 7);
         assert_eq!(back.offsets, idx.offsets);
         assert_eq!(back.times, idx.times);
         // Zero-filled preallocated tail.
@@ -221,13 +253,21 @@ mod tests {
         assert!(Indexes::decode(&o, &t, 100).is_none());
         assert!(Indexes::decode(&o, &t, 201).is_none());
         // Position beyond the log, under a trailer that checks out.
-        let (o100, t100) = (idx.encode_offsets(100), idx.encode_times(100));
+        let (o100, t100) = (idx.encode_offsets(at(100)), idx.encode_times(at(100)));
         assert!(Indexes::decode(&o100, &t100, 100).is_none());
         // Garbage, and files of the earlier format (entries only).
         assert!(Indexes::decode(&[0xff; 24], &[], 200).is_none());
         assert!(Indexes::decode(&o[..16], &t[..24], 200).is_none());
+        // Two files whose trailers name another append time (two writes).
+        let other = idx.encode_times(Trailer {
+            log_len: 200,
+            max_append_time: 8,
+        });
+        assert!(Indexes::decode(&o, &other, 200).is_none());
         let empty = Indexes::default();
-        assert!(Indexes::decode(&empty.encode_offsets(0), &empty.encode_times(0), 0).is_some());
+        assert!(
+            Indexes::decode(&empty.encode_offsets(at(0)), &empty.encode_times(at(0)), 0).is_some()
+        );
     }
 
     /// A crash can leave an index file half new, half old: every such mix is
@@ -246,8 +286,8 @@ mod tests {
         new.push(13, 1136, 1979);
         new.push(18, 1932, 2672);
         new.push(19, 2246, 3444);
-        let (old_t, new_t) = (old.encode_times(2378), new.encode_times(2616));
-        let new_o = new.encode_offsets(2616);
+        let (old_t, new_t) = (old.encode_times(at(2378)), new.encode_times(at(2616)));
+        let new_o = new.encode_offsets(at(2616));
         for cut in 0..new_t.len() {
             // The new bytes up to `cut` over the old file, at either length.
             for len in [old_t.len(), new_t.len()] {

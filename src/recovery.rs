@@ -95,6 +95,14 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
         )?));
     }
     reopen_last_for_appends(fs, cache, dir, config, &mut segments)?;
+    // The active segment's index files describe it as it was when they were written.
+    // Appends make them stale, and a power loss that cuts the segment back could
+    // leave it, after more appends, at their length again with other records: an
+    // index of an earlier state that passes every check (its time entries would make
+    // `offset_for_timestamp` skip records). They go before any append, durably (the
+    // directory sync below); a seal or a clean close writes them anew.
+    let active_base = segments.last().expect("at least one segment").base_offset;
+    segment::remove_index_files(&**fs, dir, active_base)?;
     // Below the first segment's base and at or above the start offset, offsets are
     // missing (a lost first segment): the start stays where the checkpoint says, so
     // they read as corrupt, not as deleted.
@@ -222,9 +230,9 @@ fn continue_after_lost_durable_records(
     crate::trace::event_error!(dir = %dir.display(), from = last.next_offset(), to = durable_end, "durable records are missing: the gap is reported by reads and verify");
     let sealed = sealed_copy(fs, cache, dir, config, last, last.next_offset());
     last.sync()?;
-    if let Some((indexes, _)) = sealed.loaded_clone() {
+    if let Some((indexes, meta)) = sealed.loaded_clone() {
         // A cache: validated on load, rebuilt if torn.
-        let _ = sealed.write_index_files(&indexes);
+        let _ = sealed.write_index_files(&indexes, meta.max_append_time);
     }
     sealed.set_next_offset(durable_end);
     *segments.last_mut().expect("at least one segment") = Arc::new(sealed);

@@ -31,6 +31,23 @@ pub(crate) const INDEX_SUFFIX: &str = ".index";
 pub(crate) const TIMEINDEX_SUFFIX: &str = ".timeindex";
 
 /// `dir/<20-digit base><suffix>`.
+/// Removes the index files of the segment based at `base_offset` in `dir`, if any
+/// (not synced: the caller syncs the directory when it must be durable).
+pub(crate) fn remove_index_files(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    base_offset: Offset,
+) -> Result<()> {
+    for suffix in [INDEX_SUFFIX, TIMEINDEX_SUFFIX] {
+        let p = file_path(dir, base_offset, suffix);
+        if fs.exists(&p) {
+            fs.remove_file(&p)
+                .map_err(|e| Error::io("remove index file", &p, e))?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn file_path(dir: &Path, base: Offset, suffix: &str) -> PathBuf {
     dir.join(format!("{base:020}{suffix}"))
 }
@@ -161,13 +178,7 @@ impl Segment {
             .and_then(|()| file.allocate(initial_alloc))
             .map_err(|e| Error::io("allocate segment", &path, e))?;
         // Stale index files of an earlier segment with this base would mislead a reopen.
-        for suffix in [INDEX_SUFFIX, TIMEINDEX_SUFFIX] {
-            let p = file_path(dir, base_offset, suffix);
-            if fs.exists(&p) {
-                fs.remove_file(&p)
-                    .map_err(|e| Error::io("remove stale index", &p, e))?;
-            }
-        }
+        remove_index_files(&**fs, dir, base_offset)?;
         let seg = Segment::new(fs, cache, dir, base_offset, Some(file), 0, base_offset);
         seg.map_writable(capacity)?;
         *seg.loaded.write() = Some(Loaded {
@@ -498,13 +509,13 @@ impl Segment {
         let offsets = read(INDEX_SUFFIX)?;
         let times = read(TIMEINDEX_SUFFIX)?;
         let published = self.published();
-        let indexes = Indexes::decode(&offsets, &times, published)?;
+        let (indexes, max_append_time) = Indexes::decode(&offsets, &times, published)?;
         let map = self.mapping().ok()?;
         let bytes = map.bytes(0, usize::try_from(published).ok()?);
         // Cross-check: every entry points at a batch starting with that offset.
         for e in &indexes.offsets {
             let (_, base, _) = batch::peek_offsets(&bytes[e.position as usize..]).ok()?;
-            if base != self.base_offset + u64::from(e.rel_offset) {
+            if Some(base) != self.base_offset.checked_add(u64::from(e.rel_offset)) {
                 return None;
             }
         }
@@ -512,6 +523,9 @@ impl Segment {
         if let Some(last) = indexes.times.last() {
             meta.max_timestamp = last.timestamp;
         }
+        // Every batch's, from the trailer: the tail read below holds only the last
+        // ones, and the clock may have gone back within the segment.
+        meta.max_append_time = max_append_time;
         // Read the first batch for its append time and the tail for the maxima.
         if let Ok(first) = batch::decode(bytes) {
             meta.first_append_time = first.append_time;
@@ -536,7 +550,7 @@ impl Segment {
     /// index files back (best effort: they are a cache).
     fn rebuild(&self) -> Result<Loaded> {
         let (indexes, meta) = self.scan_all()?;
-        let _ = self.write_index_files(&indexes);
+        let _ = self.write_index_files(&indexes, meta.max_append_time);
         Ok(Loaded { indexes, meta })
     }
 
@@ -577,14 +591,19 @@ impl Segment {
         Ok((indexes, meta))
     }
 
-    /// Writes the index files (not synced; validated on load, so a torn one is rebuilt).
-    pub fn write_index_files(&self, indexes: &Indexes) -> Result<()> {
+    /// Writes the index files of `indexes`, for a segment whose batches' largest
+    /// append time is `max_append_time` (not synced; validated on load, so a torn one
+    /// is rebuilt).
+    pub fn write_index_files(&self, indexes: &Indexes, max_append_time: i64) -> Result<()> {
         // The indexes describe every batch published so far (every caller: a seal,
         // a rebuild, a recovered or cleaned segment, none growing meanwhile).
-        let len = self.published();
+        let trailer = index::Trailer {
+            log_len: self.published(),
+            max_append_time,
+        };
         for (suffix, bytes) in [
-            (INDEX_SUFFIX, indexes.encode_offsets(len)),
-            (TIMEINDEX_SUFFIX, indexes.encode_times(len)),
+            (INDEX_SUFFIX, indexes.encode_offsets(trailer)),
+            (TIMEINDEX_SUFFIX, indexes.encode_times(trailer)),
         ] {
             let path = file_path(&self.dir, self.base_offset, suffix);
             let f = self

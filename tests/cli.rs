@@ -360,6 +360,11 @@ fn verify_exit_status_clean_damaged_and_unopenable() {
     for t in doc[0]["index_trailers"].as_array().unwrap() {
         assert_eq!(t["crc_ok"], true, "{t}");
         assert_eq!(t["log_length"], sealed_len, "{t}");
+        // The segment's largest append time: the system clock's, in ms.
+        assert!(
+            t["max_append_time"].as_i64().unwrap() > 1_600_000_000_000,
+            "{t}"
+        );
     }
 
     // Damage a byte in the middle of the first (sealed, durable) segment.

@@ -78,19 +78,24 @@ fn index_paths(dir: &Path) -> Vec<(u64, std::path::PathBuf, std::path::PathBuf)>
         .collect()
 }
 
-/// The entries of an index file: its bytes before the 12-byte trailer (`.log`
-/// length u64, CRC32 u32; docs/format.md §4).
+/// The entries of an index file: its bytes before the 20-byte trailer (`.log`
+/// length u64, largest append time i64, CRC32 u32; docs/format.md §4).
 fn entry_bytes(p: &Path) -> Vec<u8> {
     let mut bytes = std::fs::read(p).unwrap();
-    bytes.truncate(bytes.len() - 12);
+    bytes.truncate(bytes.len() - 20);
     bytes
 }
 
 /// Writes index file `p` with `entries` and a trailer that checks out for its
-/// segment's `.log` as it is: a structurally valid file saying what the test wants.
+/// segment's `.log` as it is (and keeps the append time the file had): a
+/// structurally valid file saying what the test wants.
 fn write_index(p: &Path, mut entries: Vec<u8>) {
     let log_len = std::fs::metadata(p.with_extension("log")).unwrap().len();
+    let append_time = std::fs::read(p).map_or(i64::MIN.to_le_bytes().to_vec(), |b| {
+        b[b.len() - 12..b.len() - 4].to_vec()
+    });
     entries.extend_from_slice(&log_len.to_le_bytes());
+    entries.extend_from_slice(&append_time);
     let crc = crc32fast::hash(&entries);
     entries.extend_from_slice(&crc.to_le_bytes());
     std::fs::write(p, entries).unwrap();

@@ -229,7 +229,7 @@ impl LogInner {
         );
         seg.set_index_interval(self.config.index_interval_bytes);
         // A cache: validated on load, rebuilt if torn.
-        let _ = seg.write_index_files(&cleaned.indexes);
+        let _ = seg.write_index_files(&cleaned.indexes, cleaned.meta.max_append_time);
         seg.set_loaded(cleaned.indexes, cleaned.meta);
         seg
     }

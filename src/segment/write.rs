@@ -241,7 +241,9 @@ impl Segment {
             .map_err(|e| Error::io("truncate segment", self.path(), e))?;
         let loaded = self.loaded.read();
         if let Some(l) = loaded.as_ref() {
-            self.write_index_files(&l.indexes)?;
+            // The atomic, not `l.meta`: appends keep the atomics up to date.
+            let max_append_time = self.max_append_time.load(Ordering::Acquire);
+            self.write_index_files(&l.indexes, max_append_time)?;
         }
         // Read through `mapping()` from now on: once released, it comes back read-only.
         self.mapped_writable.store(false, Ordering::Release);

@@ -128,30 +128,44 @@ fn batch_header_line(h: &BatchHeader, format: Format) -> String {
     }
 }
 
+/// An index file's trailer as stored: the `.log` length it describes, the segment's
+/// largest append time, and whether its CRC checks out.
+#[derive(Clone, Copy)]
+struct Trailer {
+    log_len: u64,
+    max_append_time: i64,
+    crc_ok: bool,
+}
+
 /// One index file as stored: its entries, the bytes that are not a whole entry, and
-/// its trailer (the `.log` length it describes, and whether its CRC checks out).
+/// its trailer.
 struct IndexFile<T> {
     entries: Vec<T>,
     extra: usize,
-    trailer: Option<(u64, bool)>,
+    trailer: Option<Trailer>,
 }
 
 /// The entries of one index file: `width`-byte little-endian entries, decoded by
-/// `entry`, before the 12-byte trailer (`log length u64 | crc32 u32`, docs/format.md
-/// §4); `None` when the file is missing (never written, or the active segment).
+/// `entry`, before the 20-byte trailer (`log length u64 | max append time i64 |
+/// crc32 u32`, docs/format.md §4); `None` when the file is missing (never written,
+/// or the active segment).
 fn index_file<T>(
     path: &std::path::Path,
     width: usize,
     entry: impl Fn(&[u8]) -> T,
 ) -> Option<IndexFile<T>> {
-    const TRAILER: usize = 12;
+    const TRAILER: usize = 20;
     let bytes = std::fs::read(path).ok()?;
     let (body, trailer) = match bytes.len().checked_sub(TRAILER) {
         Some(n) => {
             let (body, t) = bytes.split_at(n);
-            let len = u64::from_le_bytes(t[..8].try_into().expect("8 bytes"));
-            let crc = u32::from_le_bytes(t[8..].try_into().expect("4 bytes"));
-            (body, Some((len, crc32fast::hash(&bytes[..n + 8]) == crc)))
+            let crc = u32::from_le_bytes(t[16..].try_into().expect("4 bytes"));
+            let trailer = Trailer {
+                log_len: u64::from_le_bytes(t[..8].try_into().expect("8 bytes")),
+                max_append_time: i64::from_le_bytes(t[8..16].try_into().expect("8 bytes")),
+                crc_ok: crc32fast::hash(&bytes[..n + 16]) == crc,
+            };
+            (body, Some(trailer))
         }
         None => (&bytes[..], None),
     };
@@ -183,7 +197,11 @@ fn dump_indexes(log: &Log, format: Format) -> CmdResult {
                     offsets.as_ref().and_then(|f| f.trailer),
                     times.as_ref().and_then(|f| f.trailer),
                 ]
-                .map(|t| t.map(|(len, ok)| json!({"log_length": len, "crc_ok": ok})));
+                .map(|t| {
+                    t.map(|t| {
+                        json!({"log_length": t.log_len, "max_append_time": t.max_append_time, "crc_ok": t.crc_ok})
+                    })
+                });
                 docs.push(json!({
                 "segment": s.base_offset,
                 "active": s.active,
@@ -227,17 +245,19 @@ fn dump_indexes(log: &Log, format: Format) -> CmdResult {
 }
 
 /// The text form of an index file's bytes past its entries and its trailer.
-fn print_index_tail(name: &str, extra: usize, trailer: Option<(u64, bool)>) {
+fn print_index_tail(name: &str, extra: usize, trailer: Option<Trailer>) {
     if extra > 0 {
         println!("  {name}: {extra} trailing bytes (not a whole entry)");
     }
     match trailer {
-        Some((len, true)) => println!("  {name}: describes {len} bytes of the .log"),
-        Some((len, false)) => {
-            println!(
-                "  {name}: trailer CRC does not check out (claims {len} bytes); rebuilt on load"
-            )
-        }
+        Some(t) if t.crc_ok => println!(
+            "  {name}: describes {} bytes of the .log, largest append time {} ms",
+            t.log_len, t.max_append_time
+        ),
+        Some(t) => println!(
+            "  {name}: trailer CRC does not check out (claims {} bytes); rebuilt on load",
+            t.log_len
+        ),
         None => println!("  {name}: no trailer; rebuilt on load"),
     }
 }
