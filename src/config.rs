@@ -140,8 +140,9 @@ pub struct LogConfig {
 }
 
 /// The dedup window of a log ([`crate::Log::append_idempotent`]): an id is remembered
-/// while its record is younger than `window` (by the record's timestamp, the log's
-/// clock when the record has none) and among the newest `max_ids` ids. Both bounds
+/// while its record is younger than `window` (by the later of the record's timestamp
+/// and its append time: an old timestamp does not shorten it) and among the newest
+/// `max_ids` ids. Both bounds
 /// apply; about 37 bytes of memory per id at a full window.
 ///
 /// ```

@@ -184,7 +184,13 @@ impl DedupWindow {
     /// Reads from the first record at or after the cutoff (the time index) to the end.
     pub(crate) fn rebuild(&self, log: &Log) -> Result<()> {
         let cutoff = self.cutoff(log.config().clock.now_ms());
-        let Some(from) = log.offset_for_timestamp(cutoff)? else {
+        // An id's time is the later of its record's timestamp and its batch's append
+        // time (see `id_time`): the window's records start at the first one stamped
+        // at or after the cutoff, or in the first segment appended to at or after
+        // it (records with old timestamps appended recently), whichever is earlier.
+        let by_timestamp = log.offset_for_timestamp(cutoff)?;
+        let by_append = first_segment_appended_since(log, cutoff)?;
+        let Some(from) = by_timestamp.into_iter().chain(by_append).min() else {
             return Ok(());
         };
         let mut table = self.lock();
@@ -197,18 +203,24 @@ impl DedupWindow {
         // Decoded in place (no copy): O(window). Inserted a chunk at a time, so that
         // the chunk's cache misses in the index overlap (see `IdTable::insert_all`).
         let mut chunk = Vec::with_capacity(REBUILD_CHUNK);
-        log.reader(from)?.read_views(usize::MAX, |view| {
-            if view.timestamp < cutoff {
-                return;
-            }
-            if let Some(id) = view.header(DEDUP_ID) {
-                chunk.push((self.fingerprint(id), view.offset, view.timestamp));
-                if chunk.len() == REBUILD_CHUNK {
-                    table.insert_all(&chunk, cutoff);
-                    chunk.clear();
+        let mut reader = log.reader(from)?;
+        while let Some(batch) = reader.next_batch()? {
+            let appended = batch.header().append_time;
+            for view in batch.records() {
+                let view = view?;
+                let time = view.timestamp.max(appended);
+                if time < cutoff {
+                    continue;
+                }
+                if let Some(id) = view.header(DEDUP_ID) {
+                    chunk.push((self.fingerprint(id), view.offset, time));
+                    if chunk.len() == REBUILD_CHUNK {
+                        table.insert_all(&chunk, cutoff);
+                        chunk.clear();
+                    }
                 }
             }
-        })?;
+        }
         table.insert_all(&chunk, cutoff);
         table.shrink_to_fit();
         Ok(())
@@ -242,6 +254,15 @@ fn push_headers_with_id<'a>(
     );
     flat.push((DEDUP_ID, id));
     start..flat.len()
+}
+
+/// The time an id's window counts from: the later of its record's timestamp (`now`
+/// when it has none) and its append time `now`. A record may carry an old timestamp
+/// (event time: a transform copying its input's onto its output, a backlog being
+/// replayed): timed by that alone, its id would age out of the window early, at
+/// once for one older than the window, and a retry would append the record again.
+fn id_time(timestamp: Option<i64>, now: i64) -> i64 {
+    timestamp.unwrap_or(now).max(now)
 }
 
 /// `record` borrowed, with `headers` and its timestamp (`now` when it has none).
@@ -302,7 +323,8 @@ impl Log {
     /// replacing one the record carries), which makes the window survive crashes and
     /// power loss exactly as the records do: a record lost to a power loss takes its
     /// id with it, and appending it again is correct. A record without a timestamp
-    /// gets the log clock's now; the window counts from the record's timestamp.
+    /// gets the log clock's now; the window counts from the later of the record's
+    /// timestamp and its append time (an old timestamp does not shorten it).
     /// Idempotent appends of one log are serialized (the check and the append happen
     /// under one lock; with [`crate::FlushPolicy::Always`] that includes the fsync).
     ///
@@ -373,7 +395,7 @@ impl Log {
         table.insert(
             fingerprint,
             offset,
-            borrowed.timestamp.unwrap_or(now),
+            id_time(borrowed.timestamp, now),
             cutoff,
         );
         Ok(Appended {
@@ -452,8 +474,8 @@ impl Log {
                     duplicate: true,
                 },
                 Ok(Seen::New) => {
-                    let timestamp = record.timestamp.unwrap_or(now);
-                    table.insert(*fingerprint, next, timestamp, cutoff);
+                    let time = id_time(record.timestamp, now);
+                    table.insert(*fingerprint, next, time, cutoff);
                     next += 1;
                     Appended {
                         offset: next - 1,
@@ -498,6 +520,22 @@ impl Log {
             memory_bytes: table.memory_bytes(),
         })
     }
+}
+
+/// The base offset of the oldest segment of `log`, in the run of newest segments
+/// each with a batch appended at or after `cutoff` (ms), if any. From the newest
+/// back, so that only the window's segments (and one more) are loaded, as the
+/// rebuild reads them anyway; appends go in order, so the run is every segment
+/// appended to since the cutoff unless the clock went back across segments.
+fn first_segment_appended_since(log: &Log, cutoff: i64) -> Result<Option<Offset>> {
+    let mut first = None;
+    for segment in log.inner.snapshot().iter().rev() {
+        if segment.meta()?.max_append_time < cutoff {
+            break;
+        }
+        first = Some(segment.base_offset.max(log.start_offset()));
+    }
+    Ok(first)
 }
 
 #[cfg(test)]

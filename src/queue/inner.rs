@@ -196,14 +196,10 @@ impl QueueInner {
 
     /// [`QueueInner::settle`] with the journal frame of the event `f` will give
     /// encoded ahead, outside the lock (an ack: see `journal::encode_one`).
-    pub(super) fn settle_framed(
-        &self,
-        receipt: &Receipt,
-        frame: Option<&[u8; journal::FRAME_HEADER + journal::EVENT_LEN]>,
-        f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
-    ) -> Result<()> {
-        let mut core = self.core.lock();
-        self.check(&core)?;
+    /// [`Error::StaleReceipt`] unless `receipt` is its record's current lease (or
+    /// the queue's error, when it is closed or poisoned).
+    pub(super) fn check_current(&self, core: &Core, receipt: &Receipt) -> Result<()> {
+        self.check(core)?;
         let current = core.state.slot(receipt.offset);
         if !current.is_some_and(|s| s.state == SlotState::Leased && s.attempt == receipt.attempt) {
             return Err(Error::StaleReceipt {
@@ -211,6 +207,17 @@ impl QueueInner {
                 attempt: receipt.attempt,
             });
         }
+        Ok(())
+    }
+
+    pub(super) fn settle_framed(
+        &self,
+        receipt: &Receipt,
+        frame: Option<&[u8; journal::FRAME_HEADER + journal::EVENT_LEN]>,
+        f: impl FnOnce(&dyn Fn() -> i64, &mut Core) -> Result<(Kind, i64)>,
+    ) -> Result<()> {
+        let mut core = self.core.lock();
+        self.check_current(&core, receipt)?;
         // Only nack and extend need the time: no clock read on the ack path.
         let clock = &self.log.config().clock;
         let (kind, deadline) = f(&|| clock.now_ms(), &mut core)?;

@@ -3,9 +3,11 @@
 //! The outputs of a delivery go to the output log under ids derived from the input:
 //! `settle\0<input log directory>\0<queue name>\0` then the input offset (8 bytes,
 //! big-endian) and the output's index (4 bytes, big-endian). The directory (made
-//! absolute, not canonicalized: the same spelling every run) tells apart queues of
-//! one name over different logs; the offset tells apart the records; every
-//! redelivery of one record derives the same ids.
+//! absolute, `.` and trailing separators dropped, symbolic links not resolved) tells apart
+//! queues of one name over different logs; the offset tells apart the records; every
+//! redelivery of one record derives the same ids. The input is made durable before
+//! its outputs are appended, so an offset whose outputs are durable never goes to
+//! another record after a power loss.
 //!
 //! The steps, and what a crash between them leaves:
 //! 1. the outputs are appended as one idempotent batch (all of them or none survive
@@ -80,6 +82,21 @@ impl Queue {
         }
         self.inner.check_open()?;
         let offset = delivery.receipt.offset;
+        // A receipt that is already stale (the lease ran out, and the record went to
+        // another consumer, or was dead-lettered, expired or purged) appends nothing:
+        // a dead-lettered input must not have outputs. (A lease can still run out
+        // during the append: then the outputs are there, and a redelivery finds
+        // them; see the module docs.)
+        {
+            let lane = self.inner.lane_of(offset);
+            let core = lane.core.lock();
+            lane.check_current(&core, &delivery.receipt)?;
+        }
+        // The input durable before its outputs: a power loss could otherwise take
+        // back an un-flushed input whose outputs are durable, and its offset would
+        // go to a new record, whose outputs would get the same ids and be taken for
+        // duplicates of the lost record's (the new record acked, its outputs lost).
+        self.inner.log.wait_durable(offset)?;
         let prefix = self.settle_id_prefix();
         let mut items = Vec::with_capacity(records.len());
         for (index, record) in records.into_iter().enumerate() {
@@ -103,10 +120,24 @@ impl Queue {
         Ok(range)
     }
 
-    /// `settle\0<input log directory>\0<queue name>\0`.
+    /// `settle\0<input log directory>\0<queue name>\0`, the directory absolute and
+    /// normalized: `.` components and trailing separators dropped, so that such
+    /// spellings of one path give the same ids. `..` is kept and symbolic links are
+    /// not resolved: taking `..` back lexically could make two directories one (a
+    /// link's parent is not the link's target's), and ids shared by two inputs
+    /// would lose outputs, where another spelling of one directory (or moving it)
+    /// can at worst append outputs again.
     fn settle_id_prefix(&self) -> Vec<u8> {
+        use std::path::Component;
         let dir = self.inner.log.dir();
-        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let mut dir = std::path::PathBuf::new();
+        for part in absolute.components() {
+            match part {
+                Component::CurDir => {}
+                part => dir.push(part),
+            }
+        }
         let mut id = b"settle\0".to_vec();
         id.extend_from_slice(dir.as_os_str().as_encoded_bytes());
         id.push(0);
