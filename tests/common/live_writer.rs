@@ -230,19 +230,20 @@ impl LiveWriter {
         let rc = unsafe { libc::kill(self.pid() as libc::pid_t, sig) };
         assert_eq!(rc, 0, "kill({sig})");
         if paused {
-            // SIGSTOP is asynchronous: wait until the kernel reports the child stopped.
-            let stat = format!("/proc/{}/stat", self.pid());
+            // SIGSTOP is asynchronous, and each thread stops on its own: wait until
+            // the kernel reports every thread of the child stopped. (The main thread
+            // alone is not enough: a read command once found the active segment's
+            // mtime moved, its bytes unchanged, after the main thread had stopped,
+            // which a background thread still running would explain.)
+            let tasks = format!("/proc/{}/task", self.pid());
             let began = Instant::now();
             while began.elapsed() < Duration::from_secs(5) {
-                let s = std::fs::read_to_string(&stat).unwrap_or_default();
-                if s.rsplit(')')
-                    .next()
-                    .is_some_and(|r| r.trim_start().starts_with('T'))
-                {
-                    break;
+                if all_threads_stopped(Path::new(&tasks)) {
+                    return;
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }
+            panic!("the writer's threads did not all stop within 5 s");
         }
     }
 
@@ -296,4 +297,22 @@ fn crc32(bytes: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(bytes);
     h.finalize()
+}
+
+/// Whether every thread listed under `/proc/<pid>/task` is stopped (state `T` or
+/// `t`); false when the directory cannot be read.
+fn all_threads_stopped(tasks: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(tasks) else {
+        return false;
+    };
+    let mut any = false;
+    for entry in entries.filter_map(|e| e.ok()) {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().map(str::trim_start);
+        if !state.is_some_and(|r| r.starts_with('T') || r.starts_with('t')) {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
