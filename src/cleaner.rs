@@ -381,7 +381,7 @@ impl LogInner {
     fn group_end(&self, segs: &[Arc<Segment>], i: usize) -> usize {
         let base = segs[i].base_offset;
         let limit = self.config.segment_bytes;
-        let index_limit = u64::from(self.config.segment_index_bytes) / index::TIME_ENTRY_LEN as u64;
+        let index_limit = index::max_entries(self.config.segment_index_bytes);
         let interval = u64::from(self.config.index_interval_bytes).max(1);
         let mut bytes = segs[i].published();
         let mut j = i + 1;

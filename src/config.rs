@@ -99,7 +99,8 @@ pub struct LogConfig {
     pub segment_ms: Option<Duration>,
     /// Bytes between sparse index entries (4096).
     pub index_interval_bytes: u32,
-    /// Maximum size of one index file; a full index rolls the segment (10 MiB).
+    /// Maximum size of one index file, its 20-byte trailer included; a full index
+    /// rolls the segment (10 MiB).
     pub segment_index_bytes: u32,
     /// Larger appends get [`Error::RecordTooLarge`] (1 MiB).
     pub max_batch_bytes: u32,

@@ -26,6 +26,14 @@ pub(crate) const TIME_ENTRY_LEN: usize = 12;
 /// before it (retention by time would judge the segment older than it is).
 pub(crate) const TRAILER_LEN: usize = 20;
 
+/// The most entries one index file of a segment may hold when its files must stay
+/// within `segment_index_bytes` (`LogConfig`), the trailer included: a time entry
+/// is the larger kind, so it bounds both files.
+pub(crate) fn max_entries(segment_index_bytes: u32) -> u64 {
+    let body = (segment_index_bytes as usize).saturating_sub(TRAILER_LEN);
+    (body / TIME_ENTRY_LEN) as u64
+}
+
 /// What an index file's trailer says of its segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Trailer {

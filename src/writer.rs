@@ -463,9 +463,7 @@ impl LogInner {
                 return true;
             }
         }
-        let entries = w.index_entries + 1;
-        let index_limit = u64::from(self.config.segment_index_bytes);
-        if entries * index::TIME_ENTRY_LEN as u64 > index_limit {
+        if w.index_entries + 1 > index::max_entries(self.config.segment_index_bytes) {
             return true;
         }
         index::relative(w.active.base_offset, last_offset).is_none()
