@@ -3,7 +3,8 @@
 //! (one at a time, and `append_idempotent_batch` vs `append_batch` of 100),
 //! the window's memory per id (printed), `Log::open` with a full window vs without
 //! one, and `Queue::settle_into` vs `append` + `ack` (with and without the
-//! `wait_durable` that `settle_into` does).
+//! `wait_durable` that `settle_into` does), and `settle_into` of a live input (each
+//! record appended just before it is settled, so its own fsync of the input counts).
 //!
 //! ```text
 //! cargo bench --bench dedup
@@ -316,30 +317,27 @@ fn settle(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let value = vec![0x5Au8; 100];
     for how in ["append+ack", "append+wait_durable+ack", "settle_into"] {
+        let p = Pipeline::open();
         g.bench_function(how, |b| {
             b.iter_custom(|iters| {
-                let dir = bench_dir();
-                let input = Log::open(dir.path().join("a"), config(false)).unwrap();
-                let out = Log::open(dir.path().join("b"), config(true)).unwrap();
-                let q = Queue::open(&input, "q", QueueConfig::default()).unwrap();
                 for n in (0..iters).step_by(1000) {
                     let batch = (n..iters.min(n + 1000)).map(|_| Record::new(value.clone()));
-                    input.append_batch(batch.collect()).unwrap();
+                    p.input.append_batch(batch.collect()).unwrap();
                 }
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let d = q.receive(1, Duration::ZERO).unwrap().remove(0);
+                    let d = p.q.receive(1, Duration::ZERO).unwrap().remove(0);
                     let output = Record::new(value.clone());
                     match how {
                         "settle_into" => {
-                            q.settle_into(&d, &out, vec![output]).unwrap();
+                            p.q.settle_into(&d, &p.out, vec![output]).unwrap();
                         }
                         _ => {
-                            let o = out.append(output).unwrap();
+                            let o = p.out.append(output).unwrap();
                             if how == "append+wait_durable+ack" {
-                                out.wait_durable(o).unwrap();
+                                p.out.wait_durable(o).unwrap();
                             }
-                            q.ack(&d.receipt).unwrap();
+                            p.q.ack(&d.receipt).unwrap();
                         }
                     }
                 }
@@ -347,7 +345,55 @@ fn settle(c: &mut Criterion) {
             })
         });
     }
+    // A live input: each record is appended (not flushed) just before it is received
+    // and settled, so settle_into's fsync of the input is not shared with others.
+    let p = Pipeline::open();
+    g.bench_function("settle_into_live_input", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                p.input.append(Record::new(value.clone())).unwrap();
+                let d = p.q.receive(1, Duration::ZERO).unwrap().remove(0);
+                p.q.settle_into(&d, &p.out, vec![Record::new(value.clone())])
+                    .unwrap();
+            }
+            start.elapsed()
+        })
+    });
     g.finish();
+}
+
+/// An input log with a queue and a dedup'd output log, opened once per bench
+/// function and used by all its samples: a new log's first fsyncs took 40-180 ms
+/// here, which dominated samples of the few iterations an fsync-bound step gets
+/// when each sample opened logs of its own.
+struct Pipeline {
+    _dir: TempDir,
+    input: Log,
+    out: Log,
+    q: Queue,
+}
+
+impl Pipeline {
+    fn open() -> Pipeline {
+        let dir = bench_dir();
+        let input = Log::open(dir.path().join("a"), config(false)).unwrap();
+        let out = Log::open(dir.path().join("b"), config(true)).unwrap();
+        let q = Queue::open(&input, "q", QueueConfig::default()).unwrap();
+        // One input settled and both logs flushed before any sample.
+        input.append(Record::new("warm-up")).unwrap();
+        input.flush().unwrap();
+        let d = q.receive(1, Duration::ZERO).unwrap().remove(0);
+        q.settle_into(&d, &out, vec![Record::new("warm-up")])
+            .unwrap();
+        out.flush().unwrap();
+        Pipeline {
+            _dir: dir,
+            input,
+            out,
+            q,
+        }
+    }
 }
 
 criterion_group! {

@@ -210,7 +210,17 @@ impl LogReader {
 
     /// Calls `f` on up to `max` records in order, decoded in place from the memory
     /// map (no copy, no allocation); returns how many. The fastest way to consume.
-    pub fn read_views(&mut self, max: usize, f: impl FnMut(RecordView<'_>)) -> Result<usize> {
+    pub fn read_views(&mut self, max: usize, mut f: impl FnMut(RecordView<'_>)) -> Result<usize> {
+        self.views(max, false, |view, _| f(view))
+    }
+
+    /// [`LogReader::read_views`] that also hands `f` the append time of each record's
+    /// batch (the log clock when it was appended).
+    pub(crate) fn read_views_with_append_time(
+        &mut self,
+        max: usize,
+        f: impl FnMut(RecordView<'_>, i64),
+    ) -> Result<usize> {
         self.views(max, false, f)
     }
 
@@ -222,16 +232,16 @@ impl LogReader {
     pub(crate) fn read_views_whole_batches(
         &mut self,
         max: usize,
-        f: impl FnMut(RecordView<'_>),
+        mut f: impl FnMut(RecordView<'_>),
     ) -> Result<usize> {
-        self.views(max, true, f)
+        self.views(max, true, |view, _| f(view))
     }
 
     fn views(
         &mut self,
         max: usize,
         whole: bool,
-        mut f: impl FnMut(RecordView<'_>),
+        mut f: impl FnMut(RecordView<'_>, i64),
     ) -> Result<usize> {
         // How many more records a batch may hand out.
         let room = |count: usize| if whole { usize::MAX } else { max - count };
@@ -282,7 +292,7 @@ impl LogReader {
         &mut self,
         max: usize,
         whole: bool,
-        f: &mut impl FnMut(RecordView<'_>),
+        f: &mut impl FnMut(RecordView<'_>, i64),
     ) -> Result<usize> {
         let Some((segment, prev)) = self.last.take() else {
             return Ok(0);
@@ -567,7 +577,7 @@ fn emit_views(
     b: &batch::Batch<'_>,
     from: Offset,
     max: usize,
-    f: &mut impl FnMut(RecordView<'_>),
+    f: &mut impl FnMut(RecordView<'_>, i64),
 ) -> std::result::Result<(usize, Option<Offset>), batch::BatchError> {
     let mut count = 0;
     let mut last_seen = None;
@@ -577,7 +587,7 @@ fn emit_views(
             continue;
         }
         last_seen = Some(record.offset);
-        f(record);
+        f(record, b.append_time);
         count += 1;
         if count == max {
             break;

@@ -203,14 +203,11 @@ impl DedupWindow {
         // Decoded in place (no copy): O(window). Inserted a chunk at a time, so that
         // the chunk's cache misses in the index overlap (see `IdTable::insert_all`).
         let mut chunk = Vec::with_capacity(REBUILD_CHUNK);
-        let mut reader = log.reader(from)?;
-        while let Some(batch) = reader.next_batch()? {
-            let appended = batch.header().append_time;
-            for view in batch.records() {
-                let view = view?;
+        log.reader(from)?
+            .read_views_with_append_time(usize::MAX, |view, appended| {
                 let time = view.timestamp.max(appended);
                 if time < cutoff {
-                    continue;
+                    return;
                 }
                 if let Some(id) = view.header(DEDUP_ID) {
                     chunk.push((self.fingerprint(id), view.offset, time));
@@ -219,8 +216,7 @@ impl DedupWindow {
                         chunk.clear();
                     }
                 }
-            }
-        }
+            })?;
         table.insert_all(&chunk, cutoff);
         table.shrink_to_fit();
         Ok(())
