@@ -29,18 +29,25 @@ fn qcfg() -> QueueConfig {
     }
 }
 
-fn open_pipeline(fs: &SimFs, clock: &ManualClock) -> (Log, Log, Queue) {
+/// The output log, with a dedup window.
+fn open_out(fs: &SimFs, clock: &ManualClock) -> Log {
+    let config = LogConfig {
+        dedup: dedup(),
+        ..sim_config(fs, clock, 4096)
+    };
+    Log::open("/out", config).unwrap()
+}
+
+/// The input log "/in" with the queue "q" of `config`, and the output log.
+fn open_with(fs: &SimFs, clock: &ManualClock, config: QueueConfig) -> (Log, Log, Queue) {
     let input = Log::open("/in", sim_config(fs, clock, 4096)).unwrap();
-    let out = Log::open(
-        "/out",
-        LogConfig {
-            dedup: dedup(),
-            ..sim_config(fs, clock, 4096)
-        },
-    )
-    .unwrap();
-    let q = Queue::open(&input, "q", qcfg()).unwrap();
+    let out = open_out(fs, clock);
+    let q = Queue::open(&input, "q", config).unwrap();
     (input, out, q)
+}
+
+fn open_pipeline(fs: &SimFs, clock: &ManualClock) -> (Log, Log, Queue) {
+    open_with(fs, clock, qcfg())
 }
 
 fn values(log: &Log) -> Vec<String> {
@@ -137,27 +144,13 @@ fn an_output_carrying_an_old_timestamp_is_not_appended_again_on_redelivery() {
     // restart (the same record, sent again and settled under the same offset's ids)
     // finds it.
     drop((out, q));
-    let out = Log::open(
-        "/out",
-        LogConfig {
-            dedup: dedup(),
-            ..sim_config(&fs, &clock, 4096)
-        },
-    )
-    .unwrap();
+    let out = open_out(&fs, &clock);
     let again = out
         .append_idempotent(b"k", Record::new("old").with_timestamp(1))
         .unwrap();
     assert!(!again.duplicate);
     drop(out);
-    let out = Log::open(
-        "/out",
-        LogConfig {
-            dedup: dedup(),
-            ..sim_config(&fs, &clock, 4096)
-        },
-    )
-    .unwrap();
+    let out = open_out(&fs, &clock);
     let retry = out
         .append_idempotent(b"k", Record::new("old").with_timestamp(1))
         .unwrap();
@@ -192,14 +185,7 @@ fn the_same_input_log_spelled_differently_after_a_restart_does_not_duplicate_out
         fs.kill();
     }
     let input = Log::open("/in/", sim_config(&fs, &clock, 4096)).unwrap();
-    let out = Log::open(
-        "/out",
-        LogConfig {
-            dedup: dedup(),
-            ..sim_config(&fs, &clock, 4096)
-        },
-    )
-    .unwrap();
+    let out = open_out(&fs, &clock);
     let q = Queue::open(&input, "q", qcfg()).unwrap();
     clock.advance(Duration::from_secs(11));
     let d = q.receive(1, NO_WAIT).unwrap().remove(0);
@@ -221,24 +207,11 @@ fn the_same_input_log_spelled_differently_after_a_restart_does_not_duplicate_out
 fn a_stale_settle_into_of_a_dead_lettered_input_appends_nothing() {
     let fs = SimFs::new(0);
     let clock = ManualClock::new(1_000);
-    let input = Log::open("/in", sim_config(&fs, &clock, 4096)).unwrap();
-    let out = Log::open(
-        "/out",
-        LogConfig {
-            dedup: dedup(),
-            ..sim_config(&fs, &clock, 4096)
-        },
-    )
-    .unwrap();
-    let q = Queue::open(
-        &input,
-        "q",
-        QueueConfig {
-            max_deliveries: Some(1),
-            ..qcfg()
-        },
-    )
-    .unwrap();
+    let config = QueueConfig {
+        max_deliveries: Some(1),
+        ..qcfg()
+    };
+    let (_input, out, q) = open_with(&fs, &clock, config);
     q.send(Record::new("x")).unwrap();
     let d = q.receive(1, NO_WAIT).unwrap().remove(0);
     clock.advance(Duration::from_secs(11));
@@ -280,17 +253,7 @@ mod sweep {
     }
 
     fn open(fs: &SimFs, clock: &ManualClock) -> (Log, Log, Queue) {
-        let input = Log::open("/in", sim_config(fs, clock, 4096)).unwrap();
-        let out = Log::open(
-            "/out",
-            LogConfig {
-                dedup: dedup(),
-                ..sim_config(fs, clock, 4096)
-            },
-        )
-        .unwrap();
-        let q = Queue::open(&input, "q", qcfg_feed()).unwrap();
-        (input, out, q)
+        open_with(fs, clock, qcfg_feed())
     }
 
     fn drive(q: &Queue, out: &Log, clock: &ManualClock) -> logqueue::Result<()> {
