@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::drain_acking as drain;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,21 +43,6 @@ fn receive_all(q: &Queue) -> Vec<logqueue::Delivery> {
             return all;
         }
         all.extend(got);
-    }
-}
-
-/// Receives (batches of `batch`) and acks until nothing comes; the offsets.
-fn drain(q: &Queue, batch: usize) -> Vec<Offset> {
-    let mut seen = Vec::new();
-    loop {
-        let got = q.receive(batch, NO_WAIT).unwrap();
-        if got.is_empty() {
-            return seen;
-        }
-        for d in got {
-            seen.push(d.receipt.offset);
-            q.ack(&d.receipt).unwrap();
-        }
     }
 }
 

@@ -10,6 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::drain_acking as drain;
 use common::{batches_of, sim_config};
 use logqueue::sim::SimFs;
 use logqueue::{Error, Log, ManualClock, Offset, Queue, QueueConfig, Record};
@@ -28,21 +29,6 @@ fn lanes(count: u32, block: u64) -> QueueConfig {
 fn send_n(q: &Queue, n: u64) {
     for i in 0..n {
         q.send(Record::new(format!("job {i}"))).unwrap();
-    }
-}
-
-/// Receives (batches of `batch`) and acks until nothing comes; the offsets.
-fn drain(q: &Queue, batch: usize) -> Vec<Offset> {
-    let mut seen = Vec::new();
-    loop {
-        let got = q.receive(batch, NO_WAIT).unwrap();
-        if got.is_empty() {
-            return seen;
-        }
-        for d in got {
-            seen.push(d.receipt.offset);
-            q.ack(&d.receipt).unwrap();
-        }
     }
 }
 

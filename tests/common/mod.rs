@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use logqueue::sim::SimFs;
-use logqueue::{Error, FlushPolicy, Log, LogConfig, ManualClock, Offset, StoredRecord};
+use logqueue::{Error, FlushPolicy, Log, LogConfig, ManualClock, Offset, Queue, StoredRecord};
 
 /// A config for tests: small segments, no background threads, manual flush.
 pub fn small_config(segment_bytes: u64) -> LogConfig {
@@ -381,4 +381,20 @@ pub fn retry_locked<T>(mut open: impl FnMut() -> logqueue::Result<T>) -> logqueu
 /// `Log::open` through [`retry_locked`].
 pub fn open_log_retrying_locked(dir: impl AsRef<Path>, config: LogConfig) -> logqueue::Result<Log> {
     retry_locked(|| Log::open(dir.as_ref(), config.clone()))
+}
+
+/// Receives (batches of `batch`, no wait) and acks until nothing comes; the offsets
+/// delivered, in delivery order.
+pub fn drain_acking(q: &Queue, batch: usize) -> Vec<Offset> {
+    let mut seen = Vec::new();
+    loop {
+        let got = q.receive(batch, Duration::ZERO).unwrap();
+        if got.is_empty() {
+            return seen;
+        }
+        for d in got {
+            seen.push(d.receipt.offset);
+            q.ack(&d.receipt).unwrap();
+        }
+    }
 }
