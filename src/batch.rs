@@ -355,6 +355,69 @@ impl<'a> Iterator for RecordIter<'a> {
 }
 
 impl<'a> RecordIter<'a> {
+    /// Moves past the records below offset `from` reading only what locates the next
+    /// record (its length and offset delta, still checked for order): a reader that
+    /// resumes in the middle of a batch (a lane's block starting there) skipped them
+    /// by decoding each in full, a sixth of the cost of every record it then read.
+    /// The records skipped are not handed out, so their other fields go unchecked
+    /// here; the batch's CRC was checked before.
+    pub fn skip_before(&mut self, from: Offset) -> Result<(), BatchError> {
+        if from <= self.base_offset {
+            return Ok(());
+        }
+        if u64::from(self.remaining) == u64::from(self.last_offset_delta) + 1
+            && self.prev_delta.is_none()
+        {
+            return self.skip_contiguous(from);
+        }
+        while self.remaining > 0 {
+            let mut outer = Cursor { bytes: self.rest };
+            let len = usize::try_from(outer.varint()?)
+                .map_err(|_| BatchError::Invalid("negative record length"))?;
+            let body = outer.take(len)?;
+            let mut cur = Cursor { bytes: body };
+            let _attributes = cur.take(1)?;
+            let _ts_delta = cur.varlong()?;
+            let offset_delta = u32::try_from(cur.varint()?)
+                .map_err(|_| BatchError::Invalid("negative offset delta"))?;
+            if offset_delta > self.last_offset_delta
+                || self.prev_delta.is_some_and(|p| offset_delta <= p)
+            {
+                return Err(BatchError::Invalid("record offsets out of order"));
+            }
+            if self.base_offset + u64::from(offset_delta) >= from {
+                // The first record to hand out: left for `decode_one`.
+                return Ok(());
+            }
+            self.prev_delta = Some(offset_delta);
+            self.rest = outer.bytes;
+            self.remaining -= 1;
+        }
+        Ok(())
+    }
+
+    /// [`RecordIter::skip_before`] in a batch with a record at every offset (never
+    /// compacted: as many records as offsets, at strictly increasing deltas up to the
+    /// last, so record `i` is at delta `i`): only the lengths are read. The first
+    /// record handed out is checked against the delta the skipped ones must have had.
+    fn skip_contiguous(&mut self, from: Offset) -> Result<(), BatchError> {
+        let skip = (from - self.base_offset).min(u64::from(self.remaining));
+        for _ in 0..skip {
+            let mut outer = Cursor { bytes: self.rest };
+            let len = usize::try_from(outer.varint()?)
+                .map_err(|_| BatchError::Invalid("negative record length"))?;
+            outer.take(len)?;
+            self.rest = outer.bytes;
+        }
+        if skip > 0 {
+            // `skip` is at most the record count, a u32.
+            let skipped = skip as u32;
+            self.remaining -= skipped;
+            self.prev_delta = Some(skipped - 1);
+        }
+        Ok(())
+    }
+
     #[inline]
     fn decode_one(&mut self) -> Result<RecordView<'a>, BatchError> {
         let mut outer = Cursor { bytes: self.rest };

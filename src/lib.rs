@@ -67,7 +67,7 @@ pub use queue::{
     ACKED, CORRELATION_ID, DEAD_LETTERED, EXPIRED, OUTCOME, OUTCOME_ATTEMPTS, OUTCOME_OFFSET,
     OUTCOME_REASON, OUTCOME_RECORD_TIMESTAMP, PURGED,
 };
-pub use reader::{fuzz_decode_batch, BatchHeader, LogReader, RecordBatch};
+pub use reader::{fuzz_decode_batch, fuzz_skip_agrees, BatchHeader, LogReader, RecordBatch};
 pub use record::{Header, Record, RecordRef, StoredRecord};
 pub use segment::CorruptRange;
 pub use stats::{CompactionReport, LogStats, RetentionReport, SegmentInfo, VerifyReport};

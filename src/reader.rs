@@ -211,7 +211,7 @@ impl LogReader {
     /// Calls `f` on up to `max` records in order, decoded in place from the memory
     /// map (no copy, no allocation); returns how many. The fastest way to consume.
     pub fn read_views(&mut self, max: usize, mut f: impl FnMut(RecordView<'_>)) -> Result<usize> {
-        self.views(max, false, |view, _| f(view))
+        self.views(max, false, Offset::MAX, |view, _| f(view))
     }
 
     /// [`LogReader::read_views`] that also hands `f` the append time of each record's
@@ -221,7 +221,7 @@ impl LogReader {
         max: usize,
         f: impl FnMut(RecordView<'_>, i64),
     ) -> Result<usize> {
-        self.views(max, false, f)
+        self.views(max, false, Offset::MAX, f)
     }
 
     /// [`LogReader::read_views`] that never stops in the middle of a batch: once
@@ -229,30 +229,37 @@ impl LogReader {
     /// batch's records more). Resuming in the middle of a batch checks the whole
     /// batch's CRC again and decodes the records before the resume point: a reader
     /// read in chunks smaller than the batches paid that once per chunk.
+    ///
+    /// Nothing at or past offset `limit` is read: the reader stops there, even
+    /// mid-batch (a lane's block ends there; decoding the rest of the batch would be
+    /// decoding another lane's records).
     pub(crate) fn read_views_whole_batches(
         &mut self,
         max: usize,
+        limit: Offset,
         mut f: impl FnMut(RecordView<'_>),
     ) -> Result<usize> {
-        self.views(max, true, |view, _| f(view))
+        self.views(max, true, limit, |view, _| f(view))
     }
 
     fn views(
         &mut self,
         max: usize,
         whole: bool,
+        limit: Offset,
         mut f: impl FnMut(RecordView<'_>, i64),
     ) -> Result<usize> {
         // How many more records a batch may hand out.
         let room = |count: usize| if whole { usize::MAX } else { max - count };
         let mut count = 0;
-        while count < max {
+        while count < max && self.position < limit {
             // The general path: checks, segment and index lookups, corruption handling.
             let Some(batch) = self.next_batch()? else {
                 break;
             };
-            let (n, last_seen) = emit_views(&batch.batch.batch(), batch.from, room(count), &mut f)
-                .map_err(|e| {
+            let b = batch.batch.batch();
+            let (n, stopped_at) =
+                emit_views(&b, batch.from, room(count), limit, &mut f).map_err(|e| {
                     Error::corrupt(
                         batch.segment.path(),
                         batch.batch.position(),
@@ -261,24 +268,25 @@ impl LogReader {
                     )
                 })?;
             count += n;
+            if let Some(next) = stopped_at {
+                self.stop_inside(next, b.last_offset());
+                break;
+            }
             if count >= max {
-                self.stop_mid_batch(last_seen, batch.last_offset());
                 break;
             }
             // The fast path: the batches that follow in the same segment.
-            count += self.views_in_segment(max - count, whole, &mut f)?;
+            count += self.views_in_segment(max - count, whole, limit, &mut f)?;
         }
         Ok(count)
     }
 
-    /// Stopped after the record at `last_seen` of a batch ending at `last_offset`:
-    /// resume after it, even mid-batch.
-    fn stop_mid_batch(&mut self, last_seen: Option<Offset>, last_offset: Offset) {
-        if let Some(o) = last_seen {
-            if o < last_offset {
-                self.position = o + 1;
-                self.last = None;
-            }
+    /// Stopped before handing out `next` (by the count or the limit) in a batch ending
+    /// at `last_offset`: resume there, even mid-batch.
+    fn stop_inside(&mut self, next: Offset, last_offset: Offset) {
+        if next <= last_offset {
+            self.position = next;
+            self.last = None;
         }
     }
 
@@ -292,6 +300,7 @@ impl LogReader {
         &mut self,
         max: usize,
         whole: bool,
+        limit: Offset,
         f: &mut impl FnMut(RecordView<'_>, i64),
     ) -> Result<usize> {
         let Some((segment, prev)) = self.last.take() else {
@@ -325,15 +334,20 @@ impl LogReader {
             if b.last_offset() < from {
                 break;
             }
+            if from >= limit {
+                break;
+            }
             let room = if whole { usize::MAX } else { max - count };
-            match emit_views(&b, from, room, f) {
-                Ok((n, last_seen)) => {
+            match emit_views(&b, from, room, limit, f) {
+                Ok((n, stopped_at)) => {
                     count += n;
                     self.position = b.last_offset() + 1;
                     last_batch = Some((pos, b));
-                    if count >= max {
+                    if stopped_at.is_some() || count >= max {
                         self.last = Some((segment, BatchRef::checked(map, pos, &b)));
-                        self.stop_mid_batch(last_seen, b.last_offset());
+                        if let Some(next) = stopped_at {
+                            self.stop_inside(next, b.last_offset());
+                        }
                         return Ok(count);
                     }
                 }
@@ -479,7 +493,9 @@ impl Iterator for LogReader {
                 Err(e) => return Some(Err(e)),
             };
             let b = found.batch();
-            for record in b.records() {
+            let mut records = b.records();
+            let skipped = records.skip_before(self.position).err().map(Err);
+            for record in skipped.into_iter().chain(records) {
                 match record {
                     Ok(v) if v.offset >= self.position => {
                         self.pending.push_back(v.to_owned_record())
@@ -538,7 +554,9 @@ impl LogReader {
         }
         let from = self.position;
         let mut first = None;
-        for record in b.records() {
+        let mut records = b.records();
+        let skipped = records.skip_before(from).err().map(Err);
+        for record in skipped.into_iter().chain(records) {
             match record {
                 Ok(v) if v.offset >= from => {
                     if first.is_none() {
@@ -570,30 +588,34 @@ impl LogReader {
     }
 }
 
-/// Calls `f` on the records of `b` at or after `from`, at most `max`; returns how
-/// many, and the offset of the last one handed out.
+/// Calls `f` on the records of `b` at or after `from` and below `limit`, at most
+/// `max`; returns how many, and, if it stopped before the end of the batch (at
+/// `max` or at `limit`), the offset to resume at.
 #[inline]
 fn emit_views(
     b: &batch::Batch<'_>,
     from: Offset,
     max: usize,
+    limit: Offset,
     f: &mut impl FnMut(RecordView<'_>, i64),
 ) -> std::result::Result<(usize, Option<Offset>), batch::BatchError> {
     let mut count = 0;
-    let mut last_seen = None;
-    for record in b.records() {
+    let mut records = b.records();
+    records.skip_before(from)?;
+    for record in records {
         let record = record?;
-        if record.offset < from {
-            continue;
+        debug_assert!(record.offset >= from);
+        if record.offset >= limit {
+            return Ok((count, Some(limit)));
         }
-        last_seen = Some(record.offset);
+        let next = record.offset + 1;
         f(record, b.append_time);
         count += 1;
         if count == max {
-            break;
+            return Ok((count, Some(next)));
         }
     }
-    Ok((count, last_seen))
+    Ok((count, None))
 }
 
 /// Decodes a batch from raw bytes and checks every record: for fuzzing the decoder.
@@ -603,6 +625,38 @@ pub fn fuzz_decode_batch(bytes: &[u8]) -> usize {
         Ok(b) => b.records().filter(|r| r.is_ok()).count(),
         Err(_) => 0,
     }
+}
+
+/// For fuzzing the resume path: whether a reader resuming inside a batch at every
+/// offset of it (up to 256 of them) gets what decoding the batch from its start
+/// gets from there (when that decodes without error; otherwise only that nothing
+/// panics).
+#[doc(hidden)]
+pub fn fuzz_skip_agrees(bytes: &[u8]) -> bool {
+    let Ok(b) = batch::decode(bytes) else {
+        return true;
+    };
+    let Ok(all) = b
+        .records()
+        .map(|r| r.map(|v| v.offset))
+        .collect::<std::result::Result<Vec<Offset>, _>>()
+    else {
+        for from in (b.base_offset..=b.last_offset()).take(256) {
+            let mut records = b.records();
+            if records.skip_before(from).is_ok() {
+                records.for_each(drop);
+            }
+        }
+        return true;
+    };
+    (b.base_offset..=b.last_offset()).take(256).all(|from| {
+        let mut records = b.records();
+        records.skip_before(from).is_ok()
+            && records
+                .map(|r| r.map(|v| v.offset))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                == Ok(all.iter().copied().filter(|&o| o >= from).collect())
+    })
 }
 
 #[cfg(test)]

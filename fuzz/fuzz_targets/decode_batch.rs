@@ -1,4 +1,5 @@
-//! Arbitrary bytes into the batch decoder: it must reject or decode, never panic.
+//! Arbitrary bytes into the batch decoder: it must reject or decode, never panic;
+//! and a reader resuming inside a batch must get what decoding it whole gets.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,5 +12,9 @@ fuzz_target!(|data: &[u8]| {
         n == 0 || data.len() >= 60 + 7 * n,
         "{n} records from {} bytes",
         data.len()
+    );
+    assert!(
+        logqueue::fuzz_skip_agrees(data),
+        "resuming inside the batch disagrees with decoding it whole"
     );
 });

@@ -192,3 +192,134 @@ fn varint_edges() {
     assert!(Cursor { bytes: &[] }.varlong().is_err());
     assert!(Cursor { bytes: &[0xff; 11] }.varlong().is_err());
 }
+
+/// A batch with offsets 10, 12, 15, 16 (compacted), records of every field kind.
+fn gapped_batch() -> Vec<u8> {
+    let records = [
+        Record::new("a"),
+        Record::keyed("k", "b").with_header("h", "1"),
+        Record::tombstone("k"),
+        Record::keyed(vec![7u8; 200], vec![1u8; 9_000]),
+    ];
+    let deltas = [0u32, 2, 5, 6];
+    let mut out = Vec::new();
+    let parts = records
+        .iter()
+        .zip(deltas)
+        .map(|(r, d)| RecordParts::from_record(r, d, 5_000));
+    encode(&mut out, meta(10, 6), parts);
+    out
+}
+
+/// `skip_before` lands on the record a full decode and filter would hand out first,
+/// for every resume point in and around a batch with gaps, and the records after it
+/// decode as before.
+#[test]
+fn skipping_lands_where_decoding_would() {
+    let contiguous = encode_records(
+        10,
+        &[
+            Record::new("a"),
+            Record::keyed("k", "b").with_header("h", "1"),
+            Record::tombstone("k"),
+            Record::keyed(vec![7u8; 200], vec![1u8; 9_000]),
+        ],
+    );
+    for bytes in [gapped_batch(), contiguous] {
+        lands_where_decoding_would(&bytes);
+    }
+}
+
+fn lands_where_decoding_would(bytes: &[u8]) {
+    let batch = decode(bytes).unwrap();
+    for from in 0..20u64 {
+        let want: Vec<Offset> = batch
+            .records()
+            .map(|r| r.unwrap().offset)
+            .filter(|&o| o >= from)
+            .collect();
+        let mut it = batch.records();
+        it.skip_before(from).unwrap();
+        let got: Vec<Offset> = it.map(|r| r.unwrap().offset).collect();
+        assert_eq!(got, want, "resumed at {from}");
+    }
+}
+
+/// Skipped records are still read for their place: a length running past the batch
+/// or offsets out of order among them is an error, not a silent landing elsewhere.
+#[test]
+fn skipping_reports_what_it_cannot_cross() {
+    // Offsets out of order (deltas 2, 1, 3), sealed with a valid CRC.
+    let records = [Record::new("a"), Record::new("b"), Record::new("c")];
+    let mut out = Vec::new();
+    let parts = records
+        .iter()
+        .zip([2u32, 1, 3])
+        .map(|(r, d)| RecordParts::from_record(r, d, 5_000));
+    encode(&mut out, meta(0, 3), parts);
+    let batch = decode(&out).unwrap();
+    assert_eq!(
+        batch.records().skip_before(3).unwrap_err(),
+        BatchError::Invalid("record offsets out of order")
+    );
+    // As many records as offsets, out of order (deltas 1, 0, 2): skipped by their
+    // lengths alone, the disorder shows in the first record handed out.
+    let mut out = Vec::new();
+    let parts = records
+        .iter()
+        .zip([1u32, 0, 2])
+        .map(|(r, d)| RecordParts::from_record(r, d, 5_000));
+    encode(&mut out, meta(0, 2), parts);
+    let batch = decode(&out).unwrap();
+    let mut it = batch.records();
+    it.skip_before(1).unwrap();
+    assert_eq!(
+        it.next().unwrap().unwrap_err(),
+        BatchError::Invalid("record offsets out of order")
+    );
+    // The first record's length made to run past the batch (CRC resealed).
+    let mut long = encode_records(0, &records);
+    assert_eq!(
+        long[HEADER_LEN], 0x0e,
+        "zig-zag 7: the first record's length"
+    );
+    long[HEADER_LEN] = 0x7e; // zig-zag 63: more than all three records' bytes
+    let crc = crc32fast::hash(&long[POS_MAGIC..]);
+    long[POS_CRC..POS_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    let batch = decode(&long).unwrap();
+    // Landing anywhere past the first record needs its length.
+    assert_eq!(
+        batch.records().skip_before(1).unwrap_err(),
+        BatchError::Invalid("field runs past the record")
+    );
+    // Landing on it needs nothing of it: the decode that follows reports it.
+    let mut it = batch.records();
+    it.skip_before(0).unwrap();
+    assert!(it.next().unwrap().is_err());
+}
+
+/// Every byte of the records of a gapped and a contiguous batch changed (three ways,
+/// CRC resealed so the record parser sees it): resuming at any offset agrees with
+/// decoding the batch whole whenever that works, and nothing panics.
+#[test]
+fn skipping_agrees_with_decoding_under_every_byte_change() {
+    let contiguous = encode_records(
+        10,
+        &[Record::new("a"), Record::keyed("k", "b"), Record::new("c")],
+    );
+    for bytes in [gapped_batch(), contiguous] {
+        // The gapped batch's 9,000-byte value: its first bytes are enough.
+        for at in HEADER_LEN..bytes.len().min(HEADER_LEN + 400) {
+            for xor in [0x01u8, 0x80, 0xff] {
+                let mut changed = bytes.clone();
+                changed[at] ^= xor;
+                let crc = crc32fast::hash(&changed[POS_MAGIC..]);
+                changed[POS_CRC..POS_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+                assert!(
+                    crate::reader::fuzz_skip_agrees(&changed),
+                    "byte {at} ^ {xor:#x}"
+                );
+            }
+        }
+    }
+}

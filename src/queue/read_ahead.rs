@@ -241,16 +241,16 @@ impl QueueInner {
         // lane's block: there the lane's next refill starts at its next block, so it
         // stops exactly there and leaves the rest of the batch (another lane's
         // records) undecoded.
-        let to_block_end = lane.block - before % lane.block;
+        let block_end = if lane.is_only() {
+            Offset::MAX
+        } else {
+            before.saturating_add(lane.block - before % lane.block)
+        };
         let push = |v: crate::RecordView<'_>| {
-            if lane.owns(v.offset) {
-                into.push_back(Unread::Record(v.to_owned_record()))
-            }
+            debug_assert!(lane.owns(v.offset));
+            into.push_back(Unread::Record(v.to_owned_record()))
         };
-        let r = match usize::try_from(to_block_end) {
-            Ok(n) if !lane.is_only() && n <= READ_AHEAD => reader.read_views(n, push),
-            _ => reader.read_views_whole_batches(READ_AHEAD, push),
-        };
+        let r = reader.read_views_whole_batches(READ_AHEAD, block_end, push);
         match r {
             Ok(_) => {
                 *stuck = 0;
