@@ -371,26 +371,14 @@ impl<'a> RecordIter<'a> {
             return self.skip_contiguous(from);
         }
         while self.remaining > 0 {
-            let mut outer = Cursor { bytes: self.rest };
-            let len = usize::try_from(outer.varint()?)
-                .map_err(|_| BatchError::Invalid("negative record length"))?;
-            let body = outer.take(len)?;
-            let mut cur = Cursor { bytes: body };
-            let _attributes = cur.take(1)?;
-            let _ts_delta = cur.varlong()?;
-            let offset_delta = u32::try_from(cur.varint()?)
-                .map_err(|_| BatchError::Invalid("negative offset delta"))?;
-            if offset_delta > self.last_offset_delta
-                || self.prev_delta.is_some_and(|p| offset_delta <= p)
-            {
-                return Err(BatchError::Invalid("record offsets out of order"));
-            }
+            let (body, after) = split_record(self.rest)?;
+            let (_ts_delta, offset_delta) = self.delta_fields(&mut Cursor { bytes: body })?;
             if self.base_offset + u64::from(offset_delta) >= from {
                 // The first record to hand out: left for `decode_one`.
                 return Ok(());
             }
             self.prev_delta = Some(offset_delta);
-            self.rest = outer.bytes;
+            self.rest = after;
             self.remaining -= 1;
         }
         Ok(())
@@ -403,11 +391,7 @@ impl<'a> RecordIter<'a> {
     fn skip_contiguous(&mut self, from: Offset) -> Result<(), BatchError> {
         let skip = (from - self.base_offset).min(u64::from(self.remaining));
         for _ in 0..skip {
-            let mut outer = Cursor { bytes: self.rest };
-            let len = usize::try_from(outer.varint()?)
-                .map_err(|_| BatchError::Invalid("negative record length"))?;
-            outer.take(len)?;
-            self.rest = outer.bytes;
+            self.rest = split_record(self.rest)?.1;
         }
         if skip > 0 {
             // `skip` is at most the record count, a u32.
@@ -418,14 +402,11 @@ impl<'a> RecordIter<'a> {
         Ok(())
     }
 
-    #[inline]
-    fn decode_one(&mut self) -> Result<RecordView<'a>, BatchError> {
-        let mut outer = Cursor { bytes: self.rest };
-        let len = usize::try_from(outer.varint()?)
-            .map_err(|_| BatchError::Invalid("negative record length"))?;
-        let body = outer.take(len)?;
-        self.rest = outer.bytes;
-        let mut cur = Cursor { bytes: body };
+    /// A record's attributes, timestamp delta and offset delta, at the start of its
+    /// body; the offset delta checked to come after the last one and not past the
+    /// batch's last.
+    #[inline(always)]
+    fn delta_fields(&self, cur: &mut Cursor<'a>) -> Result<(i64, u32), BatchError> {
         let _attributes = cur.take(1)?;
         let ts_delta = cur.varlong()?;
         let offset_delta = u32::try_from(cur.varint()?)
@@ -435,6 +416,15 @@ impl<'a> RecordIter<'a> {
         {
             return Err(BatchError::Invalid("record offsets out of order"));
         }
+        Ok((ts_delta, offset_delta))
+    }
+
+    #[inline]
+    fn decode_one(&mut self) -> Result<RecordView<'a>, BatchError> {
+        let (body, after) = split_record(self.rest)?;
+        self.rest = after;
+        let mut cur = Cursor { bytes: body };
+        let (ts_delta, offset_delta) = self.delta_fields(&mut cur)?;
         self.prev_delta = Some(offset_delta);
         let key = cur.bytes_field()?;
         let value = cur.bytes_field()?;
@@ -458,6 +448,17 @@ impl<'a> RecordIter<'a> {
             header_count,
         })
     }
+}
+
+/// The body of the record at the start of `bytes` (after its length varint), and the
+/// bytes after it.
+#[inline(always)]
+fn split_record(bytes: &[u8]) -> Result<(&[u8], &[u8]), BatchError> {
+    let mut outer = Cursor { bytes };
+    let len = usize::try_from(outer.varint()?)
+        .map_err(|_| BatchError::Invalid("negative record length"))?;
+    let body = outer.take(len)?;
+    Ok((body, outer.bytes))
 }
 
 /// Checks `count` headers at the cursor: non-null keys in UTF-8, non-null values.

@@ -201,13 +201,18 @@ fn gapped_batch() -> Vec<u8> {
         Record::tombstone("k"),
         Record::keyed(vec![7u8; 200], vec![1u8; 9_000]),
     ];
-    let deltas = [0u32, 2, 5, 6];
+    encode_at_deltas(10, &records, &[0, 2, 5, 6], 6)
+}
+
+/// `records` at offset deltas `deltas` (as given: order unchecked) of a batch at
+/// `base` whose last delta is `last_delta`, with a valid CRC.
+fn encode_at_deltas(base: Offset, records: &[Record], deltas: &[u32], last_delta: u32) -> Vec<u8> {
     let mut out = Vec::new();
     let parts = records
         .iter()
         .zip(deltas)
-        .map(|(r, d)| RecordParts::from_record(r, d, 5_000));
-    encode(&mut out, meta(10, 6), parts);
+        .map(|(r, &d)| RecordParts::from_record(r, d, 5_000));
+    encode(&mut out, meta(base, last_delta), parts);
     out
 }
 
@@ -251,12 +256,7 @@ fn lands_where_decoding_would(bytes: &[u8]) {
 fn skipping_reports_what_it_cannot_cross() {
     // Offsets out of order (deltas 2, 1, 3), sealed with a valid CRC.
     let records = [Record::new("a"), Record::new("b"), Record::new("c")];
-    let mut out = Vec::new();
-    let parts = records
-        .iter()
-        .zip([2u32, 1, 3])
-        .map(|(r, d)| RecordParts::from_record(r, d, 5_000));
-    encode(&mut out, meta(0, 3), parts);
+    let out = encode_at_deltas(0, &records, &[2, 1, 3], 3);
     let batch = decode(&out).unwrap();
     assert_eq!(
         batch.records().skip_before(3).unwrap_err(),
@@ -264,12 +264,7 @@ fn skipping_reports_what_it_cannot_cross() {
     );
     // As many records as offsets, out of order (deltas 1, 0, 2): skipped by their
     // lengths alone, the disorder shows in the first record handed out.
-    let mut out = Vec::new();
-    let parts = records
-        .iter()
-        .zip([1u32, 0, 2])
-        .map(|(r, d)| RecordParts::from_record(r, d, 5_000));
-    encode(&mut out, meta(0, 2), parts);
+    let out = encode_at_deltas(0, &records, &[1, 0, 2], 2);
     let batch = decode(&out).unwrap();
     let mut it = batch.records();
     it.skip_before(1).unwrap();
