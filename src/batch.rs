@@ -106,6 +106,16 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// The records at or after offset `from` (a reader resuming inside the batch):
+    /// those before it are passed over by [`RecordIter::skip_before`], whose error,
+    /// if any, comes first.
+    #[inline]
+    pub fn records_from(&self, from: Offset) -> RecordsFrom<'a> {
+        let mut records = self.records();
+        let skipped = records.skip_before(from).err().map(Err);
+        skipped.into_iter().chain(records)
+    }
+
     /// Decodes every record, checking that they fill the batch exactly.
     pub fn validate_records(&self) -> Result<(), BatchError> {
         let mut it = self.records();
@@ -323,6 +333,12 @@ impl<'a> Iterator for HeaderIter<'a> {
         Some((key, value))
     }
 }
+
+/// [`Batch::records_from`]: the skip's error, if any, then the records (a concrete
+/// type, with nothing to drop, so a caller may change what the batch borrows from as
+/// soon as it stops iterating).
+pub(crate) type RecordsFrom<'a> =
+    std::iter::Chain<std::option::IntoIter<Result<RecordView<'a>, BatchError>>, RecordIter<'a>>;
 
 /// Iterator over the records of one batch.
 #[derive(Clone, Debug)]
